@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# `npm run bench`: builds, then measures the request path against loopback backends (bounded duration).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+node tests/bench/bench.mjs "$@"

@@ -1,0 +1,31 @@
+//! Validates DEFAULT_BACKENDS before the runtime starts, so `npm run dev` reports config errors up front.
+
+use flowbalance::policy::config::parse_default_backends;
+
+fn main() {
+    let text = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("DEFAULT_BACKENDS").ok())
+        .unwrap_or_default();
+    if text.trim().is_empty() {
+        println!(
+            "DEFAULT_BACKENDS is empty: no services until one is created through the admin API"
+        );
+        return;
+    }
+    match parse_default_backends(&text) {
+        Ok(services) => {
+            for s in services {
+                let urls: Vec<&str> = s.all_backends().iter().map(|b| b.url.as_str()).collect();
+                println!("service {} -> {}", s.hostname, urls.join(", "));
+            }
+        }
+        Err(errors) => {
+            eprintln!("DEFAULT_BACKENDS is invalid:");
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            std::process::exit(2);
+        }
+    }
+}

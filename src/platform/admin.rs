@@ -1,0 +1,181 @@
+//! The admin surface: authentication and the `/admin/...` REST routes, forwarding service questions to each hostname's Durable Object.
+
+use std::cell::RefCell;
+
+use worker::*;
+
+use crate::platform::{env_string, error_response, BALANCER_BINDING};
+use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets, Throttle};
+use crate::policy::config;
+
+/// On any balanced hostname, paths under this prefix reach the admin surface instead of a backend.
+pub const RESERVED_PREFIX: &str = "/__lb_admin__";
+
+thread_local! {
+    /// Failed logins per client address, so a password cannot be guessed at full speed.
+    static THROTTLE: RefCell<Throttle> = RefCell::new(Throttle::default());
+}
+
+/// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
+pub fn is_admin_host(host: &str, env: &Env) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+        || host.ends_with(".workers.dev")
+        || env_string(env, "ADMIN_HOSTNAME").is_some_and(|h| h.eq_ignore_ascii_case(host))
+}
+
+pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
+    let path = if path.is_empty() { "/" } else { path };
+    if path == "/" {
+        return Response::from_json(&serde_json::json!({
+            "service": "FlowBalance",
+            "admin_api": "/admin/services",
+        }));
+    }
+    if !path.starts_with("/admin/") && path != "/admin" {
+        return error_response(404, &format!("no admin route {path}"), None);
+    }
+    if let Some(denied) = authorize(&req, env)? {
+        return Ok(denied);
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Get, ["admin", "services"]) => list_services(env).await,
+        (Method::Get, ["admin", "services", host]) => {
+            ask_object(env, host, Method::Get, "/status").await
+        }
+        (Method::Post, ["admin", "services", host, "health-check"]) => {
+            ask_object(env, host, Method::Post, "/probe").await
+        }
+        (_, ["admin", "services", ..]) => error_response(
+            405,
+            &format!("{} {path} is not an admin route", req.method()),
+            None,
+        ),
+        _ => error_response(404, &format!("no admin route {path}"), None),
+    }
+}
+
+/// Checks credentials; Some(response) means the request is refused.
+pub fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
+    let secrets = Secrets {
+        api_secret: env_string(env, "API_SECRET"),
+        basic_user: env_string(env, "WEB_AUTH_USERNAME"),
+        basic_password: env_string(env, "WEB_AUTH_PASSWORD"),
+    };
+    let client = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".to_string());
+    let now = Date::now().as_millis();
+    if let Err(wait_ms) = THROTTLE.with(|t| t.borrow().check(&client, now)) {
+        return error_response(
+            429,
+            "too many failed login attempts from this address; wait before retrying",
+            Some(wait_ms.div_ceil(1000).max(1)),
+        )
+        .map(Some);
+    }
+    let creds = auth::parse_authorization(req.headers().get("authorization")?.as_deref());
+    match auth::check(&secrets, &creds) {
+        AuthOutcome::Ok => {
+            THROTTLE.with(|t| t.borrow_mut().record_success(&client));
+            Ok(None)
+        }
+        AuthOutcome::NotConfigured => error_response(
+            503,
+            "the admin API is disabled: set API_SECRET (wrangler secret put API_SECRET, or .dev.vars locally)",
+            None,
+        )
+        .map(Some),
+        AuthOutcome::Denied(why) => {
+            if !matches!(creds, Credentials::None) {
+                THROTTLE.with(|t| t.borrow_mut().record_failure(&client, now));
+            }
+            let mut resp = error_response(401, &format!("unauthorized: {why}"), None)?;
+            resp.headers_mut().set(
+                "www-authenticate",
+                "Bearer realm=\"FlowBalance admin\", Basic realm=\"FlowBalance admin\"",
+            )?;
+            Ok(Some(resp))
+        }
+    }
+}
+
+/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
+async fn list_services(env: &Env) -> Result<Response> {
+    let text = env_string(env, "DEFAULT_BACKENDS").unwrap_or_default();
+    let (hosts, errors): (Vec<String>, Vec<String>) = if text.trim().is_empty() {
+        (vec![], vec![])
+    } else {
+        match config::parse_default_backends(&text) {
+            Ok(services) => (services.into_iter().map(|s| s.hostname).collect(), vec![]),
+            Err(errs) => (vec![], errs.iter().map(|e| e.to_string()).collect()),
+        }
+    };
+    let mut services = Vec::new();
+    for host in hosts {
+        let status = object_json(env, &host, Method::Get, "/status").await.ok();
+        let (healthy, total) = status
+            .as_ref()
+            .and_then(|s| s["backends"].as_array())
+            .map(|b| {
+                let healthy = b
+                    .iter()
+                    .filter(|x| x["healthy"] == true && x["breaker"] == "closed")
+                    .count();
+                (healthy, b.len())
+            })
+            .unwrap_or((0, 0));
+        services.push(serde_json::json!({
+            "hostname": host,
+            "backends": total,
+            "healthy_backends": healthy,
+            "version": status.as_ref().map(|s| s["version"].clone()),
+        }));
+    }
+    Response::from_json(&serde_json::json!({ "services": services, "config_errors": errors }))
+}
+
+async fn object_json(
+    env: &Env,
+    host: &str,
+    method: Method,
+    path: &str,
+) -> Result<serde_json::Value> {
+    let mut resp = call_object(env, host, method, path).await?;
+    if resp.status_code() != 200 {
+        return Err(Error::RustError(resp.text().await.unwrap_or_default()));
+    }
+    resp.json().await
+}
+
+async fn call_object(env: &Env, host: &str, method: Method, path: &str) -> Result<Response> {
+    let host = config::validate_hostname(host).map_err(Error::RustError)?;
+    let stub = env
+        .durable_object(BALANCER_BINDING)?
+        .id_from_name(&host)?
+        .get_stub()?;
+    let h = Headers::new();
+    h.set("x-fb-host", &host)?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(h);
+    stub.fetch_with_request(Request::new_with_init(
+        &format!("https://balancer{path}"),
+        &init,
+    )?)
+    .await
+}
+
+/// Relays a Durable Object answer, turning a bad hostname into a 400.
+async fn ask_object(env: &Env, host: &str, method: Method, path: &str) -> Result<Response> {
+    if let Err(e) = config::validate_hostname(host) {
+        return error_response(400, &format!("hostname: {e}"), None);
+    }
+    let mut resp = call_object(env, host, method, path).await?;
+    let status = resp.status_code();
+    if status == 200 {
+        return Response::from_json(&resp.json::<serde_json::Value>().await?);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    error_response(status, &text, None)
+}

@@ -1,0 +1,383 @@
+//! The per-hostname Durable Object: owns the service's config and live backend state in storage, answers routing decisions, and probes backends on its alarm.
+
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+use worker::*;
+
+use crate::platform::env_string;
+use crate::platform::probe::{probe_backend, ProbeResult};
+use crate::policy::config::{self, ServiceConfig};
+use crate::policy::decision::{Outcome, Reject, Verdict};
+use crate::policy::fleet::{BackendRecord, Fleet, RequestFacts};
+use crate::policy::health;
+use crate::policy::rng::SplitMix64;
+
+const KEY_HOST: &str = "host";
+const KEY_CONFIG: &str = "config";
+const KEY_BACKENDS: &str = "backends";
+
+/// A stored config: the canonical JSON plus its version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredConfig {
+    pub version: u64,
+    pub config: serde_json::Value,
+}
+
+/// Where the service's config came from, or why there is none.
+enum Service {
+    Ready(Box<Fleet>),
+    Missing(Reject),
+}
+
+#[durable_object]
+pub struct Balancer {
+    state: State,
+    env: Env,
+    service: RefCell<Option<Service>>,
+    host: RefCell<Option<String>>,
+    /// When the next alarm is known to be set (ms); None means "check storage".
+    alarm_at: RefCell<Option<u64>>,
+    rng: RefCell<SplitMix64>,
+}
+
+impl DurableObject for Balancer {
+    fn new(state: State, env: Env) -> Self {
+        let seed = Date::now().as_millis() ^ 0x9E37_79B9_7F4A_7C15;
+        Self {
+            state,
+            env,
+            service: RefCell::new(None),
+            host: RefCell::new(None),
+            alarm_at: RefCell::new(None),
+            rng: RefCell::new(SplitMix64(seed)),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let path = req.path();
+        if let Some(host) = req.headers().get("x-fb-host")? {
+            self.ensure_loaded(&host).await?;
+        } else {
+            self.ensure_loaded_from_storage().await?;
+        }
+        match (req.method(), path.as_str()) {
+            (Method::Post, "/decide") => self.decide(&req).await,
+            (Method::Post, "/report") => {
+                let outcomes: Vec<Outcome> = req.json().await.unwrap_or_default();
+                self.apply_outcomes(&outcomes).await?;
+                Response::empty().map(|r| r.with_status(204))
+            }
+            (Method::Get, "/status") => self.status(),
+            (Method::Post, "/probe") => {
+                let results = self.probe_all().await?;
+                Response::from_json(&serde_json::json!({ "results": results }))
+            }
+            _ => Response::error("unknown Durable Object route", 404),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // Alarms are at-least-once: probing twice is harmless, and re-arming is unconditional.
+        *self.alarm_at.borrow_mut() = None;
+        self.ensure_loaded_from_storage().await?;
+        if self.fleet_ready() {
+            if let Err(e) = self.probe_all().await {
+                console_error!("probe round failed: {e}");
+            }
+        }
+        self.arm_next().await?;
+        Response::empty()
+    }
+}
+
+impl Balancer {
+    fn fleet_ready(&self) -> bool {
+        matches!(&*self.service.borrow(), Some(Service::Ready(_)))
+    }
+
+    fn now() -> u64 {
+        Date::now().as_millis()
+    }
+
+    /// Loads config and state once per object lifetime; later requests read memory only.
+    async fn ensure_loaded(&self, host: &str) -> Result<()> {
+        if self.service.borrow().is_some() {
+            return Ok(());
+        }
+        *self.host.borrow_mut() = Some(host.to_string());
+        self.load().await?;
+        if self.fleet_ready() {
+            let stored_host: Option<String> = self.state.storage().get(KEY_HOST).await?;
+            if stored_host.as_deref() != Some(host) {
+                // Remembered once so alarms (which carry no request) know whose backends they probe.
+                self.state.storage().put(KEY_HOST, host).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_loaded_from_storage(&self) -> Result<()> {
+        if self.service.borrow().is_some() {
+            return Ok(());
+        }
+        let host: Option<String> = self.state.storage().get(KEY_HOST).await?;
+        match host {
+            Some(h) => {
+                *self.host.borrow_mut() = Some(h);
+                self.load().await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn load(&self) -> Result<()> {
+        let host = self.host.borrow().clone().unwrap_or_default();
+        let stored: Option<StoredConfig> = self.state.storage().get(KEY_CONFIG).await?;
+        let saved: Vec<BackendRecord> = self
+            .state
+            .storage()
+            .get(KEY_BACKENDS)
+            .await?
+            .unwrap_or_default();
+        let service = match stored {
+            Some(s) => match config::parse_service(&s.config, "") {
+                Ok(cfg) => Service::Ready(Box::new(self.fleet(cfg, s.version, &saved))),
+                Err(errs) => Service::Missing(config_error(&host, "stored config", &errs)),
+            },
+            None => self.seed(&host, &saved),
+        };
+        *self.service.borrow_mut() = Some(service);
+        Ok(())
+    }
+
+    /// The first time a hostname is seen, its config comes from DEFAULT_BACKENDS (version 0, not
+    /// stored: a redeploy with a new DEFAULT_BACKENDS takes effect until the API stores a config).
+    fn seed(&self, host: &str, saved: &[BackendRecord]) -> Service {
+        let text = env_string(&self.env, "DEFAULT_BACKENDS").unwrap_or_default();
+        if text.trim().is_empty() {
+            return Service::Missing(unknown_host(host));
+        }
+        match config::parse_default_backends(&text) {
+            Ok(services) => match services.into_iter().find(|s| s.hostname == host) {
+                Some(cfg) => Service::Ready(Box::new(self.fleet(cfg, 0, saved))),
+                None => Service::Missing(unknown_host(host)),
+            },
+            Err(errs) => Service::Missing(config_error(host, "DEFAULT_BACKENDS", &errs)),
+        }
+    }
+
+    fn fleet(&self, cfg: ServiceConfig, version: u64, saved: &[BackendRecord]) -> Fleet {
+        let secret = env_string(&self.env, "AFFINITY_SECRET")
+            .or_else(|| env_string(&self.env, "API_SECRET"))
+            .unwrap_or_else(|| format!("flowbalance:{}", cfg.hostname));
+        Fleet::new(cfg, version, saved, secret.as_bytes())
+    }
+
+    async fn decide(&self, req: &Request) -> Result<Response> {
+        let now = Self::now();
+        // Successes the Worker batched since its last decision ride along on this request.
+        if let Some(batch) = req.headers().get("x-fb-ok")? {
+            if let Ok(outcomes) = serde_json::from_str::<Vec<Outcome>>(&batch) {
+                self.apply_outcomes(&outcomes).await?;
+            }
+        }
+        let h = req.headers();
+        let facts = RequestFacts {
+            client_ip: h.get("x-fb-ip")?,
+            country: h.get("x-fb-country")?,
+            continent: h.get("x-fb-continent")?,
+            cookies: h.get("x-fb-cookies")?,
+            affinity_header: h.get("x-fb-key")?,
+        };
+        let verdict = match &mut *self.service.borrow_mut() {
+            Some(Service::Ready(fleet)) => fleet.decide(&facts, now),
+            Some(Service::Missing(reject)) => Verdict::Reject(reject.clone()),
+            None => Verdict::Reject(unknown_host("")),
+        };
+        self.watchdog(now).await?;
+        Response::from_json(&verdict)
+    }
+
+    /// Re-arms a missing alarm: the probe loop must survive lost alarms and restarts.
+    async fn watchdog(&self, now: u64) -> Result<()> {
+        if !self.fleet_ready() {
+            return Ok(());
+        }
+        let known = *self.alarm_at.borrow();
+        match known {
+            Some(at) if at + 30_000 > now => Ok(()),
+            _ => match self.state.storage().get_alarm().await? {
+                Some(at) if at as u64 + 30_000 > now => {
+                    *self.alarm_at.borrow_mut() = Some(at as u64);
+                    Ok(())
+                }
+                _ => self.arm_next().await,
+            },
+        }
+    }
+
+    async fn arm_next(&self) -> Result<()> {
+        let delay = {
+            let service = self.service.borrow();
+            let Some(Service::Ready(fleet)) = &*service else {
+                return Ok(());
+            };
+            let h = &fleet.cfg.health;
+            if !h.enabled {
+                return Ok(());
+            }
+            let mut rng = self.rng.borrow_mut();
+            let mut delay = health::jitter_ms(h.interval_ms, &mut *rng);
+            if fleet.any_suspect() {
+                delay = delay.min(health::suspect_reprobe_ms(h.interval_ms));
+            }
+            delay
+        };
+        self.set_alarm_in(delay).await
+    }
+
+    async fn set_alarm_in(&self, delay_ms: u64) -> Result<()> {
+        let delay_ms = delay_ms.max(50);
+        let at = Self::now() + delay_ms;
+        self.state.storage().set_alarm(delay_ms as i64).await?;
+        *self.alarm_at.borrow_mut() = Some(at);
+        Ok(())
+    }
+
+    async fn apply_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
+        let now = Self::now();
+        let (persist, reprobe) = {
+            let mut service = self.service.borrow_mut();
+            let Some(Service::Ready(fleet)) = &mut *service else {
+                return Ok(());
+            };
+            let mut persist = false;
+            let mut reprobe = false;
+            for o in outcomes {
+                let c = fleet.report(o, now);
+                persist |= c.persist;
+                reprobe |= c.reprobe_soon;
+            }
+            (persist, reprobe)
+        };
+        if persist {
+            self.persist_backends().await?;
+        }
+        if reprobe {
+            self.reprobe_soon(now).await?;
+        }
+        Ok(())
+    }
+
+    /// A suspect backend is probed within seconds, not at the next full interval.
+    async fn reprobe_soon(&self, now: u64) -> Result<()> {
+        let soon = {
+            let service = self.service.borrow();
+            let Some(Service::Ready(fleet)) = &*service else {
+                return Ok(());
+            };
+            if !fleet.cfg.health.enabled {
+                return Ok(());
+            }
+            health::suspect_reprobe_ms(fleet.cfg.health.interval_ms)
+        };
+        let known = *self.alarm_at.borrow();
+        match known {
+            Some(at) if at <= now + soon => Ok(()),
+            _ => self.set_alarm_in(soon).await,
+        }
+    }
+
+    async fn persist_backends(&self) -> Result<()> {
+        let records: Vec<BackendRecord> = match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => fleet.records().to_vec(),
+            _ => return Ok(()),
+        };
+        self.state.storage().put(KEY_BACKENDS, records).await
+    }
+
+    /// Probes every enabled backend in parallel; applies results and persists flips.
+    async fn probe_all(&self) -> Result<Vec<ProbeResult>> {
+        let (targets, path, timeout_ms) = {
+            let service = self.service.borrow();
+            let Some(Service::Ready(fleet)) = &*service else {
+                return Ok(vec![]);
+            };
+            let targets: Vec<(usize, String, Option<String>)> = fleet
+                .probe_targets()
+                .into_iter()
+                .map(|i| {
+                    let b = &fleet.backends[i];
+                    (i, b.url.clone(), b.health_path.clone())
+                })
+                .collect();
+            (
+                targets,
+                fleet.cfg.health.path.clone(),
+                fleet.cfg.health.timeout_ms,
+            )
+        };
+        let probes = targets.iter().map(|(_, url, discovered)| {
+            probe_backend(url, path.as_deref(), discovered.as_deref(), timeout_ms)
+        });
+        let results = futures_util::future::join_all(probes).await;
+        let now = Self::now();
+        let mut persist = false;
+        {
+            let mut service = self.service.borrow_mut();
+            if let Some(Service::Ready(fleet)) = &mut *service {
+                for ((i, url, _), r) in targets.iter().zip(&results) {
+                    // The config may have changed while probes were in flight.
+                    if fleet.backends.get(*i).map(|b| &b.url) != Some(url) {
+                        continue;
+                    }
+                    if fleet.backends[*i].health_path != r.discovered_path {
+                        fleet.backends[*i].health_path = r.discovered_path.clone();
+                        persist = true;
+                    }
+                    persist |= fleet.apply_probe(*i, r.ok, r.latency_ms, r.error.clone(), now);
+                }
+            }
+        }
+        if persist {
+            self.persist_backends().await?;
+        }
+        Ok(results)
+    }
+
+    fn status(&self) -> Result<Response> {
+        match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => {
+                let mut body = fleet.status(Self::now());
+                body["config"] = fleet.cfg.to_value();
+                Response::from_json(&body)
+            }
+            Some(Service::Missing(r)) => Response::error(
+                r.message.clone(),
+                if r.status == 421 { 404 } else { r.status },
+            ),
+            None => Response::error("no service is configured here", 404),
+        }
+    }
+}
+
+fn unknown_host(host: &str) -> Reject {
+    Reject {
+        status: 421,
+        message: format!("FlowBalance has no service configured for hostname \"{host}\""),
+        retry_after_s: None,
+    }
+}
+
+fn config_error(host: &str, source: &str, errs: &[config::ConfigError]) -> Reject {
+    let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    Reject {
+        status: 503,
+        message: format!(
+            "the configuration for \"{host}\" is invalid ({source}): {}",
+            list.join("; ")
+        ),
+        retry_after_s: None,
+    }
+}

@@ -1,0 +1,403 @@
+//! The balanced request path: ask the hostname's Durable Object for a decision, forward to the backend, fail over, report outcomes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use wasm_bindgen::JsValue;
+use worker::*;
+
+use crate::platform::{error_response, fetch_with_timeout, FetchFailure, BALANCER_BINDING};
+use crate::policy::affinity;
+use crate::policy::decision::{Outcome, Route, Verdict};
+use crate::policy::forwarding::{
+    backend_url, connection_tokens, forwarded_for, is_hop_by_hop, path_and_query,
+};
+use crate::policy::retry::{backoff_ms, is_failure_status, may_retry, Failure, REPLAY_BODY_CAP};
+use crate::policy::rng::SplitMix64;
+
+/// Per backend URL: (successful requests, summed latency in ms) not yet reported.
+type SuccessTally = HashMap<String, (u32, u64)>;
+
+thread_local! {
+    /// Successful outcomes per hostname, batched here and carried on the next decision request,
+    /// so a healthy request costs no extra Durable Object round trip.
+    static PENDING_OK: RefCell<HashMap<String, SuccessTally>> = RefCell::new(HashMap::new());
+    /// The request header that keys header affinity, per hostname, as the last decision said.
+    static AFFINITY_HEADER: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    static RNG: RefCell<SplitMix64> = RefCell::new(SplitMix64(Date::now().as_millis()));
+}
+
+/// The request body in a form that can be sent once or, when buffered, many times.
+enum Body {
+    None,
+    Buffered(Vec<u8>),
+    Stream(Option<web_sys::ReadableStream>),
+}
+
+impl Body {
+    fn replayable(&self) -> bool {
+        !matches!(self, Body::Stream(_))
+    }
+
+    /// The body for the next attempt; a stream can be handed out once only.
+    fn take(&mut self) -> Option<JsValue> {
+        match self {
+            Body::None => None,
+            Body::Buffered(bytes) => Some(js_sys::Uint8Array::from(bytes.as_slice()).into()),
+            Body::Stream(s) => s.take().map(Into::into),
+        }
+    }
+}
+
+pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> Result<Response> {
+    let stub = stub_for(env, host)?;
+    let verdict = decide(&stub, &req, host).await?;
+    let route = match verdict {
+        Verdict::Route(route) => route,
+        Verdict::Reject(r) => return error_response(r.status, &r.message, r.retry_after_s),
+    };
+    let method = req.inner().method();
+    let body = read_body(&mut req, &method).await?;
+    let headers = outbound_headers(&req, host)?;
+    let url = req.inner().url();
+    let https = url.starts_with("https:");
+    let pq = path_and_query(&url).to_string();
+    forward(ForwardCtx {
+        env,
+        https,
+        ctx,
+        host,
+        method,
+        pq,
+        headers,
+        body,
+        route,
+    })
+    .await
+}
+
+struct ForwardCtx<'a> {
+    env: &'a Env,
+    https: bool,
+    ctx: &'a Context,
+    host: &'a str,
+    method: String,
+    pq: String,
+    headers: web_sys::Headers,
+    body: Body,
+    route: Route,
+}
+
+async fn forward(mut f: ForwardCtx<'_>) -> Result<Response> {
+    let mut conn_left = f.route.conn_retries;
+    let mut resp_left = f.route.retries;
+    let mut reports: Vec<Outcome> = Vec::new();
+    let mut last_failure = String::new();
+    let attempts = f.route.attempts.clone();
+    for (n, attempt) in attempts.iter().enumerate() {
+        let has_next = n + 1 < attempts.len();
+        let started = Date::now().as_millis();
+        let outbound = build_request(&attempt.url, &f.pq, &f.method, &f.headers, f.body.take())?;
+        let result = fetch_with_timeout(outbound, f.route.timeout_ms).await;
+        let latency_ms = Date::now().as_millis().saturating_sub(started);
+        let outcome = |failure: Option<String>| Outcome {
+            url: attempt.url.clone(),
+            failure,
+            latency_ms,
+            trial: attempt.trial,
+            retry: n > 0,
+            count: 1,
+        };
+        let failure = match &result {
+            Ok(resp) if is_failure_status(resp.status_code()) => {
+                Failure::Status(resp.status_code())
+            }
+            Ok(_) => {
+                let resp = result.map_err(|e| Error::RustError(e.to_string()))?;
+                record_success(f.host, outcome(None), &mut reports);
+                flush_reports(f.env, f.ctx, f.host, reports);
+                return finish(resp, &f.route, attempt.pin.as_deref(), f.https);
+            }
+            Err(FetchFailure::Timeout) => Failure::Timeout,
+            Err(FetchFailure::Network(msg)) => classify_network_error(msg),
+        };
+        last_failure = describe(&failure);
+        reports.push(outcome(Some(last_failure.clone())));
+        let budget = if matches!(failure, Failure::Connect) {
+            &mut conn_left
+        } else {
+            &mut resp_left
+        };
+        let retry = has_next
+            && *budget > 0
+            && f.body.replayable()
+            && may_retry(&f.method, &failure, f.body.replayable());
+        if !retry {
+            flush_reports(f.env, f.ctx, f.host, reports);
+            return match result {
+                // The backend answered: its own error page is the most faithful reply.
+                Ok(resp) => finish(resp, &f.route, attempt.pin.as_deref(), f.https),
+                Err(_) => all_failed(f.host, n + 1, &last_failure, f.route.panic),
+            };
+        }
+        *budget -= 1;
+        let wait = RNG.with(|r| {
+            backoff_ms(
+                n as u32 + 1,
+                &failure,
+                f.route.immediate_failover,
+                &mut *r.borrow_mut(),
+            )
+        });
+        if wait > 0 {
+            Delay::from(std::time::Duration::from_millis(wait)).await;
+        }
+    }
+    flush_reports(f.env, f.ctx, f.host, reports);
+    all_failed(f.host, attempts.len(), &last_failure, f.route.panic)
+}
+
+fn all_failed(host: &str, tried: usize, last: &str, panic: bool) -> Result<Response> {
+    let mode = if panic {
+        " (all backends were marked unhealthy; tried anyway)"
+    } else {
+        ""
+    };
+    error_response(
+        503,
+        &format!(
+            "no backend of \"{host}\" could answer: {tried} attempt(s) failed, last: {last}{mode}"
+        ),
+        Some(5),
+    )
+}
+
+fn describe(f: &Failure) -> String {
+    match f {
+        Failure::Connect => "connection failed".to_string(),
+        Failure::Timeout => "timeout".to_string(),
+        Failure::Status(s) => format!("status {s}"),
+    }
+}
+
+/// workerd reports connect-phase failures (refused, unresolvable) distinctly from a connection
+/// lost mid-request; only the former proves the backend never saw the request.
+fn classify_network_error(msg: &str) -> Failure {
+    let m = msg.to_ascii_lowercase();
+    let connect_phase = [
+        "refused",
+        "connect(",
+        "econnrefused",
+        "dns",
+        "lookup",
+        "resolve",
+        "unreachable",
+        "no route",
+    ]
+    .iter()
+    .any(|k| m.contains(k));
+    if connect_phase {
+        Failure::Connect
+    } else {
+        Failure::Timeout
+    }
+}
+
+/// Asks the hostname's Durable Object where this request goes; carries batched success reports.
+async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
+    let h = Headers::new();
+    h.set("x-fb-host", host)?;
+    let incoming = req.headers();
+    if let Some(ip) = incoming.get("cf-connecting-ip")? {
+        h.set("x-fb-ip", &ip)?;
+    }
+    if let Some(cf) = req.cf() {
+        if let Some(c) = cf.country() {
+            h.set("x-fb-country", &c)?;
+        }
+        if let Some(c) = cf.continent() {
+            h.set("x-fb-continent", &c)?;
+        }
+    }
+    if let Some(cookie) = incoming.get("cookie")? {
+        // The Worker does not know the service's cookie name; the DO picks its cookie out.
+        h.set("x-fb-cookies", &cookie)?;
+    }
+    let key_header = AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned());
+    if let Some(value) = key_header.and_then(|name| incoming.get(&name).ok().flatten()) {
+        h.set("x-fb-key", &value)?;
+    }
+    let pending = PENDING_OK.with(|p| p.borrow_mut().remove(host));
+    if let Some(batch) = pending {
+        let outcomes: Vec<Outcome> = batch
+            .into_iter()
+            .map(|(url, (count, latency_sum))| Outcome {
+                url,
+                failure: None,
+                latency_ms: latency_sum / u64::from(count.max(1)),
+                trial: false,
+                retry: false,
+                count,
+            })
+            .collect();
+        h.set("x-fb-ok", &serde_json::to_string(&outcomes)?)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(h);
+    let call = Request::new_with_init("https://balancer/decide", &init)?;
+    let mut resp = stub.fetch_with_request(call).await?;
+    let verdict: Verdict = resp.json().await?;
+    if let Verdict::Route(route) = &verdict {
+        // Header affinity: remember which request header keys this hostname's clients.
+        AFFINITY_HEADER.with(|a| {
+            let mut a = a.borrow_mut();
+            match &route.affinity_header {
+                Some(name) if a.get(host) != Some(name) => {
+                    a.insert(host.to_string(), name.clone());
+                }
+                None if a.contains_key(host) => {
+                    a.remove(host);
+                }
+                _ => {}
+            }
+        });
+    }
+    Ok(verdict)
+}
+
+fn record_success(host: &str, outcome: Outcome, reports: &mut Vec<Outcome>) {
+    if outcome.trial || outcome.retry {
+        // A trial decides a breaker, and a retry spends budget: report those at once.
+        reports.push(outcome);
+        return;
+    }
+    PENDING_OK.with(|p| {
+        let mut p = p.borrow_mut();
+        let entry = p
+            .entry(host.to_string())
+            .or_default()
+            .entry(outcome.url)
+            .or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += outcome.latency_ms;
+    });
+}
+
+/// Failures and trials go to the Durable Object after the response, off the client's path.
+fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
+    if reports.is_empty() {
+        return;
+    }
+    let Ok(body) = serde_json::to_string(&reports) else {
+        return;
+    };
+    let host = host.to_string();
+    let Ok(stub) = stub_for(env, &host) else {
+        return;
+    };
+    ctx.wait_until(async move {
+        let h = Headers::new();
+        let _ = h.set("x-fb-host", &host);
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(h)
+            .with_body(Some(JsValue::from_str(&body)));
+        if let Ok(req) = Request::new_with_init("https://balancer/report", &init) {
+            if let Err(e) = stub.fetch_with_request(req).await {
+                console_error!("reporting outcomes for {host} failed: {e}");
+            }
+        }
+    });
+}
+
+fn stub_for(env: &Env, host: &str) -> Result<Stub> {
+    env.durable_object(BALANCER_BINDING)?
+        .id_from_name(host)?
+        .get_stub()
+}
+
+async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
+    if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+        return Ok(Body::None);
+    }
+    let length: Option<usize> = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse().ok());
+    match length {
+        Some(0) => Ok(Body::None),
+        // Small bodies are buffered so a request refused at connect can be replayed elsewhere.
+        Some(n) if n <= REPLAY_BODY_CAP => Ok(Body::Buffered(req.bytes().await?)),
+        _ => Ok(Body::Stream(req.inner().body())),
+    }
+}
+
+/// Copies the client's headers minus hop-by-hop ones, and adds X-Forwarded-*.
+fn outbound_headers(req: &Request, host: &str) -> Result<web_sys::Headers> {
+    let incoming = req.headers();
+    let extra = connection_tokens(incoming.get("connection")?.as_deref());
+    let out = web_sys::Headers::new()?;
+    for (name, value) in incoming.entries() {
+        if name == "host" || name == "content-length" || is_hop_by_hop(&name, &extra) {
+            continue;
+        }
+        out.append(&name, &value)?;
+    }
+    if let Some(ip) = incoming.get("cf-connecting-ip")? {
+        out.set(
+            "x-forwarded-for",
+            &forwarded_for(incoming.get("x-forwarded-for")?.as_deref(), &ip),
+        )?;
+    }
+    let proto = req
+        .url()
+        .map(|u| u.scheme().to_string())
+        .unwrap_or_else(|_| "https".into());
+    out.set("x-forwarded-proto", &proto)?;
+    out.set("x-forwarded-host", host)?;
+    Ok(out)
+}
+
+fn build_request(
+    backend: &str,
+    pq: &str,
+    method: &str,
+    headers: &web_sys::Headers,
+    body: Option<JsValue>,
+) -> Result<Request> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_headers(headers.as_ref());
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    if let Some(b) = body {
+        init.set_body(&b);
+    }
+    let r = web_sys::Request::new_with_str_and_init(&backend_url(backend, pq), &init)?;
+    Ok(r.into())
+}
+
+/// Streams the backend's response back; adds the affinity cookie when the client is (re-)pinned.
+fn finish(resp: Response, route: &Route, pin: Option<&str>, https: bool) -> Result<Response> {
+    let (Some(spec), Some(value)) = (&route.cookie, pin) else {
+        return Ok(resp);
+    };
+    let headers = Headers::new();
+    for (k, v) in resp.headers().entries() {
+        if k != "set-cookie" {
+            headers.append(&k, &v)?;
+        }
+    }
+    for c in resp.headers().get_all("set-cookie")? {
+        headers.append("set-cookie", &c)?;
+    }
+    headers.append(
+        "set-cookie",
+        &affinity::set_cookie(&spec.name, value, spec.ttl_s, https),
+    )?;
+    let status = resp.status_code();
+    let (_, body) = resp.into_parts();
+    Ok(ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .body(body))
+}

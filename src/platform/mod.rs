@@ -1,0 +1,91 @@
+//! Platform glue: the Worker's fetch entry point, shared helpers for env and outbound fetch.
+
+mod admin;
+mod balancer;
+mod edge;
+mod probe;
+
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use worker::*;
+
+/// The Durable Object namespace binding that holds one object per hostname.
+pub const BALANCER_BINDING: &str = "BALANCER";
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    let url = req.url()?;
+    let host = url
+        .host_str()
+        .unwrap_or("")
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let path = url.path().to_string();
+    let result = if let Some(rest) = path.strip_prefix(admin::RESERVED_PREFIX) {
+        admin::handle(req, &env, rest).await
+    } else if admin::is_admin_host(&host, &env) {
+        admin::handle(req, &env, &path).await
+    } else {
+        edge::balance(req, &env, &ctx, &host).await
+    };
+    // An error must never become the runtime's exception page.
+    result.or_else(|e| error_response(502, &format!("FlowBalance internal error: {e}"), None))
+}
+
+/// A JSON error body with a message a client can act on.
+pub fn error_response(status: u16, message: &str, retry_after_s: Option<u64>) -> Result<Response> {
+    let body = serde_json::json!({ "error": message, "status": status });
+    let mut resp = Response::from_json(&body)?.with_status(status);
+    if let Some(s) = retry_after_s {
+        resp.headers_mut().set("retry-after", &s.to_string())?;
+    }
+    Ok(resp)
+}
+
+/// A string binding (a `[vars]` entry, a `.dev.vars` value or a secret); empty counts as unset.
+pub fn env_string(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .map(|v| v.to_string())
+        .or_else(|_| env.secret(name).map(|s| s.to_string()))
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Why an outbound fetch produced no response.
+#[derive(Debug, Clone)]
+pub enum FetchFailure {
+    Timeout,
+    Network(String),
+}
+
+impl std::fmt::Display for FetchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchFailure::Timeout => write!(f, "timed out"),
+            FetchFailure::Network(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Fetches with a deadline for the response headers; the body then streams unbounded.
+pub async fn fetch_with_timeout(
+    req: Request,
+    timeout_ms: u64,
+) -> std::result::Result<Response, FetchFailure> {
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(req);
+    let send = fetch.send_with_signal(&signal);
+    let timer = Delay::from(Duration::from_millis(timeout_ms));
+    futures_util::pin_mut!(send);
+    futures_util::pin_mut!(timer);
+    match select(send, timer).await {
+        Either::Left((Ok(resp), _)) => Ok(resp),
+        Either::Left((Err(e), _)) => Err(FetchFailure::Network(e.to_string())),
+        Either::Right(_) => {
+            controller.abort();
+            Err(FetchFailure::Timeout)
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Admin API authentication: credential parsing, constant-time checks and a brute-force throttle.
+
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Constant time for equal lengths. On different lengths it still walks `a` (against itself) so
+/// the time depends only on `a.len()`, never on where the content differs.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let same_len = a.len() == b.len();
+    let other = if same_len { b } else { a };
+    let diff = a.iter().zip(other).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box keeps the optimiser from turning the fold into an early-exit comparison.
+    same_len & (std::hint::black_box(diff) == 0)
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Bearer(String),
+    Basic { user: String, password: String },
+    None,
+    Malformed(&'static str),
+}
+
+/// Redacted: credentials must never reach logs.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credentials::Basic { user, .. } => write!(f, "Basic {{ user: {user:?}, .. }}"),
+            Credentials::None => f.write_str("None"),
+            Credentials::Malformed(why) => write!(f, "Malformed({why:?})"),
+        }
+    }
+}
+
+/// Basic credentials from real clients are padded, but accept unpadded too: padding carries no
+/// security meaning and strictness here only produces confusing 401s.
+const BASIC_B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Parses an `Authorization` header. Scheme is case-insensitive; Basic is base64 of
+/// `user:password`, split at the first ':' (the password may contain ':').
+pub fn parse_authorization(header: Option<&str>) -> Credentials {
+    let Some(h) = header.map(str::trim).filter(|h| !h.is_empty()) else {
+        return Credentials::None;
+    };
+    let (scheme, rest) = match h.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((s, r)) => (s, r.trim()),
+        None => (h, ""),
+    };
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Credentials::Malformed("empty bearer token");
+        }
+        if rest.contains(|c: char| c.is_ascii_whitespace()) {
+            return Credentials::Malformed("bearer token contains whitespace");
+        }
+        Credentials::Bearer(rest.to_string())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        if rest.is_empty() {
+            return Credentials::Malformed("empty basic credentials");
+        }
+        let Ok(bytes) = BASIC_B64.decode(rest) else {
+            return Credentials::Malformed("basic credentials are not base64");
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Credentials::Malformed("basic credentials are not utf-8");
+        };
+        match text.split_once(':') {
+            Some((user, password)) => Credentials::Basic {
+                user: user.to_string(),
+                password: password.to_string(),
+            },
+            None => Credentials::Malformed("basic credentials lack ':'"),
+        }
+    } else {
+        Credentials::Malformed("unsupported authorization scheme")
+    }
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    pub api_secret: Option<String>,
+    pub basic_user: Option<String>,
+    pub basic_password: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Secrets")
+            .field("api_secret", &set(&self.api_secret))
+            .field("basic_user", &set(&self.basic_user))
+            .field("basic_password", &set(&self.basic_password))
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Ok,
+    Denied(&'static str),
+    NotConfigured,
+}
+
+/// An empty secret would accept an empty token, i.e. run open: treat it as unset.
+fn configured(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+/// Bearer is checked against `api_secret`; Basic against user and password. With neither an
+/// api secret nor a full basic pair configured the admin API refuses to run open.
+pub fn check(secrets: &Secrets, creds: &Credentials) -> AuthOutcome {
+    let api = configured(&secrets.api_secret);
+    let basic = match (
+        configured(&secrets.basic_user),
+        configured(&secrets.basic_password),
+    ) {
+        (Some(u), Some(p)) => Some((u, p)),
+        _ => None,
+    };
+    if api.is_none() && basic.is_none() {
+        return AuthOutcome::NotConfigured;
+    }
+    match creds {
+        Credentials::Bearer(token) => match api {
+            Some(secret) if ct_eq(token.as_bytes(), secret.as_bytes()) => AuthOutcome::Ok,
+            Some(_) => AuthOutcome::Denied("invalid credentials"),
+            None => AuthOutcome::Denied("bearer authentication not configured"),
+        },
+        Credentials::Basic { user, password } => match basic {
+            Some((u, p)) => {
+                // Both compared, combined without short-circuit: timing does not reveal
+                // whether the user name alone was right.
+                let user_ok = ct_eq(user.as_bytes(), u.as_bytes());
+                let pass_ok = ct_eq(password.as_bytes(), p.as_bytes());
+                if user_ok & pass_ok {
+                    AuthOutcome::Ok
+                } else {
+                    AuthOutcome::Denied("invalid credentials")
+                }
+            }
+            None => AuthOutcome::Denied("basic authentication not configured"),
+        },
+        Credentials::None => AuthOutcome::Denied("missing credentials"),
+        Credentials::Malformed(why) => AuthOutcome::Denied(why),
+    }
+}
+
+const BACKOFF_START_MS: u64 = 1_000;
+const BACKOFF_MAX_MS: u64 = 15 * 60 * 1_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Strikes {
+    failures: u32,
+    last_failure_ms: u64,
+    blocked_until_ms: u64,
+}
+
+/// Brute-force throttle per client key (IP). After `free` failures, each further attempt is
+/// refused until a backoff passes (1 s, doubling, capped at 15 min). The count is forgotten once
+/// a client stays quiet for a whole window after its last failure or block, so a persistent
+/// attacker keeps escalating while a user who mistyped a few times is forgiven. Success clears.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Throttle {
+    free: u32,
+    window_ms: u64,
+    max_clients: usize,
+    clients: BTreeMap<String, Strikes>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new(5, 60_000, 10_000)
+    }
+}
+
+impl Throttle {
+    pub fn new(free: u32, window_ms: u64, max_clients: usize) -> Self {
+        Throttle {
+            free,
+            window_ms,
+            // At least one slot, so the most recent offender is always tracked.
+            max_clients: max_clients.max(1),
+            clients: BTreeMap::new(),
+        }
+    }
+
+    fn quiet_since(s: &Strikes) -> u64 {
+        s.last_failure_ms.max(s.blocked_until_ms)
+    }
+
+    fn is_stale(&self, s: &Strikes, now_ms: u64) -> bool {
+        now_ms.saturating_sub(Self::quiet_since(s)) >= self.window_ms
+    }
+
+    /// `Err(retry_after_ms)` while the client is inside a backoff.
+    pub fn check(&self, client: &str, now_ms: u64) -> Result<(), u64> {
+        match self.clients.get(client) {
+            Some(s) if s.blocked_until_ms > now_ms => Err(s.blocked_until_ms - now_ms),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&mut self, client: &str, now_ms: u64) {
+        if !self.clients.contains_key(client) && self.clients.len() >= self.max_clients {
+            self.make_room(now_ms);
+        }
+        let stale = self
+            .clients
+            .get(client)
+            .is_some_and(|s| self.is_stale(s, now_ms));
+        // free = 0 behaves like 1: the first failure starts the 1 s backoff.
+        let free = self.free.max(1);
+        let s = self.clients.entry(client.to_string()).or_insert(Strikes {
+            failures: 0,
+            last_failure_ms: now_ms,
+            blocked_until_ms: 0,
+        });
+        if stale {
+            s.failures = 0;
+            s.blocked_until_ms = 0;
+        }
+        s.failures = s.failures.saturating_add(1);
+        s.last_failure_ms = now_ms;
+        if s.failures >= free {
+            // The `free`-th failure blocks for 1 s, each further one doubles, capped.
+            let doublings = (s.failures - free).min(20);
+            let backoff = (BACKOFF_START_MS << doublings).min(BACKOFF_MAX_MS);
+            s.blocked_until_ms = now_ms.saturating_add(backoff);
+        }
+    }
+
+    pub fn record_success(&mut self, client: &str) {
+        self.clients.remove(client);
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Drop forgiven clients first; if still full, evict the one with the oldest activity.
+    fn make_room(&mut self, now_ms: u64) {
+        let window = self.window_ms;
+        self.clients
+            .retain(|_, s| now_ms.saturating_sub(Self::quiet_since(s)) < window);
+        if self.clients.len() >= self.max_clients {
+            let oldest = self
+                .clients
+                .iter()
+                .min_by_key(|(_, s)| Self::quiet_since(s))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.clients.remove(&k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ct_eq_cases() {
+        assert!(ct_eq(b"", b""));
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"", b"a"));
+        // Lengths differing by 256 must not alias.
+        assert!(!ct_eq(&[0u8; 256], &[]));
+    }
+
+    fn basic(s: &str) -> String {
+        format!("Basic {}", STANDARD.encode(s))
+    }
+
+    #[test]
+    fn parsing() {
+        assert_eq!(parse_authorization(None), Credentials::None);
+        assert_eq!(parse_authorization(Some("  ")), Credentials::None);
+        assert_eq!(
+            parse_authorization(Some("bEaReR tok-1")),
+            Credentials::Bearer("tok-1".into())
+        );
+        assert_eq!(
+            parse_authorization(Some(&basic("admin:pa:ss"))),
+            Credentials::Basic {
+                user: "admin".into(),
+                password: "pa:ss".into()
+            }
+        );
+        let unpadded = format!("basic {}", STANDARD.encode("a:b").trim_end_matches('='));
+        assert_eq!(
+            parse_authorization(Some(&unpadded)),
+            Credentials::Basic {
+                user: "a".into(),
+                password: "b".into()
+            }
+        );
+        for bad in [
+            "Bearer",
+            "Bearer a b",
+            "Basic",
+            "Basic !!!",
+            "Digest x",
+            "tok",
+        ] {
+            assert!(
+                matches!(parse_authorization(Some(bad)), Credentials::Malformed(_)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_authorization(Some(&basic("nocolon"))),
+            Credentials::Malformed(_)
+        ));
+        let non_utf8 = format!("Basic {}", STANDARD.encode([0xff, b':', 0xfe]));
+        assert!(matches!(
+            parse_authorization(Some(&non_utf8)),
+            Credentials::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let c = Credentials::Bearer("topsecret".into());
+        assert!(!format!("{c:?}").contains("topsecret"));
+        let s = Secrets {
+            api_secret: Some("topsecret".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{s:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn checking() {
+        let none = Secrets::default();
+        let bearer = Credentials::Bearer("s3cret".into());
+        assert_eq!(check(&none, &bearer), AuthOutcome::NotConfigured);
+        let empty = Secrets {
+            api_secret: Some(String::new()),
+            basic_user: Some("u".into()),
+            basic_password: None,
+        };
+        assert_eq!(
+            check(&empty, &Credentials::Bearer(String::new())),
+            AuthOutcome::NotConfigured
+        );
+
+        let api = Secrets {
+            api_secret: Some("s3cret".into()),
+            ..Default::default()
+        };
+        assert_eq!(check(&api, &bearer), AuthOutcome::Ok);
+        assert!(matches!(
+            check(&api, &Credentials::Bearer("s3cre".into())),
+            AuthOutcome::Denied(_)
+        ));
+        let b = Credentials::Basic {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        assert!(matches!(check(&api, &b), AuthOutcome::Denied(_)));
+        assert_eq!(
+            check(&api, &Credentials::None),
+            AuthOutcome::Denied("missing credentials")
+        );
+        assert_eq!(
+            check(&api, &Credentials::Malformed("x")),
+            AuthOutcome::Denied("x")
+        );
+
+        let pair = Secrets {
+            api_secret: None,
+            basic_user: Some("u".into()),
+            basic_password: Some("p".into()),
+        };
+        assert_eq!(check(&pair, &b), AuthOutcome::Ok);
+        assert!(matches!(check(&pair, &bearer), AuthOutcome::Denied(_)));
+        for (u, p) in [("u", "x"), ("x", "p"), ("", "")] {
+            let c = Credentials::Basic {
+                user: u.into(),
+                password: p.into(),
+            };
+            assert!(matches!(check(&pair, &c), AuthOutcome::Denied(_)));
+        }
+    }
+
+    #[test]
+    fn throttle_backoff_sequence() {
+        let mut t = Throttle::new(3, 60_000, 10);
+        let mut now = 0;
+        for _ in 0..2 {
+            assert_eq!(t.check("ip", now), Ok(()));
+            t.record_failure("ip", now);
+        }
+        // Third failure uses up the free attempts: blocked 1 s.
+        t.record_failure("ip", now);
+        assert_eq!(t.check("ip", now), Err(1_000));
+        assert_eq!(t.check("ip", now + 999), Err(1));
+        assert_eq!(t.check("other", now), Ok(()));
+        // Each further failure doubles: 2 s, 4 s, 8 s ...
+        let mut expected = vec![];
+        let mut got = vec![];
+        for k in 1..=12 {
+            now = t
+                .clients
+                .get("ip")
+                .map(|s| s.blocked_until_ms)
+                .unwrap_or(now);
+            assert_eq!(t.check("ip", now), Ok(()));
+            t.record_failure("ip", now);
+            got.push(t.check("ip", now).unwrap_err());
+            expected.push((1_000u64 << k).min(BACKOFF_MAX_MS));
+        }
+        assert_eq!(got, expected);
+        assert_eq!(*got.last().unwrap(), 900_000);
+        // Success clears.
+        t.record_success("ip");
+        assert_eq!(t.check("ip", now), Ok(()));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn throttle_forgets_after_quiet_window() {
+        let mut t = Throttle::new(2, 1_000, 10);
+        t.record_failure("ip", 0);
+        // Quiet for a whole window: count restarts, so this is failure 1 again.
+        t.record_failure("ip", 1_000);
+        assert_eq!(t.check("ip", 1_000), Ok(()));
+        t.record_failure("ip", 1_500);
+        assert_eq!(t.check("ip", 1_500), Err(1_000));
+    }
+
+    #[test]
+    fn throttle_memory_is_bounded() {
+        let mut t = Throttle::new(1, 60_000, 3);
+        for i in 0..10u64 {
+            t.record_failure(&format!("c{i}"), i);
+            assert!(t.len() <= 3);
+        }
+        // Oldest evicted, newest kept.
+        assert!(t.check("c9", 9).is_err());
+        assert_eq!(t.check("c0", 9), Ok(()));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in ".*") {
+            let _ = parse_authorization(Some(&s));
+        }
+
+        #[test]
+        fn basic_round_trip(u in "[^:]{0,12}", p in ".{0,12}") {
+            let h = basic(&format!("{u}:{p}"));
+            prop_assert_eq!(parse_authorization(Some(&h)), Credentials::Basic { user: u, password: p });
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The live view of one hostname's backends (health, breakers, counters) and the routing decision made from it.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+use crate::policy::access::AccessPolicy;
+use crate::policy::affinity;
+use crate::policy::breaker::{Admit, Breaker, BreakerParams, BreakerState, Transition};
+use crate::policy::config::{AffinityKind, BackendState, ServiceConfig};
+use crate::policy::decision::{Attempt, CookieSpec, Outcome, Reject, Route, Verdict};
+use crate::policy::geo;
+use crate::policy::health::Health;
+use crate::policy::ratelimit::RateLimiter;
+use crate::policy::retry::RetryBudget;
+use crate::policy::select::{failover_order, Selector};
+
+/// What the Durable Object keeps of each backend across restarts (written on transitions only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendRecord {
+    pub url: String,
+    pub health: Health,
+    pub breaker: Breaker,
+    pub health_path: Option<String>,
+    pub last_probe_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_failure_ms: u64,
+    pub latency_ms: Option<f64>,
+    pub suspect: bool,
+}
+
+impl BackendRecord {
+    fn new(url: &str) -> Self {
+        BackendRecord {
+            url: url.to_string(),
+            health: Health::new(),
+            breaker: Breaker::new(),
+            health_path: None,
+            last_probe_ms: None,
+            last_error: None,
+            last_failure_ms: 0,
+            latency_ms: None,
+            suspect: false,
+        }
+    }
+}
+
+/// Facts about one client request that the decision may use.
+#[derive(Clone, Debug, Default)]
+pub struct RequestFacts {
+    pub client_ip: Option<String>,
+    pub country: Option<String>,
+    pub continent: Option<String>,
+    /// The client's whole Cookie header; the service's affinity cookie is picked out by name.
+    pub cookies: Option<String>,
+    /// The value of the affinity header (for `type: header`).
+    pub affinity_header: Option<String>,
+}
+
+/// What a reported outcome changed, so the platform knows what to persist or schedule.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Persisted state changed (a breaker or health transition).
+    pub persist: bool,
+    /// A backend became suspect: probe it soon instead of at the next full interval.
+    pub reprobe_soon: bool,
+}
+
+/// One hostname's service: its config and the live state of every backend.
+pub struct Fleet {
+    pub cfg: ServiceConfig,
+    pub version: u64,
+    pub backends: Vec<BackendRecord>,
+    weights: Vec<u32>,
+    states: Vec<BackendState>,
+    /// Backend indices of the top-level list (index 0) and of each pool (1..).
+    groups: Vec<Vec<usize>>,
+    selectors: Vec<Selector>,
+    budget: RetryBudget,
+    limiter: Option<RateLimiter>,
+    access: Option<AccessPolicy>,
+    affinity_secret: Vec<u8>,
+}
+
+impl Fleet {
+    /// Builds the live view for `cfg`, restoring saved per-backend state by URL.
+    pub fn new(cfg: ServiceConfig, version: u64, saved: &[BackendRecord], secret: &[u8]) -> Self {
+        let all: Vec<(String, u32, BackendState)> = cfg
+            .all_backends()
+            .iter()
+            .map(|b| (b.url.clone(), b.weight, b.state))
+            .collect();
+        let backends = all
+            .iter()
+            .map(|(url, _, _)| {
+                saved
+                    .iter()
+                    .find(|r| &r.url == url)
+                    .cloned()
+                    .unwrap_or_else(|| BackendRecord::new(url))
+            })
+            .collect();
+        let index_of = |url: &str| all.iter().position(|(u, _, _)| u == url);
+        let mut groups = vec![cfg
+            .backends
+            .iter()
+            .filter_map(|b| index_of(&b.url))
+            .collect::<Vec<_>>()];
+        for pool in &cfg.pools {
+            groups.push(
+                pool.backends
+                    .iter()
+                    .filter_map(|b| index_of(&b.url))
+                    .collect(),
+            );
+        }
+        if groups[0].is_empty() {
+            // Pools only: requests without a geo choice may use every backend.
+            groups[0] = (0..all.len()).collect();
+        }
+        let selectors = groups.iter().map(|g| Selector::new(g.len())).collect();
+        let limiter = cfg
+            .rate_limit
+            .as_ref()
+            .map(|r| RateLimiter::new(r.requests, u64::from(r.window_s) * 1000, 100_000));
+        let access = cfg
+            .access
+            .as_ref()
+            .and_then(|a| AccessPolicy::new(&a.allow, &a.deny).ok());
+        Fleet {
+            weights: all.iter().map(|(_, w, _)| *w).collect(),
+            states: all.iter().map(|(_, _, s)| *s).collect(),
+            cfg,
+            version,
+            backends,
+            groups,
+            selectors,
+            budget: RetryBudget::default(),
+            limiter,
+            access,
+            affinity_secret: secret.to_vec(),
+        }
+    }
+
+    pub fn breaker_params(&self) -> BreakerParams {
+        let b = &self.cfg.breaker;
+        BreakerParams {
+            failure_threshold: b.failure_threshold,
+            recovery_timeout_ms: b.recovery_timeout_ms,
+            error_rate_threshold: b.error_rate_threshold,
+            min_requests: b.min_requests,
+            window_ms: b.window_ms,
+        }
+    }
+
+    /// May new traffic go to backend `i` now (healthy, enabled, breaker closed or ready for a trial)?
+    fn eligible(&self, i: usize, now_ms: u64, params: &BreakerParams) -> bool {
+        self.states[i] == BackendState::Enabled
+            && self.backends[i].health.healthy
+            && self.backends[i].breaker.available(now_ms, params)
+    }
+
+    /// Eligible as a failover target: like `eligible`, but a half-open or open breaker is skipped
+    /// so a retry never becomes an unplanned second trial.
+    fn failover_ok(&self, i: usize) -> bool {
+        self.states[i] == BackendState::Enabled
+            && self.backends[i].health.healthy
+            && self.backends[i].breaker.state == BreakerState::Closed
+    }
+
+    /// Decides where one request goes. Reads only memory; the caller persists nothing.
+    pub fn decide(&mut self, facts: &RequestFacts, now_ms: u64) -> Verdict {
+        let ip: Option<IpAddr> = facts.client_ip.as_deref().and_then(|s| s.parse().ok());
+        if let Some(access) = &self.access {
+            if !access.permits(ip) {
+                return Verdict::Reject(Reject {
+                    status: 403,
+                    message: format!(
+                        "client {} is not allowed to reach {}",
+                        facts.client_ip.as_deref().unwrap_or("(unknown)"),
+                        self.cfg.hostname
+                    ),
+                    retry_after_s: None,
+                });
+            }
+        }
+        if let Some(limiter) = &mut self.limiter {
+            let key = facts.client_ip.as_deref().unwrap_or("unknown");
+            if let Err(wait_ms) = limiter.check(key, now_ms) {
+                return Verdict::Reject(Reject {
+                    status: 429,
+                    message: format!("rate limit for {} exceeded", self.cfg.hostname),
+                    retry_after_s: Some(wait_ms.div_ceil(1000).max(1)),
+                });
+            }
+        }
+        self.budget.record_request(now_ms);
+        let params = self.breaker_params();
+        let group = self.choose_group(facts, now_ms, &params);
+        let members = self.groups[group].clone();
+
+        let pinned = self.pinned_backend(facts, &members, now_ms);
+        let primary = match pinned {
+            Some(i) => Some(i),
+            None => self.pick_in_group(group, facts, now_ms),
+        };
+
+        let max_extra = self
+            .cfg
+            .retries
+            .max(self.cfg.connection.max_connection_retries) as usize;
+        let mut attempts = Vec::new();
+        match primary {
+            Some(first) => {
+                let trial = matches!(
+                    self.backends[first].breaker.admit(now_ms, &params),
+                    Admit::Trial
+                );
+                attempts.push(first);
+                let mut trials = vec![trial];
+                let pos = members.iter().position(|&m| m == first).unwrap_or(0);
+                let order = failover_order(members.len(), pos, |k| self.failover_ok(members[k]));
+                let budget = self.budget.available(now_ms) as usize;
+                for k in order.into_iter().take(max_extra.min(budget)) {
+                    attempts.push(members[k]);
+                    trials.push(false);
+                }
+                return Verdict::Route(self.route(attempts, trials, false, now_ms, pinned));
+            }
+            None => {
+                // Panic mode (as Envoy): nothing looks healthy, so try every enabled backend,
+                // least recently failed first, rather than refusing while one might work.
+                let mut all: Vec<usize> = (0..self.backends.len())
+                    .filter(|&i| self.states[i] != BackendState::Disabled)
+                    .collect();
+                all.sort_by_key(|&i| self.backends[i].last_failure_ms);
+                attempts.extend(all.into_iter().take(max_extra + 1));
+            }
+        }
+        if attempts.is_empty() {
+            return Verdict::Reject(Reject {
+                status: 503,
+                message: format!("no backend of {} is enabled", self.cfg.hostname),
+                retry_after_s: Some(5),
+            });
+        }
+        let trials = vec![false; attempts.len()];
+        Verdict::Route(self.route(attempts, trials, true, now_ms, None))
+    }
+
+    fn route(
+        &self,
+        attempts: Vec<usize>,
+        trials: Vec<bool>,
+        panic: bool,
+        now_ms: u64,
+        pinned: Option<usize>,
+    ) -> Route {
+        let cookie_affinity = self
+            .cfg
+            .affinity
+            .as_ref()
+            .filter(|a| matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie));
+        let n = attempts.len() as u32;
+        let attempts = attempts
+            .into_iter()
+            .zip(trials)
+            .map(|(i, trial)| Attempt {
+                url: self.backends[i].url.clone(),
+                trial,
+                pin: match cookie_affinity {
+                    Some(a) if pinned != Some(i) => Some(self.sign_pin(i, a.ttl_s, now_ms)),
+                    _ => None,
+                },
+            })
+            .collect();
+        Route {
+            attempts,
+            retries: self.cfg.retries.min(n.saturating_sub(1)),
+            conn_retries: self
+                .cfg
+                .connection
+                .max_connection_retries
+                .min(n.saturating_sub(1)),
+            timeout_ms: self.cfg.connection.connection_timeout_ms,
+            immediate_failover: self.cfg.connection.immediate_failover,
+            panic,
+            cookie: cookie_affinity.map(|a| CookieSpec {
+                name: a.cookie_name.clone(),
+                ttl_s: a.ttl_s,
+            }),
+            affinity_header: self
+                .cfg
+                .affinity
+                .as_ref()
+                .filter(|a| a.kind == AffinityKind::Header)
+                .and_then(|a| a.header_name.clone()),
+        }
+    }
+
+    /// The pin's expiry is carried inside the signed value, so no server-side session table is needed.
+    fn sign_pin(&self, i: usize, ttl_s: u64, now_ms: u64) -> String {
+        let id = affinity::backend_id(&self.backends[i].url);
+        affinity::sign(
+            &self.affinity_secret,
+            &self.cfg.hostname,
+            &id,
+            now_ms / 1000 + ttl_s,
+        )
+    }
+
+    /// Geo steering picks a pool group; without it, the top-level group.
+    fn choose_group(&self, facts: &RequestFacts, now_ms: u64, params: &BreakerParams) -> usize {
+        let Some(geo_cfg) = &self.cfg.geo else {
+            return 0;
+        };
+        let pool_has_healthy = |name: &str| {
+            self.cfg
+                .pools
+                .iter()
+                .position(|p| p.name == name)
+                .map(|p| {
+                    self.groups[p + 1]
+                        .iter()
+                        .any(|&i| self.eligible(i, now_ms, params))
+                })
+                .unwrap_or(false)
+        };
+        let name = geo::choose_pool(
+            &geo_cfg.regions,
+            &geo_cfg.fallback_pool,
+            facts.country.as_deref(),
+            facts.continent.as_deref(),
+            pool_has_healthy,
+        );
+        self.cfg
+            .pools
+            .iter()
+            .position(|p| p.name == name)
+            .map(|p| p + 1)
+            .unwrap_or(0)
+    }
+
+    /// The backend a valid affinity cookie pins the client to, if it may still serve (enabled or draining, healthy).
+    fn pinned_backend(
+        &self,
+        facts: &RequestFacts,
+        members: &[usize],
+        now_ms: u64,
+    ) -> Option<usize> {
+        let a = self.cfg.affinity.as_ref()?;
+        if !matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie) {
+            return None;
+        }
+        let value = affinity::cookie_value(facts.cookies.as_deref()?, &a.cookie_name)?;
+        let affinity::Pin::Valid { backend_id, .. } = affinity::verify(
+            &self.affinity_secret,
+            &self.cfg.hostname,
+            value,
+            now_ms / 1000,
+        ) else {
+            return None;
+        };
+        let params = self.breaker_params();
+        members.iter().copied().find(|&i| {
+            affinity::backend_id(&self.backends[i].url) == backend_id
+                && self.states[i] != BackendState::Disabled
+                && self.backends[i].health.healthy
+                && self.backends[i].breaker.state == BreakerState::Closed
+                && self.backends[i].breaker.available(now_ms, &params)
+        })
+    }
+
+    fn pick_in_group(&mut self, group: usize, facts: &RequestFacts, now_ms: u64) -> Option<usize> {
+        let params = self.breaker_params();
+        let members = self.groups[group].clone();
+        let eligible: Vec<bool> = members
+            .iter()
+            .map(|&i| self.eligible(i, now_ms, &params))
+            .collect();
+        let key = self.cfg.affinity.as_ref().and_then(|a| match a.kind {
+            AffinityKind::Header => facts.affinity_header.clone(),
+            AffinityKind::IpCookie => facts.client_ip.clone(),
+            AffinityKind::Cookie => None,
+        });
+        if let Some(key) = key {
+            // Hash affinity: the same key lands on the same healthy backend, and only keys
+            // on a lost backend move.
+            let live: Vec<usize> = (0..members.len()).filter(|&k| eligible[k]).collect();
+            let urls: Vec<&str> = live
+                .iter()
+                .map(|&k| self.backends[members[k]].url.as_str())
+                .collect();
+            return affinity::rendezvous(&key, &urls).map(|j| members[live[j]]);
+        }
+        let weights: Vec<u32> = members.iter().map(|&i| self.weights[i]).collect();
+        self.selectors[group]
+            .pick(&weights, |k| eligible[k])
+            .map(|k| members[k])
+    }
+
+    fn index_of(&self, url: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.url == url)
+    }
+
+    /// Applies one reported outcome from the Worker.
+    pub fn report(&mut self, outcome: &Outcome, now_ms: u64) -> Changes {
+        let mut changes = Changes::default();
+        let Some(i) = self.index_of(&outcome.url) else {
+            return changes; // the backend was removed since the decision
+        };
+        let params = self.breaker_params();
+        if outcome.retry {
+            self.budget.spend(1, now_ms);
+        }
+        let b = &mut self.backends[i];
+        let latency = outcome.latency_ms as f64;
+        b.latency_ms = Some(match b.latency_ms {
+            Some(prev) => prev * 0.8 + latency * 0.2,
+            None => latency,
+        });
+        let transition = match &outcome.failure {
+            None => b
+                .breaker
+                .on_successes(outcome.count.max(1), now_ms, &params),
+            Some(reason) => {
+                b.last_error = Some(reason.clone());
+                b.last_failure_ms = now_ms;
+                if !b.suspect {
+                    b.suspect = true;
+                    changes.reprobe_soon = true;
+                }
+                b.breaker.on_failure(now_ms, &params)
+            }
+        };
+        if let Some(t) = transition {
+            changes.persist = true;
+            if matches!(t, Transition::Opened { .. }) {
+                changes.reprobe_soon = true;
+            }
+        }
+        changes
+    }
+
+    /// Applies one active probe result; returns true when health or breaker state flipped.
+    pub fn apply_probe(
+        &mut self,
+        i: usize,
+        ok: bool,
+        latency_ms: u64,
+        error: Option<String>,
+        now_ms: u64,
+    ) -> bool {
+        let params = self.breaker_params();
+        let (up, down) = (
+            self.cfg.health.consecutive_up,
+            self.cfg.health.consecutive_down,
+        );
+        let Some(b) = self.backends.get_mut(i) else {
+            return false;
+        };
+        b.last_probe_ms = Some(now_ms);
+        if ok {
+            b.latency_ms = Some(latency_ms as f64);
+        } else {
+            b.last_error = error;
+            b.last_failure_ms = now_ms;
+        }
+        let mut flipped = b.health.observe(ok, up, down);
+        // A probe may serve as the half-open breaker's single trial.
+        if matches!(
+            b.breaker.state,
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. }
+        ) && matches!(b.breaker.admit(now_ms, &params), Admit::Trial)
+        {
+            let t = if ok {
+                b.breaker.on_success(now_ms, &params)
+            } else {
+                b.breaker.on_failure(now_ms, &params)
+            };
+            flipped |= t.is_some();
+        }
+        if ok && b.health.consecutive_ok >= up.max(1) && b.breaker.state == BreakerState::Closed {
+            b.suspect = false;
+        }
+        flipped
+    }
+
+    /// Backends the alarm should probe: everything not disabled.
+    pub fn probe_targets(&self) -> Vec<usize> {
+        (0..self.backends.len())
+            .filter(|&i| self.states[i] != BackendState::Disabled)
+            .collect()
+    }
+
+    pub fn any_suspect(&self) -> bool {
+        self.backends.iter().any(|b| b.suspect || !b.health.healthy)
+    }
+
+    /// Per-backend view for the admin API.
+    pub fn status(&self, now_ms: u64) -> serde_json::Value {
+        let params = self.breaker_params();
+        let backends: Vec<serde_json::Value> = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let breaker = match &b.breaker.state {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open { .. } => "open",
+                    BreakerState::HalfOpen { .. } => "half_open",
+                };
+                serde_json::json!({
+                    "url": b.url,
+                    "weight": self.weights[i],
+                    "state": self.states[i],
+                    "healthy": b.health.healthy,
+                    "breaker": breaker,
+                    "breaker_open_until_ms": match b.breaker.state { BreakerState::Open { until_ms } => Some(until_ms), _ => None },
+                    "consecutive_successes": b.health.consecutive_ok,
+                    "consecutive_failures": b.health.consecutive_fail,
+                    "consecutive_request_failures": b.breaker.consecutive_failures,
+                    "error_rate": b.breaker.error_rate(now_ms, &params),
+                    "last_probe_ms": b.last_probe_ms,
+                    "latency_ms": b.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+                    "health_path": b.health_path,
+                    "last_error": b.last_error,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "hostname": self.cfg.hostname,
+            "version": self.version,
+            "backends": backends,
+        })
+    }
+
+    /// State to persist: per-backend records.
+    pub fn records(&self) -> &[BackendRecord] {
+        &self.backends
+    }
+}

@@ -1,0 +1,16 @@
+//! Pure load-balancing policy: no `worker` types, no I/O, no clock reads; time and randomness come in as arguments.
+
+pub mod access;
+pub mod affinity;
+pub mod auth;
+pub mod breaker;
+pub mod config;
+pub mod decision;
+pub mod fleet;
+pub mod forwarding;
+pub mod geo;
+pub mod health;
+pub mod ratelimit;
+pub mod retry;
+pub mod rng;
+pub mod select;

@@ -1,0 +1,94 @@
+// `npm run bench`: throughput, latency and workerd CPU per request of the backend directly, a JS pass-through Worker, and FlowBalance.
+import autocannon from "autocannon";
+import { Miniflare } from "miniflare";
+import { fork } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startBalancer } from "../support/runtime.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
+
+const TICKS = 100; // USER_HZ on Linux
+function workerdCpuSeconds() {
+  let total = 0;
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      if (!comm.startsWith("workerd")) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      total += (Number(fields[11]) + Number(fields[12])) / TICKS;
+    } catch {}
+  }
+  return total;
+}
+
+async function load(name, url, headers = {}) {
+  // Warm up (JIT, connections, DO instantiation), then measure.
+  await autocannon({ url, connections: CONNECTIONS, duration: 2, headers });
+  const cpu0 = workerdCpuSeconds();
+  const r = await autocannon({ url, connections: CONNECTIONS, duration: DURATION, headers });
+  const cpu = workerdCpuSeconds() - cpu0;
+  const total = r.requests.total;
+  return {
+    name,
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    errors: r.errors + r.non2xx,
+    total,
+    cpuUsPerReq: total ? (cpu * 1e6) / total : NaN,
+  };
+}
+
+function startBackendProcess(ports) {
+  const child = fork(path.join(here, "backend-process.mjs"), [String(ports)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  return new Promise((resolve) => child.once("message", (m) => resolve({ child, urls: m.urls })));
+}
+
+async function main() {
+  const { child, urls } = await startBackendProcess(3);
+  const passThrough = new Miniflare({
+    modules: true,
+    script: `export default { async fetch(req, env) {
+      const u = new URL(req.url);
+      return fetch(env.BACKEND + u.pathname + u.search, req);
+    } }`,
+    bindings: { BACKEND: urls[0] },
+    compatibilityDate: "2025-09-01",
+    host: "127.0.0.1",
+    port: 0,
+  });
+  const ptUrl = await passThrough.ready;
+  const lb = await startBalancer({
+    defaultBackends: { hostname: "bench.test", backends: urls, activeHealthChecks: { interval: 60 } },
+  });
+  const lbUrl = new URL(lb.url);
+  const rows = [];
+  try {
+    rows.push(await load("backend direct", `${urls[0]}/`));
+    rows.push(await load("JS pass-through Worker", `${ptUrl.origin}/`));
+    rows.push(await load("FlowBalance (round robin, 3 backends)", `http://${lbUrl.host}/`, { host: "bench.test" }));
+  } finally {
+    await passThrough.dispose();
+    await lb.stop();
+    child.kill();
+  }
+  console.log(`\n${CONNECTIONS} connections, ${DURATION} s per subject, loopback, one run\n`);
+  console.log("| subject | req/s | p50 ms | p99 ms | errors | workerd CPU µs/req |");
+  console.log("|---|---:|---:|---:|---:|---:|");
+  for (const r of rows)
+    console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.name.startsWith("backend") ? "-" : r.cpuUsPerReq.toFixed(0)} |`);
+  const [, pt, fb] = rows;
+  console.log(`\nFlowBalance / pass-through throughput: ${(fb.rps / pt.rps).toFixed(2)}x (goal >= 0.7x)`);
+  console.log(`added p50 vs pass-through: ${(fb.p50 - pt.p50).toFixed(2)} ms (goal <= 1.5 ms)`);
+  console.log(`workerd CPU per request: FlowBalance ${fb.cpuUsPerReq.toFixed(0)} µs vs pass-through ${pt.cpuUsPerReq.toFixed(0)} µs`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,226 @@
+// End to end: the built Worker in workerd routes each hostname through its Durable Object to real loopback backends.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { startBalancer, API_SECRET } from "../support/runtime.mjs";
+import { startBackends, startBackend, stopAll, sleep } from "../support/backends.mjs";
+
+let lb, a, b, based;
+const quiet = { activeHealthChecks: { interval: 60, timeout: 2 } };
+
+before(async () => {
+  a = await startBackends(3);
+  b = [await startBackend("c1"), await startBackend("c2")];
+  based = await startBackend("based");
+  lb = await startBalancer({
+    defaultBackends: {
+      ...quiet,
+      services: [
+        { hostname: "svc-a.test", backends: a.map((x) => x.url) },
+        { hostname: "svc-b.test", backends: b.map((x) => x.url) },
+        { hostname: "based.test", backends: [`${based.url}/base/`] },
+      ],
+    },
+  });
+});
+
+after(async () => {
+  await lb?.stop();
+  await stopAll([...a, ...b, based]);
+});
+
+async function hit(host, n, path = "/") {
+  const counts = {};
+  for (let i = 0; i < n; i++) {
+    const res = await lb.fetch(host, path);
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    counts[body.backend] = (counts[body.backend] ?? 0) + 1;
+  }
+  return counts;
+}
+
+test("round robin spreads evenly over three backends", async () => {
+  const counts = await hit("svc-a.test", 300);
+  assert.deepEqual(Object.keys(counts).sort(), ["b1", "b2", "b3"]);
+  for (const n of Object.values(counts)) assert.ok(n >= 95 && n <= 105, `uneven spread ${JSON.stringify(counts)}`);
+});
+
+test("concurrent requests are still spread evenly", async () => {
+  const results = await Promise.all(Array.from({ length: 90 }, () => lb.fetch("svc-a.test", "/c").then((r) => r.json())));
+  const counts = {};
+  for (const r of results) counts[r.backend] = (counts[r.backend] ?? 0) + 1;
+  assert.deepEqual(Object.values(counts).sort(), [30, 30, 30], JSON.stringify(counts));
+});
+
+test("two hostnames are routed independently", async () => {
+  const before = a.map((x) => x.requests().length);
+  const counts = await hit("svc-b.test", 40);
+  assert.deepEqual(counts, { c1: 20, c2: 20 });
+  assert.deepEqual(a.map((x) => x.requests().length), before, "svc-b traffic reached svc-a backends");
+});
+
+test("method, path, query, headers and body pass through; X-Forwarded-* added; hop-by-hop dropped", async () => {
+  const res = await lb.fetch("svc-b.test", "/echo/p%20q?x=1&y=two", {
+    method: "PUT",
+    headers: { "x-custom": "v1", "content-type": "text/plain", "x-forwarded-for": "9.9.9.9", "keep-alive": "timeout=5", te: "trailers" },
+    body: "hello body",
+  });
+  assert.equal(res.status, 200);
+  const echo = await res.json();
+  assert.equal(echo.method, "PUT");
+  assert.equal(echo.url, "/echo/p%20q?x=1&y=two");
+  assert.equal(echo.headers["x-custom"], "v1");
+  assert.equal(echo.bodyLength, "hello body".length);
+  assert.equal(echo.headers["x-forwarded-host"], "svc-b.test");
+  assert.equal(echo.headers["x-forwarded-proto"], "http");
+  assert.match(echo.headers["x-forwarded-for"] ?? "", /^9\.9\.9\.9(, .+)?$/);
+  assert.equal(echo.headers["keep-alive"], undefined);
+  assert.equal(echo.headers["te"], undefined);
+  assert.equal(echo.headers["host"], `127.0.0.1:${b[0].port === Number(echo.headers.host?.split(":")[1]) ? b[0].port : b[1].port}`);
+});
+
+test("a backend base path is prefixed to the client's path", async () => {
+  const echo = await (await lb.fetch("based.test", "/x/y?z=1")).json();
+  assert.equal(echo.url, "/base/x/y?z=1");
+});
+
+test("status, headers and several Set-Cookie headers come back unchanged", async () => {
+  for (const x of b)
+    x.handler = (req, res) => {
+      res.writeHead(201, [
+        ["x-backend", x.name],
+        ["set-cookie", "a=1; Path=/"],
+        ["set-cookie", "b=2; HttpOnly"],
+        ["content-type", "text/plain"],
+      ]);
+      res.end("created");
+    };
+  try {
+    const res = await lb.fetch("svc-b.test", "/cookies", { method: "POST", body: "x" });
+    assert.equal(res.status, 201);
+    assert.deepEqual(res.headers.getSetCookie(), ["a=1; Path=/", "b=2; HttpOnly"]);
+    assert.equal(await res.text(), "created");
+  } finally {
+    for (const x of b) x.handler = null;
+  }
+});
+
+test("redirects from a backend are passed to the client, not followed", async () => {
+  for (const x of b) x.handler = (req, res) => res.writeHead(302, { location: "/elsewhere" }).end();
+  try {
+    const res = await lb.fetch("svc-b.test", "/old", { redirect: "manual" });
+    assert.equal(res.status, 302);
+    assert.equal(res.headers.get("location"), "/elsewhere");
+  } finally {
+    for (const x of b) x.handler = null;
+  }
+});
+
+test("a several-MB body streams intact both ways", async () => {
+  const size = 6 * 1024 * 1024;
+  const payload = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) payload[i] = (i * 31 + 7) & 0xff;
+  const digest = createHash("sha256").update(payload).digest("hex");
+  for (const x of b)
+    x.handler = (req, res, body) => {
+      res.writeHead(200, { "x-sha": createHash("sha256").update(body).digest("hex") });
+      res.end(body);
+    };
+  try {
+    const res = await lb.fetch("svc-b.test", "/upload", { method: "POST", body: payload });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-sha"), digest, "backend received a different body");
+    const back = Buffer.from(await res.arrayBuffer());
+    assert.equal(back.length, size);
+    assert.equal(createHash("sha256").update(back).digest("hex"), digest);
+  } finally {
+    for (const x of b) x.handler = null;
+  }
+});
+
+test("a response streams: the first chunk arrives before the backend has finished", async () => {
+  for (const x of b)
+    x.handler = (req, res) => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.write("first;");
+      setTimeout(() => res.end("second"), 800);
+    };
+  try {
+    const started = Date.now();
+    const res = await lb.fetch("svc-b.test", "/stream");
+    const reader = res.body.getReader();
+    const first = await reader.read();
+    const firstAt = Date.now() - started;
+    assert.equal(Buffer.from(first.value).toString(), "first;");
+    assert.ok(firstAt < 700, `first chunk took ${firstAt} ms: the response was buffered`);
+    let rest = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      rest += Buffer.from(value).toString();
+    }
+    assert.equal(rest, "second");
+  } finally {
+    for (const x of b) x.handler = null;
+  }
+});
+
+test("an unknown hostname gets a clear 421 naming it", async () => {
+  const res = await lb.fetch("nobody.test", "/");
+  assert.equal(res.status, 421);
+  const body = await res.json();
+  assert.match(body.error, /nobody\.test/);
+});
+
+test("admin API: 401 without or with a wrong token, 200 with the right one", async () => {
+  let res = await lb.mf.dispatchFetch("http://localhost/admin/services");
+  assert.equal(res.status, 401);
+  assert.ok(res.headers.get("www-authenticate"));
+  assert.match((await res.json()).error, /unauthorized/);
+  res = await lb.mf.dispatchFetch("http://localhost/admin/services", { headers: { authorization: "Bearer wrong" } });
+  assert.equal(res.status, 401);
+  await res.arrayBuffer();
+  res = await lb.admin("/admin/services");
+  assert.equal(res.status, 200);
+  const list = await res.json();
+  assert.deepEqual(list.services.map((s) => s.hostname).sort(), ["based.test", "svc-a.test", "svc-b.test"]);
+  res = await lb.admin("/admin/services/svc-a.test");
+  assert.equal(res.status, 200);
+  const svc = await res.json();
+  assert.deepEqual(svc.backends.map((x) => x.url), a.map((x) => x.url));
+  assert.equal(svc.config.hostname, "svc-a.test");
+});
+
+test("the reserved admin prefix works on a balanced hostname and never reaches a backend", async () => {
+  const before = b.map((x) => x.requests().length);
+  let res = await lb.fetch("svc-b.test", "/__lb_admin__/admin/services");
+  assert.equal(res.status, 401);
+  await res.arrayBuffer();
+  res = await lb.fetch("svc-b.test", "/__lb_admin__/admin/services/svc-b.test", { headers: { authorization: `Bearer ${API_SECRET}` } });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).hostname, "svc-b.test");
+  assert.deepEqual(b.map((x) => x.requests().length), before);
+  // Other paths of a balanced hostname are not shadowed by the admin surface.
+  const echo = await (await lb.fetch("svc-b.test", "/admin/services")).json();
+  assert.equal(echo.url, "/admin/services");
+});
+
+test("admin API refuses to run open when API_SECRET is unset, and invalid config is a clear 503", async () => {
+  const bad = await startBalancer({
+    defaultBackends: { services: [{ hostname: "ok.test", backends: ["http://127.0.0.1:1"] }, { hostname: "bad.test", backends: ["ftp://x"] }] },
+    bindings: { API_SECRET: "" },
+  });
+  try {
+    let res = await bad.mf.dispatchFetch("http://localhost/admin/services", { headers: { authorization: "Bearer anything" } });
+    assert.equal(res.status, 503);
+    assert.match((await res.json()).error, /API_SECRET/);
+    res = await bad.fetch("bad.test", "/");
+    assert.equal(res.status, 503);
+    const body = await res.json();
+    assert.match(body.error, /services\[1\]\.backends\[0\]/);
+    assert.match(body.error, /ftp:\/\/x/);
+  } finally {
+    await bad.stop();
+  }
+});

@@ -1,0 +1,52 @@
+// Starts the built FlowBalance Worker in workerd through Miniflare, with a SQLite-backed Durable Object and a local D1.
+import { Miniflare } from "miniflare";
+import { readFileSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const API_SECRET = "test-secret-0123456789";
+
+export async function startBalancer({ defaultBackends, bindings = {}, persistDir } = {}) {
+  const mf = new Miniflare({
+    scriptPath: path.join(root, "build/index.js"),
+    modules: true,
+    modulesRoot: path.join(root, "build"),
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+    compatibilityDate: "2025-09-01",
+    durableObjects: { BALANCER: { className: "Balancer", useSQLite: true } },
+    d1Databases: ["DB"],
+    bindings: {
+      DEFAULT_BACKENDS: typeof defaultBackends === "string" ? defaultBackends : JSON.stringify(defaultBackends ?? ""),
+      API_SECRET,
+      ...bindings,
+    },
+    ...(persistDir ? { durableObjectsPersist: path.join(persistDir, "do"), d1Persist: path.join(persistDir, "d1") } : {}),
+    host: "127.0.0.1",
+    port: 0,
+  });
+  const url = await mf.ready;
+  const db = await mf.getD1Database("DB");
+  for (const file of readdirSync(path.join(root, "migrations")).sort()) {
+    // D1's exec() splits on newlines: apply statement by statement.
+    const sql = readFileSync(path.join(root, "migrations", file), "utf8");
+    for (const stmt of sql.split(";").map((s) => s.replace(/^\s*--.*$/gm, "").trim()).filter(Boolean)) {
+      await db.prepare(stmt).run();
+    }
+  }
+  return {
+    mf,
+    url,
+    /** Sends a request for `host` through the Worker. */
+    fetch(host, pathname = "/", init = {}) {
+      return mf.dispatchFetch(`http://${host}${pathname}`, init);
+    },
+    admin(pathname, init = {}) {
+      const headers = { authorization: `Bearer ${API_SECRET}`, ...(init.headers ?? {}) };
+      return mf.dispatchFetch(`http://localhost${pathname}`, { ...init, headers });
+    },
+    async stop() {
+      await mf.dispose();
+    },
+  };
+}

@@ -7,6 +7,7 @@ use worker::*;
 
 use crate::platform::env_string;
 use crate::platform::probe::{probe_backend, ProbeResult};
+use crate::policy::changes;
 use crate::policy::config::{self, ServiceConfig};
 use crate::policy::decision::{Outcome, Reject, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, RequestFacts};
@@ -16,6 +17,19 @@ use crate::policy::rng::SplitMix64;
 const KEY_HOST: &str = "host";
 const KEY_CONFIG: &str = "config";
 const KEY_BACKENDS: &str = "backends";
+const KEY_HISTORY: &str = "history";
+/// Set when the API deleted the service, so DEFAULT_BACKENDS does not bring it back.
+const KEY_DELETED: &str = "deleted";
+/// Config versions kept for `config/history` and rollback.
+const HISTORY_LEN: usize = 20;
+
+/// One accepted config version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub ts_ms: u64,
+    pub config: serde_json::Value,
+}
 
 /// A stored config: the canonical JSON plus its version.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,8 +84,54 @@ impl DurableObject for Balancer {
             }
             (Method::Get, "/status") => self.status(),
             (Method::Post, "/probe") => {
+                if !self.fleet_ready() {
+                    return self.status();
+                }
                 let results = self.probe_all().await?;
                 Response::from_json(&serde_json::json!({ "results": results }))
+            }
+            (Method::Get, "/config") => self.get_config(),
+            (Method::Post | Method::Put, "/config") => {
+                let if_match = if_match(&req)?;
+                match read_json(&mut req).await? {
+                    Ok(body) => self.put_config(&body, if_match).await,
+                    Err(resp) => Ok(resp),
+                }
+            }
+            (Method::Delete, "/config") => self.delete_config(if_match(&req)?).await,
+            (Method::Get, "/config/history") => self.history().await,
+            (Method::Post, "/config/rollback") => {
+                let if_match = if_match(&req)?;
+                match read_json(&mut req).await? {
+                    Ok(body) => self.rollback(&body, if_match).await,
+                    Err(resp) => Ok(resp),
+                }
+            }
+            (Method::Post | Method::Patch | Method::Delete, "/backends") => {
+                let if_match = if_match(&req)?;
+                let method = req.method();
+                let body = if method == Method::Delete {
+                    let url = req.url()?;
+                    let target = url
+                        .query_pairs()
+                        .find(|(k, _)| k == "url")
+                        .map(|(_, v)| v.to_string());
+                    match target {
+                        Some(u) => serde_json::Value::String(u),
+                        None => {
+                            return invalid(vec![err(
+                                "url",
+                                "required: ?url=<backend URL> names the backend to remove",
+                            )])
+                        }
+                    }
+                } else {
+                    match read_json(&mut req).await? {
+                        Ok(body) => body,
+                        Err(resp) => return Ok(resp),
+                    }
+                };
+                self.change_backends(method, &body, if_match).await
             }
             _ => Response::error("unknown Durable Object route", 404),
         }
@@ -134,6 +194,7 @@ impl Balancer {
     async fn load(&self) -> Result<()> {
         let host = self.host.borrow().clone().unwrap_or_default();
         let stored: Option<StoredConfig> = self.state.storage().get(KEY_CONFIG).await?;
+        let deleted: Option<bool> = self.state.storage().get(KEY_DELETED).await?;
         let saved: Vec<BackendRecord> = self
             .state
             .storage()
@@ -145,6 +206,7 @@ impl Balancer {
                 Ok(cfg) => Service::Ready(Box::new(self.fleet(cfg, s.version, &saved))),
                 Err(errs) => Service::Missing(config_error(&host, "stored config", &errs)),
             },
+            None if deleted == Some(true) => Service::Missing(unknown_host(&host)),
             None => self.seed(&host, &saved),
         };
         *self.service.borrow_mut() = Some(service);
@@ -346,6 +408,195 @@ impl Balancer {
         Ok(results)
     }
 
+    fn current(&self) -> Option<(u64, ServiceConfig, Vec<BackendRecord>)> {
+        match &*self.service.borrow() {
+            Some(Service::Ready(f)) => Some((f.version, f.cfg.clone(), f.records().to_vec())),
+            _ => None,
+        }
+    }
+
+    fn get_config(&self) -> Result<Response> {
+        match self.current() {
+            Some((version, cfg, _)) => {
+                let source = if version == 0 {
+                    "DEFAULT_BACKENDS"
+                } else {
+                    "api"
+                };
+                let mut resp = Response::from_json(&serde_json::json!({
+                    "hostname": cfg.hostname,
+                    "version": version,
+                    "source": source,
+                    "config": cfg.to_value(),
+                }))?;
+                resp.headers_mut().set("etag", &format!("\"{version}\""))?;
+                Ok(resp)
+            }
+            None => self.status(),
+        }
+    }
+
+    async fn load_history(&self) -> Result<Vec<HistoryEntry>> {
+        Ok(self
+            .state
+            .storage()
+            .get(KEY_HISTORY)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Stores a new config version, then answers. The in-memory fleet is swapped before the
+    /// write is awaited: the output gate holds every response (this one and any decision made
+    /// with the new config) until the write is durable, so no later decision sees the old config.
+    async fn commit(
+        &self,
+        cfg: ServiceConfig,
+        if_match: Option<u64>,
+        status: u16,
+    ) -> Result<Response> {
+        let (version, records) = match self.current() {
+            Some((v, _, r)) => (v, r),
+            None => (self.stored_version().await?, vec![]),
+        };
+        if let Some(expected) = if_match {
+            if expected != version {
+                return precondition_failed(expected, version);
+            }
+        }
+        let next = version + 1;
+        let value = cfg.to_value();
+        let mut history = self.load_history().await?;
+        history.push(HistoryEntry {
+            version: next,
+            ts_ms: Self::now(),
+            config: value.clone(),
+        });
+        if history.len() > HISTORY_LEN {
+            history.drain(..history.len() - HISTORY_LEN);
+        }
+        let host = cfg.hostname.clone();
+        *self.service.borrow_mut() =
+            Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
+        let storage = self.state.storage();
+        storage
+            .put_multiple(serde_json::json!({
+                KEY_CONFIG: StoredConfig { version: next, config: value.clone() },
+                KEY_HISTORY: history,
+                KEY_HOST: host,
+            }))
+            .await?;
+        storage.delete(KEY_DELETED).await?;
+        *self.alarm_at.borrow_mut() = None;
+        self.watchdog(Self::now()).await?;
+        let mut resp =
+            Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
+                .with_status(status);
+        resp.headers_mut().set("etag", &format!("\"{next}\""))?;
+        Ok(resp)
+    }
+
+    /// The version a deleted or never-configured service would continue from.
+    async fn stored_version(&self) -> Result<u64> {
+        Ok(self
+            .load_history()
+            .await?
+            .last()
+            .map(|h| h.version)
+            .unwrap_or(0))
+    }
+
+    async fn put_config(
+        &self,
+        body: &serde_json::Value,
+        if_match: Option<u64>,
+    ) -> Result<Response> {
+        let host = self.host.borrow().clone().unwrap_or_default();
+        match config::parse_service_for_host(body, &host) {
+            Ok(cfg) => {
+                let created = self.current().is_none();
+                self.commit(cfg, if_match, if created { 201 } else { 200 })
+                    .await
+            }
+            Err(errs) => invalid(errs),
+        }
+    }
+
+    async fn change_backends(
+        &self,
+        method: Method,
+        body: &serde_json::Value,
+        if_match: Option<u64>,
+    ) -> Result<Response> {
+        let Some((_, cfg, _)) = self.current() else {
+            return self.status();
+        };
+        let next = match method {
+            Method::Post => changes::add_backend(&cfg, body),
+            Method::Patch => changes::update_backend(&cfg, body),
+            _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default()),
+        };
+        match next {
+            Ok(cfg) => self.commit(cfg, if_match, 200).await,
+            Err(errs) => invalid(errs),
+        }
+    }
+
+    async fn delete_config(&self, if_match: Option<u64>) -> Result<Response> {
+        let Some((version, _, _)) = self.current() else {
+            return self.status();
+        };
+        if let Some(expected) = if_match {
+            if expected != version {
+                return precondition_failed(expected, version);
+            }
+        }
+        let host = self.host.borrow().clone().unwrap_or_default();
+        *self.service.borrow_mut() = Some(Service::Missing(unknown_host(&host)));
+        let storage = self.state.storage();
+        storage
+            .delete_multiple(vec![KEY_CONFIG, KEY_BACKENDS])
+            .await?;
+        storage.put(KEY_DELETED, true).await?;
+        storage.delete_alarm().await?;
+        *self.alarm_at.borrow_mut() = None;
+        Response::from_json(&serde_json::json!({ "deleted": host, "version": version }))
+    }
+
+    async fn history(&self) -> Result<Response> {
+        let history = self.load_history().await?;
+        let current = self.current().map(|(v, _, _)| v);
+        let versions: Vec<serde_json::Value> = history
+            .iter()
+            .rev()
+            .map(|h| serde_json::json!({ "version": h.version, "ts_ms": h.ts_ms, "current": Some(h.version) == current, "config": h.config }))
+            .collect();
+        Response::from_json(&serde_json::json!({ "current": current, "versions": versions }))
+    }
+
+    async fn rollback(&self, body: &serde_json::Value, if_match: Option<u64>) -> Result<Response> {
+        let Some(version) = body.get("version").and_then(|v| v.as_u64()) else {
+            return invalid(vec![err(
+                "version",
+                "required: the integer version to restore (see config/history)",
+            )]);
+        };
+        let history = self.load_history().await?;
+        let Some(entry) = history.iter().find(|h| h.version == version) else {
+            let kept: Vec<String> = history.iter().map(|h| h.version.to_string()).collect();
+            return invalid(vec![err(
+                "version",
+                format!(
+                    "version {version} is not kept; available: {}",
+                    kept.join(", ")
+                ),
+            )]);
+        };
+        match config::parse_service(&entry.config, "") {
+            Ok(cfg) => self.commit(cfg, if_match, 200).await,
+            Err(errs) => invalid(errs),
+        }
+    }
+
     fn status(&self) -> Result<Response> {
         match &*self.service.borrow() {
             Some(Service::Ready(fleet)) => {
@@ -359,6 +610,56 @@ impl Balancer {
             ),
             None => Response::error("no service is configured here", 404),
         }
+    }
+}
+
+fn err(path: &str, message: impl Into<String>) -> config::ConfigError {
+    config::ConfigError {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// 400 listing every error by field path; nothing was stored.
+fn invalid(errors: Vec<config::ConfigError>) -> Result<Response> {
+    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    Ok(Response::from_json(&serde_json::json!({
+        "error": format!("invalid request: {}", list.join("; ")),
+        "errors": errors,
+        "status": 400,
+    }))?
+    .with_status(400))
+}
+
+fn precondition_failed(expected: u64, actual: u64) -> Result<Response> {
+    Ok(Response::from_json(&serde_json::json!({
+        "error": format!("If-Match {expected} does not match the current config version {actual}; reload and retry"),
+        "current_version": actual,
+        "status": 412,
+    }))?
+    .with_status(412))
+}
+
+/// `If-Match: 3`, `"3"` or `W/"3"`; anything else is ignored as no precondition.
+fn if_match(req: &Request) -> Result<Option<u64>> {
+    Ok(req.headers().get("if-match")?.and_then(|v| {
+        v.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse()
+            .ok()
+    }))
+}
+
+/// Parses a JSON body, or answers 400 with the parser's position.
+async fn read_json(req: &mut Request) -> Result<std::result::Result<serde_json::Value, Response>> {
+    let text = req.text().await.unwrap_or_default();
+    match serde_json::from_str(&text) {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) => Ok(Err(invalid(vec![err(
+            "",
+            format!("malformed JSON body: {e}"),
+        )])?)),
     }
 }
 

@@ -539,3 +539,253 @@ impl Fleet {
         &self.backends
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::config::parse_service;
+    use serde_json::json;
+
+    fn fleet(extra: serde_json::Value) -> Fleet {
+        let mut v = json!({
+            "hostname": "svc.test",
+            "backends": ["http://a", "http://b", "http://c"],
+            "passiveHealthChecks": {"circuit_breaker": {"failure_threshold": 3, "recovery_timeout_ms": 1000}},
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Fleet::new(parse_service(&v, "").unwrap(), 1, &[], b"secret")
+    }
+
+    fn route(f: &mut Fleet, now: u64) -> Route {
+        match f.decide(&RequestFacts::default(), now) {
+            Verdict::Route(r) => r,
+            Verdict::Reject(r) => panic!("rejected: {r:?}"),
+        }
+    }
+
+    fn first(f: &mut Fleet, now: u64) -> String {
+        route(f, now).attempts[0].url.clone()
+    }
+
+    fn fail(f: &mut Fleet, url: &str, now: u64) -> Changes {
+        f.report(
+            &Outcome {
+                url: url.into(),
+                failure: Some("connect".into()),
+                latency_ms: 1,
+                trial: false,
+                retry: false,
+                count: 1,
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn equal_weights_rotate_in_order_with_failover_candidates() {
+        let mut f = fleet(json!({}));
+        let picks: Vec<String> = (0..6).map(|i| first(&mut f, i)).collect();
+        assert_eq!(
+            picks,
+            ["http://a", "http://b", "http://c", "http://a", "http://b", "http://c"]
+        );
+        let r = route(&mut f, 10);
+        // Default: 1 retry, 2 connection retries: the primary plus the two others, in rotation.
+        let urls: Vec<&str> = r.attempts.iter().map(|a| a.url.as_str()).collect();
+        assert_eq!(urls, ["http://a", "http://b", "http://c"]);
+        assert_eq!((r.retries, r.conn_retries, r.panic), (1, 2, false));
+    }
+
+    #[test]
+    fn weights_interleave_smoothly() {
+        let mut f = fleet(json!({"backends": [{"url": "http://a", "weight": 3}, "http://b"]}));
+        let picks: Vec<String> = (0..8).map(|i| first(&mut f, i)).collect();
+        assert_eq!(picks.iter().filter(|u| *u == "http://a").count(), 6);
+        assert_ne!(
+            picks[..3],
+            ["http://a", "http://a", "http://a"],
+            "3:1 must not burst: {picks:?}"
+        );
+    }
+
+    #[test]
+    fn breaker_opens_after_threshold_then_admits_one_trial() {
+        let mut f = fleet(json!({}));
+        assert!(!fail(&mut f, "http://b", 0).persist);
+        fail(&mut f, "http://b", 1);
+        assert!(
+            fail(&mut f, "http://b", 2).persist,
+            "third failure opens the breaker"
+        );
+        for t in 3..30 {
+            let r = route(&mut f, t);
+            assert!(
+                r.attempts.iter().all(|a| a.url != "http://b"),
+                "open breaker got traffic"
+            );
+        }
+        // After the recovery time exactly one request is the trial.
+        let trials: Vec<Route> = (0..6).map(|i| route(&mut f, 2000 + i)).collect();
+        let to_b: Vec<&Attempt> = trials
+            .iter()
+            .flat_map(|r| &r.attempts)
+            .filter(|a| a.url == "http://b")
+            .collect();
+        assert_eq!(to_b.len(), 1, "{trials:?}");
+        assert!(to_b[0].trial);
+        let ok = Outcome {
+            url: "http://b".into(),
+            failure: None,
+            latency_ms: 3,
+            trial: true,
+            retry: false,
+            count: 1,
+        };
+        assert!(
+            f.report(&ok, 2100).persist,
+            "trial success closes the breaker"
+        );
+        let picks: Vec<String> = (0..3).map(|i| first(&mut f, 2200 + i)).collect();
+        assert!(picks.contains(&"http://b".to_string()));
+    }
+
+    #[test]
+    fn successes_reset_consecutive_failures() {
+        let mut f = fleet(json!({}));
+        fail(&mut f, "http://a", 0);
+        fail(&mut f, "http://a", 1);
+        let ok = Outcome {
+            url: "http://a".into(),
+            failure: None,
+            latency_ms: 3,
+            trial: false,
+            retry: false,
+            count: 5,
+        };
+        f.report(&ok, 2);
+        assert!(!fail(&mut f, "http://a", 3).persist);
+        assert_eq!(f.backends[0].breaker.state, BreakerState::Closed);
+    }
+
+    #[test]
+    fn probes_mark_down_after_threshold_and_all_down_is_panic_mode() {
+        let mut f =
+            fleet(json!({"activeHealthChecks": {"consecutive_down": 2, "consecutive_up": 3}}));
+        assert!(!f.apply_probe(0, false, 1, Some("refused".into()), 10));
+        assert!(f.apply_probe(0, false, 1, Some("refused".into()), 20));
+        for t in 0..6 {
+            assert_ne!(first(&mut f, 100 + t), "http://a");
+        }
+        f.apply_probe(1, false, 1, None, 30);
+        f.apply_probe(1, false, 1, None, 40);
+        f.apply_probe(2, false, 1, None, 5);
+        f.apply_probe(2, false, 1, None, 6);
+        let r = route(&mut f, 200);
+        assert!(r.panic);
+        let urls: Vec<&str> = r.attempts.iter().map(|a| a.url.as_str()).collect();
+        // Least recently failed first.
+        assert_eq!(urls, ["http://c", "http://a", "http://b"]);
+        // Coming back needs consecutive_up good probes.
+        f.apply_probe(0, true, 1, None, 300);
+        f.apply_probe(0, true, 1, None, 301);
+        assert!(route(&mut f, 302).panic);
+        assert!(f.apply_probe(0, true, 1, None, 303));
+        let r = route(&mut f, 304);
+        assert!(!r.panic);
+        assert_eq!(r.attempts[0].url, "http://a");
+    }
+
+    #[test]
+    fn disabled_backends_get_nothing_and_draining_no_new_clients() {
+        let mut f = fleet(
+            json!({"backends": ["http://a", {"url": "http://b", "state": "disabled"}, {"url": "http://c", "state": "draining"}]}),
+        );
+        for t in 0..5 {
+            let r = route(&mut f, t);
+            assert!(r.attempts.iter().all(|a| a.url == "http://a"), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn access_lists_and_rate_limits_reject_before_routing() {
+        let mut f = fleet(
+            json!({"access_control": {"deny": ["10.0.0.0/8"]}, "rate_limit": {"requests": 2, "window": 60}}),
+        );
+        let denied = RequestFacts {
+            client_ip: Some("10.1.2.3".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.decide(&denied, 0),
+            Verdict::Reject(Reject { status: 403, .. })
+        ));
+        let ok = RequestFacts {
+            client_ip: Some("192.0.2.1".into()),
+            ..Default::default()
+        };
+        assert!(matches!(f.decide(&ok, 0), Verdict::Route(_)));
+        assert!(matches!(f.decide(&ok, 1), Verdict::Route(_)));
+        match f.decide(&ok, 2) {
+            Verdict::Reject(r) => {
+                assert_eq!(r.status, 429);
+                assert!(r.retry_after_s.unwrap() >= 1);
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn saved_state_is_restored_by_url() {
+        let mut f = fleet(json!({}));
+        for t in 0..3 {
+            fail(&mut f, "http://c", t);
+        }
+        let saved = f.records().to_vec();
+        let cfg = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://c", "http://d"]}),
+            "",
+        )
+        .unwrap();
+        let g = Fleet::new(cfg, 2, &saved, b"secret");
+        assert!(matches!(
+            g.backends[0].breaker.state,
+            BreakerState::Open { .. }
+        ));
+        assert_eq!(g.backends[1].breaker.state, BreakerState::Closed);
+    }
+
+    #[test]
+    fn cookie_affinity_pins_and_repins() {
+        let mut f = fleet(json!({"load_balancer": {"session_affinity": {"type": "cookie"}}}));
+        let r = route(&mut f, 1000);
+        let pin = r.attempts[0].pin.clone().expect("a new client gets a pin");
+        assert_eq!(
+            r.cookie.as_ref().map(|c| c.name.as_str()),
+            Some("lb_session")
+        );
+        let facts = RequestFacts {
+            cookies: Some(format!("x=1; lb_session={pin}")),
+            ..Default::default()
+        };
+        for t in 0..5 {
+            let Verdict::Route(r) = f.decide(&facts, 2000 + t) else {
+                panic!()
+            };
+            assert_eq!(r.attempts[0].url, "http://a");
+            assert!(
+                r.attempts[0].pin.is_none(),
+                "a pinned client is not re-pinned"
+            );
+        }
+        for t in 0..3 {
+            fail(&mut f, "http://a", 3000 + t);
+        }
+        let Verdict::Route(r) = f.decide(&facts, 3100) else {
+            panic!()
+        };
+        assert_ne!(r.attempts[0].url, "http://a");
+        assert!(r.attempts[0].pin.is_some(), "moved clients get a new pin");
+    }
+}

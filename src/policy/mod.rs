@@ -4,6 +4,7 @@ pub mod access;
 pub mod affinity;
 pub mod auth;
 pub mod breaker;
+pub mod changes;
 pub mod config;
 pub mod decision;
 pub mod fleet;

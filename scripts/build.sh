@@ -5,8 +5,16 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # worker-build would download these; point it at the installed ones instead.
-export WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
+WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
+export WASM_BINDGEN_BIN
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
-worker-build --release 2>&1 | grep -vE '^\s*$' | tail -n 20
-test -f build/index.js
+log="$(mktemp)"
+if ! worker-build --release >"$log" 2>&1; then
+  grep -vE '^\s+([0-9]+:|at )' "$log" >&2
+  rm -f "$log"
+  echo "build failed" >&2
+  exit 1
+fi
+grep -E 'Done in|index.js ' "$log" || true
+rm -f "$log"

@@ -75,6 +75,9 @@ impl DurableObject for Balancer {
         } else {
             self.ensure_loaded_from_storage().await?;
         }
+        if path != "/decide" {
+            self.watchdog(Self::now()).await?;
+        }
         match (req.method(), path.as_str()) {
             (Method::Post, "/decide") => self.decide(&req).await,
             (Method::Post, "/report") => {

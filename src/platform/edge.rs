@@ -6,13 +6,18 @@ use std::collections::HashMap;
 use wasm_bindgen::JsValue;
 use worker::*;
 
-use crate::platform::{error_response, fetch_with_timeout, FetchFailure, BALANCER_BINDING};
+use crate::platform::{
+    error_response, fetch_with_timeout, refuses_connections, FetchFailure, BALANCER_BINDING,
+};
 use crate::policy::affinity;
 use crate::policy::decision::{Outcome, Route, Verdict};
 use crate::policy::forwarding::{
     backend_url, connection_tokens, forwarded_for, is_hop_by_hop, path_and_query,
 };
-use crate::policy::retry::{backoff_ms, is_failure_status, may_retry, Failure, REPLAY_BODY_CAP};
+use crate::policy::retry::{
+    backoff_ms, is_failure_status, is_idempotent, may_retry, status_means_unreached, Failure,
+    REPLAY_BODY_CAP,
+};
 use crate::policy::rng::SplitMix64;
 
 /// Per backend URL: (successful requests, summed latency in ms) not yet reported.
@@ -119,9 +124,14 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<Response> {
                 return finish(resp, &f.route, attempt.pin.as_deref(), f.https);
             }
             Err(FetchFailure::Timeout) => Failure::Timeout,
-            Err(FetchFailure::Network(msg)) => classify_network_error(msg),
+            Err(FetchFailure::Network(_)) => {
+                classify_lost_connection(&f.method, &attempt.url, &f.body).await
+            }
         };
-        last_failure = describe(&failure);
+        last_failure = match &result {
+            Err(FetchFailure::Network(msg)) => format!("{}: {msg}", describe(&failure)),
+            _ => describe(&failure),
+        };
         reports.push(outcome(Some(last_failure.clone())));
         let budget = if matches!(failure, Failure::Connect) {
             &mut conn_left
@@ -175,28 +185,22 @@ fn all_failed(host: &str, tried: usize, last: &str, panic: bool) -> Result<Respo
 fn describe(f: &Failure) -> String {
     match f {
         Failure::Connect => "connection failed".to_string(),
-        Failure::Timeout => "timeout".to_string(),
+        Failure::Timeout => "timeout or connection lost".to_string(),
         Failure::Status(s) => format!("status {s}"),
     }
 }
 
-/// workerd reports connect-phase failures (refused, unresolvable) distinctly from a connection
-/// lost mid-request; only the former proves the backend never saw the request.
-fn classify_network_error(msg: &str) -> Failure {
-    let m = msg.to_ascii_lowercase();
-    let connect_phase = [
-        "refused",
-        "connect(",
-        "econnrefused",
-        "dns",
-        "lookup",
-        "resolve",
-        "unreachable",
-        "no route",
-    ]
-    .iter()
-    .any(|k| m.contains(k));
-    if connect_phase {
+/// workerd reports a refused connection and one reset mid-request alike ("Network connection
+/// lost"). Idempotent requests retry either way; for others, a backend that refuses a fresh TCP
+/// connection right now did not take the request, while one that accepts it may have.
+async fn classify_lost_connection(method: &str, url: &str, body: &Body) -> Failure {
+    if is_idempotent(method) {
+        return Failure::Connect;
+    }
+    if !body.replayable() {
+        return Failure::Timeout; // cannot be resent anyway; no need to find out
+    }
+    if refuses_connections(url, 1000).await {
         Failure::Connect
     } else {
         Failure::Timeout
@@ -338,7 +342,7 @@ fn outbound_headers(req: &Request, host: &str) -> Result<web_sys::Headers> {
     let extra = connection_tokens(incoming.get("connection")?.as_deref());
     let out = web_sys::Headers::new()?;
     for (name, value) in incoming.entries() {
-        if name == "host" || name == "content-length" || is_hop_by_hop(&name, &extra) {
+        if name == "host" || is_hop_by_hop(&name, &extra) {
             continue;
         }
         out.append(&name, &value)?;

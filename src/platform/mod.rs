@@ -89,3 +89,30 @@ pub async fn fetch_with_timeout(
         }
     }
 }
+
+/// True when the backend actively refuses a TCP connection within `timeout_ms`.
+pub async fn refuses_connections(backend_url: &str, timeout_ms: u64) -> bool {
+    let Ok(url) = Url::parse(backend_url) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let Ok(mut socket) = Socket::builder().connect(host, port) else {
+        return true;
+    };
+    let refused = {
+        let opened = socket.opened();
+        let timer = Delay::from(Duration::from_millis(timeout_ms));
+        futures_util::pin_mut!(opened);
+        futures_util::pin_mut!(timer);
+        // A timeout is not a refusal: the backend may just be slow to accept.
+        matches!(select(opened, timer).await, Either::Left((Err(_), _)))
+    };
+    let _ = socket.close().await;
+    refused
+}

@@ -22,6 +22,13 @@ pub fn is_failure_status(status: u16) -> bool {
     matches!(status, 502..=504 | 520..=527 | 530)
 }
 
+/// Cloudflare statuses that say the edge never got a connection to the origin (521 refused,
+/// 522 connect timeout, 523 unreachable, 525/526 TLS handshake): the request was not delivered,
+/// so even a POST may be replayed. 520 and 524 are absent: the origin may have seen those.
+pub fn status_means_unreached(status: u16) -> bool {
+    matches!(status, 521 | 522 | 523 | 525 | 526)
+}
+
 /// GET HEAD OPTIONS PUT DELETE TRACE, case-insensitively (RFC 9110 idempotent methods).
 pub fn is_idempotent(method: &str) -> bool {
     ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]
@@ -193,6 +200,13 @@ mod tests {
     use super::*;
     use crate::policy::rng::SplitMix64;
     use proptest::prelude::*;
+
+    #[test]
+    fn unreached_statuses_are_connection_phase_only() {
+        let unreached: Vec<u16> = (500..600).filter(|&s| status_means_unreached(s)).collect();
+        assert_eq!(unreached, [521, 522, 523, 525, 526]);
+        assert!(unreached.iter().all(|&s| is_failure_status(s)));
+    }
 
     #[test]
     fn failure_statuses() {

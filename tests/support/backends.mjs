@@ -26,6 +26,8 @@ export async function startBackend(name, { health = "/health" } = {}) {
         return;
       }
       if (isProbe) {
+        state.probeCount = (state.probeCount ?? 0) + 1;
+        if (state.mode === "flap") return res.writeHead(state.probeCount % 2 ? 200 : 500).end("flap");
         if (state.health && req.url === state.health) return res.writeHead(200).end("ok");
         if (!state.health && req.url === "/") return res.writeHead(200).end("root");
         return res.writeHead(404).end("not found");

@@ -1,6 +1,7 @@
 // Starts the built FlowBalance Worker in workerd through Miniflare, with a SQLite-backed Durable Object and a local D1.
-import { Miniflare } from "miniflare";
+import { Log, LogLevel, Miniflare } from "miniflare";
 import { readFileSync, readdirSync } from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -24,6 +25,8 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
     ...(persistDir ? { durableObjectsPersist: path.join(persistDir, "do"), d1Persist: path.join(persistDir, "d1") } : {}),
     host: "127.0.0.1",
     port: 0,
+    // FB_LOG=1 shows the Worker's console output while debugging a test.
+    ...(process.env.FB_LOG ? { log: new Log(LogLevel.DEBUG) } : {}),
   });
   const url = await mf.ready;
   const db = await mf.getD1Database("DB");
@@ -40,6 +43,22 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
     /** Sends a request for `host` through the Worker. */
     fetch(host, pathname = "/", init = {}) {
       return mf.dispatchFetch(`http://${host}${pathname}`, init);
+    },
+    /** Real HTTP/1.1 to the runtime's socket (dispatchFetch buffers bodies and drops Content-Length). */
+    raw(host, pathname, { method = "GET", headers = {}, body } = {}) {
+      const u = new URL(url);
+      return new Promise((resolve, reject) => {
+        const req = http.request(
+          { host: u.hostname, port: u.port, path: pathname, method, headers: { host, ...headers, ...(body != null ? { "content-length": Buffer.byteLength(body) } : {}) } },
+          (res) => {
+            const chunks = [];
+            res.on("data", (c) => chunks.push(c));
+            res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      });
     },
     admin(pathname, init = {}) {
       const headers = { authorization: `Bearer ${API_SECRET}`, ...(init.headers ?? {}) };

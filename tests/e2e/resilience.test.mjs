@@ -1,0 +1,228 @@
+// End to end: health checks, failover, retries and circuit breakers with real loopback backends that die, hang, reset and flap.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { startBalancer } from "../support/runtime.mjs";
+import { startBackends, startBackend, stopAll, sleep, waitFor } from "../support/backends.mjs";
+
+const running = [];
+after(async () => {
+  for (const r of running) await r.stop().catch(() => {});
+});
+
+// Fast thresholds so the tests run in seconds; the semantics are those of the defaults.
+const fast = {
+  activeHealthChecks: { interval: 0.5, timeout: 0.3, consecutive_up: 2, consecutive_down: 2 },
+  passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 1000 } },
+  connection_error_handling: { connection_timeout_ms: 500, immediate_failover: true, max_connection_retries: 2 },
+  retries: 1,
+};
+
+async function setup(backends, extra = {}) {
+  const lb = await startBalancer({ defaultBackends: { hostname: "app.test", backends: backends.map((b) => b.url), ...fast, ...extra } });
+  running.push(lb);
+  return lb;
+}
+
+async function status(lb, host = "app.test") {
+  const res = await lb.admin(`/admin/services/${host}`);
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+function backendStatus(st, b) {
+  return st.backends.find((x) => x.url === b.url);
+}
+
+test("a backend killed under a steady stream of GETs: zero failed responses, marked down within thresholds", async () => {
+  const bs = await startBackends(3);
+  const lb = await setup(bs);
+  const failures = [];
+  let sent = 0;
+  let killedAt = 0;
+  const worker = async () => {
+    while (sent < 400) {
+      sent++;
+      if (sent === 120) {
+        killedAt = Date.now();
+        await bs[1].kill();
+      }
+      const res = await lb.fetch("app.test", `/r${sent}`);
+      if (res.status !== 200) failures.push(`${res.status} ${await res.text()}`);
+      else await res.arrayBuffer();
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  assert.deepEqual(failures, [], "clients saw failures");
+  const st = await waitFor(async () => {
+    const s = await status(lb);
+    const b = backendStatus(s, bs[1]);
+    return !b.healthy || b.breaker !== "closed" ? s : null;
+  }, { what: "the dead backend to be marked down" });
+  const dead = backendStatus(st, bs[1]);
+  assert.ok(dead.last_error, "last error recorded");
+  // With probes every 0.5 s and consecutive_down 2, or 3 request failures, detection is quick.
+  assert.ok(Date.now() - killedAt < 5000);
+  await stopAll(bs);
+});
+
+test("a backend answering 503, one that hangs, and one that resets connections all fail over", async () => {
+  for (const mode of ["503", "hang", "reset"]) {
+    const bs = await startBackends(2);
+    const lb = await setup(bs, { activeHealthChecks: { enabled: false } });
+    bs[0].mode = mode;
+    for (let i = 0; i < 6; i++) {
+      const res = await lb.fetch("app.test", `/x${i}`);
+      assert.equal(res.status, 200, `${mode}: ${await res.clone().text()}`);
+      assert.equal((await res.json()).backend, "b2");
+    }
+    assert.ok(bs[0].requests().length >= 1, `${mode}: the failing backend was never tried`);
+    await stopAll(bs);
+  }
+});
+
+test("a POST that reached a failing backend is not replayed; a POST refused at connect is", async () => {
+  const bs = await startBackends(2);
+  const lb = await setup(bs, { activeHealthChecks: { enabled: false } });
+  bs[0].mode = "reset";
+  bs[1].mode = "reset";
+  const res = await lb.raw("app.test", "/pay", { method: "POST", body: "charge-once" });
+  const posts = [...bs[0].requests(), ...bs[1].requests()].filter((r) => r.method === "POST");
+  assert.equal(posts.length, 1, "the POST was sent twice");
+  assert.equal(res.status, 503);
+
+  bs[0].mode = "ok";
+  bs[1].mode = "ok";
+  await bs[0].kill();
+  for (let i = 0; i < 4; i++) {
+    const r = await lb.raw("app.test", "/order", { method: "POST", body: `order-${i}` });
+    assert.equal(r.status, 200, r.body);
+    const echo = JSON.parse(r.body);
+    assert.equal(echo.backend, "b2");
+    assert.equal(echo.bodyLength, `order-${i}`.length);
+  }
+  await stopAll(bs);
+});
+
+test("the breaker opens after N failures, admits exactly one trial after recovery, and closes on success", async () => {
+  const bs = await startBackends(2);
+  const lb = await setup(bs, { activeHealthChecks: { enabled: false } });
+  bs[0].mode = "503";
+  for (let i = 0; i < 12; i++) assert.equal((await lb.fetch("app.test", `/a${i}`)).status, 200);
+  await sleep(200); // failure reports are sent after the responses
+  const opened = backendStatus(await status(lb), bs[0]);
+  assert.equal(opened.breaker, "open");
+  const seenWhenOpen = bs[0].requests().length;
+  assert.equal(seenWhenOpen, 3, "breaker should open after exactly 3 failures");
+  for (let i = 0; i < 10; i++) assert.equal((await lb.fetch("app.test", `/b${i}`)).status, 200);
+  assert.equal(bs[0].requests().length, seenWhenOpen, "an open breaker let traffic through");
+  // After the recovery time, concurrent requests: exactly one trial reaches the backend.
+  await sleep(1100);
+  const results = await Promise.all(Array.from({ length: 12 }, (_, i) => lb.fetch("app.test", `/c${i}`).then((r) => r.status)));
+  assert.ok(results.every((s) => s === 200), JSON.stringify(results));
+  assert.equal(bs[0].requests().length, seenWhenOpen + 1, "half-open must admit exactly one trial");
+  await sleep(200);
+  assert.equal(backendStatus(await status(lb), bs[0]).breaker, "open", "failed trial re-opens");
+  // Recovered backend: the next trial (after a doubled wait) closes the breaker and traffic returns.
+  bs[0].mode = "ok";
+  await waitFor(async () => {
+    await (await lb.fetch("app.test", "/d")).arrayBuffer();
+    return backendStatus(await status(lb), bs[0]).breaker === "closed";
+  }, { timeoutMs: 6000, what: "breaker to close" });
+  const counts = {};
+  for (let i = 0; i < 10; i++) {
+    const b = (await (await lb.fetch("app.test", `/e${i}`)).json()).backend;
+    counts[b] = (counts[b] ?? 0) + 1;
+  }
+  assert.deepEqual(counts, { b1: 5, b2: 5 });
+  await stopAll(bs);
+});
+
+test("a dead backend comes back only after consecutive_up good probes", async () => {
+  const bs = await startBackends(2);
+  const lb = await setup(bs);
+  await bs[0].kill();
+  await waitFor(async () => !backendStatus(await status(lb), bs[0]).healthy, { what: "marked down" });
+  for (let i = 0; i < 6; i++) assert.equal((await (await lb.fetch("app.test", "/x")).json()).backend, "b2");
+  await bs[0].revive();
+  const revivedAt = Date.now();
+  await waitFor(async () => backendStatus(await status(lb), bs[0]).healthy, { what: "marked up" });
+  // consecutive_up 2 at 0.5 s intervals: not before ~0.5 s.
+  assert.ok(Date.now() - revivedAt >= 400, "came back after a single probe");
+  const seen = new Set();
+  for (let i = 0; i < 6; i++) seen.add((await (await lb.fetch("app.test", "/y")).json()).backend);
+  assert.deepEqual([...seen].sort(), ["b1", "b2"]);
+  await stopAll(bs);
+});
+
+test("a flapping backend does not flip faster than the thresholds allow", async () => {
+  const bs = await startBackends(2);
+  const lb = await setup(bs, { activeHealthChecks: { interval: 0.2, timeout: 0.3, consecutive_up: 3, consecutive_down: 2 } });
+  bs[0].mode = "flap";
+  await status(lb); // the hostname's Durable Object starts probing once the hostname is seen
+  const start = bs[0].probeCount ?? 0;
+  await waitFor(async () => (bs[0].probeCount ?? 0) - start >= 10, { what: "10 probes" });
+  const st = backendStatus(await status(lb), bs[0]);
+  assert.equal(st.healthy, true, "alternating probes flipped the backend");
+  assert.ok(st.consecutive_failures <= 1);
+  await stopAll(bs);
+});
+
+test("health-path discovery picks /healthz when only that exists, and falls back to /", async () => {
+  const hz = await startBackend("hz", { health: "/healthz" });
+  const root = await startBackend("root", { health: null });
+  const lb = await setup([hz, root]);
+  const res = await lb.admin("/admin/services/app.test/health-check", { method: "POST" });
+  assert.equal(res.status, 200);
+  const { results } = await res.json();
+  const byUrl = Object.fromEntries(results.map((r) => [r.url, r]));
+  assert.equal(byUrl[hz.url].ok, true);
+  assert.equal(byUrl[hz.url].path, "/healthz");
+  assert.equal(byUrl[root.url].ok, true);
+  assert.equal(byUrl[root.url].path, "/");
+  const st = await status(lb);
+  assert.equal(backendStatus(st, hz).health_path, "/healthz");
+  assert.ok(backendStatus(st, hz).last_probe_ms > 0);
+  await stopAll([hz, root]);
+});
+
+test("all backends down: panic attempts, then 503 with Retry-After naming the hostname", async () => {
+  const bs = await startBackends(3);
+  const lb = await setup(bs);
+  for (const b of bs) await b.kill();
+  await waitFor(async () => (await status(lb)).backends.every((b) => !b.healthy), { what: "all marked down" });
+  const res = await lb.fetch("app.test", "/");
+  assert.equal(res.status, 503);
+  assert.ok(Number(res.headers.get("retry-after")) > 0);
+  const body = await res.json();
+  assert.match(body.error, /app\.test/);
+  assert.match(body.error, /tried anyway/);
+  // Panic mode still tries: a backend that comes back answers before the probes notice.
+  await bs[2].revive();
+  const ok = await lb.fetch("app.test", "/");
+  assert.equal(ok.status, 200);
+  await stopAll(bs);
+});
+
+test("health and breaker state survive a runtime restart", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "fb-persist-"));
+  const bs = await startBackends(2);
+  const cfg = { hostname: "app.test", backends: bs.map((b) => b.url), ...fast, activeHealthChecks: { enabled: false } };
+  let lb = await startBalancer({ defaultBackends: cfg, persistDir: dir });
+  bs[0].mode = "503";
+  for (let i = 0; i < 8; i++) await (await lb.fetch("app.test", `/p${i}`)).arrayBuffer();
+  await sleep(200);
+  assert.equal(backendStatus(await status(lb), bs[0]).breaker, "open");
+  await lb.stop();
+  lb = await startBalancer({ defaultBackends: { ...cfg, passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 60000 } } }, persistDir: dir });
+  running.push(lb);
+  const st = backendStatus(await status(lb), bs[0]);
+  assert.equal(st.breaker, "open", "breaker state was lost in the restart");
+  const before = bs[0].requests().length;
+  for (let i = 0; i < 4; i++) assert.equal((await lb.fetch("app.test", `/q${i}`)).status, 200);
+  assert.equal(bs[0].requests().length, before);
+  await stopAll(bs);
+  rmSync(dir, { recursive: true, force: true });
+});

@@ -114,6 +114,7 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<Response> {
             count: 1,
         };
         let failure = match &result {
+            Ok(resp) if status_means_unreached(resp.status_code()) => Failure::Connect,
             Ok(resp) if is_failure_status(resp.status_code()) => {
                 Failure::Status(resp.status_code())
             }

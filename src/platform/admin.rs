@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use worker::*;
 
-use crate::platform::{env_string, error_response, BALANCER_BINDING};
+use crate::platform::{env_string, error_response, registry, BALANCER_BINDING};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets, Throttle};
 use crate::policy::config;
 
@@ -34,11 +34,16 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
     if !path.starts_with("/admin/") && path != "/admin" {
         return error_response(404, &format!("no admin route {path}"), None);
     }
+    if path == "/admin/openapi.json" {
+        // The API description holds no secrets; tools fetch it before they have credentials.
+        return openapi();
+    }
     if let Some(denied) = authorize(&req, env)? {
         return Ok(denied);
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (req.method(), segments.as_slice()) {
+    let method = req.method();
+    match (method.clone(), segments.as_slice()) {
         (Method::Get, ["admin", "services"]) => list_services(env).await,
         (Method::Get, ["admin", "services", host]) => {
             ask_object(env, host, Method::Get, "/status").await
@@ -46,13 +51,91 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         (Method::Post, ["admin", "services", host, "health-check"]) => {
             ask_object(env, host, Method::Post, "/probe").await
         }
+        (
+            Method::Get | Method::Post | Method::Put | Method::Delete,
+            ["admin", "services", host, "config"],
+        )
+        | (Method::Get, ["admin", "services", host, "config", "history"])
+        | (Method::Post, ["admin", "services", host, "config", "rollback"])
+        | (
+            Method::Post | Method::Patch | Method::Delete,
+            ["admin", "services", host, "backends"],
+        ) => {
+            let object_path = format!("/{}", segments[3..].join("/"));
+            relay(req, env, host, &object_path).await
+        }
         (_, ["admin", "services", ..]) => error_response(
             405,
-            &format!("{} {path} is not an admin route", req.method()),
+            &format!("{method} {path} is not an admin route; see /admin/openapi.json"),
             None,
         ),
-        _ => error_response(404, &format!("no admin route {path}"), None),
+        _ => error_response(
+            404,
+            &format!("no admin route {path}; see /admin/openapi.json"),
+            None,
+        ),
     }
+}
+
+fn openapi() -> Result<Response> {
+    let mut resp = Response::ok(OPENAPI)?;
+    resp.headers_mut().set("content-type", "application/json")?;
+    Ok(resp)
+}
+
+/// The OpenAPI 3 description of this admin API (kept true by an end-to-end test).
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Passes a config request to the hostname's Durable Object, which validates and stores it;
+/// on success the D1 registry learns the hostname for `GET /admin/services`.
+async fn relay(mut req: Request, env: &Env, host: &str, object_path: &str) -> Result<Response> {
+    let host = match config::validate_hostname(host) {
+        Ok(h) => h,
+        Err(e) => return error_response(400, &format!("hostname: {e}"), None),
+    };
+    let method = req.method();
+    let h = Headers::new();
+    h.set("x-fb-host", &host)?;
+    if let Some(v) = req.headers().get("if-match")? {
+        h.set("if-match", &v)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method.clone()).with_headers(h);
+    if matches!(method, Method::Post | Method::Put | Method::Patch) {
+        init.with_body(Some(req.text().await?.into()));
+    }
+    let query = req
+        .url()?
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let stub = env
+        .durable_object(BALANCER_BINDING)?
+        .id_from_name(&host)?
+        .get_stub()?;
+    let mut resp = stub
+        .fetch_with_request(Request::new_with_init(
+            &format!("https://balancer{object_path}{query}"),
+            &init,
+        )?)
+        .await?;
+    let status = resp.status_code();
+    let text = resp.text().await?;
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return error_response(status.max(400), &text, None);
+    };
+    if (200..300).contains(&status) && method != Method::Get {
+        let deleted = method == Method::Delete && object_path == "/config";
+        let version = body["version"].as_u64().unwrap_or(0);
+        if let Err(e) = registry::record(env, &host, version, deleted).await {
+            console_error!("service registry update for {host} failed: {e}");
+        }
+    }
+    let mut out = Response::from_json(&body)?.with_status(status);
+    if let Some(etag) = resp.headers().get("etag")? {
+        out.headers_mut().set("etag", &etag)?;
+    }
+    Ok(out)
 }
 
 /// Checks credentials; Some(response) means the request is refused.
@@ -104,7 +187,7 @@ pub fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
 /// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
 async fn list_services(env: &Env) -> Result<Response> {
     let text = env_string(env, "DEFAULT_BACKENDS").unwrap_or_default();
-    let (hosts, errors): (Vec<String>, Vec<String>) = if text.trim().is_empty() {
+    let (mut hosts, errors): (Vec<String>, Vec<String>) = if text.trim().is_empty() {
         (vec![], vec![])
     } else {
         match config::parse_default_backends(&text) {
@@ -112,6 +195,20 @@ async fn list_services(env: &Env) -> Result<Response> {
             Err(errs) => (vec![], errs.iter().map(|e| e.to_string()).collect()),
         }
     };
+    // Services created or deleted through the API.
+    match registry::list(env).await {
+        Ok(rows) => {
+            for (host, deleted) in rows {
+                if deleted {
+                    hosts.retain(|h| *h != host);
+                } else if !hosts.contains(&host) {
+                    hosts.push(host);
+                }
+            }
+        }
+        Err(e) => console_error!("service registry unavailable: {e}"),
+    }
+    hosts.sort();
     let mut services = Vec::new();
     for host in hosts {
         let status = object_json(env, &host, Method::Get, "/status").await.ok();
@@ -127,6 +224,7 @@ async fn list_services(env: &Env) -> Result<Response> {
             })
             .unwrap_or((0, 0));
         services.push(serde_json::json!({
+            "healthy": total > 0 && healthy > 0,
             "hostname": host,
             "backends": total,
             "healthy_backends": healthy,

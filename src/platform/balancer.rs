@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
 use worker::*;
 
-use crate::platform::env_string;
 use crate::platform::probe::{probe_backend, ProbeResult};
+use crate::platform::{env_string, error_response};
 use crate::policy::changes;
 use crate::policy::config::{self, ServiceConfig};
 use crate::policy::decision::{Outcome, Reject, Verdict};
@@ -70,16 +70,16 @@ impl DurableObject for Balancer {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let path = req.path();
+        if path == "/decide" {
+            return self.decide(&req).await;
+        }
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
         } else {
             self.ensure_loaded_from_storage().await?;
         }
-        if path != "/decide" {
-            self.watchdog(Self::now()).await?;
-        }
+        self.watchdog(Self::now()).await?;
         match (req.method(), path.as_str()) {
-            (Method::Post, "/decide") => self.decide(&req).await,
             (Method::Post, "/report") => {
                 let outcomes: Vec<Outcome> = req.json().await.unwrap_or_default();
                 self.apply_outcomes(&outcomes).await?;
@@ -136,7 +136,7 @@ impl DurableObject for Balancer {
                 };
                 self.change_backends(method, &body, if_match).await
             }
-            _ => Response::error("unknown Durable Object route", 404),
+            _ => error_response(404, "unknown Durable Object route", None),
         }
     }
 
@@ -240,28 +240,34 @@ impl Balancer {
     }
 
     async fn decide(&self, req: &Request) -> Result<Response> {
-        let now = Self::now();
-        // Successes the Worker batched since its last decision ride along on this request.
-        if let Some(batch) = req.headers().get("x-fb-ok")? {
-            if let Ok(outcomes) = serde_json::from_str::<Vec<Outcome>>(&batch) {
-                self.apply_outcomes(&outcomes).await?;
+        let mut facts = RequestFacts::default();
+        let mut host = String::new();
+        let mut batch = None;
+        for (k, v) in req.url()?.query_pairs() {
+            match k.as_ref() {
+                "h" => host = v.into_owned(),
+                "ip" => facts.client_ip = Some(v.into_owned()),
+                "co" => facts.country = Some(v.into_owned()),
+                "ct" => facts.continent = Some(v.into_owned()),
+                "ck" => facts.cookies = Some(v.into_owned()),
+                "k" => facts.affinity_header = Some(v.into_owned()),
+                "ok" => batch = Some(v.into_owned()),
+                _ => {}
             }
         }
-        let h = req.headers();
-        let facts = RequestFacts {
-            client_ip: h.get("x-fb-ip")?,
-            country: h.get("x-fb-country")?,
-            continent: h.get("x-fb-continent")?,
-            cookies: h.get("x-fb-cookies")?,
-            affinity_header: h.get("x-fb-key")?,
-        };
+        self.ensure_loaded(&host).await?;
+        let now = Self::now();
+        // Successes the Worker batched since its last decision ride along on this request.
+        if let Some(outcomes) = batch.and_then(|b| serde_json::from_str::<Vec<Outcome>>(&b).ok()) {
+            self.apply_outcomes(&outcomes).await?;
+        }
         let verdict = match &mut *self.service.borrow_mut() {
             Some(Service::Ready(fleet)) => fleet.decide(&facts, now),
             Some(Service::Missing(reject)) => Verdict::Reject(reject.clone()),
-            None => Verdict::Reject(unknown_host("")),
+            None => Verdict::Reject(unknown_host(&host)),
         };
         self.watchdog(now).await?;
-        Response::from_json(&verdict)
+        Response::ok(serde_json::to_string(&verdict)?)
     }
 
     /// Re-arms a missing alarm: the probe loop must survive lost alarms and restarts.
@@ -481,13 +487,25 @@ impl Balancer {
         *self.service.borrow_mut() =
             Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
         let storage = self.state.storage();
-        storage
-            .put_multiple(serde_json::json!({
-                KEY_CONFIG: StoredConfig { version: next, config: value.clone() },
-                KEY_HISTORY: history,
-                KEY_HOST: host,
-            }))
-            .await?;
+        // One put_multiple, so config and history land together. Built as a plain object:
+        // serde_wasm_bindgen would turn a JSON map into a JS Map, which storage ignores.
+        let entries = js_sys::Object::new();
+        let stored = StoredConfig {
+            version: next,
+            config: value.clone(),
+        };
+        for (key, val) in [
+            (KEY_CONFIG, serde_wasm_bindgen::to_value(&stored)),
+            (KEY_HISTORY, serde_wasm_bindgen::to_value(&history)),
+            (KEY_HOST, serde_wasm_bindgen::to_value(&host)),
+        ] {
+            js_sys::Reflect::set(
+                &entries,
+                &key.into(),
+                &val.map_err(|e| Error::RustError(e.to_string()))?,
+            )?;
+        }
+        storage.put_multiple_raw(entries).await?;
         storage.delete(KEY_DELETED).await?;
         *self.alarm_at.borrow_mut() = None;
         self.watchdog(Self::now()).await?;

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use wasm_bindgen::JsValue;
+use worker::url;
 use worker::*;
 
 use crate::platform::{
@@ -12,7 +13,7 @@ use crate::platform::{
 use crate::policy::affinity;
 use crate::policy::decision::{Outcome, Route, Verdict};
 use crate::policy::forwarding::{
-    backend_url, connection_tokens, forwarded_for, is_hop_by_hop, path_and_query,
+    backend_url, connection_tokens, forwarded_for, path_and_query, HOP_BY_HOP,
 };
 use crate::policy::retry::{
     backoff_ms, is_failure_status, is_idempotent, may_retry, status_means_unreached, Failure,
@@ -20,8 +21,53 @@ use crate::policy::retry::{
 };
 use crate::policy::rng::SplitMix64;
 
-/// Per backend URL: (successful requests, summed latency in ms) not yet reported.
-type SuccessTally = HashMap<String, (u32, u64)>;
+/// Successes not yet reported for one hostname.
+#[derive(Default)]
+struct SuccessTally {
+    /// Per backend URL: (successful requests, summed latency in ms).
+    by_url: HashMap<String, (u32, u64)>,
+    count: u32,
+    since_ms: u64,
+}
+
+/// Successes are sent with a decision once this many have piled up or this much time passed:
+/// one small JSON message per batch instead of per request.
+const SUCCESS_BATCH: u32 = 32;
+const SUCCESS_BATCH_MS: u64 = 250;
+
+impl SuccessTally {
+    fn into_outcomes(self) -> Vec<Outcome> {
+        self.by_url
+            .into_iter()
+            .map(|(url, (count, latency_sum))| Outcome {
+                url,
+                failure: None,
+                latency_ms: latency_sum / u64::from(count.max(1)),
+                trial: false,
+                retry: false,
+                count,
+            })
+            .collect()
+    }
+}
+
+/// Takes the hostname's pending successes: all of them when `force`, else only a due batch.
+fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
+    let now = Date::now().as_millis();
+    PENDING_OK.with(|p| {
+        let mut p = p.borrow_mut();
+        let due = p.get(host).is_some_and(|t| {
+            force || t.count >= SUCCESS_BATCH || now.saturating_sub(t.since_ms) >= SUCCESS_BATCH_MS
+        });
+        if due {
+            p.remove(host)
+                .map(SuccessTally::into_outcomes)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    })
+}
 
 thread_local! {
     /// Successful outcomes per hostname, batched here and carried on the next decision request,
@@ -208,50 +254,36 @@ async fn classify_lost_connection(method: &str, url: &str, body: &Body) -> Failu
     }
 }
 
-/// Asks the hostname's Durable Object where this request goes; carries batched success reports.
+/// Asks the hostname's Durable Object where this request goes. The facts travel in the URL
+/// query (one string, no Headers object) and batched success reports ride along.
 async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
-    let h = Headers::new();
-    h.set("x-fb-host", host)?;
     let incoming = req.headers();
+    let mut query = format!("https://balancer/decide?h={}", enc(host));
     if let Some(ip) = incoming.get("cf-connecting-ip")? {
-        h.set("x-fb-ip", &ip)?;
+        query.push_str(&format!("&ip={}", enc(&ip)));
     }
     if let Some(cf) = req.cf() {
         if let Some(c) = cf.country() {
-            h.set("x-fb-country", &c)?;
+            query.push_str(&format!("&co={}", enc(&c)));
         }
         if let Some(c) = cf.continent() {
-            h.set("x-fb-continent", &c)?;
+            query.push_str(&format!("&ct={}", enc(&c)));
         }
     }
     if let Some(cookie) = incoming.get("cookie")? {
         // The Worker does not know the service's cookie name; the DO picks its cookie out.
-        h.set("x-fb-cookies", &cookie)?;
+        query.push_str(&format!("&ck={}", enc(&cookie)));
     }
     let key_header = AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned());
     if let Some(value) = key_header.and_then(|name| incoming.get(&name).ok().flatten()) {
-        h.set("x-fb-key", &value)?;
+        query.push_str(&format!("&k={}", enc(&value)));
     }
-    let pending = PENDING_OK.with(|p| p.borrow_mut().remove(host));
-    if let Some(batch) = pending {
-        let outcomes: Vec<Outcome> = batch
-            .into_iter()
-            .map(|(url, (count, latency_sum))| Outcome {
-                url,
-                failure: None,
-                latency_ms: latency_sum / u64::from(count.max(1)),
-                trial: false,
-                retry: false,
-                count,
-            })
-            .collect();
-        h.set("x-fb-ok", &serde_json::to_string(&outcomes)?)?;
+    let outcomes = take_successes(host, false);
+    if !outcomes.is_empty() {
+        query.push_str(&format!("&ok={}", enc(&serde_json::to_string(&outcomes)?)));
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(h);
-    let call = Request::new_with_init("https://balancer/decide", &init)?;
-    let mut resp = stub.fetch_with_request(call).await?;
-    let verdict: Verdict = resp.json().await?;
+    let mut resp = stub.fetch_with_str(&query).await?;
+    let verdict: Verdict = serde_json::from_str(&resp.text().await?)?;
     if let Verdict::Route(route) = &verdict {
         // Header affinity: remember which request header keys this hostname's clients.
         AFFINITY_HEADER.with(|a| {
@@ -270,6 +302,10 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
     Ok(verdict)
 }
 
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 fn record_success(host: &str, outcome: Outcome, reports: &mut Vec<Outcome>) {
     if outcome.trial || outcome.retry {
         // A trial decides a breaker, and a retry spends budget: report those at once.
@@ -278,21 +314,26 @@ fn record_success(host: &str, outcome: Outcome, reports: &mut Vec<Outcome>) {
     }
     PENDING_OK.with(|p| {
         let mut p = p.borrow_mut();
-        let entry = p
-            .entry(host.to_string())
-            .or_default()
-            .entry(outcome.url)
-            .or_insert((0, 0));
+        let tally = p.entry(host.to_string()).or_insert_with(|| SuccessTally {
+            since_ms: Date::now().as_millis(),
+            ..Default::default()
+        });
+        let entry = tally.by_url.entry(outcome.url).or_insert((0, 0));
         entry.0 += 1;
         entry.1 += outcome.latency_ms;
+        tally.count += 1;
     });
 }
 
 /// Failures and trials go to the Durable Object after the response, off the client's path.
-fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
+fn flush_reports(env: &Env, ctx: &Context, host: &str, mut reports: Vec<Outcome>) {
     if reports.is_empty() {
         return;
     }
+    // Earlier successes go first, so "consecutive failures" in the DO means consecutive.
+    let mut earlier = take_successes(host, true);
+    earlier.append(&mut reports);
+    let reports = earlier;
     let Ok(body) = serde_json::to_string(&reports) else {
         return;
     };
@@ -337,28 +378,35 @@ async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
     }
 }
 
-/// Copies the client's headers minus hop-by-hop ones, and adds X-Forwarded-*.
+/// Copies the client's headers (one runtime call), drops hop-by-hop ones, adds X-Forwarded-*.
 fn outbound_headers(req: &Request, host: &str) -> Result<web_sys::Headers> {
     let incoming = req.headers();
-    let extra = connection_tokens(incoming.get("connection")?.as_deref());
-    let out = web_sys::Headers::new()?;
-    for (name, value) in incoming.entries() {
-        if name == "host" || is_hop_by_hop(&name, &extra) {
-            continue;
-        }
-        out.append(&name, &value)?;
+    let out = web_sys::Headers::new_with_headers(&incoming.0)?;
+    let connection = incoming.get("connection")?;
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .map(String::from)
+        .chain(connection_tokens(connection.as_deref()))
+    {
+        out.delete(&name)?;
     }
+    out.delete("host")?;
     if let Some(ip) = incoming.get("cf-connecting-ip")? {
         out.set(
             "x-forwarded-for",
             &forwarded_for(incoming.get("x-forwarded-for")?.as_deref(), &ip),
         )?;
     }
-    let proto = req
-        .url()
-        .map(|u| u.scheme().to_string())
-        .unwrap_or_else(|_| "https".into());
-    out.set("x-forwarded-proto", &proto)?;
+    let url = req.inner().url();
+    out.set(
+        "x-forwarded-proto",
+        if url.starts_with("https:") {
+            "https"
+        } else {
+            "http"
+        },
+    )?;
     out.set("x-forwarded-host", host)?;
     Ok(out)
 }

@@ -4,24 +4,24 @@ mod admin;
 mod balancer;
 mod edge;
 mod probe;
+mod registry;
 
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use worker::*;
 
+use crate::policy::forwarding::host_and_path;
+
 /// The Durable Object namespace binding that holds one object per hostname.
 pub const BALANCER_BINDING: &str = "BALANCER";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
-    let url = req.url()?;
-    let host = url
-        .host_str()
-        .unwrap_or("")
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let path = url.path().to_string();
+    let url = req.inner().url();
+    let (host, path) = host_and_path(&url);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let path = path.to_string();
     let result = if let Some(rest) = path.strip_prefix(admin::RESERVED_PREFIX) {
         admin::handle(req, &env, rest).await
     } else if admin::is_admin_host(&host, &env) {
@@ -69,24 +69,16 @@ impl std::fmt::Display for FetchFailure {
 }
 
 /// Fetches with a deadline for the response headers; the body then streams unbounded.
+/// `AbortSignal.timeout` keeps the timer inside the runtime: no Rust closure per request.
 pub async fn fetch_with_timeout(
     req: Request,
     timeout_ms: u64,
 ) -> std::result::Result<Response, FetchFailure> {
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(req);
-    let send = fetch.send_with_signal(&signal);
-    let timer = Delay::from(Duration::from_millis(timeout_ms));
-    futures_util::pin_mut!(send);
-    futures_util::pin_mut!(timer);
-    match select(send, timer).await {
-        Either::Left((Ok(resp), _)) => Ok(resp),
-        Either::Left((Err(e), _)) => Err(FetchFailure::Network(e.to_string())),
-        Either::Right(_) => {
-            controller.abort();
-            Err(FetchFailure::Timeout)
-        }
+    let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_f64(timeout_ms as f64));
+    match Fetch::Request(req).send_with_signal(&signal).await {
+        Ok(resp) => Ok(resp),
+        Err(_) if signal.aborted() => Err(FetchFailure::Timeout),
+        Err(e) => Err(FetchFailure::Network(e.to_string())),
     }
 }
 

@@ -23,12 +23,6 @@ pub fn connection_tokens(connection: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// True if `name` must be dropped when forwarding (case-insensitive).
-pub fn is_hop_by_hop(name: &str, extra: &[String]) -> bool {
-    let lower = name.to_ascii_lowercase();
-    HOP_BY_HOP.contains(&lower.as_str()) || extra.contains(&lower)
-}
-
 /// Joins a backend origin (with optional base path, no trailing slash) and the client's
 /// path plus query: `http://b:81/base` + `/x?q=1` -> `http://b:81/base/x?q=1`.
 pub fn backend_url(backend: &str, path_and_query: &str) -> String {
@@ -63,6 +57,30 @@ pub fn path_and_query(url: &str) -> &str {
     }
 }
 
+/// Host (without port) and path (without query) of an absolute URL, without a full URL parse
+/// on the hot path: `http://h.test:8787/a/b?q` -> (`h.test`, `/a/b`).
+pub fn host_and_path(url: &str) -> (&str, &str) {
+    let rest = url.find("://").map(|i| &url[i + 3..]).unwrap_or(url);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let authority = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    let host = if authority.starts_with('[') {
+        authority
+            .find(']')
+            .map(|i| &authority[..=i])
+            .unwrap_or(authority)
+    } else {
+        authority.split(':').next().unwrap_or(authority)
+    };
+    let after = &rest[end..];
+    let path_end = after.find(['?', '#']).unwrap_or(after.len());
+    let path = &after[..path_end];
+    (host, if path.is_empty() { "/" } else { path })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,12 +98,14 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_includes_connection_tokens() {
-        let extra = connection_tokens(Some("close, X-Secret-Hop"));
-        assert!(is_hop_by_hop("Transfer-Encoding", &extra));
-        assert!(is_hop_by_hop("x-secret-hop", &extra));
-        assert!(!is_hop_by_hop("content-type", &extra));
-        assert!(!is_hop_by_hop("set-cookie", &extra));
+    fn connection_tokens_are_lowercased_names() {
+        assert_eq!(
+            connection_tokens(Some("close, X-Secret-Hop")),
+            ["close", "x-secret-hop"]
+        );
+        assert!(connection_tokens(None).is_empty());
+        assert!(HOP_BY_HOP.contains(&"transfer-encoding"));
+        assert!(!HOP_BY_HOP.contains(&"set-cookie"));
     }
 
     #[test]
@@ -96,6 +116,17 @@ mod tests {
             forwarded_for(Some("9.9.9.9"), "1.2.3.4"),
             "9.9.9.9, 1.2.3.4"
         );
+    }
+
+    #[test]
+    fn host_and_path_of_urls() {
+        assert_eq!(
+            host_and_path("http://h.test:8787/a/b?q=1"),
+            ("h.test", "/a/b")
+        );
+        assert_eq!(host_and_path("https://h.test"), ("h.test", "/"));
+        assert_eq!(host_and_path("http://[::1]:80/x#f"), ("[::1]", "/x"));
+        assert_eq!(host_and_path("http://u@h/x"), ("h", "/x"));
     }
 
     #[test]

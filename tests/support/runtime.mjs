@@ -5,6 +5,9 @@ import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
+// Miniflare would otherwise fetch its default `request.cf` from the network: stay on loopback.
+process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
+
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const API_SECRET = "test-secret-0123456789";
 

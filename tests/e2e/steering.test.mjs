@@ -1,0 +1,682 @@
+// End to end: routing policy (weights, session affinity, geo pools, rate limits, access lists) and the
+// admin API that changes it at runtime (config writes, validation, versions, rollback, backend edits, auth).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { startBalancer, API_SECRET } from "../support/runtime.mjs";
+import { startBackend, stopAll, waitFor } from "../support/backends.mjs";
+
+// Probes far apart so they never interfere with the counts below (a test that needs probes starts its own runtime).
+const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
+
+const backends = [];
+const running = [];
+let lb;
+/** Backends per test, by name. */
+const bk = {};
+
+async function mk(names) {
+  const out = [];
+  for (const n of names) {
+    const b = await startBackend(n);
+    backends.push(b);
+    out.push(b);
+  }
+  return out;
+}
+
+async function runtime(opts) {
+  const r = await startBalancer(opts);
+  running.push(r);
+  return r;
+}
+
+before(async () => {
+  bk.w = await mk(["w-heavy", "w-light"]);
+  bk.s = await mk(["s1", "s2", "s3"]);
+  bk.h = await mk(["h1", "h2", "h3"]);
+  bk.inv = await mk(["inv1", "inv2"]);
+  bk.ver = await mk(["v1", "v2", "v3"]);
+  bk.hist = await mk(["hist1", "hist2", "hist3"]);
+  bk.ops = await mk(["o1", "o2", "o3"]);
+  bk.load = await mk(["la", "lb", "lc"]);
+  bk.rl = await mk(["rl1"]);
+  bk.acl = await mk(["acl1"]);
+  bk.isoA = await mk(["fa1", "fa2"]);
+  bk.isoB = await mk(["gb1", "gb2"]);
+  bk.oa = await mk(["oa1", "oa2"]);
+  bk.neu = await mk(["n1", "n2", "n3"]);
+  const urls = (xs) => xs.map((x) => x.url);
+  lb = await runtime({
+    defaultBackends: {
+      ...quiet,
+      services: [
+        { hostname: "weights.test", backends: [{ url: bk.w[0].url, weight: 3 }, bk.w[1].url] },
+        { hostname: "sticky.test", backends: urls(bk.s), load_balancer: { session_affinity: { type: "cookie" } } },
+        { hostname: "hdr.test", backends: urls(bk.h), load_balancer: { session_affinity: { type: "header", header_name: "x-user" } } },
+        { hostname: "inv.test", backends: urls(bk.inv) },
+        { hostname: "ver.test", backends: [bk.ver[0].url] },
+        { hostname: "hist.test", backends: [bk.hist[0].url] },
+        { hostname: "ops.test", backends: urls(bk.ops.slice(0, 2)) },
+        { hostname: "load.test", backends: urls(bk.load) },
+        { hostname: "rl.test", backends: urls(bk.rl), rate_limit: { requests: 5, window: 60 } },
+        { hostname: "rl2.test", backends: urls(bk.rl), rate_limit: { requests: 5, window: 60 } },
+        { hostname: "deny.test", backends: urls(bk.acl), access_control: { deny: ["127.0.0.1"] } },
+        { hostname: "allow10.test", backends: urls(bk.acl), access_control: { allow: ["10.0.0.0/8"] } },
+        { hostname: "allow127.test", backends: urls(bk.acl), access_control: { allow: ["127.0.0.0/8"] } },
+        {
+          hostname: "iso-a.test",
+          backends: urls(bk.isoA),
+          passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 600000 } },
+        },
+        { hostname: "iso-b.test", backends: urls(bk.isoB) },
+        { hostname: "oa.test", backends: urls(bk.oa) },
+      ],
+    },
+  });
+});
+
+after(async () => {
+  for (const r of running) await r.stop().catch(() => {});
+  await stopAll(backends);
+});
+
+// ---- helpers ----
+
+/** One balanced request; the body is parsed as JSON when possible. */
+async function send(r, host, path = "/", init = {}) {
+  const res = await r.fetch(host, path, init);
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  return { status: res.status, headers: res.headers, body, text };
+}
+
+/** Which backend served a request (asserts it succeeded). */
+async function backendOf(r, host, path = "/", init = {}) {
+  const res = await send(r, host, path, init);
+  assert.equal(res.status, 200, `${host}${path}: ${res.text}`);
+  return res.body.backend;
+}
+
+async function counts(r, host, n, init = {}) {
+  const c = {};
+  for (let i = 0; i < n; i++) {
+    const b = await backendOf(r, host, `/n${i}`, init);
+    c[b] = (c[b] ?? 0) + 1;
+  }
+  return c;
+}
+
+/** An admin call with the bearer token; JSON bodies are serialised. */
+async function admin(r, path, { method = "GET", body, headers = {} } = {}) {
+  const init = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.body = typeof body === "string" ? body : JSON.stringify(body);
+    init.headers["content-type"] = "application/json";
+  }
+  const res = await r.admin(path, init);
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, body: json, text };
+}
+
+function lbCookie(headers, name = "lb_session") {
+  return headers.getSetCookie().find((c) => c.startsWith(`${name}=`));
+}
+
+function cookieValue(setCookie) {
+  return setCookie.split(";")[0].slice(setCookie.indexOf("=") + 1);
+}
+
+// ---- 1. weights ----
+
+test("weights 3:1: exactly 3 heavy and 1 light pick per cycle of 4, never more than 3 heavy in a row", async () => {
+  const picks = [];
+  for (let i = 0; i < 400; i++) picks.push(await backendOf(lb, "weights.test", `/w${i}`));
+  const heavy = picks.filter((p) => p === "w-heavy").length;
+  assert.equal(heavy, 300, `heavy got ${heavy} of 400`);
+  assert.equal(picks.length - heavy, 100);
+  for (let c = 0; c < 400; c += 4) {
+    const cycle = picks.slice(c, c + 4);
+    assert.equal(cycle.filter((p) => p === "w-heavy").length, 3, `cycle at ${c}: ${cycle.join(",")}`);
+  }
+  let run = 0;
+  let maxRun = 0;
+  for (const p of picks) {
+    run = p === "w-heavy" ? run + 1 : 0;
+    maxRun = Math.max(maxRun, run);
+  }
+  assert.ok(maxRun <= 3, `heavy backend picked ${maxRun} times in a row`);
+});
+
+// ---- 2. cookie affinity ----
+
+test("cookie affinity: signed lb_session cookie pins the client, survives its backend's death by re-pinning, tampered cookies do not pin", async () => {
+  let res = await send(lb, "sticky.test", "/first");
+  assert.equal(res.status, 200);
+  const setCookie = lbCookie(res.headers);
+  assert.ok(setCookie, `no lb_session cookie in ${JSON.stringify(res.headers.getSetCookie())}`);
+  const attrs = setCookie.split(";").map((s) => s.trim().toLowerCase());
+  assert.ok(attrs.includes("httponly"), setCookie);
+  assert.ok(attrs.includes("samesite=lax"), setCookie);
+  assert.ok(attrs.includes("path=/"), setCookie);
+  assert.ok(!attrs.includes("secure"), `Secure on plain http: ${setCookie}`);
+  let cookie = cookieValue(setCookie);
+  const first = res.body.backend;
+
+  for (let i = 0; i < 20; i++) {
+    res = await send(lb, "sticky.test", `/pinned${i}`, { headers: { cookie: `other=1; lb_session=${cookie}` } });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.backend, first, `request ${i} left the pinned backend`);
+    assert.equal(lbCookie(res.headers), undefined, "a pinned client got a new cookie");
+  }
+
+  // Its backend dies: the port now refuses connections.
+  const dead = bk.s.find((b) => b.name === first);
+  await dead.kill();
+  const after = [];
+  let newCookies = 0;
+  for (let i = 0; i < 12; i++) {
+    res = await send(lb, "sticky.test", `/after${i}`, { headers: { cookie: `lb_session=${cookie}` } });
+    assert.equal(res.status, 200, `request ${i} after the kill failed: ${res.text}`);
+    after.push(res.body.backend);
+    const sc = lbCookie(res.headers);
+    if (sc) {
+      newCookies++;
+      assert.notEqual(cookieValue(sc), cookie);
+      cookie = cookieValue(sc);
+    }
+    if (i === 0) assert.ok(sc, "the re-pinned client got no new cookie");
+  }
+  assert.ok(!after.includes(first), `the dead backend served: ${after.join(",")}`);
+  assert.equal(newCookies, 1, "the client should be re-pinned once and then stay");
+  assert.deepEqual(new Set(after).size, 1, `the re-pinned client wandered: ${after.join(",")}`);
+
+  // A tampered cookie (one signature character changed) is ignored: the client gets a fresh cookie.
+  const [payload, sig] = cookie.split(".");
+  const tampered = `${payload}.${sig[0] === "A" ? "B" : "A"}${sig.slice(1)}`;
+  res = await send(lb, "sticky.test", "/tampered", { headers: { cookie: `lb_session=${tampered}` } });
+  assert.equal(res.status, 200);
+  const fresh = lbCookie(res.headers);
+  assert.ok(fresh, "a tampered cookie was accepted as a pin (no fresh cookie)");
+  assert.notEqual(cookieValue(fresh), tampered);
+  await dead.revive();
+});
+
+// ---- 3. header affinity ----
+
+test("header affinity: the same x-user always lands on the same backend, different users spread", async () => {
+  // The Worker learns which request header keys affinity from the Durable Object's first decision for
+  // the hostname (it does not know the service's config itself), so the very first request of a fresh
+  // isolate is balanced without the key. One warm-up request teaches it the header name.
+  await backendOf(lb, "hdr.test", "/warmup", { headers: { "x-user": "warmup" } });
+  const alice = [];
+  for (let i = 0; i < 20; i++) alice.push(await backendOf(lb, "hdr.test", `/a${i}`, { headers: { "x-user": "alice" } }));
+  assert.equal(new Set(alice).size, 1, `alice moved: ${alice.join(",")}`);
+
+  const byUser = {};
+  for (let u = 0; u < 12; u++) {
+    const user = `user-${u}`;
+    const got = new Set();
+    for (let i = 0; i < 3; i++) got.add(await backendOf(lb, "hdr.test", `/u${u}-${i}`, { headers: { "x-user": user } }));
+    assert.equal(got.size, 1, `${user} moved between ${[...got]}`);
+    byUser[user] = [...got][0];
+  }
+  assert.ok(new Set(Object.values(byUser)).size > 1, `all users on one backend: ${JSON.stringify(byUser)}`);
+});
+
+// ---- 4. geo steering ----
+
+test("geo steering: country, then continent, then fallback; an unhealthy pool falls back", async () => {
+  const eu = await mk(["eu1", "eu2"]);
+  const us = await mk(["us1"]);
+  const r = await runtime({
+    defaultBackends: {
+      hostname: "geo.test",
+      pools: [
+        { name: "eu", backends: eu.map((b) => b.url) },
+        { name: "us", backends: us.map((b) => b.url) },
+      ],
+      geo_steering: { regions: { DE: "eu", EU: "eu", NA: "us" }, fallback_pool: "us" },
+      activeHealthChecks: { interval: 0.5, timeout: 0.3, consecutive_down: 2 },
+    },
+  });
+  const from = async (cf, n = 6) => {
+    const got = new Set();
+    for (let i = 0; i < n; i++) got.add(await backendOf(r, "geo.test", `/g${i}`, cf ? { cf } : {}));
+    return [...got].sort();
+  };
+  assert.deepEqual(await from({ country: "DE", continent: "EU" }), ["eu1", "eu2"]);
+  assert.deepEqual(await from({ country: "FR", continent: "EU" }), ["eu1", "eu2"]);
+  assert.deepEqual(await from({ country: "JP", continent: "AS" }), ["us1"]);
+  assert.deepEqual(await from(null), ["us1"]);
+
+  await eu[0].kill();
+  await eu[1].kill();
+  await waitFor(
+    async () => {
+      const st = await admin(r, "/admin/services/geo.test");
+      assert.equal(st.status, 200);
+      return eu.every((b) => st.body.backends.find((x) => x.url === b.url)?.healthy === false);
+    },
+    { what: "the eu backends to be marked unhealthy" },
+  );
+  assert.deepEqual(await from({ country: "DE", continent: "EU" }), ["us1"]);
+});
+
+// ---- 5. config API: create, read, replace, list, delete ----
+
+test("config API: create a service, read it back with version and ETag, replace it via vars, list it, delete it", async () => {
+  const [n1, n2, n3] = bk.neu;
+  let res = await admin(lb, "/admin/services/new.test/config", { method: "POST", body: { backends: [n1.url, n2.url] } });
+  assert.equal(res.status, 201, res.text);
+  assert.equal(res.body.version, 1);
+  assert.deepEqual((await counts(lb, "new.test", 4)), { n1: 2, n2: 2 });
+
+  res = await admin(lb, "/admin/services/new.test/config");
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.version, 1);
+  assert.equal(res.headers.get("etag"), '"1"');
+  assert.equal(res.body.config.hostname, "new.test");
+  assert.deepEqual(res.body.config.backends.map((b) => (typeof b === "string" ? b : b.url)), [n1.url, n2.url]);
+
+  res = await admin(lb, "/admin/services/new.test/config", {
+    method: "POST",
+    body: { vars: { DEFAULT_BACKENDS: JSON.stringify({ hostname: "new.test", backends: [n3.url] }) } },
+  });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.version, 2);
+  assert.deepEqual(await counts(lb, "new.test", 3), { n3: 3 });
+
+  res = await admin(lb, "/admin/services");
+  assert.equal(res.status, 200);
+  const listed = res.body.services.map((s) => s.hostname);
+  for (const h of ["new.test", "weights.test", "sticky.test", "oa.test"]) assert.ok(listed.includes(h), `${h} not listed: ${listed}`);
+  assert.equal(res.body.services.find((s) => s.hostname === "new.test").backends, 1);
+
+  res = await admin(lb, "/admin/services/new.test/config", { method: "DELETE" });
+  assert.equal(res.status, 200, res.text);
+  const gone = await send(lb, "new.test", "/");
+  assert.equal(gone.status, 421);
+  assert.match(gone.body.error, /new\.test/);
+  assert.equal(n3.requests().length, 3, "a deleted service's backend got traffic");
+  res = await admin(lb, "/admin/services");
+  assert.ok(!res.body.services.map((s) => s.hostname).includes("new.test"), "a deleted service is still listed");
+  assert.ok(res.body.services.map((s) => s.hostname).includes("weights.test"));
+  // Like any hostname without a service: 404 with a JSON error naming it.
+  res = await admin(lb, "/admin/services/new.test/config");
+  assert.equal(res.status, 404, `GET config of a deleted service: ${res.status} ${res.text}`);
+  assert.match(res.body?.error ?? "", /new\.test/);
+});
+
+// ---- 6. validation ----
+
+test("invalid configs get 400 with every error by field path, and nothing changes", async () => {
+  const [i1, i2] = bk.inv;
+  const before = await admin(lb, "/admin/services/inv.test/config");
+  assert.equal(before.status, 200);
+  const cases = [
+    { what: "malformed JSON", body: '{"backends": [', path: null },
+    { what: "ftp backend", body: { backends: ["ftp://x"] }, path: "backends[0]", message: /ftp:\/\/x/ },
+    { what: "string weight", body: { backends: [{ url: i1.url, weight: "3" }] }, path: "backends[0].weight" },
+    { what: "unknown key", body: { backends: [i1.url], colour: "blue" }, path: "colour", message: /unknown key/ },
+    { what: "zero backends", body: { backends: [] }, path: "backends", message: /at least one backend/ },
+    {
+      what: "missing fallback pool",
+      body: { pools: [{ name: "eu", backends: [i1.url] }], geo_steering: { regions: { DE: "eu" }, fallback_pool: "asia" } },
+      path: "geo_steering.fallback_pool",
+      message: /asia/,
+    },
+    { what: "userinfo in URL", body: { backends: ["http://user:pw@127.0.0.1:1"] }, path: "backends[0]", message: /userinfo/ },
+  ];
+  for (const c of cases) {
+    const res = await admin(lb, "/admin/services/inv.test/config", { method: "POST", body: c.body });
+    assert.equal(res.status, 400, `${c.what}: ${res.status} ${res.text}`);
+    assert.ok(Array.isArray(res.body?.errors) && res.body.errors.length > 0, `${c.what}: no errors array: ${res.text}`);
+    for (const e of res.body.errors) {
+      assert.equal(typeof e.path, "string", `${c.what}: ${JSON.stringify(e)}`);
+      assert.equal(typeof e.message, "string", `${c.what}: ${JSON.stringify(e)}`);
+    }
+    if (c.path !== null) {
+      const hit = res.body.errors.find((e) => e.path === c.path);
+      assert.ok(hit, `${c.what}: no error at ${c.path}: ${JSON.stringify(res.body.errors)}`);
+      if (c.message) assert.match(hit.message, c.message, c.what);
+    } else {
+      assert.match(res.body.errors[0].message, /JSON/i);
+    }
+  }
+  const afterCfg = await admin(lb, "/admin/services/inv.test/config");
+  assert.deepEqual(afterCfg.body, before.body);
+  assert.equal(afterCfg.headers.get("etag"), before.headers.get("etag"));
+  assert.deepEqual(await counts(lb, "inv.test", 4), { inv1: 2, inv2: 2 });
+  assert.deepEqual([i1, i2].map((b) => b.requests().length), [2, 2]);
+});
+
+// ---- 7. versions, If-Match, history, rollback, durability ----
+
+test("versions: each accepted change bumps the version and ETag; a stale If-Match is 412 and changes nothing; the current one succeeds", async () => {
+  const [v1, v2, v3] = bk.ver;
+  const cfgPath = "/admin/services/ver.test/config";
+  let res = await admin(lb, cfgPath);
+  assert.equal(res.body.version, 0, "a DEFAULT_BACKENDS service starts at version 0");
+  assert.equal(res.headers.get("etag"), '"0"');
+
+  res = await admin(lb, cfgPath, { method: "POST", body: { backends: [v2.url] } });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.version, 1);
+  assert.equal(res.headers.get("etag"), '"1"');
+  res = await admin(lb, cfgPath, { method: "PUT", body: { backends: [v3.url] } });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.version, 2);
+  assert.deepEqual(await counts(lb, "ver.test", 3), { v3: 3 });
+  res = await admin(lb, `/admin/services/ver.test/backends`, { method: "POST", body: { url: v2.url } });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.version, 3, "a backend edit is a new version too");
+
+  // Stale If-Match: 412, nothing stored, traffic unchanged.
+  const before = await admin(lb, cfgPath);
+  assert.equal(before.body.version, 3);
+  res = await admin(lb, cfgPath, { method: "POST", body: { backends: [v1.url] }, headers: { "if-match": '"2"' } });
+  assert.equal(res.status, 412, res.text);
+  res = await admin(lb, `/admin/services/ver.test/backends?url=${encodeURIComponent(v2.url)}`, { method: "DELETE", headers: { "if-match": "1" } });
+  assert.equal(res.status, 412, res.text);
+  const after = await admin(lb, cfgPath);
+  assert.deepEqual(after.body, before.body);
+  assert.deepEqual(await counts(lb, "ver.test", 4), { v3: 2, v2: 2 });
+
+  // Current If-Match (the ETag as given): accepted.
+  res = await admin(lb, cfgPath, { method: "POST", body: { backends: [v1.url] }, headers: { "if-match": before.headers.get("etag") } });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.version, 4);
+  assert.deepEqual(await counts(lb, "ver.test", 2), { v1: 2 });
+});
+
+test("config history lists accepted versions newest first; rollback restores an older config as a new version and traffic follows", async () => {
+  const [h1, h2, h3] = bk.hist;
+  const cfgPath = "/admin/services/hist.test/config";
+  for (const b of [h2, h3]) {
+    const res = await admin(lb, cfgPath, { method: "POST", body: { backends: [b.url] } });
+    assert.equal(res.status, 200, res.text);
+  }
+  assert.deepEqual(await counts(lb, "hist.test", 2), { hist3: 2 });
+
+  let res = await admin(lb, `${cfgPath}/history`);
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.current, 2);
+  let versions = res.body.versions.map((v) => v.version);
+  assert.deepEqual(versions, [2, 1], `history after two changes: ${res.text}`);
+  assert.equal(res.body.versions[0].current, true);
+  assert.deepEqual(res.body.versions[1].config.backends.map((b) => b.url ?? b), [h2.url]);
+
+  res = await admin(lb, `${cfgPath}/rollback`, { method: "POST", body: { version: 1 } });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.version, 3);
+  assert.deepEqual(await counts(lb, "hist.test", 2), { hist2: 2 });
+  res = await admin(lb, cfgPath);
+  assert.equal(res.body.version, 3);
+  assert.deepEqual(res.body.config.backends.map((b) => b.url ?? b), [h2.url]);
+  res = await admin(lb, `${cfgPath}/history`);
+  versions = res.body.versions.map((v) => v.version);
+  assert.deepEqual(versions, [3, 2, 1]);
+
+  // Rollback honours If-Match too.
+  res = await admin(lb, `${cfgPath}/rollback`, { method: "POST", body: { version: 2 }, headers: { "if-match": '"1"' } });
+  assert.equal(res.status, 412, res.text);
+  assert.deepEqual(await counts(lb, "hist.test", 2), { hist2: 2 });
+  assert.equal(h1.requests().length, 0, "the DEFAULT_BACKENDS backend got traffic after the API took over");
+});
+
+test("a config stored through the API survives a restart of the runtime (same storage)", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "fb-steering-"));
+  const [d1, d2] = await mk(["d1", "d2"]);
+  try {
+    let r = await startBalancer({ defaultBackends: { hostname: "durable.test", backends: [d1.url], ...quiet }, persistDir: dir });
+    let res;
+    try {
+      res = await admin(r, "/admin/services/durable.test/config", { method: "POST", body: { backends: [d2.url] } });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.body.version, 1);
+    } finally {
+      await r.stop();
+    }
+    r = await startBalancer({ defaultBackends: { hostname: "durable.test", backends: [d1.url], ...quiet }, persistDir: dir });
+    try {
+      res = await admin(r, "/admin/services/durable.test/config");
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.body.version, 1, `after a restart: ${res.text}`);
+      assert.deepEqual(await counts(r, "durable.test", 2), { d2: 2 });
+    } finally {
+      await r.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---- 8. backend operations ----
+
+test("backend operations: add, disable, reweight, remove; removing the last backend is refused", async () => {
+  const [o1, o2, o3] = bk.ops;
+  const base = "/admin/services/ops.test/backends";
+  let res = await admin(lb, base, { method: "POST", body: { url: o3.url } });
+  assert.equal(res.status, 200, res.text);
+  assert.deepEqual(await counts(lb, "ops.test", 6), { o1: 2, o2: 2, o3: 2 });
+
+  res = await admin(lb, base, { method: "PATCH", body: { url: o3.url, state: "disabled" } });
+  assert.equal(res.status, 200, res.text);
+  const o3Before = o3.requests().length;
+  assert.deepEqual(await counts(lb, "ops.test", 6), { o1: 3, o2: 3 });
+  assert.equal(o3.requests().length, o3Before, "a disabled backend got traffic");
+
+  res = await admin(lb, base, { method: "PATCH", body: { url: o1.url, weight: 3 } });
+  assert.equal(res.status, 200, res.text);
+  assert.deepEqual(await counts(lb, "ops.test", 8), { o1: 6, o2: 2 });
+  const st = await admin(lb, "/admin/services/ops.test");
+  assert.equal(st.body.backends.find((b) => b.url === o1.url).weight, 3);
+
+  res = await admin(lb, `${base}?url=${encodeURIComponent(o3.url)}`, { method: "DELETE" });
+  assert.equal(res.status, 200, res.text);
+  res = await admin(lb, `${base}?url=${encodeURIComponent(o2.url)}`, { method: "DELETE" });
+  assert.equal(res.status, 200, res.text);
+  let cfg = await admin(lb, "/admin/services/ops.test/config");
+  assert.deepEqual(cfg.body.config.backends.map((b) => (typeof b === "string" ? b : b.url)), [o1.url]);
+  assert.deepEqual(await counts(lb, "ops.test", 3), { o1: 3 });
+
+  res = await admin(lb, `${base}?url=${encodeURIComponent(o1.url)}`, { method: "DELETE" });
+  assert.equal(res.status, 400, res.text);
+  assert.ok(Array.isArray(res.body.errors) && res.body.errors.length > 0, res.text);
+  const cfgAfter = await admin(lb, "/admin/services/ops.test/config");
+  assert.deepEqual(cfgAfter.body, cfg.body);
+  assert.deepEqual(await counts(lb, "ops.test", 2), { o1: 2 });
+});
+
+// ---- 9. a config change under load ----
+
+test("a config change under load takes effect at once: nothing sent after the 2xx reaches the removed backend", async () => {
+  const [a, b, c] = bk.load;
+  const total = 300;
+  let sent = 0;
+  let changedAt = 0;
+  let change;
+  const failures = [];
+  const loop = async () => {
+    while (sent < total) {
+      const n = sent++;
+      if (n === 100) {
+        change = admin(lb, "/admin/services/load.test/config", { method: "POST", body: { backends: [a.url, b.url] } }).then((res) => {
+          changedAt = Date.now();
+          return res;
+        });
+      }
+      // The send time rides in the URL, so the backend's record says when the client sent it.
+      const res = await lb.fetch("load.test", `/l${n}?t=${Date.now()}`);
+      if (res.status !== 200) failures.push(`${n}: ${res.status} ${await res.text()}`);
+      else await res.arrayBuffer();
+    }
+  };
+  await Promise.all([loop(), loop(), loop(), loop()]);
+  const res = await change;
+  assert.equal(res.status, 200, res.text);
+  assert.deepEqual(failures, [], "clients saw failures");
+  const sentAt = (r) => Number(new URL(r.url, "http://x").searchParams.get("t"));
+  const all = [a, b, c].flatMap((x) => x.requests());
+  const afterChange = all.filter((r) => sentAt(r) > changedAt);
+  assert.ok(afterChange.length >= 30, `only ${afterChange.length} requests were sent after the change: not a test of anything`);
+  assert.ok(c.requests().length > 0, "C never got traffic before the change");
+  const late = c.requests().filter((r) => sentAt(r) > changedAt);
+  assert.deepEqual(late.map((r) => `${r.url} received ${r.at - changedAt} ms after the 2xx`), [], "C got requests sent after the change");
+  assert.ok(
+    c.requests().every((r) => r.at <= changedAt + 1000),
+    "C kept receiving traffic long after the change",
+  );
+});
+
+// ---- 10. auth ----
+
+test("admin auth: Bearer and Basic accepted, wrong Basic is 401, repeated failures are throttled with 429", async () => {
+  const r = await runtime({
+    defaultBackends: { hostname: "auth.test", backends: ["http://127.0.0.1:9"], ...quiet },
+    bindings: { WEB_AUTH_USERNAME: "operator", WEB_AUTH_PASSWORD: "correct horse" },
+  });
+  const basic = (u, p) => `Basic ${Buffer.from(`${u}:${p}`).toString("base64")}`;
+  const call = (authorization) => r.mf.dispatchFetch("http://localhost/admin/services", { headers: authorization ? { authorization } : {} });
+
+  let res = await call(`Bearer ${API_SECRET}`);
+  assert.equal(res.status, 200);
+  assert.ok(Array.isArray((await res.json()).services));
+  res = await call(basic("operator", "correct horse"));
+  assert.equal(res.status, 200);
+  assert.ok(Array.isArray((await res.json()).services));
+
+  const statuses = [];
+  for (let i = 0; i < 5; i++) {
+    res = await call(basic("operator", `wrong-${i}`));
+    statuses.push(res.status);
+    if (res.status === 401) assert.match(res.headers.get("www-authenticate") ?? "", /Basic/);
+    await res.arrayBuffer();
+  }
+  assert.deepEqual(statuses, [401, 401, 401, 401, 401]);
+  // From the 5th failure on the address is locked out: the next attempt, even a correct one, gets 429.
+  res = await call(basic("operator", "wrong-again"));
+  assert.equal(res.status, 429);
+  const retryAfter = Number(res.headers.get("retry-after"));
+  assert.ok(retryAfter >= 1, `Retry-After: ${res.headers.get("retry-after")}`);
+  assert.match((await res.json()).error, /too many/);
+  res = await call(basic("operator", "correct horse"));
+  assert.equal(res.status, 429, "a locked-out address got in");
+  await res.arrayBuffer();
+});
+
+// ---- 11. rate limit and access lists ----
+
+test("rate limit: the 6th request in the window is 429 with Retry-After; another hostname is unaffected", async () => {
+  const [r1] = bk.rl;
+  const before = r1.requests().length;
+  for (let i = 0; i < 5; i++) assert.equal((await send(lb, "rl.test", `/r${i}`)).status, 200);
+  const res = await send(lb, "rl.test", "/r6");
+  assert.equal(res.status, 429, res.text);
+  const retryAfter = Number(res.headers.get("retry-after"));
+  assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${res.headers.get("retry-after")}`);
+  assert.match(res.body.error, /rate limit/);
+  assert.match(res.body.error, /rl\.test/);
+  assert.equal(r1.requests().length, before + 5, "the limited request reached the backend");
+  for (let i = 0; i < 5; i++) assert.equal((await send(lb, "rl2.test", `/q${i}`)).status, 200, "rl2.test was limited by rl.test's traffic");
+});
+
+test("access lists: deny wins, a non-matching allow list refuses, a matching one admits", async () => {
+  const [b] = bk.acl;
+  const before = b.requests().length;
+  let res = await send(lb, "deny.test", "/");
+  assert.equal(res.status, 403, res.text);
+  assert.match(res.body.error, /127\.0\.0\.1/);
+  res = await send(lb, "allow10.test", "/");
+  assert.equal(res.status, 403, res.text);
+  assert.equal(b.requests().length, before, "a refused client reached the backend");
+  res = await send(lb, "allow127.test", "/");
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.backend, "acl1");
+});
+
+// ---- 12. isolation ----
+
+test("two services are isolated: one service's failing backends and open breakers do not touch another's", async () => {
+  for (const x of bk.isoA) x.mode = "503";
+  for (let i = 0; i < 8; i++) await send(lb, "iso-a.test", `/f${i}`);
+  const st = await waitFor(
+    async () => {
+      const s = await admin(lb, "/admin/services/iso-a.test");
+      return s.body.backends.every((x) => x.breaker === "open") ? s : null;
+    },
+    { timeoutMs: 5000, what: "iso-a breakers to open" },
+  );
+  assert.equal(st.body.backends.length, 2);
+  const res = await send(lb, "iso-a.test", "/still-failing");
+  assert.equal(res.status, 503);
+
+  assert.deepEqual(await counts(lb, "iso-b.test", 20), { gb1: 10, gb2: 10 });
+  const b = await admin(lb, "/admin/services/iso-b.test");
+  for (const x of b.body.backends) {
+    assert.equal(x.healthy, true, JSON.stringify(x));
+    assert.equal(x.breaker, "closed", JSON.stringify(x));
+    assert.equal(x.consecutive_request_failures, 0, JSON.stringify(x));
+  }
+  const list = await admin(lb, "/admin/services");
+  const byHost = Object.fromEntries(list.body.services.map((s) => [s.hostname, s]));
+  assert.equal(byHost["iso-a.test"].healthy, false);
+  assert.equal(byHost["iso-b.test"].healthy, true);
+  assert.equal(byHost["iso-b.test"].healthy_backends, 2);
+  for (const x of bk.isoA) x.mode = "ok";
+});
+
+// ---- 13. OpenAPI ----
+
+test("OpenAPI: the document is valid 3.x and every route it lists exists", async () => {
+  const res = await admin(lb, "/admin/openapi.json");
+  assert.equal(res.status, 200);
+  assert.ok(res.body, `not JSON: ${res.text.slice(0, 200)}`);
+  const doc = res.body;
+  assert.match(String(doc.openapi), /^3\.\d+(\.\d+)?$/);
+  assert.ok(doc.paths && Object.keys(doc.paths).length > 0, "no paths");
+  const [p1, p2] = bk.oa;
+  // Mutating calls carry a stale If-Match: the route is reached, validation runs, and nothing changes.
+  const stale = { "if-match": '"999999"' };
+  const bodies = {
+    "post /admin/services/{hostname}/config": { body: { backends: [p1.url, p2.url] }, headers: stale },
+    "put /admin/services/{hostname}/config": { body: { backends: [p1.url, p2.url] }, headers: stale },
+    "delete /admin/services/{hostname}/config": { headers: stale },
+    "post /admin/services/{hostname}/config/rollback": { body: { version: 999999 } },
+    "post /admin/services/{hostname}/backends": { body: { url: "http://127.0.0.1:9" }, headers: stale },
+    "patch /admin/services/{hostname}/backends": { body: { url: p2.url, weight: 2 }, headers: stale },
+    "delete /admin/services/{hostname}/backends": { query: `?url=${encodeURIComponent(p2.url)}`, headers: stale },
+  };
+  const methods = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+  const results = [];
+  for (const [template, item] of Object.entries(doc.paths)) {
+    for (const method of Object.keys(item).filter((k) => methods.includes(k))) {
+      const spec = bodies[`${method} ${template}`] ?? {};
+      const path = template.replace("{hostname}", "oa.test") + (spec.query ?? "");
+      const r = await admin(lb, path, { method: method.toUpperCase(), body: spec.body, headers: spec.headers });
+      results.push({ route: `${method.toUpperCase()} ${template}`, status: r.status, error: r.body?.error });
+    }
+  }
+  assert.ok(results.length >= 10, `only ${results.length} operations documented`);
+  const missing = results.filter((r) => r.status === 405 || r.status === 404 || r.status >= 500 || /no admin route/.test(r.error ?? ""));
+  assert.deepEqual(missing, [], "documented routes that do not exist");
+  // The calls changed nothing.
+  const cfg = await admin(lb, "/admin/services/oa.test/config");
+  assert.equal(cfg.status, 200);
+  assert.equal(cfg.body.version, 0);
+});

@@ -34,7 +34,8 @@ if [ -z "${API_SECRET:-}" ] && ! grep -qs '^API_SECRET=' .dev.vars; then
 fi
 API_SECRET="${API_SECRET:-$(grep '^API_SECRET=' .dev.vars | head -1 | cut -d= -f2-)}"
 
-npx wrangler d1 migrations apply DB --local >/dev/null 2>&1 || true
+# CI=true: wrangler applies without an interactive confirmation prompt.
+CI=true npx wrangler d1 migrations apply DB --local >/dev/null 2>&1 || echo "note: local D1 migrations not applied"
 
 if [ -n "${DEMO:-}" ]; then
   cat <<MSG

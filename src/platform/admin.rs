@@ -25,11 +25,13 @@ pub fn is_admin_host(host: &str, env: &Env) -> bool {
 
 pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
     let path = if path.is_empty() { "/" } else { path };
-    if path == "/" {
-        return Response::from_json(&serde_json::json!({
-            "service": "FlowBalance",
-            "admin_api": "/admin/services",
-        }));
+    match path {
+        "/" | "/dashboard" | "/dashboard/" => {
+            return asset(DASHBOARD_HTML, "text/html; charset=utf-8")
+        }
+        "/dashboard/app.js" => return asset(DASHBOARD_JS, "text/javascript; charset=utf-8"),
+        "/dashboard/app.css" => return asset(DASHBOARD_CSS, "text/css; charset=utf-8"),
+        _ => {}
     }
     if !path.starts_with("/admin/") && path != "/admin" {
         return error_response(404, &format!("no admin route {path}"), None);
@@ -75,6 +77,24 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             None,
         ),
     }
+}
+
+// The dashboard is static; it calls the admin API with the credentials the operator types in.
+const DASHBOARD_HTML: &str = include_str!("../../dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("../../dashboard/app.js");
+const DASHBOARD_CSS: &str = include_str!("../../dashboard/app.css");
+
+fn asset(body: &str, content_type: &str) -> Result<Response> {
+    let mut resp = Response::ok(body)?;
+    let h = resp.headers_mut();
+    h.set("content-type", content_type)?;
+    h.set(
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    )?;
+    h.set("x-content-type-options", "nosniff")?;
+    h.set("cache-control", "no-cache")?;
+    Ok(resp)
 }
 
 fn openapi() -> Result<Response> {

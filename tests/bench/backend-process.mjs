@@ -1,16 +1,38 @@
 // Benchmark backends in their own process, so serving them does not share the load generator's event loop.
+// The parent can send {kill: i} to make backend i refuse connections (a dead backend).
 import http from "node:http";
 
 const n = Number(process.argv[2] ?? 1);
 const urls = [];
+const servers = [];
+const served = [];
 for (let i = 0; i < n; i++) {
   const body = Buffer.from(`hello from bench backend ${i + 1}\n`);
+  const sockets = new Set();
+  served.push(0);
   const server = http.createServer((req, res) => {
     req.resume();
-    req.on("end", () => res.writeHead(200, { "content-type": "text/plain", "content-length": body.length }).end(body));
+    req.on("end", () => {
+      served[i]++;
+      res.writeHead(200, { "content-type": "text/plain", "content-length": body.length }).end(body);
+    });
   });
   server.keepAliveTimeout = 30000;
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   urls.push(`http://127.0.0.1:${server.address().port}`);
+  servers.push({ server, sockets });
 }
+process.on("message", (m) => {
+  if (m.kill !== undefined) {
+    const { server, sockets } = servers[m.kill];
+    server.close();
+    for (const s of sockets) s.destroy();
+    process.send({ killed: m.kill, served: [...served] });
+  }
+  if (m.served) process.send({ served: [...served] });
+});
 process.send({ urls });

@@ -50,6 +50,41 @@ function startBackendProcess(ports) {
   return new Promise((resolve) => child.once("message", (m) => resolve({ child, urls: m.urls })));
 }
 
+function ask(child, msg) {
+  return new Promise((resolve) => {
+    child.once("message", resolve);
+    child.send(msg);
+  });
+}
+
+/** One of three backends is killed mid-load: count client failures and how long it kept receiving traffic. */
+async function failoverRun() {
+  const { child, urls } = await startBackendProcess(3);
+  const lb = await startBalancer({
+    defaultBackends: { hostname: "failover.test", backends: urls, activeHealthChecks: { interval: 5, timeout: 1 } },
+  });
+  const target = `http://${new URL(lb.url).host}/`;
+  const run = autocannon({ url: target, connections: CONNECTIONS, duration: 8, headers: { host: "failover.test" } });
+  await new Promise((r) => setTimeout(r, 3000));
+  const killedAt = Date.now();
+  await ask(child, { kill: 1 });
+  // The dead backend stops receiving traffic once the DO's view excludes it (breaker open or probe down).
+  let excludedAfterMs = NaN;
+  for (let i = 0; i < 200; i++) {
+    const st = await (await lb.admin("/admin/services/failover.test")).json();
+    const b = st.backends.find((x) => x.url === urls[1]);
+    if (b && (b.breaker !== "closed" || !b.healthy)) {
+      excludedAfterMs = Date.now() - killedAt;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const r = await run;
+  await lb.stop();
+  child.kill();
+  return { sent: r.requests.total, failed: r.errors + r.non2xx, rps: r.requests.average, excludedAfterMs };
+}
+
 async function main() {
   const { child, urls } = await startBackendProcess(3);
   const passThrough = new Miniflare({
@@ -65,7 +100,17 @@ async function main() {
   });
   const ptUrl = await passThrough.ready;
   const lb = await startBalancer({
-    defaultBackends: { hostname: "bench.test", backends: urls, activeHealthChecks: { interval: 60 } },
+    defaultBackends: {
+      activeHealthChecks: { interval: 60 },
+      services: [
+        { hostname: "bench.test", backends: urls },
+        {
+          hostname: "sticky.test",
+          backends: [{ url: urls[0], weight: 3 }, { url: urls[1], weight: 1 }, { url: urls[2], weight: 1 }],
+          load_balancer: { session_affinity: { type: "cookie" } },
+        },
+      ],
+    },
   });
   const lbUrl = new URL(lb.url);
   const rows = [];
@@ -75,6 +120,13 @@ async function main() {
     rows.push(await load("backend direct", `${urls[0]}/`));
     rows.push(await load("JS pass-through Worker", `${ptUrl.origin}/`));
     rows.push(await load("FlowBalance (round robin, 3 backends)", `http://${lbUrl.host}/`, fbHeaders));
+    // Weights 3:1:1 with cookie affinity: every request without a cookie is pinned (signs a cookie);
+    // a returning client sends its cookie (verifies it).
+    rows.push(await load("FlowBalance weights + affinity, new clients", `http://${lbUrl.host}/`, { host: "sticky.test" }));
+    const first = await lb.fetch("sticky.test", "/");
+    const cookie = first.headers.getSetCookie()[0].split(";")[0];
+    await first.arrayBuffer();
+    rows.push(await load("FlowBalance weights + affinity, returning client", `http://${lbUrl.host}/`, { host: "sticky.test", cookie }));
     // Added latency is read unloaded (one connection), where queueing does not hide it.
     idle.push(await load("JS pass-through, 1 connection", `${ptUrl.origin}/`, {}, 1, 4));
     idle.push(await load("FlowBalance, 1 connection", `http://${lbUrl.host}/`, fbHeaders, 1, 4));
@@ -90,11 +142,17 @@ async function main() {
     console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.name.startsWith("backend") ? "-" : r.cpuUsPerReq.toFixed(0)} |`);
   for (const r of idle)
     console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.cpuUsPerReq.toFixed(0)} |`);
-  const [, pt, fb] = rows;
+  const [, pt, fb, stickyNew, stickyBack] = rows;
   const [ptIdle, fbIdle] = idle;
   console.log(`\nFlowBalance / pass-through throughput: ${(fb.rps / pt.rps).toFixed(2)}x (goal >= 0.7x)`);
   console.log(`added latency, 1 connection: mean ${(fbIdle.mean - ptIdle.mean).toFixed(2)} ms, p50 ${fbIdle.p50 - ptIdle.p50} ms (goal <= 1.5 ms)`);
   console.log(`workerd CPU per request: FlowBalance ${fb.cpuUsPerReq.toFixed(0)} µs vs pass-through ${pt.cpuUsPerReq.toFixed(0)} µs`);
+  console.log(`weights + affinity vs plain round robin: new clients ${(stickyNew.rps / fb.rps).toFixed(2)}x, returning clients ${(stickyBack.rps / fb.rps).toFixed(2)}x`);
+  if (process.env.BENCH_SKIP_FAILOVER) return;
+  const f = await failoverRun();
+  console.log(`\nfailover run: 1 of 3 backends killed 3 s into 8 s of load at ${CONNECTIONS} connections`);
+  console.log(`  requests sent ${f.sent}, failed ${f.failed}, ${f.rps.toFixed(0)} req/s`);
+  console.log(`  dead backend excluded from decisions ${f.excludedAfterMs} ms after the kill (breaker: 3 consecutive failures)`);
 }
 
 main().catch((e) => {

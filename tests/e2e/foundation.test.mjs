@@ -226,3 +226,19 @@ test("admin API refuses to run open when API_SECRET is unset, and invalid config
     await bad.stop();
   }
 });
+
+test("the dashboard is served on the admin hostname with a strict CSP, and needs the API secret for data", async () => {
+  const page = await lb.mf.dispatchFetch("http://localhost/");
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type"), /text\/html/);
+  assert.match(page.headers.get("content-security-policy"), /default-src 'self'/);
+  const html = await page.text();
+  assert.match(html, /<script src="\/dashboard\/app\.js">/);
+  const js = await lb.mf.dispatchFetch("http://localhost/dashboard/app.js");
+  assert.equal(js.status, 200);
+  assert.match(await js.text(), /\/admin\/services/);
+  // The page itself holds no data: the API behind it still refuses requests without credentials.
+  const data = await lb.mf.dispatchFetch("http://localhost/admin/services");
+  assert.equal(data.status, 401);
+  await data.arrayBuffer();
+});

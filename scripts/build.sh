@@ -9,6 +9,11 @@ WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
 export WASM_BINDGEN_BIN
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
+# Skip when the build is newer than every input (wrangler dev runs this again on start and on change).
+if [ -f build/index.js ] && [ -z "$(find src dashboard Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; then
+  echo "build is up to date"
+  exit 0
+fi
 log="$(mktemp)"
 if ! worker-build --release >"$log" 2>&1; then
   grep -vE '^\s+([0-9]+:|at )' "$log" >&2

@@ -53,11 +53,16 @@ pub struct Balancer {
     /// When the next alarm is known to be set (ms); None means "check storage".
     alarm_at: RefCell<Option<u64>>,
     rng: RefCell<SplitMix64>,
+    /// Signs affinity cookies when no secret is configured: random per object lifetime, so pins
+    /// cannot be forged; they just re-pin after the object restarts.
+    fallback_secret: Vec<u8>,
 }
 
 impl DurableObject for Balancer {
     fn new(state: State, env: Env) -> Self {
-        let seed = Date::now().as_millis() ^ 0x9E37_79B9_7F4A_7C15;
+        let random = random_bytes();
+        let seed = u64::from_le_bytes(random[..8].try_into().unwrap_or_default())
+            ^ Date::now().as_millis();
         Self {
             state,
             env,
@@ -65,6 +70,7 @@ impl DurableObject for Balancer {
             host: RefCell::new(None),
             alarm_at: RefCell::new(None),
             rng: RefCell::new(SplitMix64(seed)),
+            fallback_secret: random.to_vec(),
         }
     }
 
@@ -235,8 +241,9 @@ impl Balancer {
     fn fleet(&self, cfg: ServiceConfig, version: u64, saved: &[BackendRecord]) -> Fleet {
         let secret = env_string(&self.env, "AFFINITY_SECRET")
             .or_else(|| env_string(&self.env, "API_SECRET"))
-            .unwrap_or_else(|| format!("flowbalance:{}", cfg.hostname));
-        Fleet::new(cfg, version, saved, secret.as_bytes())
+            .map(String::into_bytes)
+            .unwrap_or_else(|| self.fallback_secret.clone());
+        Fleet::new(cfg, version, saved, &secret)
     }
 
     async fn decide(&self, req: &Request) -> Result<Response> {
@@ -632,6 +639,17 @@ impl Balancer {
             None => Response::error("no service is configured here", 404),
         }
     }
+}
+
+/// 32 bytes from the runtime's CSPRNG (zeros only if the runtime had none, which workerd always has).
+fn random_bytes() -> [u8; 32] {
+    use worker::wasm_bindgen::JsCast;
+    let mut buf = [0u8; 32];
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    if let Ok(crypto) = scope.crypto() {
+        let _ = crypto.get_random_values_with_u8_array(&mut buf);
+    }
+    buf
 }
 
 fn err(path: &str, message: impl Into<String>) -> config::ConfigError {

@@ -6,6 +6,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::policy::clients::make_room;
+
 /// Constant time for equal lengths. On different lengths it still walks `a` (against itself) so
 /// the time depends only on `a.len()`, never on where the content differs.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -251,18 +253,12 @@ impl Throttle {
     /// Drop forgiven clients first; if still full, evict the one with the oldest activity.
     fn make_room(&mut self, now_ms: u64) {
         let window = self.window_ms;
-        self.clients
-            .retain(|_, s| now_ms.saturating_sub(Self::quiet_since(s)) < window);
-        if self.clients.len() >= self.max_clients {
-            let oldest = self
-                .clients
-                .iter()
-                .min_by_key(|(_, s)| Self::quiet_since(s))
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.clients.remove(&k);
-            }
-        }
+        make_room(
+            &mut self.clients,
+            self.max_clients,
+            |s| now_ms.saturating_sub(Self::quiet_since(s)) >= window,
+            Self::quiet_since,
+        );
     }
 }
 

@@ -5,6 +5,7 @@ pub mod affinity;
 pub mod auth;
 pub mod breaker;
 pub mod changes;
+pub mod clients;
 pub mod config;
 pub mod decision;
 pub mod fleet;

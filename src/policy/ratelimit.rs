@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::policy::clients::make_room;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Counts {
     /// Index of the fixed window `cur` counts (now_ms / window_ms).
@@ -98,18 +100,12 @@ impl RateLimiter {
 
     fn make_room(&mut self, now_ms: u64) {
         let idle = self.window_ms.saturating_mul(2);
-        self.clients
-            .retain(|_, c| now_ms.saturating_sub(c.last_ms) <= idle);
-        if self.clients.len() >= self.max_clients {
-            let oldest = self
-                .clients
-                .iter()
-                .min_by_key(|(_, c)| c.last_ms)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.clients.remove(&k);
-            }
-        }
+        make_room(
+            &mut self.clients,
+            self.max_clients,
+            |c| now_ms.saturating_sub(c.last_ms) > idle,
+            |c| c.last_ms,
+        );
     }
 }
 

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use worker::*;
 
-use crate::platform::{env_string, error_response, registry, BALANCER_BINDING};
+use crate::platform::{env_string, error_response, registry, requestlog, BALANCER_BINDING};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets, Throttle};
 use crate::policy::config;
 
@@ -53,6 +53,24 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         (Method::Post, ["admin", "services", host, "health-check"]) => {
             ask_object(env, host, Method::Post, "/probe").await
         }
+        (Method::Get, ["admin", "services", host, "logs"]) => {
+            let limit = match query_number(&req, "limit", 100, 1, 1000)? {
+                Ok(n) => n,
+                Err(resp) => return Ok(resp),
+            };
+            let rows = requestlog::recent(env, host, limit as u32).await?;
+            Response::from_json(&serde_json::json!({ "hostname": host, "requests": rows }))
+        }
+        (Method::Get, ["admin", "services", host, "metrics"]) => {
+            let window_s = match query_number(&req, "window", 300, 1, 86_400)? {
+                Ok(n) => n,
+                Err(resp) => return Ok(resp),
+            };
+            let backends = requestlog::metrics(env, host, window_s * 1000).await?;
+            Response::from_json(
+                &serde_json::json!({ "hostname": host, "window_s": window_s, "backends": backends }),
+            )
+        }
         (
             Method::Get | Method::Post | Method::Put | Method::Delete,
             ["admin", "services", host, "config"],
@@ -95,6 +113,28 @@ fn asset(body: &str, content_type: &str) -> Result<Response> {
     h.set("x-content-type-options", "nosniff")?;
     h.set("cache-control", "no-cache")?;
     Ok(resp)
+}
+
+/// An integer query parameter within bounds, or the 400 that names it and the allowed range.
+fn query_number(
+    req: &Request,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<std::result::Result<u64, Response>> {
+    let url = req.url()?;
+    let Some((_, raw)) = url.query_pairs().find(|(k, _)| k == name) else {
+        return Ok(Ok(default));
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Ok(n)),
+        _ => Ok(Err(error_response(
+            400,
+            &format!("{name}: {raw:?} is not allowed; expected an integer {min}..={max}"),
+            None,
+        )?)),
+    }
 }
 
 fn openapi() -> Result<Response> {

@@ -7,13 +7,14 @@ use wasm_bindgen::JsValue;
 use worker::url;
 use worker::*;
 
+use crate::platform::requestlog::{self, LogRow};
 use crate::platform::{
     error_response, fetch_with_timeout, refuses_connections, FetchFailure, BALANCER_BINDING,
 };
 use crate::policy::affinity;
 use crate::policy::decision::{Outcome, Route, Verdict};
 use crate::policy::forwarding::{
-    backend_url, connection_tokens, forwarded_for, path_and_query, HOP_BY_HOP,
+    backend_url, connection_tokens, forwarded_for, host_and_path, path_and_query, HOP_BY_HOP,
 };
 use crate::policy::retry::{
     backoff_ms, is_failure_status, is_idempotent, may_retry, status_means_unreached, Failure,
@@ -113,7 +114,10 @@ pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> 
     let url = req.inner().url();
     let https = url.starts_with("https:");
     let pq = path_and_query(&url).to_string();
-    forward(ForwardCtx {
+    let started = Date::now().as_millis();
+    let path = host_and_path(&url).1.to_string();
+    let log_method = method.clone();
+    let (resp, backend, attempts) = forward(ForwardCtx {
         env,
         https,
         ctx,
@@ -124,7 +128,22 @@ pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> 
         body,
         route,
     })
-    .await
+    .await?;
+    requestlog::record(
+        env,
+        ctx,
+        LogRow {
+            ts_ms: started,
+            hostname: host.to_string(),
+            method: log_method,
+            path,
+            status: resp.status_code(),
+            backend,
+            attempts: attempts as u32,
+            latency_ms: Date::now().as_millis().saturating_sub(started),
+        },
+    );
+    Ok(resp)
 }
 
 struct ForwardCtx<'a> {
@@ -139,7 +158,8 @@ struct ForwardCtx<'a> {
     route: Route,
 }
 
-async fn forward(mut f: ForwardCtx<'_>) -> Result<Response> {
+/// Forwards with failover; returns the response and the backend that produced it (if any) and how many attempts were made.
+async fn forward(mut f: ForwardCtx<'_>) -> Result<(Response, Option<String>, usize)> {
     let mut conn_left = f.route.conn_retries;
     let mut resp_left = f.route.retries;
     let mut reports: Vec<Outcome> = Vec::new();
@@ -168,7 +188,8 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<Response> {
                 let resp = result.map_err(|e| Error::RustError(e.to_string()))?;
                 record_success(f.host, outcome(None), &mut reports);
                 flush_reports(f.env, f.ctx, f.host, reports);
-                return finish(resp, &f.route, attempt.pin.as_deref(), f.https);
+                let resp = finish(resp, &f.route, attempt.pin.as_deref(), f.https)?;
+                return Ok((resp, Some(attempt.url.clone()), n + 1));
             }
             Err(FetchFailure::Timeout) => Failure::Timeout,
             Err(FetchFailure::Network(_)) => {
@@ -193,8 +214,16 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<Response> {
             flush_reports(f.env, f.ctx, f.host, reports);
             return match result {
                 // The backend answered: its own error page is the most faithful reply.
-                Ok(resp) => finish(resp, &f.route, attempt.pin.as_deref(), f.https),
-                Err(_) => all_failed(f.host, n + 1, &last_failure, f.route.panic),
+                Ok(resp) => Ok((
+                    finish(resp, &f.route, attempt.pin.as_deref(), f.https)?,
+                    Some(attempt.url.clone()),
+                    n + 1,
+                )),
+                Err(_) => Ok((
+                    all_failed(f.host, n + 1, &last_failure, f.route.panic)?,
+                    None,
+                    n + 1,
+                )),
             };
         }
         *budget -= 1;
@@ -211,7 +240,8 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<Response> {
         }
     }
     flush_reports(f.env, f.ctx, f.host, reports);
-    all_failed(f.host, attempts.len(), &last_failure, f.route.panic)
+    let resp = all_failed(f.host, attempts.len(), &last_failure, f.route.panic)?;
+    Ok((resp, None, attempts.len()))
 }
 
 fn all_failed(host: &str, tried: usize, last: &str, panic: bool) -> Result<Response> {

@@ -5,6 +5,7 @@ mod balancer;
 mod edge;
 mod probe;
 mod registry;
+mod requestlog;
 
 use std::time::Duration;
 

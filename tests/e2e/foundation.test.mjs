@@ -242,3 +242,28 @@ test("the dashboard is served on the admin hostname with a strict CSP, and needs
   assert.equal(data.status, 401);
   await data.arrayBuffer();
 });
+
+test("requests are logged to D1 in batches off the request path; logs and metrics are served per hostname", async () => {
+  // based.test saw one request in the base-path test; 30 more now, then one after the batch age.
+  for (let i = 0; i < 30; i++) await (await lb.fetch("based.test", `/log/${i}`)).arrayBuffer();
+  await new Promise((r) => setTimeout(r, 2100));
+  await (await lb.fetch("based.test", "/log/last")).arrayBuffer();
+  let rows = [];
+  for (let i = 0; i < 50 && rows.length < 32; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    rows = (await (await lb.admin("/admin/services/based.test/logs?limit=1000")).json()).requests;
+  }
+  assert.equal(rows.length, 32, "every request is logged exactly once");
+  assert.equal(rows[0].path, "/log/last", "newest first");
+  assert.deepEqual(
+    { method: rows[0].method, status: rows[0].status, backend: rows[0].backend, attempts: rows[0].attempts },
+    { method: "GET", status: 200, backend: `${based.url}/base`, attempts: 1 },
+  );
+  const m = await (await lb.admin("/admin/services/based.test/metrics?window=600")).json();
+  assert.equal(m.backends.length, 1);
+  assert.equal(m.backends[0].requests, 32);
+  assert.equal(m.backends[0].errors, 0);
+  const bad = await lb.admin("/admin/services/based.test/logs?limit=0");
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error, /limit/);
+});

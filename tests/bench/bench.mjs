@@ -123,6 +123,26 @@ async function main() {
     port: 0,
   });
   const ptUrl = await passThrough.ready;
+  // The floor of this architecture: the same Worker -> Durable Object -> backend hop in plain
+  // JavaScript with no policy at all (round robin counter in memory).
+  const doHop = new Miniflare({
+    modules: true,
+    script: `export class Picker {
+      constructor() { this.i = 0; }
+      async fetch() { const urls = ${JSON.stringify(urls)}; return new Response(urls[this.i++ % urls.length]); }
+    }
+    export default { async fetch(req, env) {
+      const u = new URL(req.url);
+      const stub = env.PICKER.get(env.PICKER.idFromName(u.hostname));
+      const target = await (await stub.fetch("https://picker/decide")).text();
+      return fetch(target + u.pathname + u.search, req);
+    } }`,
+    durableObjects: { PICKER: { className: "Picker", useSQLite: true } },
+    compatibilityDate: "2025-09-01",
+    host: "127.0.0.1",
+    port: 0,
+  });
+  const doHopUrl = await doHop.ready;
   const lb = await startBalancer({
     defaultBackends: {
       activeHealthChecks: { interval: 60 },
@@ -149,6 +169,7 @@ async function main() {
     rows.push(
       ...(await compare([
         { name: "JS pass-through Worker", url: `${ptUrl.origin}/` },
+        { name: "JS Worker + Durable Object hop, no policy (architecture floor)", url: `${doHopUrl.origin}/` },
         { name: "FlowBalance (round robin, 3 backends)", url: lbBase, headers: fbHeaders },
         // Weights 3:1:1 with cookie affinity: a request without a cookie is pinned (signs a
         // cookie); a returning client sends its cookie (verifies it).
@@ -168,6 +189,7 @@ async function main() {
     );
   } finally {
     await passThrough.dispose();
+    await doHop.dispose();
     await lb.stop();
     child.kill();
   }
@@ -178,9 +200,10 @@ async function main() {
     console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.name.startsWith("backend") ? "-" : r.cpuUsPerReq.toFixed(0)} |`);
   for (const r of idle)
     console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.cpuUsPerReq.toFixed(0)} |`);
-  const [, pt, fb, stickyNew, stickyBack] = rows;
+  const [, pt, hop, fb, stickyNew, stickyBack] = rows;
   const [ptIdle, fbIdle] = idle;
   console.log(`\nFlowBalance / pass-through throughput: ${(fb.rps / pt.rps).toFixed(2)}x (goal >= 0.7x)`);
+  console.log(`bare Durable Object hop / pass-through: ${(hop.rps / pt.rps).toFixed(2)}x; FlowBalance / bare hop: ${(fb.rps / hop.rps).toFixed(2)}x`);
   console.log(`added latency, 1 connection: mean ${(fbIdle.mean - ptIdle.mean).toFixed(2)} ms, p50 ${fbIdle.p50 - ptIdle.p50} ms (goal <= 1.5 ms)`);
   console.log(`workerd CPU per request: FlowBalance ${fb.cpuUsPerReq.toFixed(0)} µs vs pass-through ${pt.cpuUsPerReq.toFixed(0)} µs`);
   console.log(`weights + affinity vs plain round robin: new clients ${(stickyNew.rps / fb.rps).toFixed(2)}x, returning clients ${(stickyBack.rps / fb.rps).toFixed(2)}x`);

@@ -8,10 +8,8 @@ use worker::*;
 
 const DB_BINDING: &str = "DB";
 /// A batch is written when this many rows wait, or when the oldest waited this long.
-const BATCH_ROWS: usize = 50;
+const BATCH_ROWS: usize = 200;
 const BATCH_MS: u64 = 2_000;
-/// D1 allows 100 bound parameters per statement: 12 rows of 8 columns.
-const ROWS_PER_STATEMENT: usize = 12;
 /// Rows older than this are deleted, every RETENTION_EVERY-th batch.
 const RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 const RETENTION_EVERY: u32 = 100;
@@ -65,52 +63,21 @@ pub fn record(env: &Env, ctx: &Context, row: LogRow) {
     }
 }
 
+/// One statement per batch: the rows go in as a single JSON parameter that SQLite unpacks with
+/// json_each, instead of 8 bound parameters a row (D1 allows 100 per statement).
 async fn write(env: &Env, rows: Vec<LogRow>, prune: bool) -> Result<()> {
     let db = env.d1(DB_BINDING)?;
-    let mut statements = Vec::new();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let placeholders: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 8;
-                format!(
-                    "(?{},?{},?{},?{},?{},?{},?{},?{})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8
-                )
-            })
-            .collect();
-        let mut values = Vec::with_capacity(chunk.len() * 8);
-        for r in chunk {
-            // D1 binds JS numbers: millisecond times as f64 (an i32 would overflow).
-            values.extend([
-                JsValue::from_f64(r.ts_ms as f64),
-                JsValue::from_str(&r.hostname),
-                JsValue::from_str(&r.method),
-                JsValue::from_str(&r.path),
-                JsValue::from_f64(f64::from(r.status)),
-                r.backend
-                    .as_deref()
-                    .map(JsValue::from_str)
-                    .unwrap_or(JsValue::NULL),
-                JsValue::from_f64(f64::from(r.attempts)),
-                JsValue::from_f64(r.latency_ms as f64),
-            ]);
-        }
-        statements.push(
-            db.prepare(format!(
-                "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms) VALUES {}",
-                placeholders.join(",")
-            ))
-            .bind(&values)?,
-        );
-    }
+    let json = serde_json::to_string(&rows)?;
+    let mut statements = vec![db
+        .prepare(
+            "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms) \
+             SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'method', j.value ->> 'path', \
+             j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms' \
+             FROM json_each(?1) AS j",
+        )
+        .bind(&[JsValue::from_str(&json)])?];
     if prune {
+        // D1 binds JS numbers: millisecond times as f64 (an i32 would overflow).
         let cutoff = Date::now().as_millis().saturating_sub(RETENTION_MS) as f64;
         statements.push(
             db.prepare("DELETE FROM request_logs WHERE ts_ms < ?1")

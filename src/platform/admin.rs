@@ -1,20 +1,14 @@
 //! The admin surface: authentication and the `/admin/...` REST routes, forwarding service questions to each hostname's Durable Object.
 
-use std::cell::RefCell;
-
+use worker::url;
 use worker::*;
 
 use crate::platform::{env_string, error_response, registry, requestlog, BALANCER_BINDING};
-use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets, Throttle};
+use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config;
 
 /// On any balanced hostname, paths under this prefix reach the admin surface instead of a backend.
 pub const RESERVED_PREFIX: &str = "/__lb_admin__";
-
-thread_local! {
-    /// Failed logins per client address, so a password cannot be guessed at full speed.
-    static THROTTLE: RefCell<Throttle> = RefCell::new(Throttle::default());
-}
 
 /// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
 pub fn is_admin_host(host: &str, env: &Env) -> bool {
@@ -40,7 +34,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         // The API description holds no secrets; tools fetch it before they have credentials.
         return openapi();
     }
-    if let Some(denied) = authorize(&req, env)? {
+    if let Some(denied) = authorize(&req, env).await? {
         return Ok(denied);
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -198,42 +192,40 @@ async fn relay(mut req: Request, env: &Env, host: &str, object_path: &str) -> Re
     Ok(out)
 }
 
+/// The one Durable Object that counts failed logins for every Worker instance, so guessing is
+/// slowed globally, not per isolate. Its name cannot be a hostname (underscores).
+const THROTTLE_OBJECT: &str = "__flowbalance_login_throttle__";
+
 /// Checks credentials; Some(response) means the request is refused.
-pub fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
+pub async fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
     let secrets = Secrets {
         api_secret: env_string(env, "API_SECRET"),
         basic_user: env_string(env, "WEB_AUTH_USERNAME"),
         basic_password: env_string(env, "WEB_AUTH_PASSWORD"),
     };
-    let client = req
-        .headers()
-        .get("cf-connecting-ip")?
-        .unwrap_or_else(|| "unknown".to_string());
-    let now = Date::now().as_millis();
-    if let Err(wait_ms) = THROTTLE.with(|t| t.borrow().check(&client, now)) {
-        return error_response(
-            429,
-            "too many failed login attempts from this address; wait before retrying",
-            Some(wait_ms.div_ceil(1000).max(1)),
-        )
-        .map(Some);
-    }
     let creds = auth::parse_authorization(req.headers().get("authorization")?.as_deref());
-    match auth::check(&secrets, &creds) {
-        AuthOutcome::Ok => {
-            THROTTLE.with(|t| t.borrow_mut().record_success(&client));
-            Ok(None)
+    let outcome = auth::check(&secrets, &creds);
+    if matches!(outcome, AuthOutcome::NotConfigured) {
+        return not_configured().map(Some);
+    }
+    if !matches!(creds, Credentials::None) {
+        let client = req
+            .headers()
+            .get("cf-connecting-ip")?
+            .unwrap_or_else(|| "unknown".to_string());
+        let ok = matches!(outcome, AuthOutcome::Ok);
+        if let Some(wait_s) = login_attempt(env, &client, ok).await? {
+            return error_response(
+                429,
+                "too many failed login attempts from this address; wait before retrying",
+                Some(wait_s),
+            )
+            .map(Some);
         }
-        AuthOutcome::NotConfigured => error_response(
-            503,
-            "the admin API is disabled: set API_SECRET (wrangler secret put API_SECRET, or .dev.vars locally)",
-            None,
-        )
-        .map(Some),
+    }
+    match outcome {
+        AuthOutcome::Ok => Ok(None),
         AuthOutcome::Denied(why) => {
-            if !matches!(creds, Credentials::None) {
-                THROTTLE.with(|t| t.borrow_mut().record_failure(&client, now));
-            }
             let mut resp = error_response(401, &format!("unauthorized: {why}"), None)?;
             resp.headers_mut().set(
                 "www-authenticate",
@@ -241,7 +233,38 @@ pub fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
             )?;
             Ok(Some(resp))
         }
+        AuthOutcome::NotConfigured => not_configured().map(Some),
     }
+}
+
+/// Refuses to run the admin API open when no credentials are configured.
+fn not_configured() -> Result<Response> {
+    error_response(
+        503,
+        "the admin API is disabled: set API_SECRET (wrangler secret put API_SECRET, or .dev.vars locally)",
+        None,
+    )
+}
+
+/// Reports one login attempt to the throttle object; Some(seconds) while the client is locked out
+/// (then the attempt is refused whatever its credentials).
+async fn login_attempt(env: &Env, client: &str, ok: bool) -> Result<Option<u64>> {
+    let stub = env
+        .durable_object(BALANCER_BINDING)?
+        .id_from_name(THROTTLE_OBJECT)?
+        .get_stub()?;
+    let client: String = url::form_urlencoded::byte_serialize(client.as_bytes()).collect();
+    let mut resp = stub
+        .fetch_with_str(&format!(
+            "https://balancer/auth/attempt?c={client}&ok={}",
+            u8::from(ok)
+        ))
+        .await?;
+    if resp.status_code() == 429 {
+        let wait_ms: u64 = resp.text().await?.trim().parse().unwrap_or(1000);
+        return Ok(Some(wait_ms.div_ceil(1000).max(1)));
+    }
+    Ok(None)
 }
 
 /// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.

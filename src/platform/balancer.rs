@@ -8,6 +8,7 @@ use worker::*;
 
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::{env_string, error_response};
+use crate::policy::auth::Throttle;
 use crate::policy::changes;
 use crate::policy::config::{self, ServiceConfig};
 use crate::policy::decision::{Outcome, Reject, Verdict};
@@ -54,6 +55,8 @@ pub struct Balancer {
     /// When the next alarm is known to be set (ms); None means "check storage".
     alarm_at: RefCell<Option<u64>>,
     rng: RefCell<SplitMix64>,
+    /// Failed admin logins per client; used only by the one throttle object (see admin.rs).
+    throttle: RefCell<Throttle>,
     /// Signs affinity cookies when no secret is configured: random per object lifetime, so pins
     /// cannot be forged; they just re-pin after the object restarts.
     fallback_secret: Vec<u8>,
@@ -72,6 +75,7 @@ impl DurableObject for Balancer {
             alarm_at: RefCell::new(None),
             rng: RefCell::new(SplitMix64(seed)),
             fallback_secret: random.to_vec(),
+            throttle: RefCell::new(Throttle::default()),
         }
     }
 
@@ -79,6 +83,9 @@ impl DurableObject for Balancer {
         let path = req.path();
         if path == "/decide" {
             return self.decide(&req).await;
+        }
+        if path == "/auth/attempt" {
+            return self.login_attempt(&req);
         }
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
@@ -162,6 +169,35 @@ impl DurableObject for Balancer {
 }
 
 impl Balancer {
+    /// One admin login attempt: 429 with the wait in ms while the client is locked out, else
+    /// records the attempt's result.
+    fn login_attempt(&self, req: &Request) -> Result<Response> {
+        let url = req.inner().url();
+        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let mut client = String::from("unknown");
+        let mut ok = false;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "c" => client = v.into_owned(),
+                "ok" => ok = v == "1",
+                _ => {}
+            }
+        }
+        let now = Self::now();
+        let mut throttle = self.throttle.borrow_mut();
+        if let Err(wait_ms) = throttle.check(&client, now) {
+            return Ok(ResponseBuilder::new()
+                .with_status(429)
+                .fixed(wait_ms.to_string().into_bytes()));
+        }
+        if ok {
+            throttle.record_success(&client);
+        } else {
+            throttle.record_failure(&client, now);
+        }
+        Ok(ResponseBuilder::new().with_status(204).empty())
+    }
+
     fn fleet_ready(&self) -> bool {
         matches!(&*self.service.borrow(), Some(Service::Ready(_)))
     }

@@ -273,10 +273,11 @@ async fn list_services(env: &Env) -> Result<Response> {
     let (mut hosts, errors): (Vec<String>, Vec<String>) = if text.trim().is_empty() {
         (vec![], vec![])
     } else {
-        match config::parse_default_backends(&text) {
-            Ok(services) => (services.into_iter().map(|s| s.hostname).collect(), vec![]),
-            Err(errs) => (vec![], errs.iter().map(|e| e.to_string()).collect()),
-        }
+        let (services, errs) = config::parse_default_backends_partial(&text);
+        (
+            services.into_iter().map(|s| s.hostname).collect(),
+            errs.iter().map(|e| e.to_string()).collect(),
+        )
     };
     // Services created or deleted through the API.
     match registry::list(env).await {

@@ -266,12 +266,12 @@ impl Balancer {
         if text.trim().is_empty() {
             return Service::Missing(unknown_host(host));
         }
-        match config::parse_default_backends(&text) {
-            Ok(services) => match services.into_iter().find(|s| s.hostname == host) {
-                Some(cfg) => Service::Ready(Box::new(self.fleet(cfg, 0, saved))),
-                None => Service::Missing(unknown_host(host)),
-            },
-            Err(errs) => Service::Missing(config_error(host, "DEFAULT_BACKENDS", &errs)),
+        // Partial parse: another service's mistake does not take this hostname down.
+        let (services, errs) = config::parse_default_backends_partial(&text);
+        match services.into_iter().find(|s| s.hostname == host) {
+            Some(cfg) => Service::Ready(Box::new(self.fleet(cfg, 0, saved))),
+            None if errs.is_empty() => Service::Missing(unknown_host(host)),
+            None => Service::Missing(config_error(host, "DEFAULT_BACKENDS", &errs)),
         }
     }
 

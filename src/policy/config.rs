@@ -387,9 +387,23 @@ fn seconds_value(ms: u64) -> Value {
 /// Parses the DEFAULT_BACKENDS variable: a single service object, a bare array
 /// of services, or `{"services": [...], <default blocks>}`.
 pub fn parse_default_backends(text: &str) -> Result<Vec<ServiceConfig>, Vec<ConfigError>> {
+    let (services, errs) = parse_default_backends_partial(text);
+    if errs.is_empty() {
+        Ok(services)
+    } else {
+        Err(errs)
+    }
+}
+
+/// Like [`parse_default_backends`], but also returns the services that are valid on their own,
+/// so one service's typo does not take every other hostname down. A service is left out when
+/// its own entry has an error or its hostname is duplicated; every service is left out when an
+/// error is outside the service entries (bad JSON, a bad default block), since a skipped default
+/// would silently change them.
+pub fn parse_default_backends_partial(text: &str) -> (Vec<ServiceConfig>, Vec<ConfigError>) {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Err(vec![ConfigError::new("", e.to_string())]),
+        Err(e) => return (vec![], vec![ConfigError::new("", e.to_string())]),
     };
     let mut errs = Vec::new();
     let mut services = Vec::new();
@@ -434,11 +448,16 @@ pub fn parse_default_backends(text: &str) -> Result<Vec<ServiceConfig>, Vec<Conf
             ),
         )),
     }
-    if errs.is_empty() {
-        Ok(services)
-    } else {
-        Err(errs)
+    let in_entry = |e: &ConfigError| e.path.starts_with("services[") || e.path.starts_with('[');
+    if !matches!(value, Value::Array(_) | Value::Object(_)) || errs.iter().any(|e| !in_entry(e)) {
+        return (vec![], errs);
     }
+    let mut seen = HashMap::new();
+    for s in &services {
+        *seen.entry(s.hostname.clone()).or_insert(0) += 1;
+    }
+    services.retain(|s| seen[&s.hostname] == 1);
+    (services, errs)
 }
 
 fn parse_service_list(
@@ -1678,6 +1697,35 @@ fn seconds_field(
         format!("must be in {allowed}, found {secs}"),
     ));
     None
+}
+
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+
+    #[test]
+    fn one_bad_service_leaves_the_others_valid() {
+        let text = r#"{"services": [
+            {"hostname": "a.test", "backends": ["http://a"]},
+            {"hostname": "b.test", "backends": ["ftp://x"]},
+            {"hostname": "c.test", "backends": ["http://c"]},
+            {"hostname": "c.test", "backends": ["http://c2"]}
+        ]}"#;
+        let (ok, errs) = parse_default_backends_partial(text);
+        let hosts: Vec<&str> = ok.iter().map(|s| s.hostname.as_str()).collect();
+        assert_eq!(hosts, ["a.test"], "b has an error, c is duplicated");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(parse_default_backends(text).is_err());
+    }
+
+    #[test]
+    fn a_bad_default_block_invalidates_every_service() {
+        let text =
+            r#"{"retries": "x", "services": [{"hostname": "a.test", "backends": ["http://a"]}]}"#;
+        let (ok, errs) = parse_default_backends_partial(text);
+        assert!(ok.is_empty());
+        assert_eq!(errs[0].path, "retries");
+    }
 }
 
 #[cfg(test)]

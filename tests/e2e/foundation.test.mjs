@@ -208,9 +208,9 @@ test("the reserved admin prefix works on a balanced hostname and never reaches a
   assert.equal(echo.url, "/admin/services");
 });
 
-test("admin API refuses to run open when API_SECRET is unset, and invalid config is a clear 503", async () => {
+test("admin API refuses to run open when API_SECRET is unset; invalid config is a clear 503 for its hostname only", async () => {
   const bad = await startBalancer({
-    defaultBackends: { services: [{ hostname: "ok.test", backends: ["http://127.0.0.1:1"] }, { hostname: "bad.test", backends: ["ftp://x"] }] },
+    defaultBackends: { services: [{ hostname: "ok.test", backends: [b[0].url] }, { hostname: "bad.test", backends: ["ftp://x"] }] },
     bindings: { API_SECRET: "" },
   });
   try {
@@ -222,6 +222,10 @@ test("admin API refuses to run open when API_SECRET is unset, and invalid config
     const body = await res.json();
     assert.match(body.error, /services\[1\]\.backends\[0\]/);
     assert.match(body.error, /ftp:\/\/x/);
+    // One service's mistake does not take the other hostname down.
+    res = await bad.fetch("ok.test", "/");
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).backend, "c1");
   } finally {
     await bad.stop();
   }

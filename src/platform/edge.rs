@@ -305,15 +305,31 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
         query.push_str(&format!("&ck={}", enc(&cookie)));
     }
     let key_header = AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned());
+    let sent_key = key_header.is_some();
     if let Some(value) = key_header.and_then(|name| incoming.get(&name).ok().flatten()) {
         query.push_str(&format!("&k={}", enc(&value)));
     }
     let outcomes = take_successes(host, false);
+    let base_len = query.len();
     if !outcomes.is_empty() {
         query.push_str(&format!("&ok={}", enc(&serde_json::to_string(&outcomes)?)));
     }
     let mut resp = stub.fetch_with_str(&query).await?;
-    let verdict: Verdict = serde_json::from_str(&resp.text().await?)?;
+    let mut verdict: Verdict = serde_json::from_str(&resp.text().await?)?;
+    // Header affinity, first request of this instance: the header name was not known yet, so ask
+    // once more with the key rather than let this client land on an arbitrary backend.
+    if let Verdict::Route(Route {
+        affinity_header: Some(name),
+        ..
+    }) = &verdict
+    {
+        if let (false, Some(value)) = (sent_key, incoming.get(name)?) {
+            query.truncate(base_len);
+            query.push_str(&format!("&k={}", enc(&value)));
+            let mut again = stub.fetch_with_str(&query).await?;
+            verdict = serde_json::from_str(&again.text().await?)?;
+        }
+    }
     if let Verdict::Route(route) = &verdict {
         // Header affinity: remember which request header keys this hostname's clients.
         AFFINITY_HEADER.with(|a| {

@@ -198,6 +198,10 @@ impl Balancer {
         Ok(ResponseBuilder::new().with_status(204).empty())
     }
 
+    fn probing_enabled(&self) -> bool {
+        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg.health.enabled)
+    }
+
     fn fleet_ready(&self) -> bool {
         matches!(&*self.service.borrow(), Some(Service::Ready(_)))
     }
@@ -320,7 +324,9 @@ impl Balancer {
 
     /// Re-arms a missing alarm: the probe loop must survive lost alarms and restarts.
     async fn watchdog(&self, now: u64) -> Result<()> {
-        if !self.fleet_ready() {
+        // Without active checks no alarm is kept, so there is nothing to look up in storage
+        // (otherwise every decision would read the alarm).
+        if !self.probing_enabled() {
             return Ok(());
         }
         let known = *self.alarm_at.borrow();

@@ -79,6 +79,8 @@ pub struct Fleet {
     limiter: Option<RateLimiter>,
     access: Option<AccessPolicy>,
     affinity_secret: Vec<u8>,
+    /// `affinity::backend_id` of each backend, hashed once per config rather than per request.
+    pin_ids: Vec<String>,
 }
 
 impl Fleet {
@@ -127,6 +129,10 @@ impl Fleet {
             .as_ref()
             .and_then(|a| AccessPolicy::new(&a.allow, &a.deny).ok());
         Fleet {
+            pin_ids: all
+                .iter()
+                .map(|(u, _, _)| affinity::backend_id(u))
+                .collect(),
             weights: all.iter().map(|(_, w, _)| *w).collect(),
             states: all.iter().map(|(_, _, s)| *s).collect(),
             cfg,
@@ -201,7 +207,7 @@ impl Fleet {
         let pinned = self.pinned_backend(facts, &members, now_ms);
         let primary = match pinned {
             Some(i) => Some(i),
-            None => self.pick_in_group(group, facts, now_ms),
+            None => self.pick_in_group(group, &members, facts, now_ms, &params),
         };
 
         let max_extra = self
@@ -299,11 +305,10 @@ impl Fleet {
 
     /// The pin's expiry is carried inside the signed value, so no server-side session table is needed.
     fn sign_pin(&self, i: usize, ttl_s: u64, now_ms: u64) -> String {
-        let id = affinity::backend_id(&self.backends[i].url);
         affinity::sign(
             &self.affinity_secret,
             &self.cfg.hostname,
-            &id,
+            &self.pin_ids[i],
             now_ms / 1000 + ttl_s,
         )
     }
@@ -360,22 +365,27 @@ impl Fleet {
         ) else {
             return None;
         };
-        let params = self.breaker_params();
+        // A closed breaker is always available, so no breaker check beyond `Closed` is needed.
         members.iter().copied().find(|&i| {
-            affinity::backend_id(&self.backends[i].url) == backend_id
+            self.pin_ids[i] == backend_id
                 && self.states[i] != BackendState::Disabled
                 && self.backends[i].health.healthy
                 && self.backends[i].breaker.state == BreakerState::Closed
-                && self.backends[i].breaker.available(now_ms, &params)
         })
     }
 
-    fn pick_in_group(&mut self, group: usize, facts: &RequestFacts, now_ms: u64) -> Option<usize> {
-        let params = self.breaker_params();
-        let members = self.groups[group].clone();
+    /// Picks in `group` (whose backend indices are `members`) by hash affinity or weighted round robin.
+    fn pick_in_group(
+        &mut self,
+        group: usize,
+        members: &[usize],
+        facts: &RequestFacts,
+        now_ms: u64,
+        params: &BreakerParams,
+    ) -> Option<usize> {
         let eligible: Vec<bool> = members
             .iter()
-            .map(|&i| self.eligible(i, now_ms, &params))
+            .map(|&i| self.eligible(i, now_ms, params))
             .collect();
         let key = self.cfg.affinity.as_ref().and_then(|a| match a.kind {
             AffinityKind::Header => facts.affinity_header.clone(),

@@ -3,7 +3,7 @@
 use worker::url;
 use worker::*;
 
-use crate::platform::{env_string, error_response, registry, requestlog, BALANCER_BINDING};
+use crate::platform::{env_string, error_response, object_stub, registry, requestlog};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config;
 
@@ -41,11 +41,9 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
     let method = req.method();
     match (method.clone(), segments.as_slice()) {
         (Method::Get, ["admin", "services"]) => list_services(env).await,
-        (Method::Get, ["admin", "services", host]) => {
-            ask_object(env, host, Method::Get, "/status").await
-        }
+        (Method::Get, ["admin", "services", host]) => relay(req, env, host, "/status", false).await,
         (Method::Post, ["admin", "services", host, "health-check"]) => {
-            ask_object(env, host, Method::Post, "/probe").await
+            relay(req, env, host, "/probe", false).await
         }
         (Method::Get, ["admin", "services", host, "logs"]) => {
             let limit = match query_number(&req, "limit", 100, 1, 1000)? {
@@ -76,7 +74,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             ["admin", "services", host, "backends"],
         ) => {
             let object_path = format!("/{}", segments[3..].join("/"));
-            relay(req, env, host, &object_path).await
+            relay(req, env, host, &object_path, true).await
         }
         (_, ["admin", "services", ..]) => error_response(
             405,
@@ -140,45 +138,40 @@ fn openapi() -> Result<Response> {
 /// The OpenAPI 3 description of this admin API (kept true by an end-to-end test).
 const OPENAPI: &str = include_str!("openapi.json");
 
-/// Passes a config request to the hostname's Durable Object, which validates and stores it;
-/// on success the D1 registry learns the hostname for `GET /admin/services`.
-async fn relay(mut req: Request, env: &Env, host: &str, object_path: &str) -> Result<Response> {
+/// Passes an admin request to the hostname's Durable Object (method, query, If-Match, body) and
+/// its JSON answer back. When `records` and the request changed the config, the D1 registry
+/// learns the hostname for `GET /admin/services`.
+async fn relay(
+    mut req: Request,
+    env: &Env,
+    host: &str,
+    object_path: &str,
+    records: bool,
+) -> Result<Response> {
     let host = match config::validate_hostname(host) {
         Ok(h) => h,
         Err(e) => return error_response(400, &format!("hostname: {e}"), None),
     };
     let method = req.method();
-    let h = Headers::new();
-    h.set("x-fb-host", &host)?;
-    if let Some(v) = req.headers().get("if-match")? {
-        h.set("if-match", &v)?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(method.clone()).with_headers(h);
-    if matches!(method, Method::Post | Method::Put | Method::Patch) {
-        init.with_body(Some(req.text().await?.into()));
-    }
+    let if_match = req.headers().get("if-match")?;
+    let body = if matches!(method, Method::Post | Method::Put | Method::Patch) {
+        Some(req.text().await?)
+    } else {
+        None
+    };
     let query = req
         .url()?
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let stub = env
-        .durable_object(BALANCER_BINDING)?
-        .id_from_name(&host)?
-        .get_stub()?;
-    let mut resp = stub
-        .fetch_with_request(Request::new_with_init(
-            &format!("https://balancer{object_path}{query}"),
-            &init,
-        )?)
-        .await?;
+    let path = format!("{object_path}{query}");
+    let mut resp = call_object(env, &host, method.clone(), &path, if_match, body).await?;
     let status = resp.status_code();
     let text = resp.text().await?;
     let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
         return error_response(status.max(400), &text, None);
     };
-    if (200..300).contains(&status) && method != Method::Get {
+    if records && (200..300).contains(&status) && method != Method::Get {
         let deleted = method == Method::Delete && object_path == "/config";
         let version = body["version"].as_u64().unwrap_or(0);
         if let Err(e) = registry::record(env, &host, version, deleted).await {
@@ -249,10 +242,7 @@ fn not_configured() -> Result<Response> {
 /// Reports one login attempt to the throttle object; Some(seconds) while the client is locked out
 /// (then the attempt is refused whatever its credentials).
 async fn login_attempt(env: &Env, client: &str, ok: bool) -> Result<Option<u64>> {
-    let stub = env
-        .durable_object(BALANCER_BINDING)?
-        .id_from_name(THROTTLE_OBJECT)?
-        .get_stub()?;
+    let stub = object_stub(env, THROTTLE_OBJECT)?;
     let client: String = url::form_urlencoded::byte_serialize(client.as_bytes()).collect();
     let mut resp = stub
         .fetch_with_str(&format!(
@@ -295,7 +285,7 @@ async fn list_services(env: &Env) -> Result<Response> {
     hosts.sort();
     let mut services = Vec::new();
     for host in hosts {
-        let status = object_json(env, &host, Method::Get, "/status").await.ok();
+        let status = object_json(env, &host).await.ok();
         let (healthy, total) = status
             .as_ref()
             .and_then(|s| s["backends"].as_array())
@@ -318,46 +308,37 @@ async fn list_services(env: &Env) -> Result<Response> {
     Response::from_json(&serde_json::json!({ "services": services, "config_errors": errors }))
 }
 
-async fn object_json(
-    env: &Env,
-    host: &str,
-    method: Method,
-    path: &str,
-) -> Result<serde_json::Value> {
-    let mut resp = call_object(env, host, method, path).await?;
+async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
+    let mut resp = call_object(env, host, Method::Get, "/status", None, None).await?;
     if resp.status_code() != 200 {
         return Err(Error::RustError(resp.text().await.unwrap_or_default()));
     }
     resp.json().await
 }
 
-async fn call_object(env: &Env, host: &str, method: Method, path: &str) -> Result<Response> {
-    let host = config::validate_hostname(host).map_err(Error::RustError)?;
-    let stub = env
-        .durable_object(BALANCER_BINDING)?
-        .id_from_name(&host)?
-        .get_stub()?;
+/// One request to the Durable Object of `host` (already a validated hostname).
+async fn call_object(
+    env: &Env,
+    host: &str,
+    method: Method,
+    path_and_query: &str,
+    if_match: Option<String>,
+    body: Option<String>,
+) -> Result<Response> {
     let h = Headers::new();
-    h.set("x-fb-host", &host)?;
+    h.set("x-fb-host", host)?;
+    if let Some(v) = if_match {
+        h.set("if-match", &v)?;
+    }
     let mut init = RequestInit::new();
     init.with_method(method).with_headers(h);
-    stub.fetch_with_request(Request::new_with_init(
-        &format!("https://balancer{path}"),
-        &init,
-    )?)
-    .await
-}
-
-/// Relays a Durable Object answer, turning a bad hostname into a 400.
-async fn ask_object(env: &Env, host: &str, method: Method, path: &str) -> Result<Response> {
-    if let Err(e) = config::validate_hostname(host) {
-        return error_response(400, &format!("hostname: {e}"), None);
+    if let Some(b) = body {
+        init.with_body(Some(b.into()));
     }
-    let mut resp = call_object(env, host, method, path).await?;
-    let status = resp.status_code();
-    if status == 200 {
-        return Response::from_json(&resp.json::<serde_json::Value>().await?);
-    }
-    let text = resp.text().await.unwrap_or_default();
-    error_response(status, &text, None)
+    object_stub(env, host)?
+        .fetch_with_request(Request::new_with_init(
+            &format!("https://balancer{path_and_query}"),
+            &init,
+        )?)
+        .await
 }

@@ -9,7 +9,7 @@ use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
 use crate::platform::{
-    error_response, fetch_with_timeout, refuses_connections, FetchFailure, BALANCER_BINDING,
+    error_response, fetch_with_timeout, object_stub, refuses_connections, FetchFailure,
 };
 use crate::policy::affinity;
 use crate::policy::decision::{Outcome, Route, Verdict};
@@ -102,7 +102,7 @@ impl Body {
 }
 
 pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> Result<Response> {
-    let stub = stub_for(env, host)?;
+    let stub = object_stub(env, host)?;
     let verdict = decide(&stub, &req, host).await?;
     let route = match verdict {
         Verdict::Route(route) => route,
@@ -110,9 +110,9 @@ pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> 
     };
     let method = req.inner().method();
     let body = read_body(&mut req, &method).await?;
-    let headers = outbound_headers(&req, host)?;
     let url = req.inner().url();
     let https = url.starts_with("https:");
+    let headers = outbound_headers(&req, host, https)?;
     let pq = path_and_query(&url).to_string();
     let started = Date::now().as_millis();
     let path = host_and_path(&url).1.to_string();
@@ -384,7 +384,7 @@ fn flush_reports(env: &Env, ctx: &Context, host: &str, mut reports: Vec<Outcome>
         return;
     };
     let host = host.to_string();
-    let Ok(stub) = stub_for(env, &host) else {
+    let Ok(stub) = object_stub(env, &host) else {
         return;
     };
     ctx.wait_until(async move {
@@ -400,12 +400,6 @@ fn flush_reports(env: &Env, ctx: &Context, host: &str, mut reports: Vec<Outcome>
             }
         }
     });
-}
-
-fn stub_for(env: &Env, host: &str) -> Result<Stub> {
-    env.durable_object(BALANCER_BINDING)?
-        .id_from_name(host)?
-        .get_stub()
 }
 
 async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
@@ -442,17 +436,12 @@ extern "C" {
 }
 
 /// The client's headers minus `Host` and hop-by-hop ones (incl. those `Connection` names), plus X-Forwarded-*.
-fn outbound_headers(req: &Request, host: &str) -> Result<web_sys::Headers> {
+fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::Headers> {
     let incoming = req.headers();
     let mut drop: Vec<String> = HOP_BY_HOP.iter().map(|h| h.to_string()).collect();
     drop.extend(connection_tokens(incoming.get("connection")?.as_deref()));
     drop.push("host".to_string());
-    let url = req.inner().url();
-    let proto = if url.starts_with("https:") {
-        "https"
-    } else {
-        "http"
-    };
+    let proto = if https { "https" } else { "http" };
     let mut set = vec![
         "x-forwarded-proto".to_string(),
         proto.to_string(),
@@ -492,15 +481,8 @@ fn finish(resp: Response, route: &Route, pin: Option<&str>, https: bool) -> Resu
     let (Some(spec), Some(value)) = (&route.cookie, pin) else {
         return Ok(resp);
     };
-    let headers = Headers::new();
-    for (k, v) in resp.headers().entries() {
-        if k != "set-cookie" {
-            headers.append(&k, &v)?;
-        }
-    }
-    for c in resp.headers().get_all("set-cookie")? {
-        headers.append("set-cookie", &c)?;
-    }
+    // The backend's headers are immutable; a copy keeps every Set-Cookie and takes one more.
+    let headers = Headers(web_sys::Headers::new_with_headers(&resp.headers().0)?);
     headers.append(
         "set-cookie",
         &affinity::set_cookie(&spec.name, value, spec.ttl_s, https),

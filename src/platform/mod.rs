@@ -34,6 +34,13 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     result.or_else(|e| error_response(502, &format!("FlowBalance internal error: {e}"), None))
 }
 
+/// The Durable Object named `name`: a balanced hostname's, or the login throttle's.
+pub fn object_stub(env: &Env, name: &str) -> Result<Stub> {
+    env.durable_object(BALANCER_BINDING)?
+        .id_from_name(name)?
+        .get_stub()
+}
+
 /// A JSON error body with a message a client can act on.
 pub fn error_response(status: u16, message: &str, retry_after_s: Option<u64>) -> Result<Response> {
     let body = serde_json::json!({ "error": message, "status": status });

@@ -192,6 +192,11 @@ test("admin API: 401 without or with a wrong token, 200 with the right one", asy
   const svc = await res.json();
   assert.deepEqual(svc.backends.map((x) => x.url), a.map((x) => x.url));
   assert.equal(svc.config.hostname, "svc-a.test");
+  // A hostname without a service: 404 whose error names it (the object's JSON, not re-wrapped).
+  res = await lb.admin("/admin/services/nobody.test");
+  assert.equal(res.status, 404);
+  const missing = await res.json();
+  assert.match(missing.error, /^FlowBalance has no service configured for hostname "nobody\.test"$/);
 });
 
 test("the reserved admin prefix works on a balanced hostname and never reaches a backend", async () => {

@@ -86,9 +86,8 @@ after(async () => {
 
 // ---- helpers ----
 
-/** One balanced request; the body is parsed as JSON when possible. */
-async function send(r, host, path = "/", init = {}) {
-  const res = await r.fetch(host, path, init);
+/** Reads a response whole; the body is parsed as JSON when possible. */
+async function read(res) {
   const text = await res.text();
   let body;
   try {
@@ -97,6 +96,11 @@ async function send(r, host, path = "/", init = {}) {
     body = undefined;
   }
   return { status: res.status, headers: res.headers, body, text };
+}
+
+/** One balanced request. */
+async function send(r, host, path = "/", init = {}) {
+  return read(await r.fetch(host, path, init));
 }
 
 /** Which backend served a request (asserts it succeeded). */
@@ -122,15 +126,7 @@ async function admin(r, path, { method = "GET", body, headers = {} } = {}) {
     init.body = typeof body === "string" ? body : JSON.stringify(body);
     init.headers["content-type"] = "application/json";
   }
-  const res = await r.admin(path, init);
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, body: json, text };
+  return read(await r.admin(path, init));
 }
 
 function lbCookie(headers, name = "lb_session") {

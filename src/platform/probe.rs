@@ -15,7 +15,8 @@ pub struct ProbeResult {
     pub path: String,
     pub latency_ms: u64,
     pub error: Option<String>,
-    /// The discovered health path to remember (None when a path is configured or only `/` answers).
+    /// The discovered health path to remember (`/` for the root fallback; None when a path is
+    /// configured or the backend did not answer).
     pub discovered_path: Option<String>,
 }
 
@@ -54,15 +55,12 @@ pub async fn probe_backend(
         return result(url, path, r, latency, false, None);
     }
     if let Some(path) = discovered {
+        let root = path == "/";
         let (r, latency) = get_status(url, path, timeout_ms).await;
-        // A remembered path that vanished (404) is rediscovered rather than failing the backend.
-        if !matches!(r, Ok(404)) {
-            let keep = if path == "/" {
-                None
-            } else {
-                Some(path.to_string())
-            };
-            return result(url, path, r, latency, path == "/", keep);
+        // A remembered health path that vanished (404) is rediscovered rather than failing the
+        // backend; on the root fallback a 404 is an answer like any other below 500.
+        if root || !matches!(r, Ok(404)) {
+            return result(url, path, r, latency, root, Some(path.to_string()));
         }
     }
     let mut seen: Vec<Option<u16>> = Vec::new();
@@ -97,8 +95,9 @@ pub async fn probe_backend(
                 );
             }
             Discovery::FallbackRoot => {
+                // Remembered too, so later rounds probe `/` once instead of rediscovering.
                 let (r, latency) = get_status(url, "/", timeout_ms).await;
-                return result(url, "/", r, latency, true, None);
+                return result(url, "/", r, latency, true, Some("/".to_string()));
             }
             Discovery::Unreachable => {
                 let err = last_error.unwrap_or_else(|| "unreachable".to_string());

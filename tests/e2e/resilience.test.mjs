@@ -173,7 +173,8 @@ test("a flapping backend does not flip faster than the thresholds allow", async 
 test("health-path discovery picks /healthz when only that exists, and falls back to /", async () => {
   const hz = await startBackend("hz", { health: "/healthz" });
   const root = await startBackend("root", { health: null });
-  const lb = await setup([hz, root]);
+  // Probes only on demand here (no alarm round within the test), so probe counts are exact.
+  const lb = await setup([hz, root], { activeHealthChecks: { interval: 60, timeout: 0.3 } });
   const res = await lb.admin("/admin/services/app.test/health-check", { method: "POST" });
   assert.equal(res.status, 200);
   const { results } = await res.json();
@@ -185,6 +186,13 @@ test("health-path discovery picks /healthz when only that exists, and falls back
   const st = await status(lb);
   assert.equal(backendStatus(st, hz).health_path, "/healthz");
   assert.ok(backendStatus(st, hz).last_probe_ms > 0);
+  assert.equal(backendStatus(st, root).health_path, "/");
+  // Once found, the path is remembered: the next round sends one probe per backend, not a rediscovery.
+  const before = [hz.probes().length, root.probes().length];
+  const again = await lb.admin("/admin/services/app.test/health-check", { method: "POST" });
+  assert.equal(again.status, 200);
+  await again.arrayBuffer();
+  assert.deepEqual([hz.probes().length - before[0], root.probes().length - before[1]], [1, 1]);
   await stopAll([hz, root]);
 });
 

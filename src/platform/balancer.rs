@@ -173,10 +173,9 @@ impl Balancer {
     /// records the attempt's result.
     fn login_attempt(&self, req: &Request) -> Result<Response> {
         let url = req.inner().url();
-        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
         let mut client = String::from("unknown");
         let mut ok = false;
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        for (k, v) in query_params(&url) {
             match k.as_ref() {
                 "c" => client = v.into_owned(),
                 "ok" => ok = v == "1",
@@ -293,8 +292,7 @@ impl Balancer {
         let mut batch = None;
         // The facts are in the query; reading it directly avoids a full URL parse per decision.
         let url = req.inner().url();
-        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        for (k, v) in query_params(&url) {
             match k.as_ref() {
                 "h" => host = v.into_owned(),
                 "ip" => facts.client_ip = Some(v.into_owned()),
@@ -697,6 +695,12 @@ fn random_bytes() -> [u8; 32] {
         let _ = crypto.get_random_values_with_u8_array(&mut buf);
     }
     buf
+}
+
+/// The decoded query parameters of a request URL, read straight from the string.
+fn query_params(url: &str) -> url::form_urlencoded::Parse<'_> {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    url::form_urlencoded::parse(query.as_bytes())
 }
 
 fn err(path: &str, message: impl Into<String>) -> config::ConfigError {

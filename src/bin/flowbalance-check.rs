@@ -1,6 +1,6 @@
 //! Validates DEFAULT_BACKENDS before the runtime starts, so `npm run dev` reports config errors up front.
 
-use flowbalance::policy::config::parse_default_backends;
+use flowbalance::policy::config::{parse_default_backends, Deployment};
 
 fn main() {
     let text = std::env::args()
@@ -13,7 +13,11 @@ fn main() {
         );
         return;
     }
-    match parse_default_backends(&text) {
+    // The same deployment facts the Worker checks against: its admin hostname, if set.
+    let admin = std::env::var("ADMIN_HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty());
+    match parse_default_backends(&text, &Deployment::new(admin.as_deref(), vec![])) {
         Ok(services) => {
             for s in services {
                 let urls: Vec<&str> = s.all_backends().iter().map(|b| b.url.as_str()).collect();

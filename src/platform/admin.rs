@@ -3,18 +3,16 @@
 use worker::url;
 use worker::*;
 
-use crate::platform::{env_string, error_response, object_stub, registry, requestlog};
+use crate::platform::{deployment, env_string, error_response, object_stub, registry, requestlog};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
-use crate::policy::config;
+use crate::policy::config::{self, Deployment};
 
 /// On any balanced hostname, paths under this prefix reach the admin surface instead of a backend.
 pub const RESERVED_PREFIX: &str = "/__lb_admin__";
 
 /// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
 pub fn is_admin_host(host: &str, env: &Env) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
-        || host.ends_with(".workers.dev")
-        || env_string(env, "ADMIN_HOSTNAME").is_some_and(|h| h.eq_ignore_ascii_case(host))
+    Deployment::new(env_string(env, "ADMIN_HOSTNAME").as_deref(), vec![]).is_admin_host(host)
 }
 
 pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
@@ -263,9 +261,10 @@ async fn list_services(env: &Env) -> Result<Response> {
     let (mut hosts, errors): (Vec<String>, Vec<String>) = if text.trim().is_empty() {
         (vec![], vec![])
     } else {
-        let (services, errs) = config::parse_default_backends_partial(&text);
+        let (services, errs) =
+            config::parse_default_backends_partial(&text, &deployment(env, vec![]));
         (
-            services.into_iter().map(|s| s.hostname).collect(),
+            services.into_iter().map(|s| s.hostname.into()).collect(),
             errs.iter().map(|e| e.to_string()).collect(),
         )
     };

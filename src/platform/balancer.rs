@@ -7,10 +7,10 @@ use worker::url;
 use worker::*;
 
 use crate::platform::probe::{probe_backend, ProbeResult};
-use crate::platform::{env_string, error_response};
+use crate::platform::{deployment, env_string, error_response, registry};
 use crate::policy::auth::Throttle;
 use crate::policy::changes;
-use crate::policy::config::{self, ServiceConfig};
+use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{Outcome, Reject, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, RequestFacts};
 use crate::policy::health;
@@ -251,7 +251,8 @@ impl Balancer {
             .await?
             .unwrap_or_default();
         let service = match stored {
-            Some(s) => match config::parse_service(&s.config, "") {
+            // Checked against its deployment when it was written; read back as stored.
+            Some(s) => match config::parse_service(&s.config, "", &Deployment::default()) {
                 Ok(cfg) => Service::Ready(Box::new(self.fleet(cfg, s.version, &saved))),
                 Err(errs) => Service::Missing(config_error(&host, "stored config", &errs)),
             },
@@ -270,7 +271,8 @@ impl Balancer {
             return Service::Missing(unknown_host(host));
         }
         // Partial parse: another service's mistake does not take this hostname down.
-        let (services, errs) = config::parse_default_backends_partial(&text);
+        let (services, errs) =
+            config::parse_default_backends_partial(&text, &deployment(&self.env, vec![]));
         match services.into_iter().find(|s| s.hostname == host) {
             Some(cfg) => Service::Ready(Box::new(self.fleet(cfg, 0, saved))),
             None if errs.is_empty() => Service::Missing(unknown_host(host)),
@@ -278,12 +280,30 @@ impl Balancer {
         }
     }
 
+    /// The deployment a config write is checked against: every balanced hostname, including
+    /// those created through the API (the D1 registry) and this one.
+    async fn deployment(&self, host: &str) -> Deployment {
+        let mut registered: Vec<String> = match registry::list(&self.env).await {
+            Ok(rows) => rows
+                .into_iter()
+                .filter(|(_, deleted)| !deleted)
+                .map(|(h, _)| h)
+                .collect(),
+            Err(e) => {
+                console_error!("service registry unavailable: {e}");
+                vec![]
+            }
+        };
+        registered.push(host.to_string());
+        deployment(&self.env, registered)
+    }
+
     fn fleet(&self, cfg: ServiceConfig, version: u64, saved: &[BackendRecord]) -> Fleet {
         let secret = env_string(&self.env, "AFFINITY_SECRET")
             .or_else(|| env_string(&self.env, "API_SECRET"))
             .map(String::into_bytes)
             .unwrap_or_else(|| self.fallback_secret.clone());
-        Fleet::new(cfg, version, saved, &secret)
+        Fleet::new(cfg, version, saved, &secret, Self::now())
     }
 
     async fn decide(&self, req: &Request) -> Result<Response> {
@@ -584,7 +604,7 @@ impl Balancer {
         if_match: Option<u64>,
     ) -> Result<Response> {
         let host = self.host.borrow().clone().unwrap_or_default();
-        match config::parse_service_for_host(body, &host) {
+        match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
                 let created = self.current().is_none();
                 self.commit(cfg, if_match, if created { 201 } else { 200 })
@@ -603,10 +623,11 @@ impl Balancer {
         let Some((_, cfg, _)) = self.current() else {
             return self.status();
         };
+        let ctx = self.deployment(cfg.hostname.as_str()).await;
         let next = match method {
-            Method::Post => changes::add_backend(&cfg, body),
-            Method::Patch => changes::update_backend(&cfg, body),
-            _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default()),
+            Method::Post => changes::add_backend(&cfg, body, &ctx),
+            Method::Patch => changes::update_backend(&cfg, body, &ctx),
+            _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default(), &ctx),
         };
         match next {
             Ok(cfg) => self.commit(cfg, if_match, 200).await,
@@ -664,7 +685,11 @@ impl Balancer {
                 ),
             )]);
         };
-        match config::parse_service(&entry.config, "") {
+        match config::parse_service(
+            &entry.config,
+            "",
+            &self.deployment(&host_of(&entry.config)).await,
+        ) {
             Ok(cfg) => self.commit(cfg, if_match, 200).await,
             Err(errs) => invalid(errs),
         }
@@ -751,6 +776,11 @@ async fn read_json(req: &mut Request) -> Result<std::result::Result<serde_json::
             format!("malformed JSON body: {e}"),
         )])?)),
     }
+}
+
+/// The hostname a stored config names.
+fn host_of(config: &serde_json::Value) -> String {
+    config["hostname"].as_str().unwrap_or_default().to_string()
 }
 
 fn unknown_host(host: &str) -> Reject {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use worker::*;
 
+use crate::policy::config::{self, Deployment};
 use crate::policy::forwarding::host_and_path;
 
 /// The Durable Object namespace binding that holds one object per hostname.
@@ -49,6 +50,16 @@ pub fn error_response(status: u16, message: &str, retry_after_s: Option<u64>) ->
         resp.headers_mut().set("retry-after", &s.to_string())?;
     }
     Ok(resp)
+}
+
+/// What configs are checked against here: the admin hostname and the hostnames balanced by
+/// DEFAULT_BACKENDS (`registered` adds those created through the API).
+pub fn deployment(env: &Env, registered: Vec<String>) -> Deployment {
+    let mut balanced = registered;
+    if let Some(text) = env_string(env, "DEFAULT_BACKENDS") {
+        balanced.extend(config::default_hostnames(&text));
+    }
+    Deployment::new(env_string(env, "ADMIN_HOSTNAME").as_deref(), balanced)
 }
 
 /// A string binding (a `[vars]` entry, a `.dev.vars` value or a secret); empty counts as unset.

@@ -2,32 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Breaker configuration as plain numbers (the config module maps its types onto this).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BreakerParams {
-    /// Consecutive failures that open a closed breaker; 0 is treated as 1.
-    pub failure_threshold: u32,
-    /// Base wait before the first trial after opening.
-    pub recovery_timeout_ms: u64,
-    /// Percent of failed requests in the window above which the breaker opens.
-    pub error_rate_threshold: f64,
-    /// The error-rate rule applies only once the window holds this many requests (0 treated as 1).
-    pub min_requests: u32,
-    /// Length of the sliding error-rate window.
-    pub window_ms: u64,
-}
-
-impl Default for BreakerParams {
-    fn default() -> Self {
-        BreakerParams {
-            failure_threshold: 5,
-            recovery_timeout_ms: 30_000,
-            error_rate_threshold: 50.0,
-            min_requests: 20,
-            window_ms: 60_000,
-        }
-    }
-}
+// Settings come straight from the config type: one home for their defaults.
+use crate::policy::config::BreakerConfig;
 
 /// A trial that has not reported back after this long (or the recovery timeout, if longer)
 /// is presumed lost (isolate evicted, request dropped) so the breaker cannot wedge half-open.
@@ -150,19 +126,19 @@ impl Breaker {
         }
     }
 
-    fn lost_trial_ms(p: &BreakerParams) -> u64 {
+    fn lost_trial_ms(p: &BreakerConfig) -> u64 {
         p.recovery_timeout_ms.max(LOST_TRIAL_MIN_MS)
     }
 
     /// May a request (or probe) go to this backend now? Closed: Yes. Open and due: moves to
     /// HalfOpen and returns Trial (exactly one caller gets it). HalfOpen with a trial in
     /// flight: No, unless that trial is presumed lost, then a fresh Trial. Open before due: No.
-    pub fn admit(&mut self, now_ms: u64, p: &BreakerParams) -> Admit {
+    pub fn admit(&mut self, now_ms: u64, p: &BreakerConfig) -> Admit {
         self.admit_traced(now_ms, p).0
     }
 
     /// `admit`, also reporting the Open -> HalfOpen transition for logging.
-    pub fn admit_traced(&mut self, now_ms: u64, p: &BreakerParams) -> (Admit, Option<Transition>) {
+    pub fn admit_traced(&mut self, now_ms: u64, p: &BreakerConfig) -> (Admit, Option<Transition>) {
         match self.state {
             BreakerState::Closed => (Admit::Yes, None),
             BreakerState::Open { until_ms } if now_ms >= until_ms => {
@@ -190,7 +166,7 @@ impl Breaker {
     }
 
     /// Would `admit` say Yes or Trial now? Does not change state (for building candidate lists).
-    pub fn available(&self, now_ms: u64, p: &BreakerParams) -> bool {
+    pub fn available(&self, now_ms: u64, p: &BreakerConfig) -> bool {
         match self.state {
             BreakerState::Closed => true,
             BreakerState::Open { until_ms } => now_ms >= until_ms,
@@ -203,13 +179,13 @@ impl Breaker {
         }
     }
 
-    pub fn on_success(&mut self, now_ms: u64, p: &BreakerParams) -> Option<Transition> {
+    pub fn on_success(&mut self, now_ms: u64, p: &BreakerConfig) -> Option<Transition> {
         self.on_successes(1, now_ms, p)
     }
 
     /// `n` successes at once (the Worker batches success reports); same as `n` calls of
     /// `on_success`, returning the first transition, in O(1).
-    pub fn on_successes(&mut self, n: u32, now_ms: u64, p: &BreakerParams) -> Option<Transition> {
+    pub fn on_successes(&mut self, n: u32, now_ms: u64, p: &BreakerConfig) -> Option<Transition> {
         if n == 0 {
             return None;
         }
@@ -235,7 +211,21 @@ impl Breaker {
         }
     }
 
-    pub fn on_failure(&mut self, now_ms: u64, p: &BreakerParams) -> Option<Transition> {
+    /// Active health checks saw the backend healthy again (`consecutive_up` good probes): close
+    /// an open or half-open breaker now rather than wait out the recovery timeout, as Envoy
+    /// un-ejects a host on a successful active check.
+    pub fn close_on_probes(&mut self) -> Option<Transition> {
+        if self.state == BreakerState::Closed {
+            return None;
+        }
+        self.state = BreakerState::Closed;
+        self.consecutive_failures = 0;
+        self.reopen_count = 0;
+        self.window = Window::default();
+        Some(Transition::Closed)
+    }
+
+    pub fn on_failure(&mut self, now_ms: u64, p: &BreakerConfig) -> Option<Transition> {
         match self.state {
             // Stale in-flight failure: already open, and extending `until` would let a burst
             // of late reports starve the backend of its trial.
@@ -265,7 +255,7 @@ impl Breaker {
 
     /// Wait after the `reopen_count`-th failed trial: recovery * 2^reopen_count, capped at
     /// 16x recovery and at one hour (but never below the plain recovery timeout).
-    pub fn reopen_wait_ms(reopen_count: u32, p: &BreakerParams) -> u64 {
+    pub fn reopen_wait_ms(reopen_count: u32, p: &BreakerConfig) -> u64 {
         let base = p.recovery_timeout_ms;
         let cap = base
             .saturating_mul(MAX_BACKOFF_FACTOR)
@@ -276,7 +266,7 @@ impl Breaker {
         base.saturating_mul(factor).min(cap)
     }
 
-    fn error_rate_exceeded(&self, now_ms: u64, p: &BreakerParams) -> bool {
+    fn error_rate_exceeded(&self, now_ms: u64, p: &BreakerConfig) -> bool {
         // NaN threshold compares false: the rule is simply off.
         self.error_rate(now_ms, p)
             .is_some_and(|rate| rate > p.error_rate_threshold)
@@ -288,7 +278,7 @@ impl Breaker {
     }
 
     /// Failure percentage over the window; None while it holds fewer than `min_requests`.
-    pub fn error_rate(&self, now_ms: u64, p: &BreakerParams) -> Option<f64> {
+    pub fn error_rate(&self, now_ms: u64, p: &BreakerConfig) -> Option<f64> {
         let (requests, failures) = self.window.totals(now_ms, p.window_ms);
         if requests == 0 || requests < u64::from(p.min_requests) {
             return None;
@@ -302,8 +292,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn params() -> BreakerParams {
-        BreakerParams {
+    fn params() -> BreakerConfig {
+        BreakerConfig {
             failure_threshold: 3,
             recovery_timeout_ms: 10_000,
             error_rate_threshold: 50.0,
@@ -313,11 +303,26 @@ mod tests {
     }
 
     /// Consecutive-only params: the error-rate rule can never fire.
-    fn consecutive_only() -> BreakerParams {
-        BreakerParams {
+    fn consecutive_only() -> BreakerConfig {
+        BreakerConfig {
             min_requests: u32::MAX,
             ..params()
         }
+    }
+
+    #[test]
+    fn good_probes_close_an_open_breaker_before_its_timeout() {
+        let p = params();
+        let mut b = Breaker::new();
+        for t in 0..3 {
+            b.on_failure(t, &p);
+        }
+        assert!(b.is_open(10));
+        assert_eq!(b.close_on_probes(), Some(Transition::Closed));
+        assert_eq!(b.admit(11, &p), Admit::Yes);
+        assert_eq!(b.close_on_probes(), None, "already closed");
+        // A fresh failure after closing does not re-open on the stale window.
+        assert_eq!(b.on_failure(12, &p), None);
     }
 
     #[test]
@@ -353,7 +358,7 @@ mod tests {
         assert_eq!(b.state, BreakerState::Closed);
     }
 
-    fn opened_at_0(p: &BreakerParams) -> Breaker {
+    fn opened_at_0(p: &BreakerConfig) -> Breaker {
         let mut b = Breaker::new();
         for _ in 0..3 {
             b.on_failure(0, p);
@@ -416,7 +421,7 @@ mod tests {
 
     #[test]
     fn reopen_wait_caps() {
-        let p = BreakerParams {
+        let p = BreakerConfig {
             recovery_timeout_ms: 600_000,
             ..params()
         };
@@ -425,12 +430,12 @@ mod tests {
         assert_eq!(Breaker::reopen_wait_ms(3, &p), MAX_OPEN_MS);
         assert_eq!(Breaker::reopen_wait_ms(u32::MAX, &p), MAX_OPEN_MS);
         // A recovery timeout above an hour is never shortened by the hour cap.
-        let p = BreakerParams {
+        let p = BreakerConfig {
             recovery_timeout_ms: 2 * MAX_OPEN_MS,
             ..params()
         };
         assert_eq!(Breaker::reopen_wait_ms(4, &p), 2 * MAX_OPEN_MS);
-        let p = BreakerParams {
+        let p = BreakerConfig {
             recovery_timeout_ms: u64::MAX,
             ..params()
         };
@@ -447,7 +452,7 @@ mod tests {
         assert_eq!(b.admit(40_001, &p), Admit::Trial);
         assert_eq!(b.admit(40_002, &p), Admit::No);
         // With a long recovery timeout the lost-trial wait follows it.
-        let p = BreakerParams {
+        let p = BreakerConfig {
             recovery_timeout_ms: 60_000,
             ..consecutive_only()
         };
@@ -472,7 +477,7 @@ mod tests {
 
     #[test]
     fn error_rate_opens_only_with_min_requests() {
-        let p = BreakerParams {
+        let p = BreakerConfig {
             failure_threshold: 100,
             ..params()
         };
@@ -494,7 +499,7 @@ mod tests {
 
     #[test]
     fn error_rate_at_threshold_does_not_open() {
-        let p = BreakerParams {
+        let p = BreakerConfig {
             failure_threshold: 100,
             ..params()
         };
@@ -510,7 +515,7 @@ mod tests {
 
     #[test]
     fn window_expiry_forgets_old_failures() {
-        let p = BreakerParams {
+        let p = BreakerConfig {
             failure_threshold: 100,
             ..params()
         }; // window 10 s, buckets of 1 s
@@ -531,7 +536,7 @@ mod tests {
 
     #[test]
     fn window_keeps_recent_buckets() {
-        let p = BreakerParams {
+        let p = BreakerConfig {
             failure_threshold: 100,
             min_requests: 2,
             ..params()
@@ -542,7 +547,7 @@ mod tests {
         assert_eq!(b.error_rate(9_999, &p), Some(0.0));
         assert_eq!(b.error_rate(10_000, &p), None); // first bucket expired
                                                     // Changing the window size discards counts recorded with the old width.
-        let p2 = BreakerParams {
+        let p2 = BreakerConfig {
             window_ms: 20_000,
             ..p.clone()
         };
@@ -566,7 +571,7 @@ mod tests {
 
     #[test]
     fn closing_clears_window() {
-        let p = BreakerParams {
+        let p = BreakerConfig {
             failure_threshold: 100,
             min_requests: 4,
             ..params()
@@ -584,7 +589,7 @@ mod tests {
 
     #[test]
     fn degenerate_params_do_not_panic() {
-        let p = BreakerParams {
+        let p = BreakerConfig {
             failure_threshold: 0,
             recovery_timeout_ms: 0,
             error_rate_threshold: f64::NAN,
@@ -638,7 +643,7 @@ mod tests {
             n in 0u32..30,
             dt in 0u64..3_000,
         ) {
-            let p = BreakerParams {
+            let p = BreakerConfig {
                 failure_threshold: 3,
                 recovery_timeout_ms: 1_000,
                 error_rate_threshold: 40.0,

@@ -3,16 +3,19 @@
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-use crate::policy::access::AccessPolicy;
+use crate::policy::access::{canonical, AccessPolicy};
 use crate::policy::affinity;
-use crate::policy::breaker::{Admit, Breaker, BreakerParams, BreakerState, Transition};
-use crate::policy::config::{AffinityKind, BackendState, ServiceConfig};
+use crate::policy::breaker::{Admit, Breaker, BreakerState, Transition};
+use crate::policy::config::{AffinityKind, BackendState, BreakerConfig, ServiceConfig};
 use crate::policy::decision::{Attempt, CookieSpec, Outcome, Reject, Route, Verdict};
 use crate::policy::geo;
 use crate::policy::health::Health;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::retry::RetryBudget;
 use crate::policy::select::{failover_order, Selector};
+
+/// Round-robin weights are the configured ones times this, so slow start can ramp in small steps.
+const WEIGHT_SCALE: u32 = 100;
 
 /// What the Durable Object keeps of each backend across restarts (written on transitions only).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,10 +29,13 @@ pub struct BackendRecord {
     pub last_failure_ms: u64,
     pub latency_ms: Option<f64>,
     pub suspect: bool,
+    /// When the backend (re)joined traffic; it ramps up over `slow_start` from here.
+    #[serde(default)]
+    pub ramp_start_ms: Option<u64>,
 }
 
 impl BackendRecord {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, ramp_start_ms: Option<u64>) -> Self {
         BackendRecord {
             url: url.to_string(),
             health: Health::new(),
@@ -40,6 +46,7 @@ impl BackendRecord {
             last_failure_ms: 0,
             latency_ms: None,
             suspect: false,
+            ramp_start_ms,
         }
     }
 }
@@ -85,12 +92,20 @@ pub struct Fleet {
 
 impl Fleet {
     /// Builds the live view for `cfg`, restoring saved per-backend state by URL.
-    pub fn new(cfg: ServiceConfig, version: u64, saved: &[BackendRecord], secret: &[u8]) -> Self {
+    pub fn new(
+        cfg: ServiceConfig,
+        version: u64,
+        saved: &[BackendRecord],
+        secret: &[u8],
+        now_ms: u64,
+    ) -> Self {
         let all: Vec<(String, u32, BackendState)> = cfg
             .all_backends()
             .iter()
-            .map(|b| (b.url.clone(), b.weight, b.state))
+            .map(|b| (b.url.to_string(), b.weight, b.state))
             .collect();
+        // A backend the fleet did not have before (not the first config) ramps up gently.
+        let ramp_new = !saved.is_empty();
         let backends = all
             .iter()
             .map(|(url, _, _)| {
@@ -98,20 +113,20 @@ impl Fleet {
                     .iter()
                     .find(|r| &r.url == url)
                     .cloned()
-                    .unwrap_or_else(|| BackendRecord::new(url))
+                    .unwrap_or_else(|| BackendRecord::new(url, ramp_new.then_some(now_ms)))
             })
             .collect();
         let index_of = |url: &str| all.iter().position(|(u, _, _)| u == url);
         let mut groups = vec![cfg
             .backends
             .iter()
-            .filter_map(|b| index_of(&b.url))
+            .filter_map(|b| index_of(b.url.as_str()))
             .collect::<Vec<_>>()];
         for pool in &cfg.pools {
             groups.push(
                 pool.backends
                     .iter()
-                    .filter_map(|b| index_of(&b.url))
+                    .filter_map(|b| index_of(b.url.as_str()))
                     .collect(),
             );
         }
@@ -127,7 +142,7 @@ impl Fleet {
         let access = cfg
             .access
             .as_ref()
-            .and_then(|a| AccessPolicy::new(&a.allow, &a.deny).ok());
+            .map(|a| AccessPolicy::new(&a.allow, &a.deny));
         Fleet {
             pin_ids: all
                 .iter()
@@ -147,19 +162,12 @@ impl Fleet {
         }
     }
 
-    pub fn breaker_params(&self) -> BreakerParams {
-        let b = &self.cfg.breaker;
-        BreakerParams {
-            failure_threshold: b.failure_threshold,
-            recovery_timeout_ms: b.recovery_timeout_ms,
-            error_rate_threshold: b.error_rate_threshold,
-            min_requests: b.min_requests,
-            window_ms: b.window_ms,
-        }
+    fn breaker_params(&self) -> BreakerConfig {
+        self.cfg.breaker().clone()
     }
 
     /// May new traffic go to backend `i` now (healthy, enabled, breaker closed or ready for a trial)?
-    fn eligible(&self, i: usize, now_ms: u64, params: &BreakerParams) -> bool {
+    fn eligible(&self, i: usize, now_ms: u64, params: &BreakerConfig) -> bool {
         self.states[i] == BackendState::Enabled
             && self.backends[i].health.healthy
             && self.backends[i].breaker.available(now_ms, params)
@@ -175,7 +183,13 @@ impl Fleet {
 
     /// Decides where one request goes. Reads only memory; the caller persists nothing.
     pub fn decide(&mut self, facts: &RequestFacts, now_ms: u64) -> Verdict {
-        let ip: Option<IpAddr> = facts.client_ip.as_deref().and_then(|s| s.parse().ok());
+        // One spelling per client (IPv4-mapped IPv6, zero-compressed IPv6), so lists and limits
+        // cannot be sidestepped by writing the same address another way.
+        let ip: Option<IpAddr> = facts
+            .client_ip
+            .as_deref()
+            .and_then(|s| s.trim().parse().ok())
+            .map(canonical);
         if let Some(access) = &self.access {
             if !access.permits(ip) {
                 return Verdict::Reject(Reject {
@@ -190,8 +204,11 @@ impl Fleet {
             }
         }
         if let Some(limiter) = &mut self.limiter {
-            let key = facts.client_ip.as_deref().unwrap_or("unknown");
-            if let Err(wait_ms) = limiter.check(key, now_ms) {
+            let key = match ip {
+                Some(ip) => ip.to_string(),
+                None => facts.client_ip.clone().unwrap_or_else(|| "unknown".into()),
+            };
+            if let Err(wait_ms) = limiter.check(&key, now_ms) {
                 return Verdict::Reject(Reject {
                     status: 429,
                     message: format!("rate limit for {} exceeded", self.cfg.hostname),
@@ -263,8 +280,7 @@ impl Fleet {
     ) -> Route {
         let cookie_affinity = self
             .cfg
-            .affinity
-            .as_ref()
+            .affinity()
             .filter(|a| matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie));
         let n = attempts.len() as u32;
         let attempts = attempts
@@ -291,15 +307,14 @@ impl Fleet {
             immediate_failover: self.cfg.connection.immediate_failover,
             panic,
             cookie: cookie_affinity.map(|a| CookieSpec {
-                name: a.cookie_name.clone(),
+                name: a.cookie_name.to_string(),
                 ttl_s: a.ttl_s,
             }),
             affinity_header: self
                 .cfg
-                .affinity
-                .as_ref()
+                .affinity()
                 .filter(|a| a.kind == AffinityKind::Header)
-                .and_then(|a| a.header_name.clone()),
+                .and_then(|a| a.header_name.as_ref().map(ToString::to_string)),
         }
     }
 
@@ -314,7 +329,7 @@ impl Fleet {
     }
 
     /// Geo steering picks a pool group; without it, the top-level group.
-    fn choose_group(&self, facts: &RequestFacts, now_ms: u64, params: &BreakerParams) -> usize {
+    fn choose_group(&self, facts: &RequestFacts, now_ms: u64, params: &BreakerConfig) -> usize {
         let Some(geo_cfg) = &self.cfg.geo else {
             return 0;
         };
@@ -322,7 +337,7 @@ impl Fleet {
             self.cfg
                 .pools
                 .iter()
-                .position(|p| p.name == name)
+                .position(|p| p.name.as_str() == name)
                 .map(|p| {
                     self.groups[p + 1]
                         .iter()
@@ -340,7 +355,7 @@ impl Fleet {
         self.cfg
             .pools
             .iter()
-            .position(|p| p.name == name)
+            .position(|p| p.name.as_str() == name)
             .map(|p| p + 1)
             .unwrap_or(0)
     }
@@ -352,7 +367,7 @@ impl Fleet {
         members: &[usize],
         now_ms: u64,
     ) -> Option<usize> {
-        let a = self.cfg.affinity.as_ref()?;
+        let a = self.cfg.affinity()?;
         if !matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie) {
             return None;
         }
@@ -381,13 +396,13 @@ impl Fleet {
         members: &[usize],
         facts: &RequestFacts,
         now_ms: u64,
-        params: &BreakerParams,
+        params: &BreakerConfig,
     ) -> Option<usize> {
         let eligible: Vec<bool> = members
             .iter()
             .map(|&i| self.eligible(i, now_ms, params))
             .collect();
-        let key = self.cfg.affinity.as_ref().and_then(|a| match a.kind {
+        let key = self.cfg.affinity().and_then(|a| match a.kind {
             AffinityKind::Header => facts.affinity_header.clone(),
             AffinityKind::IpCookie => facts.client_ip.clone(),
             AffinityKind::Cookie => None,
@@ -402,10 +417,29 @@ impl Fleet {
                 .collect();
             return affinity::rendezvous(&key, &urls).map(|j| members[live[j]]);
         }
-        let weights: Vec<u32> = members.iter().map(|&i| self.weights[i]).collect();
+        let weights: Vec<u32> = members
+            .iter()
+            .map(|&i| self.effective_weight(i, now_ms))
+            .collect();
         self.selectors[group]
             .pick(&weights, |k| eligible[k])
             .map(|k| members[k])
+    }
+
+    /// The weight round robin uses now: the configured weight (scaled so a ramp has steps even
+    /// at weight 1), reduced linearly while the backend is within its slow-start window.
+    fn effective_weight(&self, i: usize, now_ms: u64) -> u32 {
+        let full = self.weights[i] * WEIGHT_SCALE;
+        let window = self.cfg.load_balancer.slow_start_ms;
+        match self.backends[i].ramp_start_ms {
+            Some(start) if window > 0 && now_ms.saturating_sub(start) < window => {
+                let elapsed = now_ms.saturating_sub(start);
+                // At least 1% of the share, so a ramping backend is still probed by traffic.
+                let share = (elapsed * 100 / window).max(1);
+                (u64::from(full) * share / 100).max(1) as u32
+            }
+            _ => full,
+        }
     }
 
     fn index_of(&self, url: &str) -> Option<usize> {
@@ -444,6 +478,9 @@ impl Fleet {
         };
         if let Some(t) = transition {
             changes.persist = true;
+            if t == Transition::Closed {
+                b.ramp_start_ms = Some(now_ms);
+            }
             if matches!(t, Transition::Opened { .. }) {
                 changes.reprobe_soon = true;
             }
@@ -476,6 +513,13 @@ impl Fleet {
             b.last_failure_ms = now_ms;
         }
         let mut flipped = b.health.observe(ok, up, down);
+        let mut rejoined = flipped && b.health.healthy;
+        // Recovery follows the probes: `consecutive_up` good ones close the breaker too.
+        if ok && b.health.healthy && b.health.consecutive_ok >= up.max(1) {
+            let closed = b.breaker.close_on_probes().is_some();
+            flipped |= closed;
+            rejoined |= closed;
+        }
         // A probe may serve as the half-open breaker's single trial.
         if matches!(
             b.breaker.state,
@@ -488,6 +532,10 @@ impl Fleet {
                 b.breaker.on_failure(now_ms, &params)
             };
             flipped |= t.is_some();
+            rejoined |= t == Some(Transition::Closed);
+        }
+        if rejoined {
+            b.ramp_start_ms = Some(now_ms);
         }
         if ok && b.health.consecutive_ok >= up.max(1) && b.breaker.state == BreakerState::Closed {
             b.suspect = false;
@@ -553,7 +601,7 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::config::parse_service;
+    use crate::policy::config::{parse_service, Deployment};
     use serde_json::json;
 
     fn fleet(extra: serde_json::Value) -> Fleet {
@@ -565,7 +613,13 @@ mod tests {
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
         }
-        Fleet::new(parse_service(&v, "").unwrap(), 1, &[], b"secret")
+        Fleet::new(
+            parse_service(&v, "", &Deployment::default()).unwrap(),
+            1,
+            &[],
+            b"secret",
+            0,
+        )
     }
 
     fn route(f: &mut Fleet, now: u64) -> Route {
@@ -756,9 +810,10 @@ mod tests {
         let cfg = parse_service(
             &json!({"hostname": "svc.test", "backends": ["http://c", "http://d"]}),
             "",
+            &Deployment::default(),
         )
         .unwrap();
-        let g = Fleet::new(cfg, 2, &saved, b"secret");
+        let g = Fleet::new(cfg, 2, &saved, b"secret", 0);
         assert!(matches!(
             g.backends[0].breaker.state,
             BreakerState::Open { .. }

@@ -1,15 +1,19 @@
 //! Geo steering: maps a request's country/continent to a backend pool, with health fallback.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 /// Looks a region code up exactly, then upper-cased (platform codes are upper case, hand-written
 /// config may not be, and the other way round).
-fn lookup<'a>(regions: &'a BTreeMap<String, String>, code: Option<&str>) -> Option<&'a str> {
+fn lookup<'a, K: Borrow<str> + Ord, V: AsRef<str>>(
+    regions: &'a BTreeMap<K, V>,
+    code: Option<&str>,
+) -> Option<&'a str> {
     let code = code.map(str::trim).filter(|c| !c.is_empty())?;
     regions
         .get(code)
-        .or_else(|| regions.get(&code.to_ascii_uppercase()))
-        .map(String::as_str)
+        .or_else(|| regions.get(code.to_ascii_uppercase().as_str()))
+        .map(AsRef::as_ref)
 }
 
 /// Picks the pool for a request: country code first (e.g. "DE"), then continent ("EU"), then
@@ -18,8 +22,8 @@ fn lookup<'a>(regions: &'a BTreeMap<String, String>, code: Option<&str>) -> Opti
 ///
 /// Country and continent codes share one map, and a few collide (AF, AS, NA, SA are both a
 /// country and a continent); the country reading wins because it is checked first.
-pub fn choose_pool<'a>(
-    regions: &'a BTreeMap<String, String>,
+pub fn choose_pool<'a, K: Borrow<str> + Ord, V: AsRef<str>>(
+    regions: &'a BTreeMap<K, V>,
     fallback: &'a str,
     country: Option<&str>,
     continent: Option<&str>,

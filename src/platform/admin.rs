@@ -11,7 +11,7 @@ use crate::policy::config;
 pub const RESERVED_PREFIX: &str = "/__lb_admin__";
 
 /// Admin request bodies above this many bytes are refused with 413 (a config is a few KiB).
-pub const MAX_ADMIN_BODY: usize = 1024 * 1024;
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 /// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
 pub fn is_admin_host(host: &str, env: &Env) -> bool {

@@ -1,14 +1,17 @@
 //! The admin surface: authentication and the `/admin/...` REST routes, forwarding service questions to each hostname's Durable Object.
 
-use worker::url;
+use futures_util::StreamExt;
 use worker::*;
 
-use crate::platform::{deployment, env_string, error_response, object_stub, registry, requestlog};
+use crate::platform::{env_string, error_response, object_stub, registry, requestlog, throttle};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config::{self, Deployment};
 
 /// On any balanced hostname, paths under this prefix reach the admin surface instead of a backend.
 pub const RESERVED_PREFIX: &str = "/__lb_admin__";
+
+/// Admin request bodies above this many bytes are refused with 413 (a config is a few KiB).
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 /// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
 pub fn is_admin_host(host: &str, env: &Env) -> bool {
@@ -153,7 +156,10 @@ async fn relay(
     let method = req.method();
     let if_match = req.headers().get("if-match")?;
     let body = if matches!(method, Method::Post | Method::Put | Method::Patch) {
-        Some(req.text().await?)
+        match read_body(&mut req).await? {
+            Ok(text) => Some(text),
+            Err(refused) => return Ok(refused),
+        }
     } else {
         None
     };
@@ -183,9 +189,44 @@ async fn relay(
     Ok(out)
 }
 
-/// The one Durable Object that counts failed logins for every Worker instance, so guessing is
-/// slowed globally, not per isolate. Its name cannot be a hostname (underscores).
-const THROTTLE_OBJECT: &str = "__flowbalance_login_throttle__";
+/// The request body as text, read no further than `MAX_ADMIN_BODY`: a declared length over it is
+/// refused before reading, and a chunked body as soon as it grows past it.
+async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Response>> {
+    let too_large = || {
+        error_response(
+            413,
+            &format!("request body too large: admin request bodies are limited to {MAX_ADMIN_BODY} bytes (1 MiB)"),
+            None,
+        )
+    };
+    let declared: Option<u64> = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse().ok());
+    if declared.is_some_and(|n| n > MAX_ADMIN_BODY as u64) {
+        return Ok(Err(too_large()?));
+    }
+    if req.inner().body().is_none() {
+        return Ok(Ok(String::new()));
+    }
+    let mut stream = req.stream()?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if bytes.len() + chunk.len() > MAX_ADMIN_BODY {
+            return Ok(Err(too_large()?));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Ok(text)),
+        Err(_) => Ok(Err(error_response(
+            400,
+            "request body: not UTF-8 text; expected JSON",
+            None,
+        )?)),
+    }
+}
 
 /// Checks credentials; Some(response) means the request is refused.
 pub async fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
@@ -205,7 +246,7 @@ pub async fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
             .get("cf-connecting-ip")?
             .unwrap_or_else(|| "unknown".to_string());
         let ok = matches!(outcome, AuthOutcome::Ok);
-        if let Some(wait_s) = login_attempt(env, &client, ok).await? {
+        if let Some(wait_s) = throttle::login_attempt(env, &client, ok).await? {
             return error_response(
                 429,
                 "too many failed login attempts from this address; wait before retrying",
@@ -237,37 +278,15 @@ fn not_configured() -> Result<Response> {
     )
 }
 
-/// Reports one login attempt to the throttle object; Some(seconds) while the client is locked out
-/// (then the attempt is refused whatever its credentials).
-async fn login_attempt(env: &Env, client: &str, ok: bool) -> Result<Option<u64>> {
-    let stub = object_stub(env, THROTTLE_OBJECT)?;
-    let client: String = url::form_urlencoded::byte_serialize(client.as_bytes()).collect();
-    let mut resp = stub
-        .fetch_with_str(&format!(
-            "https://balancer/auth/attempt?c={client}&ok={}",
-            u8::from(ok)
-        ))
-        .await?;
-    if resp.status_code() == 429 {
-        let wait_ms: u64 = resp.text().await?.trim().parse().unwrap_or(1000);
-        return Ok(Some(wait_ms.div_ceil(1000).max(1)));
-    }
-    Ok(None)
-}
-
 /// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
 async fn list_services(env: &Env) -> Result<Response> {
-    let text = env_string(env, "DEFAULT_BACKENDS").unwrap_or_default();
-    let (mut hosts, errors): (Vec<String>, Vec<String>) = if text.trim().is_empty() {
-        (vec![], vec![])
-    } else {
-        let (services, errs) =
-            config::parse_default_backends_partial(&text, &deployment(env, vec![]));
-        (
-            services.into_iter().map(|s| s.hostname.into()).collect(),
-            errs.iter().map(|e| e.to_string()).collect(),
-        )
-    };
+    let defaults = registry::defaults(env);
+    let mut hosts: Vec<String> = defaults
+        .services
+        .iter()
+        .map(|s| s.hostname.to_string())
+        .collect();
+    let errors: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
     // Services created or deleted through the API.
     match registry::list(env).await {
         Ok(rows) => {

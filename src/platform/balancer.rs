@@ -1,19 +1,20 @@
 //! The per-hostname Durable Object: owns the service's config and live backend state in storage, answers routing decisions, and probes backends on its alarm.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use serde::{Deserialize, Serialize};
 use worker::url;
 use worker::*;
 
 use crate::platform::probe::{probe_backend, ProbeResult};
-use crate::platform::{deployment, env_string, error_response, registry};
-use crate::policy::auth::Throttle;
+use crate::platform::registry::{self, config_error, unknown_host};
+use crate::platform::{deployment, env_string, error_response};
 use crate::policy::changes;
 use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{Outcome, Reject, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, RequestFacts};
 use crate::policy::health;
+use crate::policy::precondition::IfMatch;
 use crate::policy::rng::SplitMix64;
 
 const KEY_HOST: &str = "host";
@@ -22,6 +23,8 @@ const KEY_BACKENDS: &str = "backends";
 const KEY_HISTORY: &str = "history";
 /// Set when the API deleted the service, so DEFAULT_BACKENDS does not bring it back.
 const KEY_DELETED: &str = "deleted";
+/// The key that signs affinity cookies when AFFINITY_SECRET is unset.
+const KEY_AFFINITY: &str = "affinity_key";
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
 
@@ -55,11 +58,12 @@ pub struct Balancer {
     /// When the next alarm is known to be set (ms); None means "check storage".
     alarm_at: RefCell<Option<u64>>,
     rng: RefCell<SplitMix64>,
-    /// Failed admin logins per client; used only by the one throttle object (see admin.rs).
-    throttle: RefCell<Throttle>,
-    /// Signs affinity cookies when no secret is configured: random per object lifetime, so pins
-    /// cannot be forged; they just re-pin after the object restarts.
-    fallback_secret: Vec<u8>,
+    /// Signs affinity cookies when AFFINITY_SECRET is unset: random, made once per hostname and
+    /// kept in storage, so pins cannot be forged and survive restarts. Never an admin credential:
+    /// a public cookie signed with one would let anyone brute-force it offline.
+    affinity_key: RefCell<Option<Vec<u8>>>,
+    /// A key made in this lifetime and not yet stored.
+    affinity_key_unsaved: Cell<bool>,
 }
 
 impl DurableObject for Balancer {
@@ -74,8 +78,8 @@ impl DurableObject for Balancer {
             host: RefCell::new(None),
             alarm_at: RefCell::new(None),
             rng: RefCell::new(SplitMix64(seed)),
-            fallback_secret: random.to_vec(),
-            throttle: RefCell::new(Throttle::default()),
+            affinity_key: RefCell::new(None),
+            affinity_key_unsaved: Cell::new(false),
         }
     }
 
@@ -83,9 +87,6 @@ impl DurableObject for Balancer {
         let path = req.path();
         if path == "/decide" {
             return self.decide(&req).await;
-        }
-        if path == "/auth/attempt" {
-            return self.login_attempt(&req);
         }
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
@@ -109,23 +110,35 @@ impl DurableObject for Balancer {
             }
             (Method::Get, "/config") => self.get_config(),
             (Method::Post | Method::Put, "/config") => {
-                let if_match = if_match(&req)?;
+                let if_match = match if_match(&req)? {
+                    Ok(m) => m,
+                    Err(resp) => return Ok(resp),
+                };
                 match read_json(&mut req).await? {
                     Ok(body) => self.put_config(&body, if_match).await,
                     Err(resp) => Ok(resp),
                 }
             }
-            (Method::Delete, "/config") => self.delete_config(if_match(&req)?).await,
+            (Method::Delete, "/config") => match if_match(&req)? {
+                Ok(m) => self.delete_config(m).await,
+                Err(resp) => Ok(resp),
+            },
             (Method::Get, "/config/history") => self.history().await,
             (Method::Post, "/config/rollback") => {
-                let if_match = if_match(&req)?;
+                let if_match = match if_match(&req)? {
+                    Ok(m) => m,
+                    Err(resp) => return Ok(resp),
+                };
                 match read_json(&mut req).await? {
                     Ok(body) => self.rollback(&body, if_match).await,
                     Err(resp) => Ok(resp),
                 }
             }
             (Method::Post | Method::Patch | Method::Delete, "/backends") => {
-                let if_match = if_match(&req)?;
+                let if_match = match if_match(&req)? {
+                    Ok(m) => m,
+                    Err(resp) => return Ok(resp),
+                };
                 let method = req.method();
                 let body = if method == Method::Delete {
                     let url = req.url()?;
@@ -169,34 +182,6 @@ impl DurableObject for Balancer {
 }
 
 impl Balancer {
-    /// One admin login attempt: 429 with the wait in ms while the client is locked out, else
-    /// records the attempt's result.
-    fn login_attempt(&self, req: &Request) -> Result<Response> {
-        let url = req.inner().url();
-        let mut client = String::from("unknown");
-        let mut ok = false;
-        for (k, v) in query_params(&url) {
-            match k.as_ref() {
-                "c" => client = v.into_owned(),
-                "ok" => ok = v == "1",
-                _ => {}
-            }
-        }
-        let now = Self::now();
-        let mut throttle = self.throttle.borrow_mut();
-        if let Err(wait_ms) = throttle.check(&client, now) {
-            return Ok(ResponseBuilder::new()
-                .with_status(429)
-                .fixed(wait_ms.to_string().into_bytes()));
-        }
-        if ok {
-            throttle.record_success(&client);
-        } else {
-            throttle.record_failure(&client, now);
-        }
-        Ok(ResponseBuilder::new().with_status(204).empty())
-    }
-
     fn probing_enabled(&self) -> bool {
         matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg.health.enabled)
     }
@@ -250,6 +235,10 @@ impl Balancer {
             .get(KEY_BACKENDS)
             .await?
             .unwrap_or_default();
+        let key: Option<Vec<u8>> = self.state.storage().get(KEY_AFFINITY).await?;
+        if key.as_ref().is_some_and(|k| !k.is_empty()) {
+            *self.affinity_key.borrow_mut() = key;
+        }
         let service = match stored {
             // Checked against its deployment when it was written; read back as stored.
             Some(s) => match config::parse_service(&s.config, "", &Deployment::default()) {
@@ -260,23 +249,18 @@ impl Balancer {
             None => self.seed(&host, &saved),
         };
         *self.service.borrow_mut() = Some(service);
-        Ok(())
+        self.save_affinity_key().await
     }
 
     /// The first time a hostname is seen, its config comes from DEFAULT_BACKENDS (version 0, not
     /// stored: a redeploy with a new DEFAULT_BACKENDS takes effect until the API stores a config).
     fn seed(&self, host: &str, saved: &[BackendRecord]) -> Service {
-        let text = env_string(&self.env, "DEFAULT_BACKENDS").unwrap_or_default();
-        if text.trim().is_empty() {
-            return Service::Missing(unknown_host(host));
-        }
         // Partial parse: another service's mistake does not take this hostname down.
-        let (services, errs) =
-            config::parse_default_backends_partial(&text, &deployment(&self.env, vec![]));
-        match services.into_iter().find(|s| s.hostname == host) {
-            Some(cfg) => Service::Ready(Box::new(self.fleet(cfg, 0, saved))),
-            None if errs.is_empty() => Service::Missing(unknown_host(host)),
-            None => Service::Missing(config_error(host, "DEFAULT_BACKENDS", &errs)),
+        let defaults = registry::defaults(&self.env);
+        match defaults.services.iter().find(|s| s.hostname == host) {
+            Some(cfg) => Service::Ready(Box::new(self.fleet(cfg.clone(), 0, saved))),
+            None if defaults.errors.is_empty() => Service::Missing(unknown_host(host)),
+            None => Service::Missing(config_error(host, "DEFAULT_BACKENDS", &defaults.errors)),
         }
     }
 
@@ -299,11 +283,32 @@ impl Balancer {
     }
 
     fn fleet(&self, cfg: ServiceConfig, version: u64, saved: &[BackendRecord]) -> Fleet {
-        let secret = env_string(&self.env, "AFFINITY_SECRET")
-            .or_else(|| env_string(&self.env, "API_SECRET"))
-            .map(String::into_bytes)
-            .unwrap_or_else(|| self.fallback_secret.clone());
+        let secret = match env_string(&self.env, "AFFINITY_SECRET") {
+            Some(s) => s.into_bytes(),
+            None => self.affinity_key(),
+        };
         Fleet::new(cfg, version, saved, &secret, Self::now())
+    }
+
+    /// This hostname's own cookie key: the stored one (see `load`), else a new random one that
+    /// `save_affinity_key` stores.
+    fn affinity_key(&self) -> Vec<u8> {
+        self.affinity_key
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                self.affinity_key_unsaved.set(true);
+                random_bytes().to_vec()
+            })
+            .clone()
+    }
+
+    /// Stores a cookie key made in this lifetime: once per hostname, when its service is first set up.
+    async fn save_affinity_key(&self) -> Result<()> {
+        if !self.affinity_key_unsaved.replace(false) {
+            return Ok(());
+        }
+        let key = self.affinity_key.borrow().clone().unwrap_or_default();
+        self.state.storage().put(KEY_AFFINITY, key).await
     }
 
     async fn decide(&self, req: &Request) -> Result<Response> {
@@ -529,21 +534,11 @@ impl Balancer {
     /// Stores a new config version, then answers. The in-memory fleet is swapped before the
     /// write is awaited: the output gate holds every response (this one and any decision made
     /// with the new config) until the write is durable, so no later decision sees the old config.
-    async fn commit(
-        &self,
-        cfg: ServiceConfig,
-        if_match: Option<u64>,
-        status: u16,
-    ) -> Result<Response> {
+    async fn commit(&self, cfg: ServiceConfig, status: u16) -> Result<Response> {
         let (version, records) = match self.current() {
             Some((v, _, r)) => (v, r),
             None => (self.stored_version().await?, vec![]),
         };
-        if let Some(expected) = if_match {
-            if expected != version {
-                return precondition_failed(expected, version);
-            }
-        }
         let next = version + 1;
         let value = cfg.to_value();
         let mut history = self.load_history().await?;
@@ -579,6 +574,7 @@ impl Balancer {
         }
         storage.put_multiple_raw(entries).await?;
         storage.delete(KEY_DELETED).await?;
+        self.save_affinity_key().await?;
         *self.alarm_at.borrow_mut() = None;
         self.watchdog(Self::now()).await?;
         let mut resp =
@@ -586,6 +582,17 @@ impl Balancer {
                 .with_status(status);
         resp.headers_mut().set("etag", &format!("\"{next}\""))?;
         Ok(resp)
+    }
+
+    /// The 412 when the request's If-Match does not hold for the current config. Each write checks
+    /// it after reading its body and before validating: a stale writer learns first that it is
+    /// stale, and no other request can change the version between this check and the commit.
+    fn unmet(&self, if_match: Option<&IfMatch>) -> Option<Result<Response>> {
+        let current = self.current().map(|(v, _, _)| v);
+        match if_match {
+            Some(cond) if !cond.holds(current) => Some(precondition_failed(current)),
+            _ => None,
+        }
     }
 
     /// The version a deleted or never-configured service would continue from.
@@ -601,14 +608,16 @@ impl Balancer {
     async fn put_config(
         &self,
         body: &serde_json::Value,
-        if_match: Option<u64>,
+        if_match: Option<IfMatch>,
     ) -> Result<Response> {
+        if let Some(refused) = self.unmet(if_match.as_ref()) {
+            return refused;
+        }
         let host = self.host.borrow().clone().unwrap_or_default();
         match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
                 let created = self.current().is_none();
-                self.commit(cfg, if_match, if created { 201 } else { 200 })
-                    .await
+                self.commit(cfg, if created { 201 } else { 200 }).await
             }
             Err(errs) => invalid(errs),
         }
@@ -618,11 +627,14 @@ impl Balancer {
         &self,
         method: Method,
         body: &serde_json::Value,
-        if_match: Option<u64>,
+        if_match: Option<IfMatch>,
     ) -> Result<Response> {
         let Some((_, cfg, _)) = self.current() else {
             return self.status();
         };
+        if let Some(refused) = self.unmet(if_match.as_ref()) {
+            return refused;
+        }
         let ctx = self.deployment(cfg.hostname.as_str()).await;
         let next = match method {
             Method::Post => changes::add_backend(&cfg, body, &ctx),
@@ -630,19 +642,17 @@ impl Balancer {
             _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default(), &ctx),
         };
         match next {
-            Ok(cfg) => self.commit(cfg, if_match, 200).await,
+            Ok(cfg) => self.commit(cfg, 200).await,
             Err(errs) => invalid(errs),
         }
     }
 
-    async fn delete_config(&self, if_match: Option<u64>) -> Result<Response> {
+    async fn delete_config(&self, if_match: Option<IfMatch>) -> Result<Response> {
         let Some((version, _, _)) = self.current() else {
             return self.status();
         };
-        if let Some(expected) = if_match {
-            if expected != version {
-                return precondition_failed(expected, version);
-            }
+        if let Some(refused) = self.unmet(if_match.as_ref()) {
+            return refused;
         }
         let host = self.host.borrow().clone().unwrap_or_default();
         *self.service.borrow_mut() = Some(Service::Missing(unknown_host(&host)));
@@ -667,7 +677,14 @@ impl Balancer {
         Response::from_json(&serde_json::json!({ "current": current, "versions": versions }))
     }
 
-    async fn rollback(&self, body: &serde_json::Value, if_match: Option<u64>) -> Result<Response> {
+    async fn rollback(
+        &self,
+        body: &serde_json::Value,
+        if_match: Option<IfMatch>,
+    ) -> Result<Response> {
+        if let Some(refused) = self.unmet(if_match.as_ref()) {
+            return refused;
+        }
         let Some(version) = body.get("version").and_then(|v| v.as_u64()) else {
             return invalid(vec![err(
                 "version",
@@ -690,7 +707,7 @@ impl Balancer {
             "",
             &self.deployment(&host_of(&entry.config)).await,
         ) {
-            Ok(cfg) => self.commit(cfg, if_match, 200).await,
+            Ok(cfg) => self.commit(cfg, 200).await,
             Err(errs) => invalid(errs),
         }
     }
@@ -746,24 +763,32 @@ fn invalid(errors: Vec<config::ConfigError>) -> Result<Response> {
     .with_status(400))
 }
 
-fn precondition_failed(expected: u64, actual: u64) -> Result<Response> {
+/// 412: the write's If-Match does not name the current config version; nothing was stored.
+fn precondition_failed(current: Option<u64>) -> Result<Response> {
+    let error = match current {
+        Some(v) => {
+            format!("If-Match does not match the current config version {v}; reload and retry")
+        }
+        None => "If-Match: the service has no config to match; reload and retry".to_string(),
+    };
     Ok(Response::from_json(&serde_json::json!({
-        "error": format!("If-Match {expected} does not match the current config version {actual}; reload and retry"),
-        "current_version": actual,
+        "error": error,
+        "current_version": current,
         "status": 412,
     }))?
     .with_status(412))
 }
 
-/// `If-Match: 3`, `"3"` or `W/"3"`; anything else is ignored as no precondition.
-fn if_match(req: &Request) -> Result<Option<u64>> {
-    Ok(req.headers().get("if-match")?.and_then(|v| {
-        v.trim()
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .parse()
-            .ok()
-    }))
+/// The request's `If-Match`, or the 400 naming it and the accepted forms: a condition that
+/// cannot be read refuses the write rather than being ignored.
+fn if_match(req: &Request) -> Result<std::result::Result<Option<IfMatch>, Response>> {
+    let Some(raw) = req.headers().get("if-match")? else {
+        return Ok(Ok(None));
+    };
+    match IfMatch::parse(&raw) {
+        Ok(cond) => Ok(Ok(Some(cond))),
+        Err(message) => Ok(Err(invalid(vec![err("If-Match", message)])?)),
+    }
 }
 
 /// Parses a JSON body, or answers 400 with the parser's position.
@@ -781,24 +806,4 @@ async fn read_json(req: &mut Request) -> Result<std::result::Result<serde_json::
 /// The hostname a stored config names.
 fn host_of(config: &serde_json::Value) -> String {
     config["hostname"].as_str().unwrap_or_default().to_string()
-}
-
-fn unknown_host(host: &str) -> Reject {
-    Reject {
-        status: 421,
-        message: format!("FlowBalance has no service configured for hostname \"{host}\""),
-        retry_after_s: None,
-    }
-}
-
-fn config_error(host: &str, source: &str, errs: &[config::ConfigError]) -> Reject {
-    let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    Reject {
-        status: 503,
-        message: format!(
-            "the configuration for \"{host}\" is invalid ({source}): {}",
-            list.join("; ")
-        ),
-        retry_after_s: None,
-    }
 }

@@ -6,6 +6,7 @@ mod edge;
 mod probe;
 mod registry;
 mod requestlog;
+mod throttle;
 
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         admin::handle(req, &env, rest).await
     } else if admin::is_admin_host(&host, &env) {
         admin::handle(req, &env, &path).await
+    } else if let Some(r) = registry::unserved(&env, &host).await {
+        // Answered here: an unknown hostname must not create a Durable Object.
+        error_response(r.status, &r.message, r.retry_after_s)
     } else {
         edge::balance(req, &env, &ctx, &host).await
     };
@@ -35,10 +39,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     result.or_else(|e| error_response(502, &format!("FlowBalance internal error: {e}"), None))
 }
 
-/// The Durable Object named `name`: a balanced hostname's, or the login throttle's.
-pub fn object_stub(env: &Env, name: &str) -> Result<Stub> {
+/// The Durable Object of a balanced hostname.
+pub fn object_stub(env: &Env, host: &str) -> Result<Stub> {
     env.durable_object(BALANCER_BINDING)?
-        .id_from_name(name)?
+        .id_from_name(host)?
         .get_stub()
 }
 

@@ -1,9 +1,104 @@
-//! The D1 service registry: which hostnames the admin API created or deleted, so `GET /admin/services` can list every service.
+//! Which hostnames have a service: DEFAULT_BACKENDS (parsed once per isolate) and the D1 registry of services the admin API created or deleted.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
 use worker::*;
 
+use crate::platform::env_string;
+use crate::policy::config::{self, ConfigError, ServiceConfig};
+use crate::policy::decision::Reject;
+
 const DB_BINDING: &str = "DB";
+/// Registered hostnames remembered per isolate; past this the memory starts over.
+const REGISTERED_MAX: usize = 10_000;
+
+/// DEFAULT_BACKENDS as parsed; re-parsed only when its text changes.
+pub struct Defaults {
+    text: String,
+    hostnames: HashSet<String>,
+    pub services: Vec<ServiceConfig>,
+    pub errors: Vec<ConfigError>,
+}
+
+thread_local! {
+    static DEFAULTS: RefCell<Option<Rc<Defaults>>> = const { RefCell::new(None) };
+    /// Hostnames the D1 registry has listed: their Durable Object holds their state and answers
+    /// for them from then on (421 once deleted), so they need no second lookup. Only "exists" is
+    /// remembered: a service the API creates must work at the very next request on any isolate.
+    static REGISTERED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// DEFAULT_BACKENDS, parsed partially (one service's mistake does not take the others down).
+pub fn defaults(env: &Env) -> Rc<Defaults> {
+    let text = env_string(env, "DEFAULT_BACKENDS").unwrap_or_default();
+    DEFAULTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(d) = cache.as_ref().filter(|d| d.text == text) {
+            return d.clone();
+        }
+        let (services, errors) = if text.trim().is_empty() {
+            (vec![], vec![])
+        } else {
+            config::parse_default_backends_partial(&text, &crate::platform::deployment(env, vec![]))
+        };
+        let parsed = Rc::new(Defaults {
+            hostnames: services.iter().map(|s| s.hostname.to_string()).collect(),
+            text,
+            services,
+            errors,
+        });
+        *cache = Some(parsed.clone());
+        parsed
+    })
+}
+
+/// The refusal the Worker answers itself when no service is configured for `host`, so an unknown
+/// hostname never reaches (and never creates) a Durable Object; None when the hostname's object
+/// should decide. D1 is read only for hostnames not in DEFAULT_BACKENDS.
+pub async fn unserved(env: &Env, host: &str) -> Option<Reject> {
+    let defaults = defaults(env);
+    if defaults.hostnames.contains(host) || REGISTERED.with(|r| r.borrow().contains(host)) {
+        return None;
+    }
+    match registered(env, host).await {
+        Ok(true) => {
+            REGISTERED.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.len() >= REGISTERED_MAX {
+                    r.clear();
+                }
+                r.insert(host.to_string());
+            });
+            None
+        }
+        Ok(false) if defaults.errors.is_empty() => Some(unknown_host(host)),
+        // The hostname may be the service DEFAULT_BACKENDS failed to describe.
+        Ok(false) => Some(config_error(host, "DEFAULT_BACKENDS", &defaults.errors)),
+        Err(e) => {
+            // Without the registry, the object (which knows its own state) decides.
+            console_error!("service registry unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// Whether the admin API created a service for `host` that has not been deleted.
+async fn registered(env: &Env, host: &str) -> Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct Found {
+        deleted: f64,
+    }
+    let row: Option<Found> = env
+        .d1(DB_BINDING)?
+        .prepare("SELECT deleted FROM services WHERE hostname = ?1")
+        .bind(&[JsValue::from_str(host)])?
+        .first(None)
+        .await?;
+    Ok(row.is_some_and(|r| r.deleted == 0.0))
+}
 
 /// Records a config write (or a delete) for `host`.
 pub async fn record(env: &Env, host: &str, version: u64, deleted: bool) -> Result<()> {
@@ -42,4 +137,26 @@ pub async fn list(env: &Env) -> Result<Vec<(String, bool)>> {
         .into_iter()
         .map(|r| (r.hostname, r.deleted != 0.0))
         .collect())
+}
+
+/// The answer for a hostname without a service.
+pub fn unknown_host(host: &str) -> Reject {
+    Reject {
+        status: 421,
+        message: format!("FlowBalance has no service configured for hostname \"{host}\""),
+        retry_after_s: None,
+    }
+}
+
+/// The answer for a hostname whose config cannot be used.
+pub fn config_error(host: &str, source: &str, errs: &[ConfigError]) -> Reject {
+    let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    Reject {
+        status: 503,
+        message: format!(
+            "the configuration for \"{host}\" is invalid ({source}): {}",
+            list.join("; ")
+        ),
+        retry_after_s: None,
+    }
 }

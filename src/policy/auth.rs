@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::policy::clients::make_room;
+use crate::policy::clients::{canonical_ip, make_room};
 
 /// Constant time for equal lengths. On different lengths it still walks `a` (against itself) so
 /// the time depends only on `a.len()`, never on where the content differs.
@@ -157,17 +157,27 @@ pub fn check(secrets: &Secrets, creds: &Credentials) -> AuthOutcome {
 const BACKOFF_START_MS: u64 = 1_000;
 const BACKOFF_MAX_MS: u64 = 15 * 60 * 1_000;
 
+/// One client's failed logins: the unit the throttle keeps, in memory and in storage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Strikes {
+pub struct Strikes {
     failures: u32,
     last_failure_ms: u64,
     blocked_until_ms: u64,
 }
 
-/// Brute-force throttle per client key (IP). After `free` failures, each further attempt is
-/// refused until a backoff passes (1 s, doubling, capped at 15 min). The count is forgotten once
-/// a client stays quiet for a whole window after its last failure or block, so a persistent
-/// attacker keeps escalating while a user who mistyped a few times is forgiven. Success clears.
+/// What one recorded attempt changed, for a caller that mirrors the table in storage: at most
+/// one client to write, and the clients whose entries are gone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    pub put: Option<(String, Strikes)>,
+    pub delete: Vec<String>,
+}
+
+/// Brute-force throttle per client address, canonicalised first (`canonical_ip`) so spellings of
+/// one address count together. After `free` failures, each further attempt is refused until a
+/// backoff passes (1 s, doubling, capped at 15 min). The count is forgotten once a client stays
+/// quiet for a whole window after its last failure or block, so a persistent attacker keeps
+/// escalating while a user who mistyped a few times is forgiven. Success clears.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Throttle {
     free: u32,
@@ -201,25 +211,56 @@ impl Throttle {
         now_ms.saturating_sub(Self::quiet_since(s)) >= self.window_ms
     }
 
+    /// Reloads entries kept in storage. Returns the clients not taken back (forgiven by now, or
+    /// beyond the table's bound), whose stored entries can go.
+    pub fn restore(
+        &mut self,
+        entries: impl IntoIterator<Item = (String, Strikes)>,
+        now_ms: u64,
+    ) -> Vec<String> {
+        let mut dropped = Vec::new();
+        for (client, strikes) in entries {
+            if self.is_stale(&strikes, now_ms) || self.clients.len() >= self.max_clients {
+                dropped.push(client);
+            } else {
+                self.clients.insert(client, strikes);
+            }
+        }
+        dropped
+    }
+
+    /// One login attempt: `Err(retry_after_ms)` while the client is locked out (nothing is
+    /// recorded then), else the attempt is recorded and its changes returned.
+    pub fn attempt(&mut self, client: &str, ok: bool, now_ms: u64) -> Result<Changes, u64> {
+        self.check(client, now_ms)?;
+        Ok(if ok {
+            self.record_success(client)
+        } else {
+            self.record_failure(client, now_ms)
+        })
+    }
+
     /// `Err(retry_after_ms)` while the client is inside a backoff.
     pub fn check(&self, client: &str, now_ms: u64) -> Result<(), u64> {
-        match self.clients.get(client) {
+        match self.clients.get(&canonical_ip(client)) {
             Some(s) if s.blocked_until_ms > now_ms => Err(s.blocked_until_ms - now_ms),
             _ => Ok(()),
         }
     }
 
-    pub fn record_failure(&mut self, client: &str, now_ms: u64) {
-        if !self.clients.contains_key(client) && self.clients.len() >= self.max_clients {
-            self.make_room(now_ms);
+    pub fn record_failure(&mut self, client: &str, now_ms: u64) -> Changes {
+        let client = canonical_ip(client);
+        let mut delete = Vec::new();
+        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
+            delete = self.make_room(now_ms);
         }
         let stale = self
             .clients
-            .get(client)
+            .get(&client)
             .is_some_and(|s| self.is_stale(s, now_ms));
         // free = 0 behaves like 1: the first failure starts the 1 s backoff.
         let free = self.free.max(1);
-        let s = self.clients.entry(client.to_string()).or_insert(Strikes {
+        let s = self.clients.entry(client.clone()).or_insert(Strikes {
             failures: 0,
             last_failure_ms: now_ms,
             blocked_until_ms: 0,
@@ -236,10 +277,24 @@ impl Throttle {
             let backoff = (BACKOFF_START_MS << doublings).min(BACKOFF_MAX_MS);
             s.blocked_until_ms = now_ms.saturating_add(backoff);
         }
+        Changes {
+            put: Some((client, s.clone())),
+            delete,
+        }
     }
 
-    pub fn record_success(&mut self, client: &str) {
-        self.clients.remove(client);
+    /// Clears the client; the change is empty when there was nothing to clear, so a routine
+    /// successful login costs no storage write.
+    pub fn record_success(&mut self, client: &str) -> Changes {
+        let client = canonical_ip(client);
+        Changes {
+            put: None,
+            delete: self
+                .clients
+                .remove(&client)
+                .map(|_| vec![client])
+                .unwrap_or_default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -251,14 +306,14 @@ impl Throttle {
     }
 
     /// Drop forgiven clients first; if still full, evict the one with the oldest activity.
-    fn make_room(&mut self, now_ms: u64) {
+    fn make_room(&mut self, now_ms: u64) -> Vec<String> {
         let window = self.window_ms;
         make_room(
             &mut self.clients,
             self.max_clients,
             |s| now_ms.saturating_sub(Self::quiet_since(s)) >= window,
             Self::quiet_since,
-        );
+        )
     }
 }
 
@@ -451,6 +506,66 @@ mod tests {
         // Oldest evicted, newest kept.
         assert!(t.check("c9", 9).is_err());
         assert_eq!(t.check("c0", 9), Ok(()));
+    }
+
+    #[test]
+    fn spellings_of_one_address_count_together() {
+        let mut t = Throttle::new(2, 60_000, 10);
+        t.record_failure("::ffff:1.2.3.4", 0);
+        t.record_failure("1.2.3.4", 0);
+        assert_eq!(t.check("1.2.3.4", 0), Err(1_000));
+        assert_eq!(t.check("::FFFF:1.2.3.4", 0), Err(1_000));
+        t.record_failure("2001:0DB8:0:0::1", 0);
+        t.record_failure("2001:db8::1", 0);
+        assert_eq!(t.check("[2001:db8::1]", 0), Err(1_000));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn changes_name_what_to_store() {
+        let mut t = Throttle::new(1, 60_000, 2);
+        // A success with nothing to clear writes nothing.
+        assert_eq!(t.attempt("::ffff:9.9.9.9", true, 0), Ok(Changes::default()));
+        let c = t.attempt("::ffff:9.9.9.9", false, 0).unwrap();
+        assert_eq!(c.put.as_ref().map(|(k, _)| k.as_str()), Some("9.9.9.9"));
+        assert!(c.delete.is_empty());
+        // Locked out: refused and nothing recorded, even with the right credentials.
+        assert_eq!(t.attempt("9.9.9.9", true, 10), Err(990));
+        assert_eq!(t.len(), 1);
+        // A full table evicts the oldest, and says so.
+        t.record_failure("a", 5);
+        let c = t.record_failure("b", 6);
+        assert_eq!(c.delete, ["9.9.9.9"]);
+        // Success after the backoff clears and deletes.
+        let c = t.attempt("b", true, 5_000).unwrap();
+        assert_eq!(
+            c,
+            Changes {
+                put: None,
+                delete: vec!["b".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn restore_keeps_live_entries_and_drops_forgiven_ones() {
+        let mut t = Throttle::new(1, 1_000, 2);
+        let live = t.record_failure("live", 10).put.unwrap();
+        let old = t.record_failure("old", 0).put.unwrap();
+        let mut fresh = Throttle::new(1, 1_000, 2);
+        // At 2_005 "old" (quiet since its block ended at 1_000) is forgiven; "live" (1_010) is not.
+        let dropped = fresh.restore([live.clone(), old.clone()], 2_005);
+        assert_eq!(dropped, ["old"]);
+        assert_eq!(fresh.len(), 1);
+        fresh.record_failure("live", 2_005);
+        assert_eq!(
+            fresh.check("live", 2_005),
+            Err(2_000),
+            "the restored count kept escalating"
+        );
+        // Beyond the bound: not taken back.
+        let mut small = Throttle::new(1, 60_000, 1);
+        assert_eq!(small.restore([live, old], 0), ["old"]);
     }
 
     proptest! {

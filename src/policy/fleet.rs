@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-use crate::policy::access::{canonical, AccessPolicy};
+use crate::policy::access::AccessPolicy;
 use crate::policy::affinity;
 use crate::policy::breaker::{Admit, Breaker, BreakerState, Transition};
+use crate::policy::clients::canonical_ip;
 use crate::policy::config::{AffinityKind, BackendState, BreakerConfig, ServiceConfig};
 use crate::policy::decision::{Attempt, CookieSpec, Outcome, Reject, Route, Verdict};
 use crate::policy::geo;
@@ -185,11 +186,8 @@ impl Fleet {
     pub fn decide(&mut self, facts: &RequestFacts, now_ms: u64) -> Verdict {
         // One spelling per client (IPv4-mapped IPv6, zero-compressed IPv6), so lists and limits
         // cannot be sidestepped by writing the same address another way.
-        let ip: Option<IpAddr> = facts
-            .client_ip
-            .as_deref()
-            .and_then(|s| s.trim().parse().ok())
-            .map(canonical);
+        let client = facts.client_ip.as_deref().map(canonical_ip);
+        let ip: Option<IpAddr> = client.as_deref().and_then(|s| s.parse().ok());
         if let Some(access) = &self.access {
             if !access.permits(ip) {
                 return Verdict::Reject(Reject {
@@ -204,11 +202,8 @@ impl Fleet {
             }
         }
         if let Some(limiter) = &mut self.limiter {
-            let key = match ip {
-                Some(ip) => ip.to_string(),
-                None => facts.client_ip.clone().unwrap_or_else(|| "unknown".into()),
-            };
-            if let Err(wait_ms) = limiter.check(&key, now_ms) {
+            let key = client.as_deref().unwrap_or("unknown");
+            if let Err(wait_ms) = limiter.check(key, now_ms) {
                 return Verdict::Reject(Reject {
                     status: 429,
                     message: format!("rate limit for {} exceeded", self.cfg.hostname),

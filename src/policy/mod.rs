@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod forwarding;
 pub mod geo;
 pub mod health;
+pub mod precondition;
 pub mod ratelimit;
 pub mod retry;
 pub mod rng;

@@ -18,7 +18,10 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
     modulesRoot: path.join(root, "build"),
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
     compatibilityDate: "2025-09-01",
-    durableObjects: { BALANCER: { className: "Balancer", useSQLite: true } },
+    durableObjects: {
+      BALANCER: { className: "Balancer", useSQLite: true },
+      THROTTLE: { className: "LoginThrottle", useSQLite: true },
+    },
     d1Databases: ["DB"],
     bindings: {
       DEFAULT_BACKENDS: typeof defaultBackends === "string" ? defaultBackends : JSON.stringify(defaultBackends ?? ""),

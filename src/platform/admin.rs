@@ -304,17 +304,9 @@ async fn list_services(env: &Env) -> Result<Response> {
     let mut services = Vec::new();
     for host in hosts {
         let status = object_json(env, &host).await.ok();
-        let (healthy, total) = status
-            .as_ref()
-            .and_then(|s| s["backends"].as_array())
-            .map(|b| {
-                let healthy = b
-                    .iter()
-                    .filter(|x| x["healthy"] == true && x["breaker"] == "closed")
-                    .count();
-                (healthy, b.len())
-            })
-            .unwrap_or((0, 0));
+        // The object counts what takes traffic (one rule, in policy).
+        let count = |k: &str| status.as_ref().and_then(|s| s[k].as_u64()).unwrap_or(0);
+        let (healthy, total) = (count("healthy_backends"), count("total_backends"));
         services.push(serde_json::json!({
             "healthy": total > 0 && healthy > 0,
             "hostname": host,

@@ -9,11 +9,11 @@ use worker::*;
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
 use crate::platform::{deployment, env_string, error_response};
+use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
 use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{Outcome, Reject, Verdict};
-use crate::policy::fleet::{BackendRecord, Fleet, RequestFacts};
-use crate::policy::health;
+use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::SplitMix64;
 
@@ -183,7 +183,7 @@ impl DurableObject for Balancer {
 
 impl Balancer {
     fn probing_enabled(&self) -> bool {
-        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg.health.enabled)
+        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg().health.enabled)
     }
 
     fn fleet_ready(&self) -> bool {
@@ -366,23 +366,14 @@ impl Balancer {
     }
 
     async fn arm_next(&self) -> Result<()> {
-        let delay = {
-            let service = self.service.borrow();
-            let Some(Service::Ready(fleet)) = &*service else {
-                return Ok(());
-            };
-            let h = &fleet.cfg.health;
-            if !h.enabled {
-                return Ok(());
-            }
-            let mut rng = self.rng.borrow_mut();
-            let mut delay = health::jitter_ms(h.interval_ms, &mut *rng);
-            if fleet.any_suspect() {
-                delay = delay.min(health::suspect_reprobe_ms(h.interval_ms));
-            }
-            delay
+        let delay = match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut()),
+            _ => None,
         };
-        self.set_alarm_in(delay).await
+        match delay {
+            Some(d) => self.set_alarm_in(d).await,
+            None => Ok(()),
+        }
     }
 
     async fn set_alarm_in(&self, delay_ms: u64) -> Result<()> {
@@ -420,15 +411,12 @@ impl Balancer {
 
     /// A suspect backend is probed within seconds, not at the next full interval.
     async fn reprobe_soon(&self, now: u64) -> Result<()> {
-        let soon = {
-            let service = self.service.borrow();
-            let Some(Service::Ready(fleet)) = &*service else {
-                return Ok(());
-            };
-            if !fleet.cfg.health.enabled {
-                return Ok(());
-            }
-            health::suspect_reprobe_ms(fleet.cfg.health.interval_ms)
+        let soon = match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => fleet.reprobe_delay_ms(),
+            _ => None,
+        };
+        let Some(soon) = soon else {
+            return Ok(());
         };
         let known = *self.alarm_at.borrow();
         match known {
@@ -447,45 +435,30 @@ impl Balancer {
 
     /// Probes every enabled backend in parallel; applies results and persists flips.
     async fn probe_all(&self) -> Result<Vec<ProbeResult>> {
-        let (targets, path, timeout_ms) = {
-            let service = self.service.borrow();
-            let Some(Service::Ready(fleet)) = &*service else {
-                return Ok(vec![]);
-            };
-            let targets: Vec<(usize, String, Option<String>)> = fleet
-                .probe_targets()
-                .into_iter()
-                .map(|i| {
-                    let b = &fleet.backends[i];
-                    (i, b.url.clone(), b.health_path.clone())
-                })
-                .collect();
-            (
-                targets,
-                fleet.cfg.health.path.clone(),
-                fleet.cfg.health.timeout_ms,
-            )
+        let plan = match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => fleet.probe_plan(),
+            _ => return Ok(vec![]),
         };
-        let probes = targets.iter().map(|(_, url, discovered)| {
-            probe_backend(url, path.as_deref(), discovered.as_deref(), timeout_ms)
+        let probes = plan.targets.iter().map(|t| {
+            probe_backend(
+                &t.url,
+                plan.path.as_deref(),
+                t.discovered_path.as_deref(),
+                plan.timeout_ms,
+            )
         });
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
         let mut persist = false;
-        {
-            let mut service = self.service.borrow_mut();
-            if let Some(Service::Ready(fleet)) = &mut *service {
-                for ((i, url, _), r) in targets.iter().zip(&results) {
-                    // The config may have changed while probes were in flight.
-                    if fleet.backends.get(*i).map(|b| &b.url) != Some(url) {
-                        continue;
-                    }
-                    if fleet.backends[*i].health_path != r.discovered_path {
-                        fleet.backends[*i].health_path = r.discovered_path.clone();
-                        persist = true;
-                    }
-                    persist |= fleet.apply_probe(*i, r.ok, r.latency_ms, r.error.clone(), now);
-                }
+        if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
+            for (t, r) in plan.targets.iter().zip(&results) {
+                let outcome = ProbeOutcome {
+                    ok: r.ok,
+                    latency_ms: r.latency_ms,
+                    error: r.error.clone(),
+                    discovered_path: r.discovered_path.clone(),
+                };
+                persist |= fleet.apply_probe_result(t, &outcome, now);
             }
         }
         if persist {
@@ -496,7 +469,7 @@ impl Balancer {
 
     fn current(&self) -> Option<(u64, ServiceConfig, Vec<BackendRecord>)> {
         match &*self.service.borrow() {
-            Some(Service::Ready(f)) => Some((f.version, f.cfg.clone(), f.records().to_vec())),
+            Some(Service::Ready(f)) => Some((f.version(), f.cfg().clone(), f.records().to_vec())),
             _ => None,
         }
     }
@@ -714,11 +687,7 @@ impl Balancer {
 
     fn status(&self) -> Result<Response> {
         match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => {
-                let mut body = fleet.status(Self::now());
-                body["config"] = fleet.cfg.to_value();
-                Response::from_json(&body)
-            }
+            Some(Service::Ready(fleet)) => Response::from_json(&status_view(fleet, Self::now())),
             Some(Service::Missing(r)) => Response::error(
                 r.message.clone(),
                 if r.status == 421 { 404 } else { r.status },
@@ -801,6 +770,48 @@ async fn read_json(req: &mut Request) -> Result<std::result::Result<serde_json::
             format!("malformed JSON body: {e}"),
         )])?)),
     }
+}
+
+/// The admin view of one service: per-backend health, breaker and latency, and the config.
+fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
+    let backends: Vec<serde_json::Value> = fleet
+        .backend_status(now_ms)
+        .iter()
+        .map(|s| {
+            let b = s.record;
+            let (breaker, open_until) = match b.breaker.state {
+                BreakerState::Closed => ("closed", None),
+                BreakerState::Open { until_ms } => ("open", Some(until_ms)),
+                BreakerState::HalfOpen { .. } => ("half_open", None),
+            };
+            serde_json::json!({
+                "url": b.url,
+                "weight": s.weight,
+                "effective_weight": s.effective_weight,
+                "state": s.state,
+                "healthy": b.health.healthy,
+                "breaker": breaker,
+                "breaker_open_until_ms": open_until,
+                "consecutive_successes": b.health.consecutive_ok,
+                "consecutive_failures": b.health.consecutive_fail,
+                "consecutive_request_failures": b.breaker.consecutive_failures,
+                "error_rate": s.error_rate,
+                "last_probe_ms": b.last_probe_ms,
+                "latency_ms": b.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+                "health_path": b.health_path,
+                "last_error": b.last_error,
+            })
+        })
+        .collect();
+    let (up, total) = fleet.summary();
+    serde_json::json!({
+        "hostname": fleet.cfg().hostname,
+        "version": fleet.version(),
+        "healthy_backends": up,
+        "total_backends": total,
+        "backends": backends,
+        "config": fleet.cfg().to_value(),
+    })
 }
 
 /// The hostname a stored config names.

@@ -10,9 +10,10 @@ use crate::policy::clients::canonical_ip;
 use crate::policy::config::{AffinityKind, BackendState, BreakerConfig, ServiceConfig};
 use crate::policy::decision::{Attempt, CookieSpec, Outcome, Reject, Route, Verdict};
 use crate::policy::geo;
-use crate::policy::health::Health;
+use crate::policy::health::{self, Health};
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::retry::RetryBudget;
+use crate::policy::rng::Rng;
 use crate::policy::select::{failover_order, Selector};
 
 /// Round-robin weights are the configured ones times this, so slow start can ramp in small steps.
@@ -75,9 +76,9 @@ pub struct Changes {
 
 /// One hostname's service: its config and the live state of every backend.
 pub struct Fleet {
-    pub cfg: ServiceConfig,
-    pub version: u64,
-    pub backends: Vec<BackendRecord>,
+    cfg: ServiceConfig,
+    version: u64,
+    backends: Vec<BackendRecord>,
     weights: Vec<u32>,
     states: Vec<BackendState>,
     /// Backend indices of the top-level list (index 0) and of each pool (1..).
@@ -538,59 +539,135 @@ impl Fleet {
         flipped
     }
 
-    /// Backends the alarm should probe: everything not disabled.
-    pub fn probe_targets(&self) -> Vec<usize> {
-        (0..self.backends.len())
-            .filter(|&i| self.states[i] != BackendState::Disabled)
-            .collect()
+    pub fn cfg(&self) -> &ServiceConfig {
+        &self.cfg
     }
 
-    pub fn any_suspect(&self) -> bool {
-        self.backends.iter().any(|b| b.suspect || !b.health.healthy)
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
-    /// Per-backend view for the admin API.
-    pub fn status(&self, now_ms: u64) -> serde_json::Value {
+    /// What the next probe round covers: every backend not disabled, with the path to probe.
+    pub fn probe_plan(&self) -> ProbePlan {
+        let h = &self.cfg.health;
+        ProbePlan {
+            targets: (0..self.backends.len())
+                .filter(|&i| self.states[i] != BackendState::Disabled)
+                .map(|i| ProbeTarget {
+                    index: i,
+                    url: self.backends[i].url.clone(),
+                    discovered_path: self.backends[i].health_path.clone(),
+                })
+                .collect(),
+            path: h.path.as_ref().map(ToString::to_string),
+            timeout_ms: h.timeout_ms,
+        }
+    }
+
+    /// Applies one probe of `target`; true when something worth persisting changed. A result
+    /// for a backend the config no longer has at that index (changed mid-round) is dropped.
+    pub fn apply_probe_result(
+        &mut self,
+        target: &ProbeTarget,
+        r: &ProbeOutcome,
+        now_ms: u64,
+    ) -> bool {
+        if self.backends.get(target.index).map(|b| &b.url) != Some(&target.url) {
+            return false;
+        }
+        let b = &mut self.backends[target.index];
+        let path_changed = b.health_path != r.discovered_path;
+        b.health_path = r.discovered_path.clone();
+        self.apply_probe(target.index, r.ok, r.latency_ms, r.error.clone(), now_ms) || path_changed
+    }
+
+    /// Delay until the next probe round, or None when active checks are off. Suspect or down
+    /// backends are re-probed within seconds rather than at the next full interval.
+    pub fn next_probe_delay_ms(&self, rng: &mut impl Rng) -> Option<u64> {
+        let h = &self.cfg.health;
+        if !h.enabled {
+            return None;
+        }
+        let delay = health::jitter_ms(h.interval_ms, rng);
+        let suspect = self.backends.iter().any(|b| b.suspect || !b.health.healthy);
+        Some(if suspect {
+            delay.min(health::suspect_reprobe_ms(h.interval_ms))
+        } else {
+            delay
+        })
+    }
+
+    /// How soon a backend a real request just failed on is probed, or None without active checks.
+    pub fn reprobe_delay_ms(&self) -> Option<u64> {
+        let h = &self.cfg.health;
+        h.enabled.then(|| health::suspect_reprobe_ms(h.interval_ms))
+    }
+
+    /// Backends taking new traffic now (enabled, healthy, breaker closed), and how many there are.
+    pub fn summary(&self) -> (usize, usize) {
+        let up = (0..self.backends.len())
+            .filter(|&i| self.failover_ok(i))
+            .count();
+        (up, self.backends.len())
+    }
+
+    /// Per-backend facts for the status view (the platform shapes them into JSON).
+    pub fn backend_status(&self, now_ms: u64) -> Vec<BackendStatus<'_>> {
         let params = self.breaker_params();
-        let backends: Vec<serde_json::Value> = self
-            .backends
+        self.backends
             .iter()
             .enumerate()
-            .map(|(i, b)| {
-                let breaker = match &b.breaker.state {
-                    BreakerState::Closed => "closed",
-                    BreakerState::Open { .. } => "open",
-                    BreakerState::HalfOpen { .. } => "half_open",
-                };
-                serde_json::json!({
-                    "url": b.url,
-                    "weight": self.weights[i],
-                    "state": self.states[i],
-                    "healthy": b.health.healthy,
-                    "breaker": breaker,
-                    "breaker_open_until_ms": match b.breaker.state { BreakerState::Open { until_ms } => Some(until_ms), _ => None },
-                    "consecutive_successes": b.health.consecutive_ok,
-                    "consecutive_failures": b.health.consecutive_fail,
-                    "consecutive_request_failures": b.breaker.consecutive_failures,
-                    "error_rate": b.breaker.error_rate(now_ms, &params),
-                    "last_probe_ms": b.last_probe_ms,
-                    "latency_ms": b.latency_ms.map(|l| (l * 10.0).round() / 10.0),
-                    "health_path": b.health_path,
-                    "last_error": b.last_error,
-                })
+            .map(|(i, b)| BackendStatus {
+                record: b,
+                weight: self.weights[i],
+                effective_weight: f64::from(self.effective_weight(i, now_ms))
+                    / f64::from(WEIGHT_SCALE),
+                state: self.states[i],
+                error_rate: b.breaker.error_rate(now_ms, &params),
             })
-            .collect();
-        serde_json::json!({
-            "hostname": self.cfg.hostname,
-            "version": self.version,
-            "backends": backends,
-        })
+            .collect()
     }
 
     /// State to persist: per-backend records.
     pub fn records(&self) -> &[BackendRecord] {
         &self.backends
     }
+}
+
+/// The backends one probe round covers and how to probe them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbePlan {
+    pub targets: Vec<ProbeTarget>,
+    /// The configured health path; None means discovery.
+    pub path: Option<String>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeTarget {
+    pub index: usize,
+    pub url: String,
+    /// The path discovery settled on earlier, if any.
+    pub discovered_path: Option<String>,
+}
+
+/// What one probe found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeOutcome {
+    pub ok: bool,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    pub discovered_path: Option<String>,
+}
+
+/// One backend as the status view shows it.
+pub struct BackendStatus<'a> {
+    pub record: &'a BackendRecord,
+    pub weight: u32,
+    /// The weight in use now (lower while slow start ramps the backend up).
+    pub effective_weight: f64,
+    pub state: BackendState,
+    pub error_rate: Option<f64>,
 }
 
 #[cfg(test)]
@@ -847,5 +924,136 @@ mod tests {
         };
         assert_ne!(r.attempts[0].url, "http://a");
         assert!(r.attempts[0].pin.is_some(), "moved clients get a new pin");
+    }
+
+    #[test]
+    fn good_probes_bring_a_backend_back_before_the_breaker_timeout() {
+        // interval 5 s, consecutive_up 2, recovery 60 s: back after two good probes, not 60 s.
+        let mut f = fleet(json!({
+            "activeHealthChecks": {"interval": 5, "consecutive_up": 2, "consecutive_down": 2},
+            "passiveHealthChecks": {"circuit_breaker": {"failure_threshold": 3, "recovery_timeout_ms": 60000}},
+        }));
+        for t in 0..3 {
+            fail(&mut f, "http://b", t);
+        }
+        f.apply_probe(1, false, 1, None, 5_000);
+        f.apply_probe(1, false, 1, None, 10_000);
+        assert!(!f.backends[1].health.healthy);
+        f.apply_probe(1, true, 1, None, 15_000);
+        assert!(
+            !(0..6).any(|i| first(&mut f, 15_001 + i) == "http://b"),
+            "one good probe is not enough"
+        );
+        assert!(
+            f.apply_probe(1, true, 1, None, 20_000),
+            "second good probe flips health and breaker"
+        );
+        assert_eq!(f.backends[1].breaker.state, BreakerState::Closed);
+        let picks: Vec<String> = (0..6).map(|i| first(&mut f, 20_001 + i)).collect();
+        assert!(picks.iter().any(|u| u == "http://b"), "{picks:?}");
+    }
+
+    #[test]
+    fn without_active_checks_the_breaker_still_protects() {
+        let mut f = fleet(json!({"activeHealthChecks": {"enabled": false}}));
+        for t in 0..3 {
+            fail(&mut f, "http://a", t);
+        }
+        assert!((0..30).all(|i| first(&mut f, 10 + i) != "http://a"));
+        assert_eq!(
+            f.next_probe_delay_ms(&mut crate::policy::rng::SplitMix64(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn slow_start_ramps_a_recovered_backend_up_over_its_window() {
+        let mut f = fleet(json!({
+            "activeHealthChecks": {"consecutive_up": 1, "consecutive_down": 1},
+            "load_balancer": {"slow_start": 10},
+        }));
+        f.apply_probe(0, false, 1, None, 0);
+        f.apply_probe(0, true, 1, None, 1_000);
+        let share =
+            |f: &mut Fleet, at: u64| (0..300).filter(|i| first(f, at + i) == "http://a").count();
+        let early = share(&mut f, 1_100);
+        let mid = share(&mut f, 6_000);
+        let late = share(&mut f, 12_000);
+        assert!(early < 15, "1% into the ramp: {early}/300");
+        assert!((30..80).contains(&mid), "half way: {mid}/300");
+        assert!(
+            (95..105).contains(&late),
+            "full share after the window: {late}/300"
+        );
+    }
+
+    #[test]
+    fn slow_start_keeps_weights_and_pins() {
+        let mut f = fleet(json!({
+            "backends": [{"url": "http://a", "weight": 3}, "http://b"],
+            "load_balancer": {"slow_start": 10, "session_affinity": {"type": "cookie"}},
+        }));
+        let r = route(&mut f, 1000);
+        let pin = r.attempts[0].pin.clone().expect("pinned");
+        let pinned_to = r.attempts[0].url.clone();
+        // Re-adding the fleet with saved state: b is new and ramps, a keeps its 3:1 share.
+        let saved = f.records().to_vec();
+        let cfg = parse_service(
+            &json!({"hostname": "svc.test", "backends": [{"url": "http://a", "weight": 3}, "http://b", "http://c"],
+                    "load_balancer": {"slow_start": 10, "session_affinity": {"type": "cookie"}}}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        let mut g = Fleet::new(cfg, 2, &saved, b"secret", 2000);
+        let picks: Vec<String> = (0..100).map(|i| first(&mut g, 2001 + i)).collect();
+        assert!(
+            picks.iter().filter(|u| *u == "http://c").count() <= 2,
+            "new backend starts small"
+        );
+        let late: Vec<String> = (0..500).map(|i| first(&mut g, 20_000 + i)).collect();
+        let a = late.iter().filter(|u| *u == "http://a").count();
+        assert!((280..320).contains(&a), "3:1:1 after the ramp: {a}/500");
+        let facts = RequestFacts {
+            cookies: Some(format!("lb_session={pin}")),
+            ..Default::default()
+        };
+        let Verdict::Route(r) = g.decide(&facts, 2002) else {
+            panic!()
+        };
+        assert_eq!(
+            r.attempts[0].url, pinned_to,
+            "a pin is honoured while others ramp"
+        );
+    }
+
+    #[test]
+    fn client_addresses_are_canonical_for_lists_and_limits() {
+        let mut f = fleet(
+            json!({"access_control": {"deny": ["10.0.0.0/8"]}, "rate_limit": {"requests": 2, "window": 60}}),
+        );
+        let facts = |ip: &str| RequestFacts {
+            client_ip: Some(ip.into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.decide(&facts("::ffff:10.1.2.3"), 0),
+            Verdict::Reject(Reject { status: 403, .. })
+        ));
+        assert!(matches!(
+            f.decide(&facts("2001:DB8:0:0::1"), 1),
+            Verdict::Route(_)
+        ));
+        assert!(matches!(
+            f.decide(&facts("2001:db8::1"), 2),
+            Verdict::Route(_)
+        ));
+        assert!(
+            matches!(
+                f.decide(&facts("2001:0db8::0001"), 3),
+                Verdict::Reject(Reject { status: 429, .. })
+            ),
+            "three spellings of one address share one limit"
+        );
     }
 }

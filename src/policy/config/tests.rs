@@ -721,3 +721,22 @@ fn unknown_keys_and_many_errors_in_one_entry_are_all_reported() {
     assert_err(&e, "backends[2]", "found integer `7`");
     assert!(!has(&e, "backends", "at least one"), "{e:#?}");
 }
+
+/// `/admin/openapi.json` carries the schemas generated from these types.
+/// `UPDATE_OPENAPI=1 cargo test openapi` rewrites them after a model change.
+#[test]
+fn openapi_carries_the_generated_config_schemas() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/platform/openapi.json");
+    let text = std::fs::read_to_string(path).expect("openapi.json");
+    let mut doc: Value = serde_json::from_str(&text).expect("openapi.json is JSON");
+    let want = Value::Object(schemas());
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        doc["components"]["schemas"] = want.clone();
+        let out = serde_json::to_string_pretty(&doc).expect("serialise") + "\n";
+        std::fs::write(path, out).expect("write openapi.json");
+    }
+    assert_eq!(
+        doc["components"]["schemas"], want,
+        "openapi.json is stale: run UPDATE_OPENAPI=1 cargo test openapi"
+    );
+}

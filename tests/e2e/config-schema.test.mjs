@@ -25,7 +25,7 @@ function firstHostname(config) {
 async function validator(lb) {
   const doc = await (await lb.admin("/admin/openapi.json")).json();
   assert.equal(doc.openapi, "3.1.0");
-  const ajv = new Ajv2020({ strict: false, allErrors: true });
+  const ajv = new Ajv2020({ strict: false, allErrors: true, validateFormats: false });
   // Refs point at #/components/schemas/...: validate inside a document that has them.
   return ajv.compile({ $ref: "#/components/schemas/DefaultBackends", components: doc.components });
 }
@@ -39,7 +39,7 @@ async function parserAnswer(lb, text, host) {
 }
 
 test("every README config example passes the schema and the parser", async () => {
-  const lb = await startBalancer();
+  const lb = await startBalancer({ defaultBackends: "" });
   try {
     const validate = await validator(lb);
     const examples = readmeExamples();
@@ -56,7 +56,7 @@ test("every README config example passes the schema and the parser", async () =>
 });
 
 test("invalid configs are refused by the schema and by the parser, at the same field", async () => {
-  const lb = await startBalancer();
+  const lb = await startBalancer({ defaultBackends: "" });
   try {
     const validate = await validator(lb);
     const cases = [

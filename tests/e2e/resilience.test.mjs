@@ -223,7 +223,15 @@ test("all backends down: panic attempts, then 503 with Retry-After naming the ho
 test("health and breaker state survive a runtime restart", async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), "fb-persist-"));
   const bs = await backendsFor(t, 2);
-  const cfg = { hostname: "app.test", backends: bs.map((b) => b.url), ...fast, activeHealthChecks: { enabled: false } };
+  // A long recovery time in both runs: the breaker must still be open after the restart, however long
+  // the restart takes (it is persisted with its deadline).
+  const cfg = {
+    hostname: "app.test",
+    backends: bs.map((b) => b.url),
+    ...fast,
+    activeHealthChecks: { enabled: false },
+    passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 60000 } },
+  };
   try {
     let lb = await startBalancer({ defaultBackends: cfg, persistDir: dir });
     try {
@@ -233,7 +241,9 @@ test("health and breaker state survive a runtime restart", async (t) => {
     } finally {
       await lb.stop();
     }
-    lb = await startBalancer({ defaultBackends: { ...cfg, passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 60000 } } }, persistDir: dir });
+    // The restart also changes a breaker setting, which must not reset the stored state.
+    const changed = { ...cfg, passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 120000 } } };
+    lb = await startBalancer({ defaultBackends: changed, persistDir: dir });
     try {
       const st = backendStatus(await status(lb), bs[0]);
       assert.equal(st.breaker, "open", "breaker state was lost in the restart");

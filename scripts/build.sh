@@ -2,6 +2,7 @@
 # Builds the Worker (build/index.js + wasm) with the locally installed, offline toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/progress.sh
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # worker-build would download these; point it at the installed ones instead.
@@ -11,15 +12,16 @@ export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # Skip when the build is newer than every input (wrangler dev runs this again on start and on change).
 if [ -f build/index.js ] && [ -z "$(find src dashboard Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; then
-  echo "build is up to date"
+  say "build is up to date"
   exit 0
 fi
 log="$(mktemp)"
-if ! worker-build --release >"$log" 2>&1; then
+trap 'rm -f "$log"' EXIT
+# The first build compiles every dependency for wasm32 (a few minutes); later ones take seconds.
+compile() { worker-build --release >"$log" 2>&1; }
+if ! with_heartbeat "compiling the Worker (worker-build --release)" compile; then
   grep -vE '^\s+([0-9]+:|at )' "$log" >&2
-  rm -f "$log"
-  echo "build failed" >&2
+  say "build failed" >&2
   exit 1
 fi
 grep -E 'Done in|index.js ' "$log" || true
-rm -f "$log"

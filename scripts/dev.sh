@@ -11,7 +11,11 @@ export CLOUDFLARE_CF_FETCH_ENABLED="${CLOUDFLARE_CF_FETCH_ENABLED:-false}"
 bash scripts/build.sh
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+secrets_dir=""
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$secrets_dir" ]; then rm -rf "$secrets_dir"; fi
+}
 trap cleanup EXIT INT TERM
 
 if [ -z "${DEFAULT_BACKENDS:-}" ]; then
@@ -24,11 +28,9 @@ fi
 # Report an invalid config before starting the runtime.
 cargo run -q --bin flowbalance-check
 
-# Exported settings win over wrangler.toml [vars]; secrets come from .dev.vars or the shell.
-vars=(--var "DEFAULT_BACKENDS:$DEFAULT_BACKENDS")
-for name in ADMIN_HOSTNAME API_SECRET WEB_AUTH_USERNAME WEB_AUTH_PASSWORD AFFINITY_SECRET; do
-  if [ -n "${!name:-}" ]; then vars+=(--var "$name:${!name}"); fi
-done
+# Exported settings win over wrangler.toml [vars]. Only non-secret ones go on the command line.
+args=(--var "DEFAULT_BACKENDS:$DEFAULT_BACKENDS")
+if [ -n "${ADMIN_HOSTNAME:-}" ]; then args+=(--var "ADMIN_HOSTNAME:$ADMIN_HOSTNAME"); fi
 if [ -z "${API_SECRET:-}" ] && ! grep -qs '^API_SECRET=' .dev.vars; then
   API_SECRET="$(node -e 'console.log(require("crypto").randomBytes(24).toString("base64url"))')"
   printf 'API_SECRET=%s\n' "$API_SECRET" >> .dev.vars
@@ -36,8 +38,28 @@ if [ -z "${API_SECRET:-}" ] && ! grep -qs '^API_SECRET=' .dev.vars; then
 fi
 API_SECRET="${API_SECRET:-$(grep '^API_SECRET=' .dev.vars | head -1 | cut -d= -f2-)}"
 
-# CI=true: wrangler applies without an interactive confirmation prompt.
-CI=true npx wrangler d1 migrations apply DB --local >/dev/null 2>&1 || echo "note: local D1 migrations not applied"
+# Secrets come from .dev.vars, which wrangler reads itself. Exported ones must win without appearing
+# in any process's arguments (`ps` shows those to every user): they go, merged over .dev.vars, into a
+# private file that wrangler reads with --env-file (which then replaces .dev.vars), deleted on exit.
+secret_names=(API_SECRET WEB_AUTH_USERNAME WEB_AUTH_PASSWORD AFFINITY_SECRET)
+exported=()
+for name in "${secret_names[@]}"; do
+  if [ -n "${!name:-}" ] && printenv "$name" >/dev/null; then exported+=("$name"); fi
+done
+if [ "${#exported[@]}" -gt 0 ]; then
+  secrets_dir="$(mktemp -d)"
+  node scripts/wrangler-helper.cjs dev-secrets "$secrets_dir/dev.env" "${exported[@]}"
+  args+=(--env-file "$secrets_dir/dev.env")
+  echo "Secrets exported in this shell (${exported[*]}) override .dev.vars"
+fi
+
+# CI=true: wrangler applies without an interactive confirmation prompt. A failure here is a broken
+# migration (the local database needs no setup): show it and stop.
+if ! out="$(CI=true npx wrangler d1 migrations apply DB --local 2>&1)"; then
+  printf '%s\n' "$out" >&2
+  echo "local D1 migrations failed" >&2
+  exit 1
+fi
 
 if [ -n "${DEMO:-}" ]; then
   cat <<MSG
@@ -49,6 +71,6 @@ Admin API:
 
 MSG
 fi
-npx wrangler dev --ip 127.0.0.1 --port "$PORT" "${vars[@]}" &
+npx wrangler dev --ip 127.0.0.1 --port "$PORT" "${args[@]}" &
 pids+=($!)
 wait "${pids[-1]}"

@@ -3,32 +3,40 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+source scripts/progress.sh
 
-say() { printf '[setup] %s\n' "$*"; }
-
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-  say "adding the wasm32-unknown-unknown target"
-  rustup target add wasm32-unknown-unknown
+# Listings are read whole before matching: `cmd | grep -q` can fail under pipefail when grep exits early.
+installed_targets="$(rustup target list --installed)"
+if ! grep -qx wasm32-unknown-unknown <<<"$installed_targets"; then
+  with_heartbeat "adding the wasm32-unknown-unknown target" rustup target add wasm32-unknown-unknown
 fi
-if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then rustup component add clippy rustfmt || true; fi
+installed_components="$(rustup component list --installed)"
+for component in clippy rustfmt; do
+  if ! grep -q "^$component" <<<"$installed_components"; then
+    with_heartbeat "adding the rustup component $component" rustup component add "$component"
+  fi
+done
 
 # worker-build must match the `worker` crate's minor version.
 WORKER_BUILD_VERSION=0.8.7
-if ! worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
-  say "installing worker-build $WORKER_BUILD_VERSION (a few minutes, once)"
-  cargo install -q worker-build --version "$WORKER_BUILD_VERSION"
+if ! grep -qF "$WORKER_BUILD_VERSION" <<<"$(worker-build --version 2>/dev/null || true)"; then
+  with_heartbeat "installing worker-build $WORKER_BUILD_VERSION (about 4 minutes, once)" \
+    cargo install -q worker-build --version "$WORKER_BUILD_VERSION"
 fi
 
 # The wasm-bindgen CLI must equal the wasm-bindgen version in Cargo.lock exactly.
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
-if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
-  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"
+if [ -z "$WASM_BINDGEN_VERSION" ]; then
+  say "no wasm-bindgen version found in Cargo.lock" >&2
+  exit 1
+fi
+if ! grep -qF "$WASM_BINDGEN_VERSION" <<<"$(wasm-bindgen --version 2>/dev/null || true)"; then
   # --locked fails offline here: a pinned dependency is missing from the registry.
-  cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  with_heartbeat "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 3 minutes, once)" \
+    cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
 if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/miniflare ] \
    || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error
+  with_heartbeat "installing npm packages" npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -12,7 +12,7 @@ echo "== cargo clippy (host and wasm32)"
 cargo clippy -q --all-targets -- -D warnings
 cargo clippy -q --lib --target wasm32-unknown-unknown -- -D warnings
 echo "== cargo test (policy)"
-cargo test -q 2>&1 | tail -n 30
+cargo test -q
 
 echo "== build"
 bash scripts/build.sh

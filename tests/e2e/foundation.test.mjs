@@ -1,19 +1,23 @@
 // End to end: the built Worker in workerd routes each hostname through its Durable Object to real loopback backends.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import http from "node:http";
-import { startBalancer, API_SECRET } from "../support/runtime.mjs";
-import { startBackends, startBackend, stopAll } from "../support/backends.mjs";
+import { API_SECRET } from "../support/runtime.mjs";
+import { waitFor } from "../support/backends.mjs";
+import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
-let lb, a, b, based;
 const quiet = { activeHealthChecks: { interval: 60, timeout: 2 } };
 
-before(async () => {
-  a = await startBackends(3);
-  b = [await startBackend("c1"), await startBackend("c2")];
-  based = await startBackend("based");
-  lb = await startBalancer({
+/**
+ * One test's own runtime balancing three hostnames: svc-a.test over b1-b3, svc-b.test over c1-c2 and
+ * based.test over a backend with a base path. Everything stops when the test ends.
+ */
+async function setup(t) {
+  const a = await backendsFor(t, 3);
+  const b = await backendsFor(t, ["c1", "c2"]);
+  const [based] = await backendsFor(t, ["based"]);
+  const lb = await balancerFor(t, {
     defaultBackends: {
       ...quiet,
       services: [
@@ -23,14 +27,10 @@ before(async () => {
       ],
     },
   });
-});
+  return { lb, a, b, based };
+}
 
-after(async () => {
-  await lb?.stop();
-  await stopAll([...a, ...b, based]);
-});
-
-async function hit(host, n, path = "/") {
+async function hit(lb, host, n, path = "/") {
   const counts = {};
   for (let i = 0; i < n; i++) {
     const res = await lb.fetch(host, path);
@@ -41,27 +41,31 @@ async function hit(host, n, path = "/") {
   return counts;
 }
 
-test("round robin spreads evenly over three backends", async () => {
-  const counts = await hit("svc-a.test", 300);
+test("round robin spreads evenly over three backends", async (t) => {
+  const { lb } = await setup(t);
+  const counts = await hit(lb, "svc-a.test", 300);
   assert.deepEqual(Object.keys(counts).sort(), ["b1", "b2", "b3"]);
   for (const n of Object.values(counts)) assert.ok(n >= 95 && n <= 105, `uneven spread ${JSON.stringify(counts)}`);
 });
 
-test("concurrent requests are still spread evenly", async () => {
+test("concurrent requests are still spread evenly", async (t) => {
+  const { lb } = await setup(t);
   const results = await Promise.all(Array.from({ length: 90 }, () => lb.fetch("svc-a.test", "/c").then((r) => r.json())));
   const counts = {};
   for (const r of results) counts[r.backend] = (counts[r.backend] ?? 0) + 1;
   assert.deepEqual(Object.values(counts).sort(), [30, 30, 30], JSON.stringify(counts));
 });
 
-test("two hostnames are routed independently", async () => {
+test("two hostnames are routed independently", async (t) => {
+  const { lb, a } = await setup(t);
   const before = a.map((x) => x.requests().length);
-  const counts = await hit("svc-b.test", 40);
+  const counts = await hit(lb, "svc-b.test", 40);
   assert.deepEqual(counts, { c1: 20, c2: 20 });
   assert.deepEqual(a.map((x) => x.requests().length), before, "svc-b traffic reached svc-a backends");
 });
 
-test("method, path, query, headers and body pass through; X-Forwarded-* added; hop-by-hop dropped", async () => {
+test("method, path, query, headers and body pass through; X-Forwarded-* added; hop-by-hop dropped", async (t) => {
+  const { lb, b } = await setup(t);
   const res = await lb.fetch("svc-b.test", "/echo/p%20q?x=1&y=two", {
     method: "PUT",
     headers: { "x-custom": "v1", "content-type": "text/plain", "x-forwarded-for": "9.9.9.9", "keep-alive": "timeout=5", te: "trailers" },
@@ -81,12 +85,14 @@ test("method, path, query, headers and body pass through; X-Forwarded-* added; h
   assert.equal(echo.headers["host"], `127.0.0.1:${b[0].port === Number(echo.headers.host?.split(":")[1]) ? b[0].port : b[1].port}`);
 });
 
-test("a backend base path is prefixed to the client's path", async () => {
+test("a backend base path is prefixed to the client's path", async (t) => {
+  const { lb } = await setup(t);
   const echo = await (await lb.fetch("based.test", "/x/y?z=1")).json();
   assert.equal(echo.url, "/base/x/y?z=1");
 });
 
-test("status, headers and several Set-Cookie headers come back unchanged", async () => {
+test("status, headers and several Set-Cookie headers come back unchanged", async (t) => {
+  const { lb, b } = await setup(t);
   for (const x of b)
     x.handler = (req, res) => {
       res.writeHead(201, [
@@ -97,28 +103,22 @@ test("status, headers and several Set-Cookie headers come back unchanged", async
       ]);
       res.end("created");
     };
-  try {
-    const res = await lb.fetch("svc-b.test", "/cookies", { method: "POST", body: "x" });
-    assert.equal(res.status, 201);
-    assert.deepEqual(res.headers.getSetCookie(), ["a=1; Path=/", "b=2; HttpOnly"]);
-    assert.equal(await res.text(), "created");
-  } finally {
-    for (const x of b) x.handler = null;
-  }
+  const res = await lb.fetch("svc-b.test", "/cookies", { method: "POST", body: "x" });
+  assert.equal(res.status, 201);
+  assert.deepEqual(res.headers.getSetCookie(), ["a=1; Path=/", "b=2; HttpOnly"]);
+  assert.equal(await res.text(), "created");
 });
 
-test("redirects from a backend are passed to the client, not followed", async () => {
+test("redirects from a backend are passed to the client, not followed", async (t) => {
+  const { lb, b } = await setup(t);
   for (const x of b) x.handler = (req, res) => res.writeHead(302, { location: "/elsewhere" }).end();
-  try {
-    const res = await lb.fetch("svc-b.test", "/old", { redirect: "manual" });
-    assert.equal(res.status, 302);
-    assert.equal(res.headers.get("location"), "/elsewhere");
-  } finally {
-    for (const x of b) x.handler = null;
-  }
+  const res = await lb.fetch("svc-b.test", "/old", { redirect: "manual" });
+  assert.equal(res.status, 302);
+  assert.equal(res.headers.get("location"), "/elsewhere");
 });
 
-test("a several-MB body streams intact both ways", async () => {
+test("a several-MB body streams intact both ways", async (t) => {
+  const { lb, b } = await setup(t);
   const size = 6 * 1024 * 1024;
   const payload = Buffer.alloc(size);
   for (let i = 0; i < size; i++) payload[i] = (i * 31 + 7) & 0xff;
@@ -128,54 +128,49 @@ test("a several-MB body streams intact both ways", async () => {
       res.writeHead(200, { "x-sha": createHash("sha256").update(body).digest("hex") });
       res.end(body);
     };
-  try {
-    const res = await lb.fetch("svc-b.test", "/upload", { method: "POST", body: payload });
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("x-sha"), digest, "backend received a different body");
-    const back = Buffer.from(await res.arrayBuffer());
-    assert.equal(back.length, size);
-    assert.equal(createHash("sha256").update(back).digest("hex"), digest);
-  } finally {
-    for (const x of b) x.handler = null;
-  }
+  const res = await lb.fetch("svc-b.test", "/upload", { method: "POST", body: payload });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-sha"), digest, "backend received a different body");
+  const back = Buffer.from(await res.arrayBuffer());
+  assert.equal(back.length, size);
+  assert.equal(createHash("sha256").update(back).digest("hex"), digest);
 });
 
-test("a response streams: the first chunk arrives before the backend has finished", async () => {
+test("a response streams: the first chunk arrives before the backend has finished", async (t) => {
+  const { lb, b } = await setup(t);
   for (const x of b)
     x.handler = (req, res) => {
       res.writeHead(200, { "content-type": "text/plain" });
       res.write("first;");
       setTimeout(() => res.end("second"), 800);
     };
-  try {
-    // Real HTTP to the runtime's socket (Miniflare's dispatchFetch buffers bodies).
-    const u = new URL(lb.url);
-    const started = Date.now();
-    const chunks = await new Promise((resolve, reject) => {
-      const got = [];
-      http
-        .get({ host: u.hostname, port: u.port, path: "/stream", headers: { host: "svc-b.test" } }, (res) => {
-          res.on("data", (c) => got.push({ at: Date.now() - started, text: c.toString() }));
-          res.on("end", () => resolve(got));
-        })
-        .on("error", reject);
-    });
-    assert.equal(chunks.map((c) => c.text).join(""), "first;second");
-    assert.equal(chunks[0].text, "first;");
-    assert.ok(chunks[0].at < 600, `first chunk took ${chunks[0].at} ms: the response was buffered`);
-  } finally {
-    for (const x of b) x.handler = null;
-  }
+  // Real HTTP to the runtime's socket (Miniflare's dispatchFetch buffers bodies).
+  const u = new URL(lb.url);
+  const started = Date.now();
+  const chunks = await new Promise((resolve, reject) => {
+    const got = [];
+    http
+      .get({ host: u.hostname, port: u.port, path: "/stream", headers: { host: "svc-b.test" } }, (res) => {
+        res.on("data", (c) => got.push({ at: Date.now() - started, text: c.toString() }));
+        res.on("end", () => resolve(got));
+      })
+      .on("error", reject);
+  });
+  assert.equal(chunks.map((c) => c.text).join(""), "first;second");
+  assert.equal(chunks[0].text, "first;");
+  assert.ok(chunks[0].at < 600, `first chunk took ${chunks[0].at} ms: the response was buffered`);
 });
 
-test("an unknown hostname gets a clear 421 naming it", async () => {
+test("an unknown hostname gets a clear 421 naming it", async (t) => {
+  const { lb } = await setup(t);
   const res = await lb.fetch("nobody.test", "/");
   assert.equal(res.status, 421);
   const body = await res.json();
   assert.match(body.error, /nobody\.test/);
 });
 
-test("admin API: 401 without or with a wrong token, 200 with the right one", async () => {
+test("admin API: 401 without or with a wrong token, 200 with the right one", async (t) => {
+  const { lb, a } = await setup(t);
   let res = await lb.mf.dispatchFetch("http://localhost/admin/services");
   assert.equal(res.status, 401);
   assert.ok(res.headers.get("www-authenticate"));
@@ -199,7 +194,8 @@ test("admin API: 401 without or with a wrong token, 200 with the right one", asy
   assert.match(missing.error, /^FlowBalance has no service configured for hostname "nobody\.test"$/);
 });
 
-test("the reserved admin prefix works on a balanced hostname and never reaches a backend", async () => {
+test("the reserved admin prefix works on a balanced hostname and never reaches a backend", async (t) => {
+  const { lb, b } = await setup(t);
   const before = b.map((x) => x.requests().length);
   let res = await lb.fetch("svc-b.test", "/__lb_admin__/admin/services");
   assert.equal(res.status, 401);
@@ -213,30 +209,28 @@ test("the reserved admin prefix works on a balanced hostname and never reaches a
   assert.equal(echo.url, "/admin/services");
 });
 
-test("admin API refuses to run open when API_SECRET is unset; invalid config is a clear 503 for its hostname only", async () => {
-  const bad = await startBalancer({
-    defaultBackends: { services: [{ hostname: "ok.test", backends: [b[0].url] }, { hostname: "bad.test", backends: ["ftp://x"] }] },
+test("admin API refuses to run open when API_SECRET is unset; invalid config is a clear 503 for its hostname only", async (t) => {
+  const [c1] = await backendsFor(t, ["c1"]);
+  const bad = await balancerFor(t, {
+    defaultBackends: { services: [{ hostname: "ok.test", backends: [c1.url] }, { hostname: "bad.test", backends: ["ftp://x"] }] },
     bindings: { API_SECRET: "" },
   });
-  try {
-    let res = await bad.mf.dispatchFetch("http://localhost/admin/services", { headers: { authorization: "Bearer anything" } });
-    assert.equal(res.status, 503);
-    assert.match((await res.json()).error, /API_SECRET/);
-    res = await bad.fetch("bad.test", "/");
-    assert.equal(res.status, 503);
-    const body = await res.json();
-    assert.match(body.error, /services\[1\]\.backends\[0\]/);
-    assert.match(body.error, /ftp:\/\/x/);
-    // One service's mistake does not take the other hostname down.
-    res = await bad.fetch("ok.test", "/");
-    assert.equal(res.status, 200);
-    assert.equal((await res.json()).backend, "c1");
-  } finally {
-    await bad.stop();
-  }
+  let res = await bad.mf.dispatchFetch("http://localhost/admin/services", { headers: { authorization: "Bearer anything" } });
+  assert.equal(res.status, 503);
+  assert.match((await res.json()).error, /API_SECRET/);
+  res = await bad.fetch("bad.test", "/");
+  assert.equal(res.status, 503);
+  const body = await res.json();
+  assert.match(body.error, /services\[1\]\.backends\[0\]/);
+  assert.match(body.error, /ftp:\/\/x/);
+  // One service's mistake does not take the other hostname down.
+  res = await bad.fetch("ok.test", "/");
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).backend, "c1");
 });
 
-test("the dashboard is served on the admin hostname with a strict CSP, and needs the API secret for data", async () => {
+test("the dashboard is served on the admin hostname with a strict CSP, and needs the API secret for data", async (t) => {
+  const { lb } = await setup(t);
   const page = await lb.mf.dispatchFetch("http://localhost/");
   assert.equal(page.status, 200);
   assert.match(page.headers.get("content-type"), /text\/html/);
@@ -252,25 +246,39 @@ test("the dashboard is served on the admin hostname with a strict CSP, and needs
   await data.arrayBuffer();
 });
 
-test("requests are logged to D1 in batches off the request path; logs and metrics are served per hostname", async () => {
-  // based.test saw one request in the base-path test; 30 more now, then one after the batch age.
-  for (let i = 0; i < 30; i++) await (await lb.fetch("based.test", `/log/${i}`)).arrayBuffer();
-  await new Promise((r) => setTimeout(r, 2100));
-  await (await lb.fetch("based.test", "/log/last")).arrayBuffer();
-  let rows = [];
-  for (let i = 0; i < 50 && rows.length < 32; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    rows = (await (await lb.admin("/admin/services/based.test/logs?limit=1000")).json()).requests;
-  }
-  assert.equal(rows.length, 32, "every request is logged exactly once");
-  assert.equal(rows[0].path, "/log/last", "newest first");
+test("requests are logged to D1 in batches off the request path; logs and metrics are served per hostname", async (t) => {
+  const { lb, based } = await setup(t);
+  const sent = [];
+  const send = async (p) => {
+    sent.push(p);
+    await (await lb.fetch("based.test", p)).arrayBuffer();
+  };
+  const logged = async () => (await (await lb.admin("/admin/services/based.test/logs?limit=1000")).json()).requests;
+  for (let i = 0; i < 30; i++) await send(`/log/${i}`);
+  // A batch is written by the first request that finds its oldest row 2 s old: keep sending one
+  // request per poll until D1 holds at least the 30 above.
+  const rows = await waitFor(
+    async () => {
+      const r = await logged();
+      if (r.length >= 30) return r;
+      await send(`/log/tick${sent.length}`);
+      return null;
+    },
+    { timeoutMs: 15000, stepMs: 200, what: "the first 30 requests to be written to D1" },
+  );
+  // D1 holds whole batches: exactly the requests sent up to the one that wrote the last batch, newest first.
+  assert.deepEqual(
+    rows.map((r) => r.path),
+    sent.slice(0, rows.length).reverse(),
+    "every request is logged exactly once, newest first",
+  );
   assert.deepEqual(
     { method: rows[0].method, status: rows[0].status, backend: rows[0].backend, attempts: rows[0].attempts },
     { method: "GET", status: 200, backend: `${based.url}/base`, attempts: 1 },
   );
   const m = await (await lb.admin("/admin/services/based.test/metrics?window=600")).json();
   assert.equal(m.backends.length, 1);
-  assert.equal(m.backends[0].requests, 32);
+  assert.equal(m.backends[0].requests, rows.length);
   assert.equal(m.backends[0].errors, 0);
   const bad = await lb.admin("/admin/services/based.test/logs?limit=0");
   assert.equal(bad.status, 400);

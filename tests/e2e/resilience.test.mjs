@@ -1,16 +1,12 @@
 // End to end: health checks, failover, retries and circuit breakers with real loopback backends that die, hang, reset and flap.
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startBalancer } from "../support/runtime.mjs";
-import { startBackends, startBackend, stopAll, sleep, waitFor } from "../support/backends.mjs";
-
-const running = [];
-after(async () => {
-  for (const r of running) await r.stop().catch(() => {});
-});
+import { waitFor } from "../support/backends.mjs";
+import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
 // Fast thresholds so the tests run in seconds; the semantics are those of the defaults.
 const fast = {
@@ -20,10 +16,9 @@ const fast = {
   retries: 1,
 };
 
-async function setup(backends, extra = {}) {
-  const lb = await startBalancer({ defaultBackends: { hostname: "app.test", backends: backends.map((b) => b.url), ...fast, ...extra } });
-  running.push(lb);
-  return lb;
+/** A runtime balancing app.test over `backends` for test `t` (stopped when it ends). */
+function setup(t, backends, extra = {}) {
+  return balancerFor(t, { defaultBackends: { hostname: "app.test", backends: backends.map((b) => b.url), ...fast, ...extra } });
 }
 
 async function status(lb, host = "app.test") {
@@ -36,9 +31,20 @@ function backendStatus(st, b) {
   return st.backends.find((x) => x.url === b.url);
 }
 
-test("a backend killed under a steady stream of GETs: zero failed responses, marked down within thresholds", async () => {
-  const bs = await startBackends(3);
-  const lb = await setup(bs);
+/** Waits until backend `b`'s status satisfies `pred`, and returns that status. */
+function waitForBackend(lb, b, pred, what, timeoutMs = 5000) {
+  return waitFor(
+    async () => {
+      const st = backendStatus(await status(lb), b);
+      return pred(st) ? st : null;
+    },
+    { timeoutMs, what },
+  );
+}
+
+test("a backend killed under a steady stream of GETs: zero failed responses, marked down within thresholds", async (t) => {
+  const bs = await backendsFor(t, 3);
+  const lb = await setup(t, bs);
   const failures = [];
   let sent = 0;
   let killedAt = 0;
@@ -65,27 +71,28 @@ test("a backend killed under a steady stream of GETs: zero failed responses, mar
   assert.ok(dead.last_error, "last error recorded");
   // With probes every 0.5 s and consecutive_down 2, or 3 request failures, detection is quick.
   assert.ok(Date.now() - killedAt < 5000);
-  await stopAll(bs);
 });
 
-test("a backend answering 503, one that hangs, and one that resets connections all fail over", async () => {
+test("a backend answering 503, one that hangs, and one that resets connections all fail over", async (t) => {
   for (const mode of ["503", "hang", "reset"]) {
-    const bs = await startBackends(2);
-    const lb = await setup(bs, { activeHealthChecks: { enabled: false } });
-    bs[0].mode = mode;
-    for (let i = 0; i < 6; i++) {
-      const res = await lb.fetch("app.test", `/x${i}`);
-      assert.equal(res.status, 200, `${mode}: ${await res.clone().text()}`);
-      assert.equal((await res.json()).backend, "b2");
-    }
-    assert.ok(bs[0].requests().length >= 1, `${mode}: the failing backend was never tried`);
-    await stopAll(bs);
+    // A subtest per mode: its backends and runtime stop before the next mode starts.
+    await t.test(mode, async (t) => {
+      const bs = await backendsFor(t, 2);
+      const lb = await setup(t, bs, { activeHealthChecks: { enabled: false } });
+      bs[0].mode = mode;
+      for (let i = 0; i < 6; i++) {
+        const res = await lb.fetch("app.test", `/x${i}`);
+        assert.equal(res.status, 200, `${mode}: ${await res.clone().text()}`);
+        assert.equal((await res.json()).backend, "b2");
+      }
+      assert.ok(bs[0].requests().length >= 1, `${mode}: the failing backend was never tried`);
+    });
   }
 });
 
-test("a POST that reached a failing backend is not replayed; a POST refused at connect is", async () => {
-  const bs = await startBackends(2);
-  const lb = await setup(bs, { activeHealthChecks: { enabled: false } });
+test("a POST that reached a failing backend is not replayed; a POST refused at connect is", async (t) => {
+  const bs = await backendsFor(t, 2);
+  const lb = await setup(t, bs, { activeHealthChecks: { enabled: false } });
   bs[0].mode = "reset";
   bs[1].mode = "reset";
   const res = await lb.raw("app.test", "/pay", { method: "POST", body: "charge-once" });
@@ -103,28 +110,32 @@ test("a POST that reached a failing backend is not replayed; a POST refused at c
     assert.equal(echo.backend, "b2");
     assert.equal(echo.bodyLength, `order-${i}`.length);
   }
-  await stopAll(bs);
 });
 
-test("the breaker opens after N failures, admits exactly one trial after recovery, and closes on success", async () => {
-  const bs = await startBackends(2);
-  const lb = await setup(bs, { activeHealthChecks: { enabled: false } });
+test("the breaker opens after N failures, admits exactly one trial after recovery, and closes on success", async (t) => {
+  const bs = await backendsFor(t, 2);
+  const lb = await setup(t, bs, { activeHealthChecks: { enabled: false } });
   bs[0].mode = "503";
   for (let i = 0; i < 12; i++) assert.equal((await lb.fetch("app.test", `/a${i}`)).status, 200);
-  await sleep(200); // failure reports are sent after the responses
-  const opened = backendStatus(await status(lb), bs[0]);
-  assert.equal(opened.breaker, "open");
+  // Failure reports reach the Durable Object after the responses.
+  const opened = await waitForBackend(lb, bs[0], (b) => b.breaker === "open", "the breaker to open");
+  assert.ok(opened.breaker_open_until_ms > 0, JSON.stringify(opened));
   const seenWhenOpen = bs[0].requests().length;
   assert.equal(seenWhenOpen, 3, "breaker should open after exactly 3 failures");
   for (let i = 0; i < 10; i++) assert.equal((await lb.fetch("app.test", `/b${i}`)).status, 200);
   assert.equal(bs[0].requests().length, seenWhenOpen, "an open breaker let traffic through");
   // After the recovery time, concurrent requests: exactly one trial reaches the backend.
-  await sleep(1100);
+  await waitFor(() => Date.now() > opened.breaker_open_until_ms, { timeoutMs: 5000, stepMs: 20, what: "the breaker's recovery time to pass" });
   const results = await Promise.all(Array.from({ length: 12 }, (_, i) => lb.fetch("app.test", `/c${i}`).then((r) => r.status)));
   assert.ok(results.every((s) => s === 200), JSON.stringify(results));
   assert.equal(bs[0].requests().length, seenWhenOpen + 1, "half-open must admit exactly one trial");
-  await sleep(200);
-  assert.equal(backendStatus(await status(lb), bs[0]).breaker, "open", "failed trial re-opens");
+  // The trial's failure is reported after its response: the breaker re-opens, with a later deadline.
+  await waitForBackend(
+    lb,
+    bs[0],
+    (b) => b.breaker === "open" && b.breaker_open_until_ms > opened.breaker_open_until_ms,
+    "the failed trial to re-open the breaker",
+  );
   // Recovered backend: the next trial (after a doubled wait) closes the breaker and traffic returns.
   bs[0].mode = "ok";
   await waitFor(async () => {
@@ -137,12 +148,11 @@ test("the breaker opens after N failures, admits exactly one trial after recover
     counts[b] = (counts[b] ?? 0) + 1;
   }
   assert.deepEqual(counts, { b1: 5, b2: 5 });
-  await stopAll(bs);
 });
 
-test("a dead backend comes back only after consecutive_up good probes", async () => {
-  const bs = await startBackends(2);
-  const lb = await setup(bs);
+test("a dead backend comes back only after consecutive_up good probes", async (t) => {
+  const bs = await backendsFor(t, 2);
+  const lb = await setup(t, bs);
   await bs[0].kill();
   await waitFor(async () => !backendStatus(await status(lb), bs[0]).healthy, { what: "marked down" });
   for (let i = 0; i < 6; i++) assert.equal((await (await lb.fetch("app.test", "/x")).json()).backend, "b2");
@@ -154,12 +164,11 @@ test("a dead backend comes back only after consecutive_up good probes", async ()
   const seen = new Set();
   for (let i = 0; i < 6; i++) seen.add((await (await lb.fetch("app.test", "/y")).json()).backend);
   assert.deepEqual([...seen].sort(), ["b1", "b2"]);
-  await stopAll(bs);
 });
 
-test("a flapping backend does not flip faster than the thresholds allow", async () => {
-  const bs = await startBackends(2);
-  const lb = await setup(bs, { activeHealthChecks: { interval: 0.2, timeout: 0.3, consecutive_up: 3, consecutive_down: 2 } });
+test("a flapping backend does not flip faster than the thresholds allow", async (t) => {
+  const bs = await backendsFor(t, 2);
+  const lb = await setup(t, bs, { activeHealthChecks: { interval: 0.2, timeout: 0.3, consecutive_up: 3, consecutive_down: 2 } });
   bs[0].mode = "flap";
   await status(lb); // the hostname's Durable Object starts probing once the hostname is seen
   const start = bs[0].probeCount ?? 0;
@@ -167,14 +176,13 @@ test("a flapping backend does not flip faster than the thresholds allow", async 
   const st = backendStatus(await status(lb), bs[0]);
   assert.equal(st.healthy, true, "alternating probes flipped the backend");
   assert.ok(st.consecutive_failures <= 1);
-  await stopAll(bs);
 });
 
-test("health-path discovery picks /healthz when only that exists, and falls back to /", async () => {
-  const hz = await startBackend("hz", { health: "/healthz" });
-  const root = await startBackend("root", { health: null });
+test("health-path discovery picks /healthz when only that exists, and falls back to /", async (t) => {
+  const [hz] = await backendsFor(t, ["hz"], { health: "/healthz" });
+  const [root] = await backendsFor(t, ["root"], { health: null });
   // Probes only on demand here (no alarm round within the test), so probe counts are exact.
-  const lb = await setup([hz, root], { activeHealthChecks: { interval: 60, timeout: 0.3 } });
+  const lb = await setup(t, [hz, root], { activeHealthChecks: { interval: 60, timeout: 0.3 } });
   const res = await lb.admin("/admin/services/app.test/health-check", { method: "POST" });
   assert.equal(res.status, 200);
   const { results } = await res.json();
@@ -193,12 +201,11 @@ test("health-path discovery picks /healthz when only that exists, and falls back
   assert.equal(again.status, 200);
   await again.arrayBuffer();
   assert.deepEqual([hz.probes().length - before[0], root.probes().length - before[1]], [1, 1]);
-  await stopAll([hz, root]);
 });
 
-test("all backends down: panic attempts, then 503 with Retry-After naming the hostname", async () => {
-  const bs = await startBackends(3);
-  const lb = await setup(bs);
+test("all backends down: panic attempts, then 503 with Retry-After naming the hostname", async (t) => {
+  const bs = await backendsFor(t, 3);
+  const lb = await setup(t, bs);
   for (const b of bs) await b.kill();
   await waitFor(async () => (await status(lb)).backends.every((b) => !b.healthy), { what: "all marked down" });
   const res = await lb.fetch("app.test", "/");
@@ -211,26 +218,42 @@ test("all backends down: panic attempts, then 503 with Retry-After naming the ho
   await bs[2].revive();
   const ok = await lb.fetch("app.test", "/");
   assert.equal(ok.status, 200);
-  await stopAll(bs);
 });
 
-test("health and breaker state survive a runtime restart", async () => {
+test("health and breaker state survive a runtime restart", async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), "fb-persist-"));
-  const bs = await startBackends(2);
-  const cfg = { hostname: "app.test", backends: bs.map((b) => b.url), ...fast, activeHealthChecks: { enabled: false } };
-  let lb = await startBalancer({ defaultBackends: cfg, persistDir: dir });
-  bs[0].mode = "503";
-  for (let i = 0; i < 8; i++) await (await lb.fetch("app.test", `/p${i}`)).arrayBuffer();
-  await sleep(200);
-  assert.equal(backendStatus(await status(lb), bs[0]).breaker, "open");
-  await lb.stop();
-  lb = await startBalancer({ defaultBackends: { ...cfg, passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 60000 } } }, persistDir: dir });
-  running.push(lb);
-  const st = backendStatus(await status(lb), bs[0]);
-  assert.equal(st.breaker, "open", "breaker state was lost in the restart");
-  const before = bs[0].requests().length;
-  for (let i = 0; i < 4; i++) assert.equal((await lb.fetch("app.test", `/q${i}`)).status, 200);
-  assert.equal(bs[0].requests().length, before);
-  await stopAll(bs);
-  rmSync(dir, { recursive: true, force: true });
+  const bs = await backendsFor(t, 2);
+  // A long recovery time in both runs: the breaker must still be open after the restart, however long
+  // the restart takes (it is persisted with its deadline).
+  const cfg = {
+    hostname: "app.test",
+    backends: bs.map((b) => b.url),
+    ...fast,
+    activeHealthChecks: { enabled: false },
+    passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 60000 } },
+  };
+  try {
+    let lb = await startBalancer({ defaultBackends: cfg, persistDir: dir });
+    try {
+      bs[0].mode = "503";
+      for (let i = 0; i < 8; i++) await (await lb.fetch("app.test", `/p${i}`)).arrayBuffer();
+      await waitForBackend(lb, bs[0], (b) => b.breaker === "open", "the breaker to open");
+    } finally {
+      await lb.stop();
+    }
+    // The restart also changes a breaker setting, which must not reset the stored state.
+    const changed = { ...cfg, passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 120000 } } };
+    lb = await startBalancer({ defaultBackends: changed, persistDir: dir });
+    try {
+      const st = backendStatus(await status(lb), bs[0]);
+      assert.equal(st.breaker, "open", "breaker state was lost in the restart");
+      const before = bs[0].requests().length;
+      for (let i = 0; i < 4; i++) assert.equal((await lb.fetch("app.test", `/q${i}`)).status, 200);
+      assert.equal(bs[0].requests().length, before);
+    } finally {
+      await lb.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -1,88 +1,25 @@
 // End to end: routing policy (weights, session affinity, geo pools, rate limits, access lists) and the
 // admin API that changes it at runtime (config writes, validation, versions, rollback, backend edits, auth).
+// Each test starts its own backends and runtime, which stop when it ends.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startBalancer, API_SECRET } from "../support/runtime.mjs";
-import { startBackend, stopAll, waitFor } from "../support/backends.mjs";
+import { waitFor } from "../support/backends.mjs";
+import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
-// Probes far apart so they never interfere with the counts below (a test that needs probes starts its own runtime).
+// Probes far apart so they never interfere with the counts below (a test that needs probes sets its own).
 const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
 
-const backends = [];
-const running = [];
-let lb;
-/** Backends per test, by name. */
-const bk = {};
-
-async function mk(names) {
-  const out = [];
-  for (const n of names) {
-    const b = await startBackend(n);
-    backends.push(b);
-    out.push(b);
-  }
-  return out;
+/** A runtime for test `t` balancing `services` (the `services` list of DEFAULT_BACKENDS), probes quiet. */
+function serve(t, services) {
+  return balancerFor(t, { defaultBackends: { ...quiet, services } });
 }
 
-async function runtime(opts) {
-  const r = await startBalancer(opts);
-  running.push(r);
-  return r;
-}
-
-before(async () => {
-  bk.w = await mk(["w-heavy", "w-light"]);
-  bk.s = await mk(["s1", "s2", "s3"]);
-  bk.h = await mk(["h1", "h2", "h3"]);
-  bk.inv = await mk(["inv1", "inv2"]);
-  bk.ver = await mk(["v1", "v2", "v3"]);
-  bk.hist = await mk(["hist1", "hist2", "hist3"]);
-  bk.ops = await mk(["o1", "o2", "o3"]);
-  bk.load = await mk(["la", "lb", "lc"]);
-  bk.rl = await mk(["rl1"]);
-  bk.acl = await mk(["acl1"]);
-  bk.isoA = await mk(["fa1", "fa2"]);
-  bk.isoB = await mk(["gb1", "gb2"]);
-  bk.oa = await mk(["oa1", "oa2"]);
-  bk.neu = await mk(["n1", "n2", "n3"]);
-  const urls = (xs) => xs.map((x) => x.url);
-  lb = await runtime({
-    defaultBackends: {
-      ...quiet,
-      services: [
-        { hostname: "weights.test", backends: [{ url: bk.w[0].url, weight: 3 }, bk.w[1].url] },
-        { hostname: "sticky.test", backends: urls(bk.s), load_balancer: { session_affinity: { type: "cookie" } } },
-        { hostname: "hdr.test", backends: urls(bk.h), load_balancer: { session_affinity: { type: "header", header_name: "x-user" } } },
-        { hostname: "inv.test", backends: urls(bk.inv) },
-        { hostname: "ver.test", backends: [bk.ver[0].url] },
-        { hostname: "hist.test", backends: [bk.hist[0].url] },
-        { hostname: "ops.test", backends: urls(bk.ops.slice(0, 2)) },
-        { hostname: "load.test", backends: urls(bk.load) },
-        { hostname: "rl.test", backends: urls(bk.rl), rate_limit: { requests: 5, window: 60 } },
-        { hostname: "rl2.test", backends: urls(bk.rl), rate_limit: { requests: 5, window: 60 } },
-        { hostname: "deny.test", backends: urls(bk.acl), access_control: { deny: ["127.0.0.1"] } },
-        { hostname: "allow10.test", backends: urls(bk.acl), access_control: { allow: ["10.0.0.0/8"] } },
-        { hostname: "allow127.test", backends: urls(bk.acl), access_control: { allow: ["127.0.0.0/8"] } },
-        {
-          hostname: "iso-a.test",
-          backends: urls(bk.isoA),
-          passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 600000 } },
-        },
-        { hostname: "iso-b.test", backends: urls(bk.isoB) },
-        { hostname: "oa.test", backends: urls(bk.oa) },
-      ],
-    },
-  });
-});
-
-after(async () => {
-  for (const r of running) await r.stop().catch(() => {});
-  await stopAll(backends);
-});
+const urls = (xs) => xs.map((x) => x.url);
 
 // ---- helpers ----
 
@@ -139,7 +76,9 @@ function cookieValue(setCookie) {
 
 // ---- 1. weights ----
 
-test("weights 3:1: exactly 3 heavy and 1 light pick per cycle of 4, never more than 3 heavy in a row", async () => {
+test("weights 3:1: exactly 3 heavy and 1 light pick per cycle of 4, never more than 3 heavy in a row", async (t) => {
+  const [wHeavy, wLight] = await backendsFor(t, ["w-heavy", "w-light"]);
+  const lb = await serve(t, [{ hostname: "weights.test", backends: [{ url: wHeavy.url, weight: 3 }, wLight.url] }]);
   const picks = [];
   for (let i = 0; i < 400; i++) picks.push(await backendOf(lb, "weights.test", `/w${i}`));
   const heavy = picks.filter((p) => p === "w-heavy").length;
@@ -160,7 +99,9 @@ test("weights 3:1: exactly 3 heavy and 1 light pick per cycle of 4, never more t
 
 // ---- 2. cookie affinity ----
 
-test("cookie affinity: signed lb_session cookie pins the client, survives its backend's death by re-pinning, tampered cookies do not pin", async () => {
+test("cookie affinity: signed lb_session cookie pins the client, survives its backend's death by re-pinning, tampered cookies do not pin", async (t) => {
+  const ss = await backendsFor(t, ["s1", "s2", "s3"]);
+  const lb = await serve(t, [{ hostname: "sticky.test", backends: urls(ss), load_balancer: { session_affinity: { type: "cookie" } } }]);
   let res = await send(lb, "sticky.test", "/first");
   assert.equal(res.status, 200);
   const setCookie = lbCookie(res.headers);
@@ -181,7 +122,7 @@ test("cookie affinity: signed lb_session cookie pins the client, survives its ba
   }
 
   // Its backend dies: the port now refuses connections.
-  const dead = bk.s.find((b) => b.name === first);
+  const dead = ss.find((b) => b.name === first);
   await dead.kill();
   const after = [];
   let newCookies = 0;
@@ -209,12 +150,13 @@ test("cookie affinity: signed lb_session cookie pins the client, survives its ba
   const fresh = lbCookie(res.headers);
   assert.ok(fresh, "a tampered cookie was accepted as a pin (no fresh cookie)");
   assert.notEqual(cookieValue(fresh), tampered);
-  await dead.revive();
 });
 
 // ---- 3. header affinity ----
 
-test("header affinity: the same x-user always lands on the same backend, different users spread", async () => {
+test("header affinity: the same x-user always lands on the same backend, different users spread", async (t) => {
+  const hs = await backendsFor(t, ["h1", "h2", "h3"]);
+  const lb = await serve(t, [{ hostname: "hdr.test", backends: urls(hs), load_balancer: { session_affinity: { type: "header", header_name: "x-user" } } }]);
   // The Worker learns which request header keys affinity from the Durable Object's first decision for
   // the hostname; on that first request it asks again with the key, so even the very first request
   // of a fresh isolate is keyed (it is part of alice's 20 below).
@@ -235,10 +177,10 @@ test("header affinity: the same x-user always lands on the same backend, differe
 
 // ---- 4. geo steering ----
 
-test("geo steering: country, then continent, then fallback; an unhealthy pool falls back", async () => {
-  const eu = await mk(["eu1", "eu2"]);
-  const us = await mk(["us1"]);
-  const r = await runtime({
+test("geo steering: country, then continent, then fallback; an unhealthy pool falls back", async (t) => {
+  const eu = await backendsFor(t, ["eu1", "eu2"]);
+  const us = await backendsFor(t, ["us1"]);
+  const r = await balancerFor(t, {
     defaultBackends: {
       hostname: "geo.test",
       pools: [
@@ -274,8 +216,14 @@ test("geo steering: country, then continent, then fallback; an unhealthy pool fa
 
 // ---- 5. config API: create, read, replace, list, delete ----
 
-test("config API: create a service, read it back with version and ETag, replace it via vars, list it, delete it", async () => {
-  const [n1, n2, n3] = bk.neu;
+test("config API: create a service, read it back with version and ETag, replace it via vars, list it, delete it", async (t) => {
+  const [n1, n2, n3] = await backendsFor(t, ["n1", "n2", "n3"]);
+  // Services from DEFAULT_BACKENDS, listed beside the one created through the API.
+  const [other] = await backendsFor(t, ["other"]);
+  const lb = await serve(
+    t,
+    ["weights.test", "sticky.test", "oa.test"].map((hostname) => ({ hostname, backends: [other.url] })),
+  );
   let res = await admin(lb, "/admin/services/new.test/config", { method: "POST", body: { backends: [n1.url, n2.url] } });
   assert.equal(res.status, 201, res.text);
   assert.equal(res.body.version, 1);
@@ -319,8 +267,9 @@ test("config API: create a service, read it back with version and ETag, replace 
 
 // ---- 6. validation ----
 
-test("invalid configs get 400 with every error by field path, and nothing changes", async () => {
-  const [i1, i2] = bk.inv;
+test("invalid configs get 400 with every error by field path, and nothing changes", async (t) => {
+  const [i1, i2] = await backendsFor(t, ["inv1", "inv2"]);
+  const lb = await serve(t, [{ hostname: "inv.test", backends: urls([i1, i2]) }]);
   const before = await admin(lb, "/admin/services/inv.test/config");
   assert.equal(before.status, 200);
   const cases = [
@@ -362,8 +311,9 @@ test("invalid configs get 400 with every error by field path, and nothing change
 
 // ---- 7. versions, If-Match, history, rollback, durability ----
 
-test("versions: each accepted change bumps the version and ETag; a stale If-Match is 412 and changes nothing; the current one succeeds", async () => {
-  const [v1, v2, v3] = bk.ver;
+test("versions: each accepted change bumps the version and ETag; a stale If-Match is 412 and changes nothing; the current one succeeds", async (t) => {
+  const [v1, v2, v3] = await backendsFor(t, ["v1", "v2", "v3"]);
+  const lb = await serve(t, [{ hostname: "ver.test", backends: [v1.url] }]);
   const cfgPath = "/admin/services/ver.test/config";
   let res = await admin(lb, cfgPath);
   assert.equal(res.body.version, 0, "a DEFAULT_BACKENDS service starts at version 0");
@@ -399,8 +349,9 @@ test("versions: each accepted change bumps the version and ETag; a stale If-Matc
   assert.deepEqual(await counts(lb, "ver.test", 2), { v1: 2 });
 });
 
-test("config history lists accepted versions newest first; rollback restores an older config as a new version and traffic follows", async () => {
-  const [h1, h2, h3] = bk.hist;
+test("config history lists accepted versions newest first; rollback restores an older config as a new version and traffic follows", async (t) => {
+  const [h1, h2, h3] = await backendsFor(t, ["hist1", "hist2", "hist3"]);
+  const lb = await serve(t, [{ hostname: "hist.test", backends: [h1.url] }]);
   const cfgPath = "/admin/services/hist.test/config";
   for (const b of [h2, h3]) {
     const res = await admin(lb, cfgPath, { method: "POST", body: { backends: [b.url] } });
@@ -434,9 +385,9 @@ test("config history lists accepted versions newest first; rollback restores an 
   assert.equal(h1.requests().length, 0, "the DEFAULT_BACKENDS backend got traffic after the API took over");
 });
 
-test("a config stored through the API survives a restart of the runtime (same storage)", async () => {
+test("a config stored through the API survives a restart of the runtime (same storage)", async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), "fb-steering-"));
-  const [d1, d2] = await mk(["d1", "d2"]);
+  const [d1, d2] = await backendsFor(t, ["d1", "d2"]);
   try {
     let r = await startBalancer({ defaultBackends: { hostname: "durable.test", backends: [d1.url], ...quiet }, persistDir: dir });
     let res;
@@ -463,8 +414,9 @@ test("a config stored through the API survives a restart of the runtime (same st
 
 // ---- 8. backend operations ----
 
-test("backend operations: add, disable, reweight, remove; removing the last backend is refused", async () => {
-  const [o1, o2, o3] = bk.ops;
+test("backend operations: add, disable, reweight, remove; removing the last backend is refused", async (t) => {
+  const [o1, o2, o3] = await backendsFor(t, ["o1", "o2", "o3"]);
+  const lb = await serve(t, [{ hostname: "ops.test", backends: urls([o1, o2]) }]);
   const base = "/admin/services/ops.test/backends";
   let res = await admin(lb, base, { method: "POST", body: { url: o3.url } });
   assert.equal(res.status, 200, res.text);
@@ -500,8 +452,9 @@ test("backend operations: add, disable, reweight, remove; removing the last back
 
 // ---- 9. a config change under load ----
 
-test("a config change under load takes effect at once: nothing sent after the 2xx reaches the removed backend", async () => {
-  const [a, b, c] = bk.load;
+test("a config change under load takes effect at once: nothing sent after the 2xx reaches the removed backend", async (t) => {
+  const [a, b, c] = await backendsFor(t, ["la", "lb", "lc"]);
+  const lb = await serve(t, [{ hostname: "load.test", backends: urls([a, b, c]) }]);
   const total = 300;
   let sent = 0;
   let changedAt = 0;
@@ -541,8 +494,8 @@ test("a config change under load takes effect at once: nothing sent after the 2x
 
 // ---- 10. auth ----
 
-test("admin auth: Bearer and Basic accepted, wrong Basic is 401, repeated failures are throttled with 429", async () => {
-  const r = await runtime({
+test("admin auth: Bearer and Basic accepted, wrong Basic is 401, repeated failures are throttled with 429", async (t) => {
+  const r = await balancerFor(t, {
     defaultBackends: { hostname: "auth.test", backends: ["http://127.0.0.1:9"], ...quiet },
     bindings: { WEB_AUTH_USERNAME: "operator", WEB_AUTH_PASSWORD: "correct horse" },
   });
@@ -577,8 +530,12 @@ test("admin auth: Bearer and Basic accepted, wrong Basic is 401, repeated failur
 
 // ---- 11. rate limit and access lists ----
 
-test("rate limit: the 6th request in the window is 429 with Retry-After; another hostname is unaffected", async () => {
-  const [r1] = bk.rl;
+test("rate limit: the 6th request in the window is 429 with Retry-After; another hostname is unaffected", async (t) => {
+  const [r1] = await backendsFor(t, ["rl1"]);
+  const lb = await serve(t, [
+    { hostname: "rl.test", backends: [r1.url], rate_limit: { requests: 5, window: 60 } },
+    { hostname: "rl2.test", backends: [r1.url], rate_limit: { requests: 5, window: 60 } },
+  ]);
   const before = r1.requests().length;
   for (let i = 0; i < 5; i++) assert.equal((await send(lb, "rl.test", `/r${i}`)).status, 200);
   const res = await send(lb, "rl.test", "/r6");
@@ -591,8 +548,13 @@ test("rate limit: the 6th request in the window is 429 with Retry-After; another
   for (let i = 0; i < 5; i++) assert.equal((await send(lb, "rl2.test", `/q${i}`)).status, 200, "rl2.test was limited by rl.test's traffic");
 });
 
-test("access lists: deny wins, a non-matching allow list refuses, a matching one admits", async () => {
-  const [b] = bk.acl;
+test("access lists: deny wins, a non-matching allow list refuses, a matching one admits", async (t) => {
+  const [b] = await backendsFor(t, ["acl1"]);
+  const lb = await serve(t, [
+    { hostname: "deny.test", backends: [b.url], access_control: { deny: ["127.0.0.1"] } },
+    { hostname: "allow10.test", backends: [b.url], access_control: { allow: ["10.0.0.0/8"] } },
+    { hostname: "allow127.test", backends: [b.url], access_control: { allow: ["127.0.0.0/8"] } },
+  ]);
   const before = b.requests().length;
   let res = await send(lb, "deny.test", "/");
   assert.equal(res.status, 403, res.text);
@@ -607,8 +569,18 @@ test("access lists: deny wins, a non-matching allow list refuses, a matching one
 
 // ---- 12. isolation ----
 
-test("two services are isolated: one service's failing backends and open breakers do not touch another's", async () => {
-  for (const x of bk.isoA) x.mode = "503";
+test("two services are isolated: one service's failing backends and open breakers do not touch another's", async (t) => {
+  const isoA = await backendsFor(t, ["fa1", "fa2"]);
+  const isoB = await backendsFor(t, ["gb1", "gb2"]);
+  const lb = await serve(t, [
+    {
+      hostname: "iso-a.test",
+      backends: urls(isoA),
+      passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 600000 } },
+    },
+    { hostname: "iso-b.test", backends: urls(isoB) },
+  ]);
+  for (const x of isoA) x.mode = "503";
   for (let i = 0; i < 8; i++) await send(lb, "iso-a.test", `/f${i}`);
   const st = await waitFor(
     async () => {
@@ -633,19 +605,19 @@ test("two services are isolated: one service's failing backends and open breaker
   assert.equal(byHost["iso-a.test"].healthy, false);
   assert.equal(byHost["iso-b.test"].healthy, true);
   assert.equal(byHost["iso-b.test"].healthy_backends, 2);
-  for (const x of bk.isoA) x.mode = "ok";
 });
 
 // ---- 13. OpenAPI ----
 
-test("OpenAPI: the document is valid 3.x and every route it lists exists", async () => {
+test("OpenAPI: the document is valid 3.x and every route it lists exists", async (t) => {
+  const [p1, p2] = await backendsFor(t, ["oa1", "oa2"]);
+  const lb = await serve(t, [{ hostname: "oa.test", backends: urls([p1, p2]) }]);
   const res = await admin(lb, "/admin/openapi.json");
   assert.equal(res.status, 200);
   assert.ok(res.body, `not JSON: ${res.text.slice(0, 200)}`);
   const doc = res.body;
   assert.match(String(doc.openapi), /^3\.\d+(\.\d+)?$/);
   assert.ok(doc.paths && Object.keys(doc.paths).length > 0, "no paths");
-  const [p1, p2] = bk.oa;
   // Mutating calls carry a stale If-Match: the route is reached, validation runs, and nothing changes.
   const stale = { "if-match": '"999999"' };
   const bodies = {

@@ -1,4 +1,4 @@
-//! The balanced request path: ask the hostname's Durable Object for a decision, forward to the backend, fail over, report outcomes.
+//! The balanced request path: ask the hostname's Durable Object for a decision, drive the failover plan's attempts, stream the answer back, report outcomes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -110,13 +110,14 @@ impl Body {
     }
 
     /// After a lost connection: did the client's upload fail (rather than the backend)? The
-    /// pipe settles as soon as either side fails; a second is a generous bound.
+    /// pipe settles as soon as either side fails (the client's error comes first when it is the
+    /// cause), so a short bound keeps a dead backend's 503 prompt.
     async fn client_failed(&self) -> bool {
         let Body::Stream { client_failed, .. } = self else {
             return false;
         };
         let settled = JsFuture::from(client_failed.clone());
-        let timer = Delay::from(Duration::from_millis(1000));
+        let timer = Delay::from(Duration::from_millis(250));
         futures_util::pin_mut!(settled);
         futures_util::pin_mut!(timer);
         match select(settled, timer).await {
@@ -479,12 +480,11 @@ export function fb_forward_headers(incoming, drop, set) {
 // whether the client's side failed.
 export function fb_watch_upload(body, length) {
   const t = length === undefined ? new IdentityTransformStream() : new FixedLengthStream(length);
-  const failed = body.pipeTo(t.writable).then(() => false, () => sourceError(body).then((m) => m !== ""));
-  return [t.readable, failed];
+  return [t.readable, pump(body, t.writable).then((m) => m !== "")];
 }
 
 // The response the client gets: a null body where HTTP wants none (so workers-rs can rebuild
-// it), the affinity cookie if any, and, when `watch`, the body piped through a native stream
+// it), the affinity cookie if any, and, when `watch`, the body pumped through a native stream
 // with a promise that settles to "" or to the backend's error if it broke the body off.
 export function fb_respond(resp, cookie, watch) {
   const nullBody = resp.status === 204 || resp.status === 205 || resp.status === 304;
@@ -498,7 +498,7 @@ export function fb_respond(resp, cookie, watch) {
     const enc = resp.headers.get("content-encoding");
     const sized = len !== null && /^[0-9]+$/.test(len) && (enc === null || enc === "identity");
     const t = sized ? new FixedLengthStream(Number(len)) : new IdentityTransformStream();
-    done = body.pipeTo(t.writable).then(() => "", () => sourceError(body));
+    done = pump(body, t.writable);
     body = t.readable;
   } else if (cookie === undefined) {
     return [resp, undefined];
@@ -508,14 +508,30 @@ export function fb_respond(resp, cookie, watch) {
   return [out, done];
 }
 
-// After a failed pipe: the source's error message if the source itself errored, "" if it was
-// only cancelled because the other side went away.
-async function sourceError(source) {
-  try {
-    await source.getReader().closed;
-    return "";
-  } catch (e) {
-    return String((e && e.message) || e || "stream error");
+// Copies `src` into `dst`; settles to "" when done or when the reading side went away, and to
+// the error message when `src` itself failed. (pipeTo cannot tell the two apart: it rejects
+// either way and keeps the source locked.)
+async function pump(src, dst) {
+  const reader = src.getReader();
+  const writer = dst.getWriter();
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      writer.abort(e).catch(() => {});
+      return String((e && e.message) || e || "stream error");
+    }
+    if (chunk.done) {
+      await writer.close().catch(() => {});
+      return "";
+    }
+    try {
+      await writer.write(chunk.value);
+    } catch {
+      reader.cancel().catch(() => {});
+      return "";
+    }
   }
 }
 "#)]

@@ -67,6 +67,7 @@ struct PendingLost {
 pub struct FailoverPlan {
     urls: Vec<(String, bool)>,
     host: String,
+    method: String,
     idempotent: bool,
     replayable: bool,
     immediate_failover: bool,
@@ -95,6 +96,7 @@ impl FailoverPlan {
                 .map(|a| (a.url.clone(), a.trial))
                 .collect(),
             host: host.to_string(),
+            method: method.to_string(),
             idempotent: is_idempotent(method),
             replayable: body_replayable,
             immediate_failover: route.immediate_failover,
@@ -229,16 +231,7 @@ impl FailoverPlan {
             Failure::Connect => self.conn_left,
             _ => self.resp_left,
         };
-        budget > 0 && self.has_untried() && may_retry(self.method_kind(), failure, self.replayable)
-    }
-
-    /// `may_retry` takes a method; idempotency is all it looks at.
-    fn method_kind(&self) -> &'static str {
-        if self.idempotent {
-            "GET"
-        } else {
-            "POST"
-        }
+        budget > 0 && self.has_untried() && may_retry(&self.method, failure, self.replayable)
     }
 
     fn has_untried(&self) -> bool {

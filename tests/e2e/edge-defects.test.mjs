@@ -88,13 +88,10 @@ test("no backend status can crash the Worker: requests in flight survive, odd st
     assert.deepEqual(held, Array(6).fill("200 slow done"), "requests in flight failed with the odd statuses");
     // `Expect: 100-continue` (curl sends it with uploads over 1 MiB) is not forwarded, so the
     // backend has no reason to answer 100; GETs carry it too sometimes.
-    bad.mode = "ok";
-    const get = await lb.fetch("only-odd.test", "/expect", { headers: { expect: "100-continue" } });
     lonely.mode = "ok";
-    const get2 = await lb.fetch("only-odd.test", "/expect", { headers: { expect: "100-continue" } });
-    await get.arrayBuffer();
-    assert.equal(get2.status, 200, await get2.clone().text());
-    assert.equal((await get2.json()).headers.expect, undefined);
+    const get = await lb.fetch("only-odd.test", "/expect", { headers: { expect: "100-continue" } });
+    assert.equal(get.status, 200, await get.clone().text());
+    assert.equal((await get.json()).headers.expect, undefined);
     for (const size of [1000, 3 * 1024 * 1024]) {
       const res = await rawRequest(lb, "only-odd.test", "/upload", {
         method: "PUT",

@@ -12,7 +12,7 @@ use crate::platform::{deployment, env_string, error_response};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
 use crate::policy::config::{self, Deployment, ServiceConfig};
-use crate::policy::decision::{Outcome, Reject, Verdict};
+use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::SplitMix64;
@@ -88,6 +88,9 @@ impl DurableObject for Balancer {
         if path == "/decide" {
             return self.decide(&req).await;
         }
+        if path == "/report" {
+            return self.report(&mut req).await;
+        }
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
         } else {
@@ -95,11 +98,6 @@ impl DurableObject for Balancer {
         }
         self.watchdog(Self::now()).await?;
         match (req.method(), path.as_str()) {
-            (Method::Post, "/report") => {
-                let outcomes: Vec<Outcome> = req.json().await.unwrap_or_default();
-                self.apply_outcomes(&outcomes).await?;
-                Response::empty().map(|r| r.with_status(204))
-            }
             (Method::Get, "/status") => self.status(),
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
@@ -312,29 +310,30 @@ impl Balancer {
     }
 
     async fn decide(&self, req: &Request) -> Result<Response> {
-        let mut facts = RequestFacts::default();
-        let mut host = String::new();
-        let mut batch = None;
-        // The facts are in the query; reading it directly avoids a full URL parse per decision.
+        // The message is one JSON query parameter: no body to await, no Headers object.
         let url = req.inner().url();
-        for (k, v) in query_params(&url) {
-            match k.as_ref() {
-                "h" => host = v.into_owned(),
-                "ip" => facts.client_ip = Some(v.into_owned()),
-                "co" => facts.country = Some(v.into_owned()),
-                "ct" => facts.continent = Some(v.into_owned()),
-                "ck" => facts.cookies = Some(v.into_owned()),
-                "k" => facts.affinity_header = Some(v.into_owned()),
-                "ok" => batch = Some(v.into_owned()),
-                _ => {}
-            }
-        }
+        let q = query_params(&url)
+            .find(|(k, _)| k == "q")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let msg: DecideRequest = match serde_json::from_str(&q) {
+            Ok(m) => m,
+            Err(e) => return error_response(400, &format!("malformed decide request: {e}"), None),
+        };
+        let host = msg.host;
         self.ensure_loaded(&host).await?;
         let now = Self::now();
         // Successes the Worker batched since its last decision ride along on this request.
-        if let Some(outcomes) = batch.and_then(|b| serde_json::from_str::<Vec<Outcome>>(&b).ok()) {
-            self.apply_outcomes(&outcomes).await?;
+        if !msg.successes.is_empty() {
+            self.apply_outcomes(&msg.successes).await?;
         }
+        let facts = RequestFacts {
+            client_ip: msg.client_ip,
+            country: msg.country,
+            continent: msg.continent,
+            cookies: msg.cookies,
+            affinity_header: msg.affinity_key,
+        };
         let verdict = match &mut *self.service.borrow_mut() {
             Some(Service::Ready(fleet)) => fleet.decide(&facts, now),
             Some(Service::Missing(reject)) => Verdict::Reject(reject.clone()),
@@ -343,6 +342,18 @@ impl Balancer {
         self.watchdog(now).await?;
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
         Ok(ResponseBuilder::new().fixed(serde_json::to_vec(&verdict)?))
+    }
+
+    /// Outcomes the Worker reports after its responses.
+    async fn report(&self, req: &mut Request) -> Result<Response> {
+        let msg: ReportRequest = match req.json().await {
+            Ok(m) => m,
+            Err(e) => return error_response(400, &format!("malformed report: {e}"), None),
+        };
+        self.ensure_loaded(&msg.host).await?;
+        self.watchdog(Self::now()).await?;
+        self.apply_outcomes(&msg.outcomes).await?;
+        Response::empty().map(|r| r.with_status(204))
     }
 
     /// Re-arms a missing alarm: the probe loop must survive lost alarms and restarts.

@@ -1,25 +1,24 @@
-//! The balanced request path: ask the hostname's Durable Object for a decision, forward to the backend, fail over, report outcomes.
+//! The balanced request path: ask the hostname's Durable Object for a decision, drive the failover plan's attempts, stream the answer back, report outcomes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::time::Duration;
 
-use wasm_bindgen::JsValue;
+use futures_util::future::{select, Either};
+use js_sys::futures::JsFuture;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::url;
 use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
-use crate::platform::{
-    error_response, fetch_with_timeout, object_stub, refuses_connections, FetchFailure,
-};
+use crate::platform::{error_response, fetch_raw, object_stub, refuses_connections, FetchFailure};
 use crate::policy::affinity;
-use crate::policy::decision::{Outcome, Route, Verdict};
+use crate::policy::decision::{DecideRequest, Outcome, ReportRequest, Route, Verdict};
+use crate::policy::failover::{Answer, AttemptResult, FailoverPlan, Step};
 use crate::policy::forwarding::{
     backend_url, connection_tokens, forwarded_for, host_and_path, path_and_query, HOP_BY_HOP,
 };
-use crate::policy::retry::{
-    backoff_ms, is_failure_status, is_idempotent, may_retry, status_means_unreached, Failure,
-    REPLAY_BODY_CAP,
-};
+use crate::policy::retry::REPLAY_BODY_CAP;
 use crate::policy::rng::SplitMix64;
 
 /// Successes not yet reported for one hostname.
@@ -79,16 +78,26 @@ thread_local! {
     static RNG: RefCell<SplitMix64> = RefCell::new(SplitMix64(Date::now().as_millis()));
 }
 
+/// Set on every forwarded request: a request that arrives carrying it has come back through a
+/// backend that points at the balancer itself, and is answered 508 instead of forwarded again.
+pub const HOP_HEADER: &str = "x-flowbalance-hop";
+
 /// The request body in a form that can be sent once or, when buffered, many times.
 enum Body {
     None,
     Buffered(Vec<u8>),
-    Stream(Option<web_sys::ReadableStream>),
+    /// The client's stream, piped through a native stream so that a failure of the client's own
+    /// side (it hung up mid-upload) can be told from a backend's; `client_failed` settles to
+    /// true when the client's stream errored.
+    Stream {
+        readable: Option<web_sys::ReadableStream>,
+        client_failed: js_sys::Promise,
+    },
 }
 
 impl Body {
     fn replayable(&self) -> bool {
-        !matches!(self, Body::Stream(_))
+        !matches!(self, Body::Stream { .. })
     }
 
     /// The body for the next attempt; a stream can be handed out once only.
@@ -96,12 +105,39 @@ impl Body {
         match self {
             Body::None => None,
             Body::Buffered(bytes) => Some(js_sys::Uint8Array::from(bytes.as_slice()).into()),
-            Body::Stream(s) => s.take().map(Into::into),
+            Body::Stream { readable, .. } => readable.take().map(Into::into),
+        }
+    }
+
+    /// After a lost connection: did the client's upload fail (rather than the backend)? The
+    /// pipe settles as soon as either side fails (the client's error comes first when it is the
+    /// cause), so a short bound keeps a dead backend's 503 prompt.
+    async fn client_failed(&self) -> bool {
+        let Body::Stream { client_failed, .. } = self else {
+            return false;
+        };
+        let settled = JsFuture::from(client_failed.clone());
+        let timer = Delay::from(Duration::from_millis(250));
+        futures_util::pin_mut!(settled);
+        futures_util::pin_mut!(timer);
+        match select(settled, timer).await {
+            Either::Left((Ok(v), _)) => v.as_bool().unwrap_or(false),
+            _ => false,
         }
     }
 }
 
 pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> Result<Response> {
+    if req.headers().has(HOP_HEADER)? {
+        return error_response(
+            508,
+            &format!(
+                "loop detected: this request for \"{host}\" was already forwarded by FlowBalance \
+                 (it carries {HOP_HEADER}); a backend of \"{host}\" points back at the balancer"
+            ),
+            None,
+        );
+    }
     let stub = object_stub(env, host)?;
     let verdict = decide(&stub, &req, host).await?;
     let route = match verdict {
@@ -139,7 +175,7 @@ pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> 
             path,
             status: resp.status_code(),
             backend,
-            attempts: attempts as u32,
+            attempts,
             latency_ms: Date::now().as_millis().saturating_sub(started),
         },
     );
@@ -158,164 +194,155 @@ struct ForwardCtx<'a> {
     route: Route,
 }
 
-/// Forwards with failover; returns the response and the backend that produced it (if any) and how many attempts were made.
-async fn forward(mut f: ForwardCtx<'_>) -> Result<(Response, Option<String>, usize)> {
-    let mut conn_left = f.route.conn_retries;
-    let mut resp_left = f.route.retries;
-    let mut reports: Vec<Outcome> = Vec::new();
-    let mut last_failure = String::new();
-    let attempts = f.route.attempts.clone();
-    for (n, attempt) in attempts.iter().enumerate() {
-        let has_next = n + 1 < attempts.len();
-        let started = Date::now().as_millis();
-        let outbound = build_request(&attempt.url, &f.pq, &f.method, &f.headers, f.body.take())?;
-        let result = fetch_with_timeout(outbound, f.route.timeout_ms).await;
-        let latency_ms = Date::now().as_millis().saturating_sub(started);
-        let outcome = |failure: Option<String>| Outcome {
-            url: attempt.url.clone(),
-            failure,
-            latency_ms,
-            trial: attempt.trial,
-            retry: n > 0,
-            count: 1,
-        };
-        let failure = match &result {
-            Ok(resp) if status_means_unreached(resp.status_code()) => Failure::Connect,
-            Ok(resp) if is_failure_status(resp.status_code()) => {
-                Failure::Status(resp.status_code())
+/// Drives the request's [`FailoverPlan`]: performs the attempts and checks it asks for, then
+/// answers as it says. Returns the response, the backend that produced it (if any) and how
+/// many attempts were made.
+async fn forward(mut f: ForwardCtx<'_>) -> Result<(Response, Option<String>, u32)> {
+    let mut plan = FailoverPlan::new(&f.route, f.host, &f.method, f.body.replayable());
+    // The latest response with a final status: the plan may answer with it.
+    let mut answered: Option<(usize, web_sys::Response)> = None;
+    let mut step = plan.start();
+    let answer = loop {
+        step = match step {
+            Step::Try {
+                index,
+                url,
+                wait_ms,
+                ..
+            } => {
+                if wait_ms > 0 {
+                    Delay::from(Duration::from_millis(wait_ms)).await;
+                }
+                let started = Date::now().as_millis();
+                let outbound = build_request(&url, &f.pq, &f.method, &f.headers, f.body.take())?;
+                let fetched = fetch_raw(&outbound, f.route.timeout_ms).await;
+                let latency_ms = Date::now().as_millis().saturating_sub(started);
+                let result = match fetched {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        if let Some((_, earlier)) = answered.replace((index, resp)) {
+                            cancel_body(&earlier);
+                        }
+                        AttemptResult::Answered(status)
+                    }
+                    Err(FetchFailure::InvalidStatus(s)) => AttemptResult::Invalid(s),
+                    Err(FetchFailure::Timeout) => AttemptResult::Timeout,
+                    Err(FetchFailure::Network(_)) if f.body.client_failed().await => {
+                        AttemptResult::ClientAborted
+                    }
+                    Err(FetchFailure::Network(msg)) => AttemptResult::Lost(msg),
+                };
+                RNG.with(|r| plan.on_result(index, result, latency_ms, &mut *r.borrow_mut()))
             }
-            Ok(_) => {
-                let resp = result.map_err(|e| Error::RustError(e.to_string()))?;
-                record_success(f.host, outcome(None), &mut reports);
-                flush_reports(f.env, f.ctx, f.host, reports);
-                let resp = finish(resp, &f.route, attempt.pin.as_deref(), f.https)?;
-                return Ok((resp, Some(attempt.url.clone()), n + 1));
+            Step::CheckRefused(url) => {
+                let refused = refuses_connections(&url, 1000).await;
+                RNG.with(|r| plan.on_refused_check(refused, &mut *r.borrow_mut()))
             }
-            Err(FetchFailure::Timeout) => Failure::Timeout,
-            Err(FetchFailure::Network(_)) => {
-                classify_lost_connection(&f.method, &attempt.url, &f.body).await
-            }
+            Step::Answer(answer) => break answer,
         };
-        last_failure = match &result {
-            Err(FetchFailure::Network(msg)) => format!("{}: {msg}", describe(&failure)),
-            _ => describe(&failure),
-        };
-        reports.push(outcome(Some(last_failure.clone())));
-        let budget = if matches!(failure, Failure::Connect) {
-            &mut conn_left
-        } else {
-            &mut resp_left
-        };
-        let retry = has_next
-            && *budget > 0
-            && f.body.replayable()
-            && may_retry(&f.method, &failure, f.body.replayable());
-        if !retry {
-            flush_reports(f.env, f.ctx, f.host, reports);
-            return match result {
-                // The backend answered: its own error page is the most faithful reply.
-                Ok(resp) => Ok((
-                    finish(resp, &f.route, attempt.pin.as_deref(), f.https)?,
-                    Some(attempt.url.clone()),
-                    n + 1,
-                )),
-                Err(_) => Ok((
-                    all_failed(f.host, n + 1, &last_failure, f.route.panic)?,
-                    None,
-                    n + 1,
-                )),
-            };
-        }
-        *budget -= 1;
-        let wait = RNG.with(|r| {
-            backoff_ms(
-                n as u32 + 1,
-                &failure,
-                f.route.immediate_failover,
-                &mut *r.borrow_mut(),
-            )
-        });
-        if wait > 0 {
-            Delay::from(std::time::Duration::from_millis(wait)).await;
-        }
-    }
-    flush_reports(f.env, f.ctx, f.host, reports);
-    let resp = all_failed(f.host, attempts.len(), &last_failure, f.route.panic)?;
-    Ok((resp, None, attempts.len()))
-}
-
-fn all_failed(host: &str, tried: usize, last: &str, panic: bool) -> Result<Response> {
-    let mode = if panic {
-        " (all backends were marked unhealthy; tried anyway)"
-    } else {
-        ""
     };
-    error_response(
-        503,
-        &format!(
-            "no backend of \"{host}\" could answer: {tried} attempt(s) failed, last: {last}{mode}"
-        ),
-        Some(5),
-    )
-}
-
-fn describe(f: &Failure) -> String {
-    match f {
-        Failure::Connect => "connection failed".to_string(),
-        Failure::Timeout => "timeout or connection lost".to_string(),
-        Failure::Status(s) => format!("status {s}"),
+    let tries = plan.tries();
+    let mut outcomes = plan.take_outcomes();
+    match answer {
+        Answer::Backend(index) => {
+            let (Some((_, resp)), Some(attempt)) = (
+                answered.filter(|(i, _)| *i == index),
+                f.route.attempts.get(index),
+            ) else {
+                return Err(Error::RustError(
+                    "failover plan answered with a response it was never given".into(),
+                ));
+            };
+            // A success counts once its body has streamed through; failures are final already.
+            let success = match outcomes.last() {
+                Some(o) if o.failure.is_none() => outcomes.pop(),
+                _ => None,
+            };
+            flush_reports(f.env, f.ctx, f.host, outcomes);
+            let cookie = match (&f.route.cookie, attempt.pin.as_deref()) {
+                (Some(spec), Some(value)) => {
+                    Some(affinity::set_cookie(&spec.name, value, spec.ttl_s, f.https))
+                }
+                _ => None,
+            };
+            let parts = fb_respond(&resp, cookie, success.is_some());
+            let done = parts.get(1);
+            if let Some(outcome) = success {
+                if done.is_undefined() {
+                    settle_success(f.env, f.ctx, f.host, outcome);
+                } else {
+                    watch_body(f.env, f.ctx, f.host, outcome, done.unchecked_into());
+                }
+            }
+            let resp: web_sys::Response = parts.get(0).unchecked_into();
+            Ok((Response::from(resp), Some(attempt.url.clone()), tries))
+        }
+        Answer::Failed {
+            status,
+            message,
+            retry_after_s,
+        } => {
+            if let Some((_, resp)) = answered {
+                cancel_body(&resp);
+            }
+            flush_reports(f.env, f.ctx, f.host, outcomes);
+            Ok((
+                error_response(status, &message, retry_after_s)?,
+                None,
+                tries,
+            ))
+        }
     }
 }
 
-/// workerd reports a refused connection and one reset mid-request alike ("Network connection
-/// lost"). Idempotent requests retry either way; for others, a backend that refuses a fresh TCP
-/// connection right now did not take the request, while one that accepts it may have.
-async fn classify_lost_connection(method: &str, url: &str, body: &Body) -> Failure {
-    if is_idempotent(method) {
-        return Failure::Connect;
-    }
-    if !body.replayable() {
-        return Failure::Timeout; // cannot be resent anyway; no need to find out
-    }
-    if refuses_connections(url, 1000).await {
-        Failure::Connect
-    } else {
-        Failure::Timeout
+fn cancel_body(resp: &web_sys::Response) {
+    if let Some(body) = resp.body() {
+        let _ = body.cancel();
     }
 }
 
-/// Asks the hostname's Durable Object where this request goes. The facts travel in the URL
-/// query (one string, no Headers object) and batched success reports ride along.
+/// Reports the answering attempt once its body has streamed: a success, or a failure when the
+/// backend broke the body off (a client hanging up is not the backend's doing).
+fn watch_body(env: &Env, ctx: &Context, host: &str, mut outcome: Outcome, done: js_sys::Promise) {
+    let env = env.clone();
+    let host = host.to_string();
+    ctx.wait_until(async move {
+        let broken = JsFuture::from(done)
+            .await
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default();
+        if broken.is_empty() {
+            if let Some(now) = batch_success(&host, outcome) {
+                send_reports(&env, &host, vec![now]).await;
+            }
+        } else {
+            outcome.failure = Some(format!("response body broken off: {broken}"));
+            let mut reports = take_successes(&host, true);
+            reports.push(outcome);
+            send_reports(&env, &host, reports).await;
+        }
+    });
+}
+
+/// Asks the hostname's Durable Object where this request goes. The message travels as one
+/// JSON query parameter: a plain URL string is the cheapest request to build (no Headers, no
+/// body to stream and await in the object). Batched success reports ride along.
 async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
     let incoming = req.headers();
-    let mut query = format!("https://balancer/decide?h={}", enc(host));
-    if let Some(ip) = incoming.get("cf-connecting-ip")? {
-        query.push_str(&format!("&ip={}", enc(&ip)));
-    }
-    if let Some(cf) = req.cf() {
-        if let Some(c) = cf.country() {
-            query.push_str(&format!("&co={}", enc(&c)));
-        }
-        if let Some(c) = cf.continent() {
-            query.push_str(&format!("&ct={}", enc(&c)));
-        }
-    }
-    if let Some(cookie) = incoming.get("cookie")? {
-        // The Worker does not know the service's cookie name; the DO picks its cookie out.
-        query.push_str(&format!("&ck={}", enc(&cookie)));
-    }
+    let cf = req.cf();
     let key_header = AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned());
     let sent_key = key_header.is_some();
-    if let Some(value) = key_header.and_then(|name| incoming.get(&name).ok().flatten()) {
-        query.push_str(&format!("&k={}", enc(&value)));
-    }
-    let outcomes = take_successes(host, false);
-    let base_len = query.len();
-    if !outcomes.is_empty() {
-        query.push_str(&format!("&ok={}", enc(&serde_json::to_string(&outcomes)?)));
-    }
-    let mut resp = stub.fetch_with_str(&query).await?;
-    let mut verdict: Verdict = serde_json::from_str(&resp.text().await?)?;
+    let mut msg = DecideRequest {
+        host: host.to_string(),
+        client_ip: incoming.get("cf-connecting-ip")?,
+        country: cf.as_ref().and_then(|c| c.country()),
+        continent: cf.as_ref().and_then(|c| c.continent()),
+        cookies: incoming.get("cookie")?,
+        affinity_key: key_header.and_then(|name| incoming.get(&name).ok().flatten()),
+        successes: take_successes(host, false),
+    };
+    let mut verdict = ask(stub, &msg).await?;
     // Header affinity, first request of this instance: the header name was not known yet, so ask
     // once more with the key rather than let this client land on an arbitrary backend.
     if let Verdict::Route(Route {
@@ -324,10 +351,9 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
     }) = &verdict
     {
         if let (false, Some(value)) = (sent_key, incoming.get(name)?) {
-            query.truncate(base_len);
-            query.push_str(&format!("&k={}", enc(&value)));
-            let mut again = stub.fetch_with_str(&query).await?;
-            verdict = serde_json::from_str(&again.text().await?)?;
+            msg.successes.clear(); // already applied by the first ask
+            msg.affinity_key = Some(value);
+            verdict = ask(stub, &msg).await?;
         }
     }
     if let Verdict::Route(route) = &verdict {
@@ -348,15 +374,20 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
     Ok(verdict)
 }
 
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<Verdict> {
+    let json = serde_json::to_string(msg)?;
+    let query: String = url::form_urlencoded::byte_serialize(json.as_bytes()).collect();
+    let mut resp = stub
+        .fetch_with_str(&format!("https://balancer/decide?q={query}"))
+        .await?;
+    Ok(serde_json::from_str(&resp.text().await?)?)
 }
 
-fn record_success(host: &str, outcome: Outcome, reports: &mut Vec<Outcome>) {
+/// Queues a success for the next decision, or hands it back when it must be reported now.
+fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
     if outcome.trial || outcome.retry {
         // A trial decides a breaker, and a retry spends budget: report those at once.
-        reports.push(outcome);
-        return;
+        return Some(outcome);
     }
     PENDING_OK.with(|p| {
         let mut p = p.borrow_mut();
@@ -369,37 +400,47 @@ fn record_success(host: &str, outcome: Outcome, reports: &mut Vec<Outcome>) {
         entry.1 += outcome.latency_ms;
         tally.count += 1;
     });
+    None
+}
+
+fn settle_success(env: &Env, ctx: &Context, host: &str, outcome: Outcome) {
+    if let Some(now) = batch_success(host, outcome) {
+        flush_reports(env, ctx, host, vec![now]);
+    }
 }
 
 /// Failures and trials go to the Durable Object after the response, off the client's path.
-fn flush_reports(env: &Env, ctx: &Context, host: &str, mut reports: Vec<Outcome>) {
+fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
     if reports.is_empty() {
         return;
     }
     // Earlier successes go first, so "consecutive failures" in the DO means consecutive.
-    let mut earlier = take_successes(host, true);
-    earlier.append(&mut reports);
-    let reports = earlier;
-    let Ok(body) = serde_json::to_string(&reports) else {
-        return;
-    };
+    let mut all = take_successes(host, true);
+    all.extend(reports);
+    let env = env.clone();
     let host = host.to_string();
-    let Ok(stub) = object_stub(env, &host) else {
+    ctx.wait_until(async move { send_reports(&env, &host, all).await });
+}
+
+async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>) {
+    let msg = ReportRequest {
+        host: host.to_string(),
+        outcomes,
+    };
+    let Ok(body) = serde_json::to_string(&msg) else {
         return;
     };
-    ctx.wait_until(async move {
-        let h = Headers::new();
-        let _ = h.set("x-fb-host", &host);
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(h)
-            .with_body(Some(JsValue::from_str(&body)));
-        if let Ok(req) = Request::new_with_init("https://balancer/report", &init) {
-            if let Err(e) = stub.fetch_with_request(req).await {
-                console_error!("reporting outcomes for {host} failed: {e}");
-            }
+    let Ok(stub) = object_stub(env, host) else {
+        return;
+    };
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    if let Ok(req) = Request::new_with_init("https://balancer/report", &init) {
+        if let Err(e) = stub.fetch_with_request(req).await {
+            console_error!("reporting outcomes for {host} failed: {e}");
         }
-    });
+    }
 }
 
 async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
@@ -414,17 +455,86 @@ async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
         Some(0) => Ok(Body::None),
         // Small bodies are buffered so a request refused at connect can be replayed elsewhere.
         Some(n) if n <= REPLAY_BODY_CAP => Ok(Body::Buffered(req.bytes().await?)),
-        _ => Ok(Body::Stream(req.inner().body())),
+        _ => match req.inner().body() {
+            None => Ok(Body::None),
+            Some(stream) => {
+                let parts = fb_watch_upload(&stream, length.map(|n| n as f64));
+                Ok(Body::Stream {
+                    readable: Some(parts.get(0).unchecked_into()),
+                    client_failed: parts.get(1).unchecked_into(),
+                })
+            }
+        },
     }
 }
 
-#[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
 export function fb_forward_headers(incoming, drop, set) {
   const out = new Headers(incoming);
   for (const name of drop) out.delete(name);
   for (let i = 0; i + 1 < set.length; i += 2) out.set(set[i], set[i + 1]);
   return out;
-}")]
+}
+
+// Pipes the client's upload through a native stream (keeping its length); the promise says
+// whether the client's side failed.
+export function fb_watch_upload(body, length) {
+  const t = length === undefined ? new IdentityTransformStream() : new FixedLengthStream(length);
+  return [t.readable, pump(body, t.writable).then((m) => m !== "")];
+}
+
+// The response the client gets: a null body where HTTP wants none (so workers-rs can rebuild
+// it), the affinity cookie if any, and, when `watch`, the body pumped through a native stream
+// with a promise that settles to "" or to the backend's error if it broke the body off.
+export function fb_respond(resp, cookie, watch) {
+  const nullBody = resp.status === 204 || resp.status === 205 || resp.status === 304;
+  let body = resp.body;
+  let done;
+  if (nullBody && body !== null) {
+    body.cancel().catch(() => {});
+    body = null;
+  } else if (watch && body !== null) {
+    const len = resp.headers.get("content-length");
+    const enc = resp.headers.get("content-encoding");
+    const sized = len !== null && /^[0-9]+$/.test(len) && (enc === null || enc === "identity");
+    const t = sized ? new FixedLengthStream(Number(len)) : new IdentityTransformStream();
+    done = pump(body, t.writable);
+    body = t.readable;
+  } else if (cookie === undefined) {
+    return [resp, undefined];
+  }
+  const out = new Response(body, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
+  if (cookie !== undefined) out.headers.append("set-cookie", cookie);
+  return [out, done];
+}
+
+// Copies `src` into `dst`; settles to "" when done or when the reading side went away, and to
+// the error message when `src` itself failed. (pipeTo cannot tell the two apart: it rejects
+// either way and keeps the source locked.)
+async function pump(src, dst) {
+  const reader = src.getReader();
+  const writer = dst.getWriter();
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      writer.abort(e).catch(() => {});
+      return String((e && e.message) || e || "stream error");
+    }
+    if (chunk.done) {
+      await writer.close().catch(() => {});
+      return "";
+    }
+    try {
+      await writer.write(chunk.value);
+    } catch {
+      reader.cancel().catch(() => {});
+      return "";
+    }
+  }
+}
+"#)]
 extern "C" {
     /// Copies headers, deletes `drop`, sets the `[name, value, ...]` pairs: one call into the
     /// runtime instead of one per header operation (measured: ~10% of throughput).
@@ -433,20 +543,31 @@ extern "C" {
         drop: Vec<String>,
         set: Vec<String>,
     ) -> web_sys::Headers;
+
+    /// `[readable, Promise<bool: the client's stream failed>]`.
+    fn fb_watch_upload(body: &web_sys::ReadableStream, length: Option<f64>) -> js_sys::Array;
+
+    /// `[Response, Promise<string: "" or why the backend broke the body off> | undefined]`.
+    fn fb_respond(resp: &web_sys::Response, cookie: Option<String>, watch: bool) -> js_sys::Array;
 }
 
-/// The client's headers minus `Host` and hop-by-hop ones (incl. those `Connection` names), plus X-Forwarded-*.
+/// The client's headers minus `Host`, `Expect` and hop-by-hop ones (incl. those `Connection`
+/// names), plus X-Forwarded-* and the hop marker. `Expect` is answered (or not) by the hop that
+/// reads it: forwarded, it makes backends send `100 Continue`, which no client asked us for.
 fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::Headers> {
     let incoming = req.headers();
     let mut drop: Vec<String> = HOP_BY_HOP.iter().map(|h| h.to_string()).collect();
     drop.extend(connection_tokens(incoming.get("connection")?.as_deref()));
     drop.push("host".to_string());
+    drop.push("expect".to_string());
     let proto = if https { "https" } else { "http" };
     let mut set = vec![
         "x-forwarded-proto".to_string(),
         proto.to_string(),
         "x-forwarded-host".to_string(),
         host.to_string(),
+        HOP_HEADER.to_string(),
+        "1".to_string(),
     ];
     if let Some(ip) = incoming.get("cf-connecting-ip")? {
         set.push("x-forwarded-for".to_string());
@@ -464,7 +585,7 @@ fn build_request(
     method: &str,
     headers: &web_sys::Headers,
     body: Option<JsValue>,
-) -> Result<Request> {
+) -> Result<web_sys::Request> {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     init.set_headers(headers.as_ref());
@@ -472,25 +593,8 @@ fn build_request(
     if let Some(b) = body {
         init.set_body(&b);
     }
-    let r = web_sys::Request::new_with_str_and_init(&backend_url(backend, pq), &init)?;
-    Ok(r.into())
-}
-
-/// Streams the backend's response back; adds the affinity cookie when the client is (re-)pinned.
-fn finish(resp: Response, route: &Route, pin: Option<&str>, https: bool) -> Result<Response> {
-    let (Some(spec), Some(value)) = (&route.cookie, pin) else {
-        return Ok(resp);
-    };
-    // The backend's headers are immutable; a copy keeps every Set-Cookie and takes one more.
-    let headers = Headers(web_sys::Headers::new_with_headers(&resp.headers().0)?);
-    headers.append(
-        "set-cookie",
-        &affinity::set_cookie(&spec.name, value, spec.ttl_s, https),
-    )?;
-    let status = resp.status_code();
-    let (_, body) = resp.into_parts();
-    Ok(ResponseBuilder::new()
-        .with_status(status)
-        .with_headers(headers)
-        .body(body))
+    Ok(web_sys::Request::new_with_str_and_init(
+        &backend_url(backend, pq),
+        &init,
+    )?)
 }

@@ -80,6 +80,8 @@ pub fn env_string(env: &Env, name: &str) -> Option<String> {
 pub enum FetchFailure {
     Timeout,
     Network(String),
+    /// An interim (1xx) or out-of-range status: no final answer a client can be given.
+    InvalidStatus(u16),
 }
 
 impl std::fmt::Display for FetchFailure {
@@ -87,22 +89,60 @@ impl std::fmt::Display for FetchFailure {
         match self {
             FetchFailure::Timeout => write!(f, "timed out"),
             FetchFailure::Network(m) => write!(f, "{m}"),
+            FetchFailure::InvalidStatus(s) => {
+                write!(f, "invalid status {s} (not a final HTTP status)")
+            }
         }
     }
 }
 
 /// Fetches with a deadline for the response headers; the body then streams unbounded.
+/// Calls the runtime's `fetch` directly and checks the status before anything else: workers-rs
+/// panics (taking the whole instance down) on a Response whose status is outside 200..=599.
 /// `AbortSignal.timeout` keeps the timer inside the runtime: no Rust closure per request.
+pub async fn fetch_raw(
+    req: &web_sys::Request,
+    timeout_ms: u64,
+) -> std::result::Result<web_sys::Response, FetchFailure> {
+    use wasm_bindgen::JsCast;
+    let signal = web_sys::AbortSignal::timeout_with_f64(timeout_ms as f64);
+    let init = web_sys::RequestInit::new();
+    init.set_signal(Some(&signal));
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let fetched = js_sys::futures::JsFuture::from(scope.fetch_with_request_and_init(req, &init));
+    match fetched.await {
+        Ok(v) => {
+            let resp: web_sys::Response = v.unchecked_into();
+            let status = resp.status();
+            if (200..=599).contains(&status) {
+                Ok(resp)
+            } else {
+                if let Some(body) = resp.body() {
+                    let _ = body.cancel();
+                }
+                Err(FetchFailure::InvalidStatus(status))
+            }
+        }
+        Err(_) if signal.aborted() => Err(FetchFailure::Timeout),
+        Err(e) => Err(FetchFailure::Network(js_message(&e))),
+    }
+}
+
+/// The message of a thrown JS value.
+pub fn js_message(e: &wasm_bindgen::JsValue) -> String {
+    use wasm_bindgen::JsCast;
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(err) => String::from(err.message()),
+        None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
+    }
+}
+
+/// [`fetch_raw`] as a workers-rs Response (safe to build: the status was checked).
 pub async fn fetch_with_timeout(
     req: Request,
     timeout_ms: u64,
 ) -> std::result::Result<Response, FetchFailure> {
-    let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_f64(timeout_ms as f64));
-    match Fetch::Request(req).send_with_signal(&signal).await {
-        Ok(resp) => Ok(resp),
-        Err(_) if signal.aborted() => Err(FetchFailure::Timeout),
-        Err(e) => Err(FetchFailure::Network(e.to_string())),
-    }
+    fetch_raw(req.inner(), timeout_ms).await.map(Response::from)
 }
 
 /// True when the backend actively refuses a TCP connection within `timeout_ms`.

@@ -2,6 +2,37 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Worker -> Durable Object, `GET /decide?q=<this as JSON>`: the request facts a decision needs,
+/// plus the successes the Worker batched since its last decision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continent: Option<String>,
+    /// The client's whole Cookie header: only the Durable Object knows the cookie's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<String>,
+    /// The value of the header that keys header affinity, once the Worker knows its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub successes: Vec<Outcome>,
+}
+
+/// Worker -> Durable Object, `POST /report` with this as the JSON body: outcomes of finished
+/// attempts (failures, trials, retries, and successes batched before them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    pub host: String,
+    pub outcomes: Vec<Outcome>,
+}
+
 /// The Durable Object's answer to "where does this request go?".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -76,4 +107,51 @@ pub struct Outcome {
 
 fn one() -> u32 {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decide_request_roundtrip_and_compact() {
+        let bare = DecideRequest {
+            host: "a.test".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"host":"a.test"}"#
+        );
+        let full = DecideRequest {
+            host: "a.test".into(),
+            client_ip: Some("203.0.113.9".into()),
+            country: Some("DE".into()),
+            continent: Some("EU".into()),
+            cookies: Some("fb=1; x=2".into()),
+            affinity_key: Some("user-7".into()),
+            successes: vec![Outcome {
+                url: "http://b:1".into(),
+                failure: None,
+                latency_ms: 4,
+                trial: false,
+                retry: false,
+                count: 3,
+            }],
+        };
+        let text = serde_json::to_string(&full).unwrap();
+        assert_eq!(serde_json::from_str::<DecideRequest>(&text).unwrap(), full);
+        // A typo is an error, not a silently missing fact.
+        assert!(serde_json::from_str::<DecideRequest>(r#"{"host":"a","ip":"1.2.3.4"}"#).is_err());
+    }
+
+    #[test]
+    fn report_request_roundtrip() {
+        let r = ReportRequest {
+            host: "a.test".into(),
+            outcomes: vec![],
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ReportRequest>(&text).unwrap(), r);
+    }
 }

@@ -8,6 +8,7 @@ pub mod changes;
 pub mod clients;
 pub mod config;
 pub mod decision;
+pub mod failover;
 pub mod fleet;
 pub mod forwarding;
 pub mod geo;

@@ -2,7 +2,10 @@
 import http from "node:http";
 
 /**
- * Starts a backend. `mode` can be switched at runtime: "ok" (echo), "503", "hang", "reset", "down".
+ * Starts a backend. `mode` can be switched at runtime: "ok" (echo), "503", "hang", "reset", "down",
+ * "status:<n>" (a raw `HTTP/1.1 <n>` head with no body, e.g. 100, 103, 199 or 600: statuses Node's
+ * own response API would not send as final), "truncate" (headers promising 100,000 bytes, then
+ * 1,000 bytes and a destroyed socket).
  * Records every request it receives.
  */
 export async function startBackend(name, { health = "/health" } = {}) {
@@ -19,6 +22,16 @@ export async function startBackend(name, { health = "/health" } = {}) {
       if (state.mode === "hang") return; // never answers
       if (state.mode === "reset") {
         req.socket.destroy();
+        return;
+      }
+      const raw = /^status:(\d+)$/.exec(state.mode);
+      if (raw) {
+        req.socket.end(`HTTP/1.1 ${raw[1]} Odd\r\ncontent-length: 0\r\n\r\n`);
+        return;
+      }
+      if (state.mode === "truncate") {
+        res.writeHead(200, { "content-type": "text/plain", "content-length": "100000" });
+        res.write("x".repeat(1000), () => req.socket.destroy());
         return;
       }
       if (state.mode === "503") {

@@ -1,0 +1,263 @@
+// End to end: defects of the balanced request path — odd backend statuses, clients that hang up mid-upload, backends that break responses off, and request loops.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { startBalancer } from "../support/runtime.mjs";
+import { startBackend, startBackends, stopAll, waitFor } from "../support/backends.mjs";
+
+const running = [];
+after(async () => {
+  for (const r of running) await r.stop().catch(() => {});
+});
+
+const quiet = {
+  activeHealthChecks: { enabled: false },
+  passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 60000 } },
+  retries: 1,
+};
+
+const tolerant = { passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000, min_requests: 1000 } } };
+
+async function start(services) {
+  const lb = await startBalancer({ defaultBackends: { services } });
+  running.push(lb);
+  return lb;
+}
+
+async function backendsOf(lb, host) {
+  const res = await lb.admin(`/admin/services/${host}`);
+  assert.equal(res.status, 200);
+  return (await res.json()).backends;
+}
+
+/** Raw HTTP/1.1 to the runtime's socket; resolves with status, headers and body. */
+function rawRequest(lb, host, path, { method = "GET", headers = {}, body } = {}) {
+  const u = new URL(lb.url);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: u.hostname, port: u.port, path, method, headers: { host, ...headers } }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+test("no backend status can crash the Worker: requests in flight survive, odd statuses fail over or give 502", async () => {
+  const slow = await startBackend("slow");
+  let release;
+  const gate = new Promise((r) => (release = r));
+  slow.handler = async (req, res) => {
+    await gate;
+    res.writeHead(200, { "content-type": "text/plain" }).end("slow done");
+  };
+  const [bad, good] = await startBackends(2);
+  const lonely = await startBackend("lonely");
+  const lb = await start([
+    { hostname: "slow.test", backends: [slow.url], ...quiet, connection_error_handling: { connection_timeout_ms: 20000 } },
+    // A high threshold keeps the odd backends in rotation, so every status reaches the Worker.
+    { hostname: "odd.test", backends: [bad.url, good.url], ...quiet, ...tolerant },
+    { hostname: "only-odd.test", backends: [lonely.url], ...quiet, ...tolerant },
+  ]);
+  try {
+    // Requests held in flight on the same instance while the odd statuses arrive.
+    const inFlight = Array.from({ length: 6 }, (_, i) => lb.fetch("slow.test", `/held${i}`));
+    await waitFor(() => slow.requests().length === 6, { what: "the held requests to reach their backend" });
+    for (const status of [100, 101, 103, 199, 600]) {
+      bad.mode = `status:${status}`;
+      for (let i = 0; i < 2; i++) {
+        const res = await lb.fetch("odd.test", `/odd${status}-${i}`);
+        const text = await res.text();
+        assert.equal(res.status, 200, `status ${status}: ${text}`);
+        assert.equal(JSON.parse(text).backend, good.name);
+      }
+      lonely.mode = `status:${status}`;
+      const res = await lb.fetch("only-odd.test", `/alone${status}`);
+      const body = await res.json();
+      assert.equal(res.status, 502, `status ${status} alone: ${JSON.stringify(body)}`);
+      assert.match(body.error, new RegExp(`invalid status ${status} \\(not a final HTTP status\\)`));
+    }
+    assert.ok(bad.requests().length >= 5, "the odd backend was never asked");
+    release();
+    const held = await Promise.all(inFlight.map(async (p) => {
+      const r = await p;
+      return `${r.status} ${await r.text()}`;
+    }));
+    assert.deepEqual(held, Array(6).fill("200 slow done"), "requests in flight failed with the odd statuses");
+    // `Expect: 100-continue` (curl sends it with uploads over 1 MiB) is not forwarded, so the
+    // backend has no reason to answer 100; GETs carry it too sometimes.
+    lonely.mode = "ok";
+    const get = await lb.fetch("only-odd.test", "/expect", { headers: { expect: "100-continue" } });
+    assert.equal(get.status, 200, await get.clone().text());
+    assert.equal((await get.json()).headers.expect, undefined);
+    for (const size of [1000, 3 * 1024 * 1024]) {
+      const res = await rawRequest(lb, "only-odd.test", "/upload", {
+        method: "PUT",
+        headers: { expect: "100-continue", "content-length": String(size) },
+        body: Buffer.alloc(size, 7),
+      });
+      assert.equal(res.status, 200, `${size}: ${res.body}`);
+      const echo = JSON.parse(res.body);
+      assert.equal(echo.bodyLength, size);
+      assert.equal(echo.headers["content-length"], String(size), "the upload lost its length");
+    }
+  } finally {
+    release();
+    await stopAll([slow, bad, good, lonely]);
+  }
+});
+
+/** Starts an upload, waits until the backend sees it begin, then destroys the client socket. */
+async function abortedUpload(lb, host, path, method, started, chunked) {
+  const u = new URL(lb.url);
+  const before = started();
+  const headers = { host, ...(chunked ? {} : { "content-length": String(4 * 1024 * 1024) }) };
+  const req = http.request({ host: u.hostname, port: u.port, path, method, headers });
+  req.on("error", () => {});
+  req.write(Buffer.alloc(64 * 1024, 1));
+  await waitFor(() => started() > before, { what: "the upload to reach a backend" });
+  req.destroy();
+}
+
+test("clients that hang up mid-upload open no breaker, and traffic still spreads", async () => {
+  const bs = await startBackends(3);
+  let starts = 0;
+  for (const b of bs) b.server.on("request", () => starts++);
+  const lb = await start([{ hostname: "up.test", backends: bs.map((b) => b.url), ...quiet }]);
+  try {
+    for (let i = 0; i < 18; i++) {
+      await abortedUpload(lb, "up.test", `/upload${i}`, i % 2 ? "POST" : "PUT", () => starts, i % 3 === 0);
+    }
+    // Ordinary traffic afterwards: every backend serves, and their reports arrive.
+    const served = {};
+    for (let i = 0; i < 30; i++) {
+      const res = await lb.fetch("up.test", `/after${i}`);
+      assert.equal(res.status, 200, await res.clone().text());
+      const who = (await res.json()).backend;
+      served[who] = (served[who] ?? 0) + 1;
+    }
+    assert.deepEqual(Object.keys(served).sort(), ["b1", "b2", "b3"], JSON.stringify(served));
+    const st = await waitFor(async () => {
+      const list = await backendsOf(lb, "up.test");
+      return list.every((b) => b.latency_ms !== null) ? list : null;
+    }, { what: "reports for every backend" });
+    for (const b of st) {
+      assert.equal(b.breaker, "closed", `${b.url}: ${JSON.stringify(b)}`);
+      assert.equal(b.last_error, null, `${b.url} was blamed: ${b.last_error}`);
+    }
+  } finally {
+    await stopAll(bs);
+  }
+});
+
+test("a backend that breaks every response off mid-body has its breaker opened", async () => {
+  const [cut, fine] = await startBackends(2);
+  cut.mode = "truncate";
+  const lb = await start([{ hostname: "cut.test", backends: [cut.url, fine.url], ...quiet }]);
+  try {
+    let broken = 0;
+    for (let i = 0; i < 12; i++) {
+      const res = await rawRequest(lb, "cut.test", `/dl${i}`).catch(() => null);
+      if (res === null || res.body.length < Number(res.headers["content-length"] ?? 0)) broken++;
+    }
+    assert.ok(broken >= 3, `only ${broken} truncated responses reached the client`);
+    const st = await waitFor(async () => {
+      const b = (await backendsOf(lb, "cut.test")).find((x) => x.url === cut.url);
+      return b.breaker === "open" ? b : null;
+    }, { what: "the truncating backend's breaker to open" });
+    assert.match(st.last_error, /broken off/);
+    const ok = (await backendsOf(lb, "cut.test")).find((x) => x.url === fine.url);
+    assert.equal(ok.breaker, "closed");
+    assert.equal(ok.last_error, null);
+  } finally {
+    await stopAll([cut, fine]);
+  }
+});
+
+test("a client that hangs up mid-download is not blamed on the backend", async () => {
+  const big = await startBackend("big");
+  big.handler = (req, res) => {
+    if (req.url === "/small") return res.writeHead(200).end("small");
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(8 * 1024 * 1024) });
+    const chunk = Buffer.alloc(64 * 1024, 2);
+    let sent = 0;
+    const pump = () => {
+      while (sent < 128) {
+        sent++;
+        if (!res.write(chunk)) return res.once("drain", pump);
+      }
+      res.end();
+    };
+    res.on("close", () => (sent = 128));
+    pump();
+  };
+  const lb = await start([{ hostname: "dl.test", backends: [big.url], ...quiet }]);
+  const u = new URL(lb.url);
+  try {
+    for (let i = 0; i < 5; i++) {
+      await new Promise((resolve) => {
+        const req = http.get({ host: u.hostname, port: u.port, path: `/big${i}`, headers: { host: "dl.test" } }, (res) => {
+          res.once("data", () => {
+            req.destroy();
+            resolve();
+          });
+        });
+        req.on("error", resolve);
+      });
+    }
+    const full = await lb.fetch("dl.test", "/full");
+    assert.equal((await full.arrayBuffer()).byteLength, 8 * 1024 * 1024);
+    // Successes are batched onto later decisions: small requests until they have arrived.
+    const b = await waitFor(async () => {
+      await (await lb.fetch("dl.test", "/small")).arrayBuffer();
+      const x = (await backendsOf(lb, "dl.test"))[0];
+      return x.latency_ms !== null ? x : null;
+    }, { what: "the downloads' reports" });
+    assert.equal(b.breaker, "closed");
+    assert.equal(b.last_error, null, `blamed: ${b.last_error}`);
+  } finally {
+    await stopAll([big]);
+  }
+});
+
+test("a backend that points back at the balancer gets 508 Loop Detected, not a request storm", async () => {
+  let lbUrl;
+  let hops = 0;
+  // Stands in for DNS that resolves a backend's name to FlowBalance itself: relays every
+  // request back to the runtime with the balanced Host, headers and all (capped, so the old
+  // behaviour ends too).
+  const relay = await startBackend("relay");
+  relay.handler = (req, res, body) => {
+    hops++;
+    if (hops > 20) return res.writeHead(500).end("relay: too many hops");
+    const u = new URL(lbUrl);
+    const headers = { ...req.headers, host: "loop.test" };
+    delete headers.connection;
+    const out = http.request({ host: u.hostname, port: u.port, path: req.url, method: req.method, headers }, (back) => {
+      res.writeHead(back.statusCode, back.headers);
+      back.pipe(res);
+    });
+    out.on("error", () => res.writeHead(502).end("relay failed"));
+    out.end(body);
+  };
+  const lb = await start([{ hostname: "loop.test", backends: [relay.url], ...quiet }]);
+  lbUrl = lb.url;
+  try {
+    const t0 = Date.now();
+    const res = await lb.fetch("loop.test", "/spin");
+    const body = await res.json();
+    assert.equal(res.status, 508, JSON.stringify(body));
+    assert.match(body.error, /loop/i);
+    assert.match(body.error, /loop\.test/);
+    assert.equal(hops, 1, "the request went round more than once");
+    assert.ok(Date.now() - t0 < 5000);
+    // A client sending the marker itself is refused the same way, without any backend request.
+    const direct = await lb.fetch("loop.test", "/spin", { headers: { "x-flowbalance-hop": "1" } });
+    assert.equal(direct.status, 508);
+    assert.equal(hops, 1);
+  } finally {
+    await stopAll([relay]);
+  }
+});

@@ -14,7 +14,7 @@ use futures_util::future::{select, Either};
 use worker::*;
 
 use crate::policy::config::{self, Deployment};
-use crate::policy::forwarding::host_and_path;
+use crate::policy::forwarding::{host_and_path, UrlParts};
 
 /// The Durable Object namespace binding that holds one object per hostname.
 pub const BALANCER_BINDING: &str = "BALANCER";
@@ -147,13 +147,10 @@ pub async fn fetch_with_timeout(
 
 /// True when the backend actively refuses a TCP connection within `timeout_ms`.
 pub async fn refuses_connections(backend_url: &str, timeout_ms: u64) -> bool {
-    let Ok(url) = Url::parse(backend_url) else {
-        return false;
-    };
-    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-        return false;
-    };
-    let host = host
+    let url = UrlParts::of(backend_url);
+    let port = url.port_or_default();
+    let host = url
+        .host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::policy::access::Cidr;
+use crate::policy::forwarding::UrlParts;
 
 // ---- Defaults: the single source of truth for every implicit value. ----
 
@@ -700,12 +701,7 @@ impl BackendUrl {
 
     /// The host part (bracketed for IPv6), as normalised.
     pub fn host(&self) -> &str {
-        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        match authority.strip_prefix('[') {
-            Some(_) => &authority[..authority.find(']').map_or(authority.len(), |i| i + 1)],
-            None => authority.split(':').next().unwrap_or(authority),
-        }
+        UrlParts::of(&self.0).host
     }
 }
 

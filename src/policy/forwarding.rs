@@ -45,45 +45,92 @@ pub fn forwarded_for(existing: Option<&str>, client_ip: &str) -> String {
     }
 }
 
-/// Path and query of an absolute URL string (`https://h/p?q` -> `/p?q`), without the fragment.
-pub fn path_and_query(url: &str) -> &str {
-    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[after_scheme..];
-    let start = rest.find(['/', '?']).unwrap_or(rest.len());
-    let pq = &rest[start..];
-    match pq.find('#') {
-        Some(i) => &pq[..i],
-        None => pq,
+/// The parts of an absolute URL string, split once without a full URL parse (this runs per
+/// request): `https://u@[::1]:81/a/b?q#f` -> scheme `https`, host `[::1]`, port 81, path `/a/b`,
+/// path and query `/a/b?q`. The one splitter for request, backend and probe URLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UrlParts<'a> {
+    pub scheme: &'a str,
+    /// Bracketed for IPv6, without userinfo or port.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// `/` when empty; no query or fragment.
+    pub path: &'a str,
+    /// Path and query, without the fragment ("" when both are empty).
+    pub path_and_query: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    pub fn of(url: &'a str) -> Self {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = match authority.find(']') {
+            Some(i) if authority.starts_with('[') => {
+                (&authority[..=i], authority[i + 1..].strip_prefix(':'))
+            }
+            _ => match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        let after = &rest[end..];
+        let pq = &after[..after.find('#').unwrap_or(after.len())];
+        let path = &pq[..pq.find('?').unwrap_or(pq.len())];
+        UrlParts {
+            scheme,
+            host,
+            port: port.and_then(|p| p.parse().ok()),
+            path: if path.is_empty() { "/" } else { path },
+            path_and_query: pq,
+        }
+    }
+
+    /// The explicit port, else the scheme's default.
+    pub fn port_or_default(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.scheme.eq_ignore_ascii_case("https") {
+                443
+            } else {
+                80
+            })
     }
 }
 
-/// Host (without port) and path (without query) of an absolute URL, without a full URL parse
-/// on the hot path: `http://h.test:8787/a/b?q` -> (`h.test`, `/a/b`).
+/// Path and query of an absolute URL string (`https://h/p?q` -> `/p?q`), without the fragment.
+pub fn path_and_query(url: &str) -> &str {
+    UrlParts::of(url).path_and_query
+}
+
+/// Host (without port) and path (without query) of an absolute URL:
+/// `http://h.test:8787/a/b?q` -> (`h.test`, `/a/b`).
 pub fn host_and_path(url: &str) -> (&str, &str) {
-    let rest = url.find("://").map(|i| &url[i + 3..]).unwrap_or(url);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let authority = authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority);
-    let host = if authority.starts_with('[') {
-        authority
-            .find(']')
-            .map(|i| &authority[..=i])
-            .unwrap_or(authority)
-    } else {
-        authority.split(':').next().unwrap_or(authority)
-    };
-    let after = &rest[end..];
-    let path_end = after.find(['?', '#']).unwrap_or(after.len());
-    let path = &after[..path_end];
-    (host, if path.is_empty() { "/" } else { path })
+    let p = UrlParts::of(url);
+    (p.host, p.path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_urls_once() {
+        let p = UrlParts::of("https://u:p@[2001:db8::1]:8443/a/b?q=1#frag");
+        assert_eq!(
+            (p.scheme, p.host, p.port),
+            ("https", "[2001:db8::1]", Some(8443))
+        );
+        assert_eq!((p.path, p.path_and_query), ("/a/b", "/a/b?q=1"));
+        let p = UrlParts::of("http://h.test");
+        assert_eq!(
+            (p.host, p.port, p.path, p.path_and_query),
+            ("h.test", None, "/", "")
+        );
+        assert_eq!(p.port_or_default(), 80);
+        assert_eq!(UrlParts::of("https://h.test?x").port_or_default(), 443);
+        assert_eq!(UrlParts::of("http://h.test:81?x").path_and_query, "?x");
+    }
 
     #[test]
     fn joins_base_path_and_query() {

@@ -3,7 +3,6 @@
 use std::cell::{Cell, RefCell};
 
 use serde::{Deserialize, Serialize};
-use worker::url;
 use worker::*;
 
 use crate::platform::probe::{probe_backend, ProbeResult};
@@ -310,13 +309,10 @@ impl Balancer {
     }
 
     async fn decide(&self, req: &Request) -> Result<Response> {
-        // The message is one JSON query parameter: no body to await, no Headers object.
+        // The message is the query: no body to await, no Headers object.
         let url = req.inner().url();
-        let q = query_params(&url)
-            .find(|(k, _)| k == "q")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        let msg: DecideRequest = match serde_json::from_str(&q) {
+        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let msg = match DecideRequest::from_query(query) {
             Ok(m) => m,
             Err(e) => return error_response(400, &format!("malformed decide request: {e}"), None),
         };
@@ -717,12 +713,6 @@ fn random_bytes() -> [u8; 32] {
         let _ = crypto.get_random_values_with_u8_array(&mut buf);
     }
     buf
-}
-
-/// The decoded query parameters of a request URL, read straight from the string.
-fn query_params(url: &str) -> url::form_urlencoded::Parse<'_> {
-    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-    url::form_urlencoded::parse(query.as_bytes())
 }
 
 fn err(path: &str, message: impl Into<String>) -> config::ConfigError {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use js_sys::futures::JsFuture;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::url;
 use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
@@ -34,6 +33,10 @@ struct SuccessTally {
 /// one small JSON message per batch instead of per request.
 const SUCCESS_BATCH: u32 = 32;
 const SUCCESS_BATCH_MS: u64 = 250;
+
+/// A successful response body of known length up to this size is read in whole before it is
+/// answered: its outcome is then known at once (no stream to watch, nothing to settle later).
+const RESPONSE_BUFFER_CAP: f64 = 64.0 * 1024.0;
 
 impl SuccessTally {
     fn into_outcomes(self) -> Vec<Outcome> {
@@ -76,6 +79,12 @@ thread_local! {
     /// The request header that keys header affinity, per hostname, as the last decision said.
     static AFFINITY_HEADER: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
     static RNG: RefCell<SplitMix64> = RefCell::new(SplitMix64(Date::now().as_millis()));
+    /// Request headers never forwarded, made into a JS array once rather than per request.
+    static ALWAYS_DROPPED: js_sys::Array = HOP_BY_HOP
+        .iter()
+        .chain(&["host", "expect"])
+        .map(|h| JsValue::from_str(h))
+        .collect();
 }
 
 /// Set on every forwarded request: a request that arrives carrying it has come back through a
@@ -127,7 +136,14 @@ impl Body {
     }
 }
 
-pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> Result<Response> {
+/// Answers with the runtime's own Response: the backend's goes back untouched when nothing in
+/// it changes (a workers-rs Response would be rebuilt on the way out).
+pub async fn balance(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    host: &str,
+) -> Result<web_sys::Response> {
     if req.headers().has(HOP_HEADER)? {
         return error_response(
             508,
@@ -136,13 +152,16 @@ pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> 
                  (it carries {HOP_HEADER}); a backend of \"{host}\" points back at the balancer"
             ),
             None,
-        );
+        )
+        .map(Into::into);
     }
     let stub = object_stub(env, host)?;
     let verdict = decide(&stub, &req, host).await?;
     let route = match verdict {
         Verdict::Route(route) => route,
-        Verdict::Reject(r) => return error_response(r.status, &r.message, r.retry_after_s),
+        Verdict::Reject(r) => {
+            return error_response(r.status, &r.message, r.retry_after_s).map(Into::into)
+        }
     };
     let method = req.inner().method();
     let body = read_body(&mut req, &method).await?;
@@ -173,7 +192,7 @@ pub async fn balance(mut req: Request, env: &Env, ctx: &Context, host: &str) -> 
             hostname: host.to_string(),
             method: log_method,
             path,
-            status: resp.status_code(),
+            status: resp.status(),
             backend,
             attempts,
             latency_ms: Date::now().as_millis().saturating_sub(started),
@@ -197,7 +216,7 @@ struct ForwardCtx<'a> {
 /// Drives the request's [`FailoverPlan`]: performs the attempts and checks it asks for, then
 /// answers as it says. Returns the response, the backend that produced it (if any) and how
 /// many attempts were made.
-async fn forward(mut f: ForwardCtx<'_>) -> Result<(Response, Option<String>, u32)> {
+async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<String>, u32)> {
     let mut plan = FailoverPlan::new(&f.route, f.host, &f.method, f.body.replayable());
     // The latest response with a final status: the plan may answer with it.
     let mut answered: Option<(usize, web_sys::Response)> = None;
@@ -265,17 +284,39 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(Response, Option<String>, u32
                 }
                 _ => None,
             };
-            let parts = fb_respond(&resp, cookie, success.is_some());
+            let mut parts = fb_respond(&resp, cookie, success.is_some(), RESPONSE_BUFFER_CAP);
+            if let Some(read) = parts.dyn_ref::<js_sys::Promise>() {
+                parts = JsFuture::from(read.clone()).await?;
+            }
+            let parts: js_sys::Array = parts.unchecked_into();
             let done = parts.get(1);
-            if let Some(outcome) = success {
-                if done.is_undefined() {
-                    settle_success(f.env, f.ctx, f.host, outcome);
-                } else {
-                    watch_body(f.env, f.ctx, f.host, outcome, done.unchecked_into());
+            let url = attempt.url.clone();
+            match (success, done.as_string()) {
+                (None, _) => {}
+                (Some(outcome), Some(broken)) if broken.is_empty() => {
+                    settle_success(f.env, f.ctx, f.host, outcome)
+                }
+                (Some(mut outcome), Some(broken)) => {
+                    outcome.failure = Some(format!("response body broken off: {broken}"));
+                    flush_reports(f.env, f.ctx, f.host, vec![outcome]);
+                    let message = format!(
+                        "backend {url} of \"{}\" broke its response body off: {broken}",
+                        f.host
+                    );
+                    return Ok((
+                        error_response(502, &message, None)?.into(),
+                        Some(url),
+                        tries,
+                    ));
+                }
+                (Some(outcome), None) if done.is_undefined() => {
+                    settle_success(f.env, f.ctx, f.host, outcome)
+                }
+                (Some(outcome), None) => {
+                    watch_body(f.env, f.ctx, f.host, outcome, done.unchecked_into())
                 }
             }
-            let resp: web_sys::Response = parts.get(0).unchecked_into();
-            Ok((Response::from(resp), Some(attempt.url.clone()), tries))
+            Ok((parts.get(0).unchecked_into(), Some(url), tries))
         }
         Answer::Failed {
             status,
@@ -287,7 +328,7 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(Response, Option<String>, u32
             }
             flush_reports(f.env, f.ctx, f.host, outcomes);
             Ok((
-                error_response(status, &message, retry_after_s)?,
+                error_response(status, &message, retry_after_s)?.into(),
                 None,
                 tries,
             ))
@@ -325,9 +366,9 @@ fn watch_body(env: &Env, ctx: &Context, host: &str, mut outcome: Outcome, done: 
     });
 }
 
-/// Asks the hostname's Durable Object where this request goes. The message travels as one
-/// JSON query parameter: a plain URL string is the cheapest request to build (no Headers, no
-/// body to stream and await in the object). Batched success reports ride along.
+/// Asks the hostname's Durable Object where this request goes. The message travels in the URL
+/// query: a plain URL string is the cheapest request to build (no Headers, no body to stream and
+/// await in the object). Batched success reports ride along.
 async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
     let incoming = req.headers();
     let cf = req.cf();
@@ -375,10 +416,8 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
 }
 
 async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<Verdict> {
-    let json = serde_json::to_string(msg)?;
-    let query: String = url::form_urlencoded::byte_serialize(json.as_bytes()).collect();
     let mut resp = stub
-        .fetch_with_str(&format!("https://balancer/decide?q={query}"))
+        .fetch_with_str(&format!("https://balancer/decide?{}", msg.to_query()))
         .await?;
     Ok(serde_json::from_str(&resp.text().await?)?)
 }
@@ -469,8 +508,9 @@ async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
-export function fb_forward_headers(incoming, drop, set) {
+export function fb_forward_headers(incoming, always, drop, set) {
   const out = new Headers(incoming);
+  for (const name of always) out.delete(name);
   for (const name of drop) out.delete(name);
   for (let i = 0; i + 1 < set.length; i += 2) out.set(set[i], set[i + 1]);
   return out;
@@ -483,29 +523,45 @@ export function fb_watch_upload(body, length) {
   return [t.readable, pump(body, t.writable).then((m) => m !== "")];
 }
 
-// The response the client gets: a null body where HTTP wants none (so workers-rs can rebuild
-// it), the affinity cookie if any, and, when `watch`, the body pumped through a native stream
-// with a promise that settles to "" or to the backend's error if it broke the body off.
-export function fb_respond(resp, cookie, watch) {
-  const nullBody = resp.status === 204 || resp.status === 205 || resp.status === 304;
+// The response the client gets: a null body where HTTP wants none, the affinity cookie if any,
+// and, when `watch`, a way to know the body arrived whole. A small body of known length is read
+// in whole (one native read, no stream to pump, the outcome known before answering): then a
+// Promise of [Response or null, "" or why the backend broke it off]. Otherwise
+// [Response, undefined | Promise<"" or the backend's error>] with the body pumped through a
+// native stream. With nothing to change, the backend's own Response goes back as it is.
+export function fb_respond(resp, cookie, watch, bufferCap) {
+  const status = resp.status;
   let body = resp.body;
   let done;
-  if (nullBody && body !== null) {
+  if (body !== null && (status === 204 || status === 205 || status === 304)) {
     body.cancel().catch(() => {});
     body = null;
   } else if (watch && body !== null) {
     const len = resp.headers.get("content-length");
     const enc = resp.headers.get("content-encoding");
     const sized = len !== null && /^[0-9]+$/.test(len) && (enc === null || enc === "identity");
+    if (sized && Number(len) <= bufferCap) return buffered(resp, cookie);
     const t = sized ? new FixedLengthStream(Number(len)) : new IdentityTransformStream();
     done = pump(body, t.writable);
     body = t.readable;
   } else if (cookie === undefined) {
     return [resp, undefined];
   }
+  return [rebuilt(resp, body, cookie), done];
+}
+
+async function buffered(resp, cookie) {
+  try {
+    return [rebuilt(resp, await resp.arrayBuffer(), cookie), ""];
+  } catch (e) {
+    return [null, String((e && e.message) || e || "stream error")];
+  }
+}
+
+function rebuilt(resp, body, cookie) {
   const out = new Response(body, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
   if (cookie !== undefined) out.headers.append("set-cookie", cookie);
-  return [out, done];
+  return out;
 }
 
 // Copies `src` into `dst`; settles to "" when done or when the reading side went away, and to
@@ -540,6 +596,7 @@ extern "C" {
     /// runtime instead of one per header operation (measured: ~10% of throughput).
     fn fb_forward_headers(
         incoming: &web_sys::Headers,
+        always: &js_sys::Array,
         drop: Vec<String>,
         set: Vec<String>,
     ) -> web_sys::Headers;
@@ -547,8 +604,14 @@ extern "C" {
     /// `[readable, Promise<bool: the client's stream failed>]`.
     fn fb_watch_upload(body: &web_sys::ReadableStream, length: Option<f64>) -> js_sys::Array;
 
-    /// `[Response, Promise<string: "" or why the backend broke the body off> | undefined]`.
-    fn fb_respond(resp: &web_sys::Response, cookie: Option<String>, watch: bool) -> js_sys::Array;
+    /// `[Response, Promise<string: "" or why the backend broke the body off> | undefined]`, or
+    /// for a small body read in whole a Promise of `[Response | null, string]`.
+    fn fb_respond(
+        resp: &web_sys::Response,
+        cookie: Option<String>,
+        watch: bool,
+        buffer_cap: f64,
+    ) -> JsValue;
 }
 
 /// The client's headers minus `Host`, `Expect` and hop-by-hop ones (incl. those `Connection`
@@ -556,10 +619,7 @@ extern "C" {
 /// reads it: forwarded, it makes backends send `100 Continue`, which no client asked us for.
 fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::Headers> {
     let incoming = req.headers();
-    let mut drop: Vec<String> = HOP_BY_HOP.iter().map(|h| h.to_string()).collect();
-    drop.extend(connection_tokens(incoming.get("connection")?.as_deref()));
-    drop.push("host".to_string());
-    drop.push("expect".to_string());
+    let drop = connection_tokens(incoming.get("connection")?.as_deref());
     let proto = if https { "https" } else { "http" };
     let mut set = vec![
         "x-forwarded-proto".to_string(),
@@ -576,7 +636,7 @@ fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::H
             &ip,
         ));
     }
-    Ok(fb_forward_headers(&incoming.0, drop, set))
+    Ok(ALWAYS_DROPPED.with(|always| fb_forward_headers(&incoming.0, always, drop, set)))
 }
 
 fn build_request(

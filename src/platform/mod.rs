@@ -20,23 +20,25 @@ use crate::policy::forwarding::{host_and_path, UrlParts};
 pub const BALANCER_BINDING: &str = "BALANCER";
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
     let url = req.inner().url();
     let (host, path) = host_and_path(&url);
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let path = path.to_string();
     let result = if let Some(rest) = path.strip_prefix(admin::RESERVED_PREFIX) {
-        admin::handle(req, &env, rest).await
+        admin::handle(req, &env, rest).await.map(Into::into)
     } else if admin::is_admin_host(&host, &env) {
-        admin::handle(req, &env, &path).await
+        admin::handle(req, &env, &path).await.map(Into::into)
     } else if let Some(r) = registry::unserved(&env, &host).await {
         // Answered here: an unknown hostname must not create a Durable Object.
-        error_response(r.status, &r.message, r.retry_after_s)
+        error_response(r.status, &r.message, r.retry_after_s).map(Into::into)
     } else {
         edge::balance(req, &env, &ctx, &host).await
     };
     // An error must never become the runtime's exception page.
-    result.or_else(|e| error_response(502, &format!("FlowBalance internal error: {e}"), None))
+    result.or_else(|e| {
+        error_response(502, &format!("FlowBalance internal error: {e}"), None).map(Into::into)
+    })
 }
 
 /// The Durable Object of a balanced hostname.

@@ -152,7 +152,7 @@ test("clients that hang up mid-upload open no breaker, and traffic still spreads
   }
 });
 
-test("a backend that breaks every response off mid-body has its breaker opened", async () => {
+test("a backend that breaks every large response off mid-body has its breaker opened", async () => {
   const [cut, fine] = await startBackends(2);
   cut.mode = "truncate";
   const lb = await start([{ hostname: "cut.test", backends: [cut.url, fine.url], ...quiet }]);
@@ -169,6 +169,39 @@ test("a backend that breaks every response off mid-body has its breaker opened",
     }, { what: "the truncating backend's breaker to open" });
     assert.match(st.last_error, /broken off/);
     const ok = (await backendsOf(lb, "cut.test")).find((x) => x.url === fine.url);
+    assert.equal(ok.breaker, "closed");
+    assert.equal(ok.last_error, null);
+  } finally {
+    await stopAll([cut, fine]);
+  }
+});
+
+test("a small response body broken off is a 502 naming it, and a failure of its backend", async () => {
+  const [cut, fine] = await startBackends(2);
+  // Small and of known length, so the Worker reads it in whole before answering.
+  cut.handler = (req, res) => {
+    res.writeHead(200, { "content-type": "text/plain", "content-length": "2000" });
+    res.write("x".repeat(500), () => req.socket.destroy());
+  };
+  const lb = await start([{ hostname: "cutsmall.test", backends: [cut.url, fine.url], ...quiet }]);
+  try {
+    let named = 0;
+    for (let i = 0; i < 12; i++) {
+      const res = await rawRequest(lb, "cutsmall.test", `/s${i}`);
+      if (res.status === 502) {
+        assert.match(JSON.parse(res.body).error, /broke its response body off/);
+        named++;
+      } else {
+        assert.equal(res.status, 200, res.body);
+      }
+    }
+    assert.ok(named >= 3, `only ${named} broken bodies were answered 502`);
+    const st = await waitFor(async () => {
+      const b = (await backendsOf(lb, "cutsmall.test")).find((x) => x.url === cut.url);
+      return b.breaker === "open" ? b : null;
+    }, { what: "the breaking backend's breaker to open" });
+    assert.match(st.last_error, /broken off/);
+    const ok = (await backendsOf(lb, "cutsmall.test")).find((x) => x.url === fine.url);
     assert.equal(ok.breaker, "closed");
     assert.equal(ok.last_error, null);
   } finally {

@@ -3,77 +3,56 @@
 use serde::{Deserialize, Serialize};
 
 /// Worker -> Durable Object, `GET /decide?<this as query pairs>`: the request facts a decision
-/// needs, plus the successes the Worker batched since its last decision. Plain pairs (`h`, `ip`,
-/// `co`, `ct`, `ck`, `k`; `ok` holds the successes as JSON) are the cheapest form to write and
-/// read on every request; see [`DecideRequest::to_query`].
-#[derive(Clone, Debug, Default, PartialEq)]
+/// needs, plus the successes the Worker batched since its last decision. A URL query is the
+/// cheapest form to write and read on every request (no Headers object, no body to await).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DecideRequest {
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continent: Option<String>,
     /// The client's whole Cookie header: only the Durable Object knows the cookie's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookies: Option<String>,
     /// The value of the header that keys header affinity, once the Worker knows its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_key: Option<String>,
+    /// Carried as one JSON text: a query pair holds a string.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "json_text")]
     pub successes: Vec<Outcome>,
 }
 
 impl DecideRequest {
     /// The message as a URL query (without the `?`).
     pub fn to_query(&self) -> String {
-        let mut q = url::form_urlencoded::Serializer::new(String::with_capacity(96));
-        q.append_pair("h", &self.host);
-        let optional = [
-            ("ip", &self.client_ip),
-            ("co", &self.country),
-            ("ct", &self.continent),
-            ("ck", &self.cookies),
-            ("k", &self.affinity_key),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                q.append_pair(name, v);
-            }
-        }
-        if !self.successes.is_empty() {
-            // Serializing plain structs of strings and numbers cannot fail.
-            if let Ok(json) = serde_json::to_string(&self.successes) {
-                q.append_pair("ok", &json);
-            }
-        }
-        q.finish()
+        // Strings, options and a JSON text: nothing here can fail to serialise.
+        serde_urlencoded::to_string(self).unwrap_or_default()
     }
 
     /// Reads [`DecideRequest::to_query`]'s form back; an unknown or repeated pair, a missing
     /// host or unreadable successes are errors, not silently missing facts.
     pub fn from_query(query: &str) -> Result<Self, String> {
-        let mut msg = DecideRequest::default();
-        let mut host = None;
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            let slot = match name.as_ref() {
-                "h" => &mut host,
-                "ip" => &mut msg.client_ip,
-                "co" => &mut msg.country,
-                "ct" => &mut msg.continent,
-                "ck" => &mut msg.cookies,
-                "k" => &mut msg.affinity_key,
-                "ok" => {
-                    if !msg.successes.is_empty() {
-                        return Err("\"ok\" given twice".into());
-                    }
-                    msg.successes = serde_json::from_str(&value)
-                        .map_err(|e| format!("\"ok\" is not a list of outcomes: {e}"))?;
-                    continue;
-                }
-                other => return Err(format!("unknown field \"{other}\"")),
-            };
-            if slot.replace(value.into_owned()).is_some() {
-                return Err(format!("\"{name}\" given twice"));
-            }
-        }
-        msg.host = host.ok_or("\"h\" (the hostname) is missing")?;
-        Ok(msg)
+        serde_urlencoded::from_str(query).map_err(|e| e.to_string())
+    }
+}
+
+/// A list of outcomes as one JSON text (inside a query pair).
+mod json_text {
+    use super::Outcome;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Outcome], s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(v).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Outcome>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -172,8 +151,8 @@ mod tests {
             host: "a.test".into(),
             ..Default::default()
         };
-        assert_eq!(bare.to_query(), "h=a.test");
-        assert_eq!(DecideRequest::from_query("h=a.test").unwrap(), bare);
+        assert_eq!(bare.to_query(), "host=a.test");
+        assert_eq!(DecideRequest::from_query("host=a.test").unwrap(), bare);
         let full = DecideRequest {
             host: "a.test".into(),
             client_ip: Some("203.0.113.9".into()),
@@ -193,10 +172,10 @@ mod tests {
         let text = full.to_query();
         assert_eq!(DecideRequest::from_query(&text).unwrap(), full);
         // A typo, a repeat or a missing host is an error, not a silently missing fact.
-        assert!(DecideRequest::from_query("h=a&ipp=1.2.3.4").is_err());
-        assert!(DecideRequest::from_query("h=a&ip=1&ip=2").is_err());
-        assert!(DecideRequest::from_query("ip=1.2.3.4").is_err());
-        assert!(DecideRequest::from_query("h=a&ok=%5Bx").is_err());
+        assert!(DecideRequest::from_query("host=a&ipp=1.2.3.4").is_err());
+        assert!(DecideRequest::from_query("host=a&client_ip=1&client_ip=2").is_err());
+        assert!(DecideRequest::from_query("client_ip=1.2.3.4").is_err());
+        assert!(DecideRequest::from_query("host=a&successes=%5Bx").is_err());
     }
 
     #[test]

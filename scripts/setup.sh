@@ -36,7 +36,11 @@ if ! grep -qF "$WASM_BINDGEN_VERSION" <<<"$(wasm-bindgen --version 2>/dev/null |
     cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
+# Installed packages are keyed by the lockfile's content (not its mtime, which a fresh checkout
+# or worktree always makes newer), so an unchanged lockfile never triggers a reinstall.
+LOCK_SUM="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/miniflare ] \
-   || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+   || [ "$(cat node_modules/.flowbalance-lock 2>/dev/null)" != "$LOCK_SUM" ]; then
   with_heartbeat "installing npm packages" npm ci --no-audit --no-fund --loglevel=error
+  echo "$LOCK_SUM" > node_modules/.flowbalance-lock
 fi

@@ -392,6 +392,21 @@ fn wrong_types_name_found_and_allowed() {
         r#"{"hostname": "a.com", "backends": ["http://x"], "rate_limit": {"requests": 3}}"#,
     );
     assert_err(&e, "rate_limit.window", "required");
+    // Every missing field of one object is named, not just the first.
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": [{"weight": 2}], "rate_limit": {}, "pools": [{}], "load_balancer": {"session_affinity": {}}}"#,
+    );
+    for (path, what) in [
+        ("rate_limit.requests", "required"),
+        ("rate_limit.window", "required"),
+        ("backends[0].url", "required"),
+        ("pools[0].name", "required"),
+        ("pools[0].backends", "required"),
+        ("load_balancer.session_affinity.type", "required"),
+    ] {
+        assert_err(&e, path, what);
+    }
+    assert_eq!(e.len(), 6, "no errors about stand-ins: {e:#?}");
 }
 
 #[test]

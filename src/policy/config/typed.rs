@@ -70,28 +70,34 @@ fn remove_at(v: &mut Value, path: &[Seg]) -> bool {
     let Some((last, parent)) = path.split_last() else {
         return false;
     };
-    let mut node = v;
-    for s in parent {
-        node = match (s, node) {
-            (Seg::Key(k), Value::Object(m)) => match m.get_mut(k) {
-                Some(n) => n,
-                None => return false,
-            },
-            (Seg::Index(i), Value::Array(a)) => match a.get_mut(*i) {
-                Some(n) => n,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match (last, node) {
-        (Seg::Key(k), Value::Object(m)) => m.remove(k).is_some(),
-        (Seg::Index(i), Value::Array(a)) if *i < a.len() => {
+    match (last, node_mut(v, parent)) {
+        (Seg::Key(k), Some(Value::Object(m))) => m.remove(k).is_some(),
+        (Seg::Index(i), Some(Value::Array(a))) if *i < a.len() => {
             a.remove(*i);
             true
         }
         _ => false,
     }
+}
+
+/// The node at `path`, if there is one.
+fn node_mut<'a>(v: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
+    path.iter().try_fold(v, |node, s| match (s, node) {
+        (Seg::Key(k), Value::Object(m)) => m.get_mut(k),
+        (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
+        _ => None,
+    })
+}
+
+/// A serde_path_to_error path as our steps.
+fn segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    path.iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Tracks what was pruned, so paths in the pruned value map back to the input's paths.
@@ -168,15 +174,7 @@ pub(super) fn typed<T: DeserializeOwned>(
             }
             Err(e) => e,
         };
-        let current: Vec<Seg> = e
-            .path()
-            .iter()
-            .filter_map(|s| match s {
-                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
-                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-                _ => None,
-            })
-            .collect();
+        let current = segs(e.path());
         let message = e.inner().to_string();
         let original = pruned.original(&current);
         match missing_field(&message) {
@@ -185,6 +183,12 @@ pub(super) fn typed<T: DeserializeOwned>(
                 // A required field we pruned ourselves was reported already.
                 if !pruned.0.contains(&at) {
                     errs.push(ConfigError::new(&render(&at), "required"));
+                    // A stand-in lets the object's other fields (and other missing ones) be
+                    // checked; checks of the stand-in itself are suppressed like a pruned node.
+                    if stand_in::<T>(&mut v, &current, field) {
+                        pruned.0.push(at);
+                        continue;
+                    }
                 }
             }
             None => errs.push(ConfigError::new(&render(&original), tidy(&message))),
@@ -205,6 +209,41 @@ pub(super) fn typed<T: DeserializeOwned>(
         pruned.0.push(pruned.original(&current[..cut]));
     }
     Err(errs)
+}
+
+/// Puts the first value that types at `object.field` there; false (and nothing put) if none.
+fn stand_in<T: DeserializeOwned>(v: &mut Value, object: &[Seg], field: &str) -> bool {
+    let candidates = [
+        Value::from(1),
+        Value::from(true),
+        Value::from("placeholder.invalid"),
+        Value::from("http://placeholder.invalid"),
+        Value::from("cookie"),
+        Value::Array(vec![]),
+        Value::Object(Map::new()),
+    ];
+    let target = extend(object, key(field));
+    for candidate in candidates {
+        match node_mut(v, object) {
+            Some(Value::Object(m)) => m.insert(field.to_string(), candidate),
+            _ => return false,
+        };
+        let fits = match serde_path_to_error::deserialize::<_, T>(&*v) {
+            Ok(_) => true,
+            Err(e) => {
+                let at: Vec<Seg> = segs(e.path());
+                at != target
+                    && !(at == object && missing_field(&e.inner().to_string()) == Some(field))
+            }
+        };
+        if fits {
+            return true;
+        }
+    }
+    if let Some(Value::Object(m)) = node_mut(v, object) {
+        m.remove(field);
+    }
+    false
 }
 
 fn missing_field(message: &str) -> Option<&str> {

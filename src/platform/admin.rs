@@ -5,7 +5,7 @@ use worker::*;
 
 use crate::platform::{env_string, error_response, object_stub, registry, requestlog, throttle};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
-use crate::policy::config::{self, Deployment};
+use crate::policy::config;
 
 /// On any balanced hostname, paths under this prefix reach the admin surface instead of a backend.
 pub const RESERVED_PREFIX: &str = "/__lb_admin__";
@@ -15,7 +15,7 @@ const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 /// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
 pub fn is_admin_host(host: &str, env: &Env) -> bool {
-    Deployment::new(env_string(env, "ADMIN_HOSTNAME").as_deref(), vec![]).is_admin_host(host)
+    registry::defaults(env).deployment.is_admin_host(host)
 }
 
 pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {

@@ -10,7 +10,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
-use crate::platform::{error_response, fetch_raw, object_stub, refuses_connections, FetchFailure};
+use crate::platform::{
+    cancel_body, error_response, fetch_raw, object_stub, refuses_connections, FetchFailure,
+};
 use crate::policy::affinity;
 use crate::policy::decision::{DecideRequest, Outcome, ReportRequest, Route, Verdict};
 use crate::policy::failover::{Answer, AttemptResult, FailoverPlan, Step};
@@ -294,11 +296,10 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
             match (success, done.as_string()) {
                 (None, _) => {}
                 (Some(outcome), Some(broken)) if broken.is_empty() => {
-                    settle_success(f.env, f.ctx, f.host, outcome)
+                    flush_reports(f.env, f.ctx, f.host, body_reports(f.host, outcome, ""))
                 }
-                (Some(mut outcome), Some(broken)) => {
-                    outcome.failure = Some(format!("response body broken off: {broken}"));
-                    flush_reports(f.env, f.ctx, f.host, vec![outcome]);
+                (Some(outcome), Some(broken)) => {
+                    flush_reports(f.env, f.ctx, f.host, body_reports(f.host, outcome, &broken));
                     let message = format!(
                         "backend {url} of \"{}\" broke its response body off: {broken}",
                         f.host
@@ -310,7 +311,7 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
                     ));
                 }
                 (Some(outcome), None) if done.is_undefined() => {
-                    settle_success(f.env, f.ctx, f.host, outcome)
+                    flush_reports(f.env, f.ctx, f.host, body_reports(f.host, outcome, ""))
                 }
                 (Some(outcome), None) => {
                     watch_body(f.env, f.ctx, f.host, outcome, done.unchecked_into())
@@ -336,15 +337,9 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
     }
 }
 
-fn cancel_body(resp: &web_sys::Response) {
-    if let Some(body) = resp.body() {
-        let _ = body.cancel();
-    }
-}
-
 /// Reports the answering attempt once its body has streamed: a success, or a failure when the
 /// backend broke the body off (a client hanging up is not the backend's doing).
-fn watch_body(env: &Env, ctx: &Context, host: &str, mut outcome: Outcome, done: js_sys::Promise) {
+fn watch_body(env: &Env, ctx: &Context, host: &str, outcome: Outcome, done: js_sys::Promise) {
     let env = env.clone();
     let host = host.to_string();
     ctx.wait_until(async move {
@@ -353,17 +348,24 @@ fn watch_body(env: &Env, ctx: &Context, host: &str, mut outcome: Outcome, done: 
             .ok()
             .and_then(|v| v.as_string())
             .unwrap_or_default();
-        if broken.is_empty() {
-            if let Some(now) = batch_success(&host, outcome) {
-                send_reports(&env, &host, vec![now]).await;
-            }
-        } else {
-            outcome.failure = Some(format!("response body broken off: {broken}"));
-            let mut reports = take_successes(&host, true);
-            reports.push(outcome);
+        let reports = body_reports(&host, outcome, &broken);
+        if !reports.is_empty() {
             send_reports(&env, &host, reports).await;
         }
     });
+}
+
+/// What is due once the answering attempt's body has gone through (`broken`: "" or why the
+/// backend broke it off): nothing for a success that waits in the batch, else the reports to
+/// send now, earlier successes first so "consecutive failures" in the object stays true.
+fn body_reports(host: &str, mut outcome: Outcome, broken: &str) -> Vec<Outcome> {
+    if broken.is_empty() {
+        return batch_success(host, outcome).into_iter().collect();
+    }
+    outcome.failure = Some(format!("response body broken off: {broken}"));
+    let mut reports = take_successes(host, true);
+    reports.push(outcome);
+    reports
 }
 
 /// Asks the hostname's Durable Object where this request goes. The message travels in the URL
@@ -440,12 +442,6 @@ fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
         tally.count += 1;
     });
     None
-}
-
-fn settle_success(env: &Env, ctx: &Context, host: &str, outcome: Outcome) {
-    if let Some(now) = batch_success(host, outcome) {
-        flush_reports(env, ctx, host, vec![now]);
-    }
 }
 
 /// Failures and trials go to the Durable Object after the response, off the client's path.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use worker::*;
 
-use crate::policy::config::{self, Deployment};
+use crate::policy::config::Deployment;
 use crate::policy::forwarding::{host_and_path, UrlParts};
 
 /// The Durable Object namespace binding that holds one object per hostname.
@@ -61,11 +61,9 @@ pub fn error_response(status: u16, message: &str, retry_after_s: Option<u64>) ->
 /// What configs are checked against here: the admin hostname and the hostnames balanced by
 /// DEFAULT_BACKENDS (`registered` adds those created through the API).
 pub fn deployment(env: &Env, registered: Vec<String>) -> Deployment {
-    let mut balanced = registered;
-    if let Some(text) = env_string(env, "DEFAULT_BACKENDS") {
-        balanced.extend(config::default_hostnames(&text));
-    }
-    Deployment::new(env_string(env, "ADMIN_HOSTNAME").as_deref(), balanced)
+    let mut ctx = registry::defaults(env).deployment.clone();
+    ctx.balanced.extend(registered);
+    ctx
 }
 
 /// A string binding (a `[vars]` entry, a `.dev.vars` value or a secret); empty counts as unset.
@@ -119,14 +117,19 @@ pub async fn fetch_raw(
             if (200..=599).contains(&status) {
                 Ok(resp)
             } else {
-                if let Some(body) = resp.body() {
-                    let _ = body.cancel();
-                }
+                cancel_body(&resp);
                 Err(FetchFailure::InvalidStatus(status))
             }
         }
         Err(_) if signal.aborted() => Err(FetchFailure::Timeout),
         Err(e) => Err(FetchFailure::Network(js_message(&e))),
+    }
+}
+
+/// Lets go of a response body nobody will read, so the connection is not held open for it.
+pub fn cancel_body(resp: &web_sys::Response) {
+    if let Some(body) = resp.body() {
+        let _ = body.cancel();
     }
 }
 

@@ -8,17 +8,18 @@ use wasm_bindgen::JsValue;
 use worker::*;
 
 use crate::platform::env_string;
-use crate::policy::config::{self, ConfigError, ServiceConfig};
+use crate::policy::config::{self, ConfigError, Deployment, ServiceConfig};
 use crate::policy::decision::Reject;
 
 const DB_BINDING: &str = "DB";
 /// Registered hostnames remembered per isolate; past this the memory starts over.
 const REGISTERED_MAX: usize = 10_000;
 
-/// DEFAULT_BACKENDS as parsed; re-parsed only when its text changes.
+/// DEFAULT_BACKENDS as parsed, and the deployment it describes (ADMIN_HOSTNAME and the hostnames
+/// it balances). An isolate's bindings never change, so this is read once per isolate.
 pub struct Defaults {
-    text: String,
     hostnames: HashSet<String>,
+    pub deployment: Deployment,
     pub services: Vec<ServiceConfig>,
     pub errors: Vec<ConfigError>,
 }
@@ -33,25 +34,29 @@ thread_local! {
 
 /// DEFAULT_BACKENDS, parsed partially (one service's mistake does not take the others down).
 pub fn defaults(env: &Env) -> Rc<Defaults> {
-    let text = env_string(env, "DEFAULT_BACKENDS").unwrap_or_default();
     DEFAULTS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some(d) = cache.as_ref().filter(|d| d.text == text) {
-            return d.clone();
-        }
-        let (services, errors) = if text.trim().is_empty() {
-            (vec![], vec![])
-        } else {
-            config::parse_default_backends_partial(&text, &crate::platform::deployment(env, vec![]))
-        };
-        let parsed = Rc::new(Defaults {
-            hostnames: services.iter().map(|s| s.hostname.to_string()).collect(),
-            text,
-            services,
-            errors,
-        });
-        *cache = Some(parsed.clone());
-        parsed
+        cache
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                let text = env_string(env, "DEFAULT_BACKENDS").unwrap_or_default();
+                let admin = Deployment::new(env_string(env, "ADMIN_HOSTNAME").as_deref(), vec![]);
+                let (services, errors) = if text.trim().is_empty() {
+                    (vec![], vec![])
+                } else {
+                    config::parse_default_backends_partial(&text, &admin)
+                };
+                let hostnames: HashSet<String> =
+                    services.iter().map(|s| s.hostname.to_string()).collect();
+                let mut deployment = admin;
+                deployment.balanced.extend(config::default_hostnames(&text));
+                Rc::new(Defaults {
+                    hostnames,
+                    deployment,
+                    services,
+                    errors,
+                })
+            })
+            .clone()
     })
 }
 

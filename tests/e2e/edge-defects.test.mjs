@@ -140,6 +140,8 @@ test("clients that hang up mid-upload open no breaker, and traffic still spreads
     }
     assert.deepEqual(Object.keys(served).sort(), ["b1", "b2", "b3"], JSON.stringify(served));
     const st = await waitFor(async () => {
+      // Successes ride on a later decision once their batch is due (32 or 250 ms): keep deciding.
+      await (await lb.fetch("up.test", "/nudge")).arrayBuffer();
       const list = await backendsOf(lb, "up.test");
       return list.every((b) => b.latency_ms !== null) ? list : null;
     }, { what: "reports for every backend" });

@@ -44,3 +44,17 @@ if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/wasm-opt ] ||
   with_heartbeat "installing npm packages" npm ci --no-audit --no-fund --loglevel=error
   echo "$LOCK_SUM" > node_modules/.flowbalance-lock
 fi
+
+# The console's browser tests drive Debian's Chromium through playwright-core (which cannot download a
+# browser offline); the metrics tests scrape with a real Prometheus. Both come from apt when missing.
+apt_missing=()
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || apt_missing+=(prometheus)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # A fresh machine's package lists may be empty, so update first.
+  with_heartbeat "updating apt package lists" $SUDO apt-get update -qq
+  with_heartbeat "installing ${apt_missing[*]} from apt (about a minute, once)" \
+    env DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
+fi

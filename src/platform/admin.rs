@@ -3,9 +3,14 @@
 use futures_util::StreamExt;
 use worker::*;
 
-use crate::platform::{env_string, error_response, object_stub, registry, requestlog, throttle};
+use crate::platform::{
+    console, env_string, error_response, object_stub, registry, requestlog, throttle,
+};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config;
+use crate::policy::logquery::{
+    LogQuery, MetricsQuery, ServiceHealth, DEFAULT_METRICS_WINDOW_S, MAX_METRICS_WINDOW_S,
+};
 
 /// On any balanced hostname, paths under this prefix reach the admin surface instead of a backend.
 pub const RESERVED_PREFIX: &str = "/__lb_admin__";
@@ -19,14 +24,20 @@ pub fn is_admin_host(host: &str, env: &Env) -> bool {
 }
 
 pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
-    let path = if path.is_empty() { "/" } else { path };
-    match path {
-        "/" | "/dashboard" | "/dashboard/" => {
-            return asset(DASHBOARD_HTML, "text/html; charset=utf-8")
-        }
-        "/dashboard/app.js" => return asset(DASHBOARD_JS, "text/javascript; charset=utf-8"),
-        "/dashboard/app.css" => return asset(DASHBOARD_CSS, "text/css; charset=utf-8"),
-        _ => {}
+    if path.is_empty() {
+        // `/__lb_admin__` alone: the console's relative asset paths need the trailing slash.
+        let query = req
+            .url()?
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let mut resp = Response::empty()?.with_status(301);
+        resp.headers_mut()
+            .set("location", &format!("{RESERVED_PREFIX}/{query}"))?;
+        return Ok(resp);
+    }
+    if let Some(resp) = console::serve(path) {
+        return resp;
     }
     if !path.starts_with("/admin/") && path != "/admin" {
         return error_response(404, &format!("no admin route {path}"), None);
@@ -41,28 +52,15 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
     match (method.clone(), segments.as_slice()) {
-        (Method::Get, ["admin", "services"]) => list_services(env).await,
+        (Method::Get, ["admin", "services"]) => list_services(&req, env).await,
         (Method::Get, ["admin", "services", host]) => relay(req, env, host, "/status", false).await,
         (Method::Post, ["admin", "services", host, "health-check"]) => {
             relay(req, env, host, "/probe", false).await
         }
-        (Method::Get, ["admin", "services", host, "logs"]) => {
-            let limit = match query_number(&req, "limit", 100, 1, 1000)? {
-                Ok(n) => n,
-                Err(resp) => return Ok(resp),
-            };
-            let rows = requestlog::recent(env, host, limit as u32).await?;
-            Response::from_json(&serde_json::json!({ "hostname": host, "requests": rows }))
-        }
-        (Method::Get, ["admin", "services", host, "metrics"]) => {
-            let window_s = match query_number(&req, "window", 300, 1, 86_400)? {
-                Ok(n) => n,
-                Err(resp) => return Ok(resp),
-            };
-            let backends = requestlog::metrics(env, host, window_s * 1000).await?;
-            Response::from_json(
-                &serde_json::json!({ "hostname": host, "window_s": window_s, "backends": backends }),
-            )
+        (Method::Get, ["admin", "services", host, "logs"]) => logs(&req, env, host).await,
+        (Method::Get, ["admin", "services", host, "metrics"]) => metrics(&req, env, host).await,
+        (Method::Post, ["admin", "services", host, "config", "validate"]) => {
+            validate(req, env, host).await
         }
         (
             Method::Get | Method::Post | Method::Put | Method::Delete,
@@ -90,22 +88,85 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
     }
 }
 
-// The dashboard is static; it calls the admin API with the credentials the operator types in.
-const DASHBOARD_HTML: &str = include_str!("../../dashboard/index.html");
-const DASHBOARD_JS: &str = include_str!("../../dashboard/app.js");
-const DASHBOARD_CSS: &str = include_str!("../../dashboard/app.css");
+/// The query pairs of a request, owned (parsers borrow them as `(&str, &str)`).
+fn query_pairs(req: &Request) -> Result<Vec<(String, String)>> {
+    Ok(req
+        .url()?
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
 
-fn asset(body: &str, content_type: &str) -> Result<Response> {
-    let mut resp = Response::ok(body)?;
-    let h = resp.headers_mut();
-    h.set("content-type", content_type)?;
-    h.set(
-        "content-security-policy",
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    )?;
-    h.set("x-content-type-options", "nosniff")?;
-    h.set("cache-control", "no-cache")?;
-    Ok(resp)
+fn borrowed(pairs: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// `GET /admin/services/{h}/logs`: one page of the request log, filtered, newest first.
+async fn logs(req: &Request, env: &Env, host: &str) -> Result<Response> {
+    let query = match LogQuery::parse(borrowed(&query_pairs(req)?)) {
+        Ok(q) => q,
+        Err(e) => return error_response(400, &e.to_string(), None),
+    };
+    let (rows, next_before) = requestlog::page(env, host, &query).await?;
+    Response::from_json(&serde_json::json!({
+        "hostname": host,
+        "requests": rows,
+        "next_before": next_before,
+    }))
+}
+
+/// `GET /admin/services/{h}/metrics`: per-backend totals over a window, and buckets when asked.
+async fn metrics(req: &Request, env: &Env, host: &str) -> Result<Response> {
+    let query = match MetricsQuery::parse(borrowed(&query_pairs(req)?)) {
+        Ok(q) => q,
+        Err(e) => return error_response(400, &e.to_string(), None),
+    };
+    let (backends, series) = requestlog::metrics(env, host, &query).await?;
+    Response::from_json(&serde_json::json!({
+        "hostname": host,
+        "window_s": query.window_s,
+        "bucket_s": query.bucket_s,
+        "now_ms": Date::now().as_millis(),
+        "backends": backends,
+        "series": series,
+    }))
+}
+
+/// `POST /admin/services/{h}/config/validate`: the parser a write would run, without storing:
+/// the canonical config (every default explicit, for a diff) or every error at its path.
+async fn validate(mut req: Request, env: &Env, host: &str) -> Result<Response> {
+    let host = match config::validate_hostname(host) {
+        Ok(h) => h,
+        Err(e) => return error_response(400, &format!("hostname: {e}"), None),
+    };
+    let text = match read_body(&mut req).await? {
+        Ok(text) => text,
+        Err(refused) => return Ok(refused),
+    };
+    let errors = match serde_json::from_str::<serde_json::Value>(&text) {
+        Err(e) => vec![config::ConfigError::new(
+            "",
+            format!("malformed JSON body: {e}"),
+        )],
+        Ok(body) => {
+            let ctx = registry::deployment_for(env, &host).await;
+            match config::parse_service_for_host(&body, &host, &ctx) {
+                Ok(cfg) => {
+                    return Response::from_json(
+                        &serde_json::json!({ "valid": true, "config": cfg.to_value() }),
+                    )
+                }
+                Err(errors) => errors,
+            }
+        }
+    };
+    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    Ok(Response::from_json(&serde_json::json!({
+        "error": format!("invalid request: {}", list.join("; ")),
+        "errors": errors,
+        "status": 400,
+    }))?
+    .with_status(400))
 }
 
 /// An integer query parameter within bounds, or the 400 that names it and the allowed range.
@@ -278,8 +339,19 @@ fn not_configured() -> Result<Response> {
     )
 }
 
-/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
-async fn list_services(env: &Env) -> Result<Response> {
+/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object and its
+/// traffic over the last `window` seconds (default 300) from the request log.
+async fn list_services(req: &Request, env: &Env) -> Result<Response> {
+    let window_s = match query_number(
+        req,
+        "window",
+        DEFAULT_METRICS_WINDOW_S,
+        1,
+        MAX_METRICS_WINDOW_S,
+    )? {
+        Ok(n) => n,
+        Err(resp) => return Ok(resp),
+    };
     let defaults = registry::defaults(env);
     let mut hosts: Vec<String> = defaults
         .services
@@ -301,21 +373,38 @@ async fn list_services(env: &Env) -> Result<Response> {
         Err(e) => console_error!("service registry unavailable: {e}"),
     }
     hosts.sort();
+    let traffic = match requestlog::by_host(env, window_s).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            console_error!("request log unavailable for the overview: {e}");
+            vec![]
+        }
+    };
     let mut services = Vec::new();
     for host in hosts {
         let status = object_json(env, &host).await.ok();
         // The object counts what takes traffic (one rule, in policy).
         let count = |k: &str| status.as_ref().and_then(|s| s[k].as_u64()).unwrap_or(0);
         let (healthy, total) = (count("healthy_backends"), count("total_backends"));
+        let stats = traffic
+            .iter()
+            .find(|t| t.hostname == host)
+            .map(|t| &t.stats);
         services.push(serde_json::json!({
             "healthy": total > 0 && healthy > 0,
+            "health": ServiceHealth::of(healthy, total).as_str(),
             "hostname": host,
             "backends": total,
             "healthy_backends": healthy,
             "version": status.as_ref().map(|s| s["version"].clone()),
+            "traffic": stats,
         }));
     }
-    Response::from_json(&serde_json::json!({ "services": services, "config_errors": errors }))
+    Response::from_json(&serde_json::json!({
+        "services": services,
+        "config_errors": errors,
+        "window_s": window_s,
+    }))
 }
 
 async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {

@@ -7,7 +7,7 @@ use worker::*;
 
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
-use crate::platform::{deployment, env_string, error_response};
+use crate::platform::{env_string, error_response};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
 use crate::policy::config::{self, Deployment, ServiceConfig};
@@ -264,19 +264,7 @@ impl Balancer {
     /// The deployment a config write is checked against: every balanced hostname, including
     /// those created through the API (the D1 registry) and this one.
     async fn deployment(&self, host: &str) -> Deployment {
-        let mut registered: Vec<String> = match registry::list(&self.env).await {
-            Ok(rows) => rows
-                .into_iter()
-                .filter(|(_, deleted)| !deleted)
-                .map(|(h, _)| h)
-                .collect(),
-            Err(e) => {
-                console_error!("service registry unavailable: {e}");
-                vec![]
-            }
-        };
-        registered.push(host.to_string());
-        deployment(&self.env, registered)
+        registry::deployment_for(&self.env, host).await
     }
 
     fn fleet(&self, cfg: ServiceConfig, version: u64, saved: &[BackendRecord]) -> Fleet {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod balancer;
+mod console;
 mod edge;
 mod probe;
 mod registry;

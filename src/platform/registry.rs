@@ -124,6 +124,24 @@ pub async fn record(env: &Env, host: &str, version: u64, deleted: bool) -> Resul
     Ok(())
 }
 
+/// The deployment a config for `host` is checked against: every balanced hostname, including
+/// those created through the API (the D1 registry) and `host` itself.
+pub async fn deployment_for(env: &Env, host: &str) -> Deployment {
+    let mut registered: Vec<String> = match list(env).await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter(|(_, deleted)| !deleted)
+            .map(|(h, _)| h)
+            .collect(),
+        Err(e) => {
+            console_error!("service registry unavailable: {e}");
+            vec![]
+        }
+    };
+    registered.push(host.to_string());
+    crate::platform::deployment(env, registered)
+}
+
 #[derive(serde::Deserialize)]
 struct Row {
     hostname: String,

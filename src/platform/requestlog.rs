@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use worker::*;
 
+use crate::policy::logquery::{Cursor, LogQuery, MetricsQuery, SqlValue};
+
 const DB_BINDING: &str = "DB";
 /// A batch is written when this many rows wait, or when the oldest waited this long.
 const BATCH_ROWS: usize = 200;
@@ -88,39 +90,156 @@ async fn write(env: &Env, rows: Vec<LogRow>, prune: bool) -> Result<()> {
     Ok(())
 }
 
-/// The newest `limit` rows for a hostname.
-pub async fn recent(env: &Env, host: &str, limit: u32) -> Result<Vec<LogRow>> {
-    let db = env.d1(DB_BINDING)?;
-    db.prepare(
-        "SELECT ts_ms, hostname, method, path, status, backend, attempts, latency_ms FROM request_logs \
-         WHERE hostname = ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
-    )
-    .bind(&[host.into(), f64::from(limit).into()])?
-    .all()
-    .await?
-    .results()
+/// A logged request as the log page shows it: the row plus its id, which paging continues from.
+#[derive(Serialize, Deserialize)]
+pub struct LoggedRequest {
+    pub id: f64,
+    #[serde(flatten)]
+    pub row: LogRow,
 }
+
+/// One page of a hostname's log, newest first, and the `before=` cursor of the next page when
+/// there are more rows.
+pub async fn page(
+    env: &Env,
+    host: &str,
+    query: &LogQuery,
+) -> Result<(Vec<LoggedRequest>, Option<String>)> {
+    let db = env.d1(DB_BINDING)?;
+    let (conditions, values) = query.conditions();
+    let sql = format!(
+        "SELECT id, ts_ms, hostname, method, path, status, backend, attempts, latency_ms FROM request_logs \
+         WHERE hostname = ?1{conditions} ORDER BY ts_ms DESC, id DESC LIMIT {}",
+        // One more row than asked tells whether a next page exists.
+        query.limit + 1
+    );
+    let mut binds = vec![JsValue::from_str(host)];
+    binds.extend(values.iter().map(js_value));
+    let mut rows: Vec<LoggedRequest> = db.prepare(&sql).bind(&binds)?.all().await?.results()?;
+    let next = if rows.len() > query.limit as usize {
+        rows.truncate(query.limit as usize);
+        rows.last().map(|r| {
+            Cursor {
+                ts_ms: r.row.ts_ms,
+                id: r.id as u64,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+fn js_value(v: &SqlValue) -> JsValue {
+    match v {
+        SqlValue::Text(s) => JsValue::from_str(s),
+        SqlValue::Number(n) => JsValue::from_f64(*n),
+    }
+}
+
+/// Latency percentiles by nearest rank, over rows numbered `rn` 1..=`n` by latency within their
+/// group: the p-th percentile is the smallest latency whose rank is at least p% of n.
+const PERCENTILES: &str = "MIN(CASE WHEN rn * 100 >= n * 50 THEN latency_ms END) AS p50_ms, \
+     MIN(CASE WHEN rn * 100 >= n * 95 THEN latency_ms END) AS p95_ms, \
+     MIN(CASE WHEN rn * 100 >= n * 99 THEN latency_ms END) AS p99_ms";
+
+/// Requests, 5xx errors and latency of one group of rows (a backend, a bucket or a hostname).
+#[derive(Serialize, Deserialize)]
+pub struct Stats {
+    pub requests: f64,
+    pub errors: f64,
+    /// Share of requests not answered with a 5xx, 0..=1.
+    pub success_rate: Option<f64>,
+    pub avg_latency_ms: Option<f64>,
+    pub max_latency_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub retried: f64,
+}
+
+const STATS: &str = "COUNT(*) AS requests, SUM(status >= 500) AS errors, \
+     1.0 - CAST(SUM(status >= 500) AS REAL) / COUNT(*) AS success_rate, \
+     AVG(latency_ms) AS avg_latency_ms, MAX(latency_ms) AS max_latency_ms, SUM(attempts > 1) AS retried";
 
 #[derive(Serialize, Deserialize)]
 pub struct BackendMetrics {
     pub backend: Option<String>,
-    pub requests: f64,
-    pub errors: f64,
-    pub avg_latency_ms: Option<f64>,
-    pub max_latency_ms: Option<f64>,
-    pub retried: f64,
+    #[serde(flatten)]
+    pub stats: Stats,
 }
 
-/// Per-backend request counts, 5xx counts, latency and retried requests over the last `window_ms`.
-pub async fn metrics(env: &Env, host: &str, window_ms: u64) -> Result<Vec<BackendMetrics>> {
+#[derive(Serialize, Deserialize)]
+pub struct BucketMetrics {
+    pub backend: Option<String>,
+    pub t_ms: f64,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// Per-backend totals over the last `window_s`, and per-backend buckets when `bucket_s` is set;
+/// counts and percentiles are computed by SQLite over the window's rows.
+pub async fn metrics(
+    env: &Env,
+    host: &str,
+    query: &MetricsQuery,
+) -> Result<(Vec<BackendMetrics>, Option<Vec<BucketMetrics>>)> {
     let db = env.d1(DB_BINDING)?;
-    let since = Date::now().as_millis().saturating_sub(window_ms) as f64;
-    db.prepare(
-        "SELECT backend, COUNT(*) AS requests, SUM(status >= 500) AS errors, AVG(latency_ms) AS avg_latency_ms, \
-         MAX(latency_ms) AS max_latency_ms, SUM(attempts > 1) AS retried FROM request_logs \
-         WHERE hostname = ?1 AND ts_ms >= ?2 GROUP BY backend ORDER BY backend",
-    )
-    .bind(&[host.into(), since.into()])?
+    let since = Date::now()
+        .as_millis()
+        .saturating_sub(query.window_s * 1000) as f64;
+    let totals = db
+        .prepare(format!(
+            "WITH w AS (SELECT backend, status, latency_ms, attempts, \
+             ROW_NUMBER() OVER (PARTITION BY backend ORDER BY latency_ms) AS rn, \
+             COUNT(*) OVER (PARTITION BY backend) AS n \
+             FROM request_logs WHERE hostname = ?1 AND ts_ms >= ?2) \
+             SELECT backend, {STATS}, {PERCENTILES} FROM w GROUP BY backend ORDER BY backend"
+        ))
+        .bind(&[host.into(), since.into()])?
+        .all()
+        .await?
+        .results()?;
+    let Some(bucket_s) = query.bucket_s else {
+        return Ok((totals, None));
+    };
+    let bucket_ms = (bucket_s * 1000) as f64;
+    let series = db
+        .prepare(format!(
+            "WITH w AS (SELECT backend, t_ms, status, latency_ms, attempts, \
+             ROW_NUMBER() OVER (PARTITION BY backend, t_ms ORDER BY latency_ms) AS rn, \
+             COUNT(*) OVER (PARTITION BY backend, t_ms) AS n \
+             FROM (SELECT *, CAST(ts_ms / ?3 AS INTEGER) * ?3 AS t_ms FROM request_logs \
+             WHERE hostname = ?1 AND ts_ms >= ?2)) \
+             SELECT backend, t_ms, {STATS}, {PERCENTILES} FROM w GROUP BY backend, t_ms ORDER BY backend, t_ms"
+        ))
+        .bind(&[host.into(), since.into(), bucket_ms.into()])?
+        .all()
+        .await?
+        .results()?;
+    Ok((totals, Some(series)))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct HostMetrics {
+    pub hostname: String,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// Every hostname's totals over the last `window_s` seconds, for the overview.
+pub async fn by_host(env: &Env, window_s: u64) -> Result<Vec<HostMetrics>> {
+    let db = env.d1(DB_BINDING)?;
+    let since = Date::now().as_millis().saturating_sub(window_s * 1000) as f64;
+    db.prepare(format!(
+        "WITH w AS (SELECT hostname, status, latency_ms, attempts, \
+         ROW_NUMBER() OVER (PARTITION BY hostname ORDER BY latency_ms) AS rn, \
+         COUNT(*) OVER (PARTITION BY hostname) AS n \
+         FROM request_logs WHERE ts_ms >= ?1) \
+         SELECT hostname, {STATS}, {PERCENTILES} FROM w GROUP BY hostname"
+    ))
+    .bind(&[since.into()])?
     .all()
     .await?
     .results()

@@ -34,3 +34,4 @@ for (const f of fs.readdirSync("dist")) {
 if (!fs.existsSync("dist/index.js")) { console.error("dry run produced no dist/index.js"); process.exit(1); }
 console.log(`deploy bundle: ${(raw / 1024).toFixed(0)} KiB raw, ${(gz / 1024).toFixed(0)} KiB gzip`);
 '
+node scripts/console-size.mjs

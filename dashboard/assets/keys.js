@@ -60,7 +60,7 @@ export function renderKeys(main) {
         ),
       );
     } catch (e) {
-      if (e.status === 404) {
+      if (e.status === 404 || e.status === 405) {
         form.hidden = true;
         mount(list, h("p", { class: "muted", id: "keys-unavailable" }, "This deployment does not manage named API keys yet; API_SECRET is the only key."));
       } else mount(list, h("p", { class: "error" }, e.message));

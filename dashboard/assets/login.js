@@ -8,7 +8,10 @@ const GENERIC_ERROR = "Sign-in failed. Try again, or ask the operator of this de
 /** Only our own routes or http(s) URLs may become links. */
 const safeUrl = (u) => (typeof u === "string" && (/^\/(?!\/)/.test(u) || /^https?:\/\//i.test(u)) ? u : null);
 
+let renders = 0;
+
 export async function renderLogin(app, { onSignedIn, message } = {}) {
+  const mine = ++renders;
   let providers = null;
   try {
     const res = await fetch(`${root}/auth/providers`, { credentials: "same-origin", headers: { accept: "application/json" } });
@@ -16,6 +19,8 @@ export async function renderLogin(app, { onSignedIn, message } = {}) {
   } catch {
     providers = null;
   }
+  // A newer sign-in screen (e.g. a 401 arriving while signing out) replaces this one.
+  if (mine !== renders) return;
   const params = new URLSearchParams(location.search);
   const code = params.get("error");
   const errorText = code ? (providers?.error_texts && Object.hasOwn(providers.error_texts, code) ? String(providers.error_texts[code]) : GENERIC_ERROR) : null;

@@ -249,7 +249,8 @@ function renderAudit(body, host) {
         ),
       );
     } catch (e) {
-      mount(out, h("p", { class: e.status === 404 ? "muted" : "error" }, e.status === 404 ? "This deployment does not record an audit trail yet." : e.message));
+      const missing = e.status === 404 || e.status === 405;
+      mount(out, h("p", { class: missing ? "muted" : "error", id: "audit-unavailable" }, missing ? "This deployment does not record an audit trail yet." : e.message));
     }
   })();
   return () => {};

@@ -230,16 +230,29 @@ test("admin API refuses to run open when API_SECRET is unset; invalid config is 
 });
 
 test("the dashboard is served on the admin hostname with a strict CSP, and needs the API secret for data", async (t) => {
-  const { lb } = await setup(t);
+  const { lb, a } = await setup(t);
   const page = await lb.mf.dispatchFetch("http://localhost/");
   assert.equal(page.status, 200);
   assert.match(page.headers.get("content-type"), /text\/html/);
   assert.match(page.headers.get("content-security-policy"), /default-src 'self'/);
   const html = await page.text();
-  assert.match(html, /<script src="\/dashboard\/app\.js">/);
-  const js = await lb.mf.dispatchFetch("http://localhost/dashboard/app.js");
+  // Relative asset paths: the same page works at / and at /__lb_admin__/.
+  assert.match(html, /<script type="module" src="assets\/app\.js">/);
+  const js = await lb.mf.dispatchFetch("http://localhost/assets/api.js");
   assert.equal(js.status, 200);
+  assert.match(js.headers.get("content-type"), /javascript/);
   assert.match(await js.text(), /\/admin\/services/);
+  // On a balanced hostname the console lives under /__lb_admin__/; none of it reaches a backend.
+  const seen = a.map((x) => x.requests().length);
+  const bare = await lb.fetch("svc-a.test", "/__lb_admin__", { redirect: "manual" });
+  assert.equal(bare.status, 301);
+  assert.equal(bare.headers.get("location"), "/__lb_admin__/");
+  for (const [p, status] of [["/__lb_admin__/", 200], ["/__lb_admin__/assets/app.css", 200], ["/__lb_admin__/assets/nope.js", 404]]) {
+    const res = await lb.fetch("svc-a.test", p);
+    assert.equal(res.status, status, p);
+    await res.arrayBuffer();
+  }
+  assert.deepEqual(a.map((x) => x.requests().length), seen, "console paths reached a backend");
   // The page itself holds no data: the API behind it still refuses requests without credentials.
   const data = await lb.mf.dispatchFetch("http://localhost/admin/services");
   assert.equal(data.status, 401);

@@ -1,0 +1,400 @@
+// The operator console in a real headless Chromium against the built Worker in workerd and real loopback backends: every main screen driven like an operator, failing on any page error or unexpected failed request.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { API_SECRET } from "../support/runtime.mjs";
+import { waitFor } from "../support/backends.mjs";
+import { backendsFor, balancerFor } from "../support/scoped.mjs";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+/** Screenshots of each main screen (git-ignored). */
+export const SHOTS = path.join(root, "test-artifacts/screenshots");
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+/**
+ * Sign-in through the fake GitHub provider (tests/support/oauth-fakes.mjs) once it exists; until
+ * then the browser sends the API secret as a Bearer header, which the console treats as API
+ * credentials.
+ */
+const OAUTH = process.env.FB_CONSOLE_OAUTH === "1";
+
+/** Starts Chromium for test `t`; closed when the test ends. */
+async function browserFor(t) {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--host-resolver-rules=MAP *.test 127.0.0.1"] });
+  t.after(() => browser.close());
+  return browser;
+}
+
+/**
+ * Watches a page: console errors, uncaught exceptions, failed requests and responses >= 400 fail
+ * the test unless announced with `allow(urlPart, status)` (a step that expects a refusal says so).
+ */
+function watch(page) {
+  const problems = [];
+  const allowed = [];
+  const isAllowed = (url, status) => allowed.some((a) => url.includes(a.part) && (a.status === undefined || a.status === status));
+  page.on("console", (msg) => {
+    if (msg.type() !== "error") return;
+    // Chromium logs every >= 400 response; those are judged by the response listener below.
+    if (/Failed to load resource: the server responded with a status of (\d+)/.test(msg.text())) return;
+    problems.push(`console error: ${msg.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("requestfailed", (r) => problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  page.on("response", (r) => {
+    if (r.status() >= 400 && !isAllowed(r.url(), r.status())) problems.push(`unexpected ${r.status()} for ${r.request().method()} ${r.url()}`);
+  });
+  return {
+    allow(part, status) {
+      allowed.push({ part, status });
+    },
+    check(step) {
+      // Reported once: a later step fails only for its own problems.
+      assert.deepEqual(problems.splice(0), [], `problems in the page during ${step}`);
+    },
+  };
+}
+
+async function shot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** Sends `n` requests to `host` and returns the HTTP statuses. */
+async function traffic(lb, host, n, pathname = "/", init = {}) {
+  const statuses = [];
+  for (let i = 0; i < n; i++) {
+    const res = await lb.fetch(host, typeof pathname === "function" ? pathname(i) : pathname, init);
+    await res.arrayBuffer();
+    statuses.push(res.status);
+  }
+  return statuses;
+}
+
+const api = async (lb, p, init) => (await lb.admin(p, init)).json();
+
+/** Sends one request per poll until the log holds `n` rows for `host` (rows are written in batches). */
+async function logged(lb, host, n) {
+  return waitFor(
+    async () => {
+      const { requests } = await api(lb, `/admin/services/${host}/logs?limit=1000`);
+      if (requests.length >= n) return requests;
+      await traffic(lb, host, 1, "/flush");
+      return null;
+    },
+    { timeoutMs: 20000, stepMs: 300, what: `${n} logged requests for ${host}` },
+  );
+}
+
+async function signIn(context, page, base) {
+  if (OAUTH) {
+    // Wired at merge with tests/support/oauth-fakes.mjs: the fake provider signs in its default user.
+    await page.goto(base);
+    await page.getByRole("link", { name: "Sign in with GitHub" }).click();
+  } else {
+    await context.setExtraHTTPHeaders({ authorization: `Bearer ${API_SECRET}` });
+    await page.goto(base);
+  }
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+}
+
+test("console: an operator runs the balancer from the browser", async (t) => {
+  const shop = await backendsFor(t, ["s1", "s2", "s3"]);
+  const api1 = await backendsFor(t, ["a1", "a2"]);
+  const [fresh] = await backendsFor(t, ["n1"]);
+  for (const b of shop) {
+    b.handler = (req, res) => {
+      if (req.url.startsWith("/missing")) return res.writeHead(404, { "content-type": "text/plain" }).end("no such page");
+      res.writeHead(200, { "content-type": "application/json", "x-backend": b.name }).end(JSON.stringify({ backend: b.name }));
+    };
+  }
+  const lb = await balancerFor(t, {
+    defaultBackends: {
+      activeHealthChecks: { interval: 60, timeout: 2 },
+      services: [
+        { hostname: "shop.test", backends: shop.map((b) => b.url) },
+        { hostname: "api.test", backends: api1.map((b) => b.url), load_balancer: { session_affinity: { type: "cookie" } } },
+      ],
+    },
+  });
+  const base = lb.url.toString();
+  const browser = await browserFor(t);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  const w = watch(page);
+  // Until the sign-in branch lands these answer 404; with it, /auth/session is 401 for API credentials.
+  w.allow("/auth/session");
+  if (!OAUTH) w.allow("/auth/providers", 404);
+
+  // Some traffic first, so the overview and the charts have something to show.
+  assert.deepEqual(new Set(await traffic(lb, "shop.test", 30)), new Set([200]));
+  await traffic(lb, "api.test", 10);
+
+  await t.test("sign in and see the demo services", async () => {
+    await signIn(context, page, base);
+    const rows = page.locator("#services tbody tr");
+    await waitFor(async () => (await rows.count()) === 2, { what: "two services in the overview" });
+    assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.host)), ["api.test", "shop.test"]);
+    const shopRow = page.locator('#services tr[data-host="shop.test"]');
+    assert.match(await shopRow.innerText(), /healthy/);
+    assert.match(await shopRow.innerText(), /3 \/ 3/);
+    await shot(page, "overview");
+    w.check("the overview");
+  });
+
+  await t.test("drain a backend and watch traffic stop reaching it", async () => {
+    await page.locator('#services a:text("shop.test")').click();
+    const row = page.locator(`#backends tr[data-backend="${shop[1].url}"]`);
+    await row.waitFor();
+    await row.getByRole("button", { name: "Drain" }).click();
+    await waitFor(async () => /draining/.test(await row.innerText()), { what: "the drained backend shown as draining" });
+    await shot(page, "service-backends");
+    const before = shop.map((b) => b.requests().length);
+    await traffic(lb, "shop.test", 30);
+    const after = shop.map((b) => b.requests().length);
+    assert.equal(after[1], before[1], "the drained backend received traffic");
+    assert.equal(after[0] - before[0] + (after[2] - before[2]), 30);
+    // Disable asks first; cancelling changes nothing.
+    await row.getByRole("button", { name: "Disable" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel" }).click();
+    assert.match(await row.innerText(), /draining/);
+    await row.getByRole("button", { name: "Enable" }).click();
+    await waitFor(async () => /enabled/.test(await row.innerText()), { what: "the backend enabled again" });
+    // Health checks on demand show each probe's result.
+    await page.getByRole("button", { name: "Run health checks now" }).click();
+    await page.locator("#probe-table tbody tr").nth(2).waitFor();
+    assert.equal(await page.locator("#probe-table tbody tr", { hasText: "passed" }).count(), 3);
+    w.check("the backends table");
+  });
+
+  await t.test("edit the config with a mistake, see the error at its field, fix it, see the diff and the new version", async () => {
+    await page.getByRole("link", { name: "Configuration" }).click();
+    const editor = page.locator("#config-editor");
+    await editor.waitFor();
+    assert.match(await page.locator("#config-readable").innerText(), /Circuit breaker/);
+    const stored = JSON.parse(await editor.inputValue());
+    const version = (await api(lb, "/admin/services/shop.test/config")).version;
+    w.allow("/config/validate", 400);
+    await editor.fill(JSON.stringify({ ...stored, retries: 99 }, null, 2));
+    await page.getByRole("button", { name: "Review changes" }).click();
+    const err = page.locator('#config-errors li[data-path="retries"]');
+    await err.waitFor();
+    assert.match(await err.innerText(), /retries.*line \d+.*0\.\.=10|retries/);
+    await shot(page, "config-error");
+    await editor.fill(JSON.stringify({ ...stored, retries: 3 }, null, 2));
+    await page.getByRole("button", { name: "Review changes" }).click();
+    const review = page.locator("#config-review");
+    await review.waitFor();
+    assert.match(await review.locator(".diff-body .del").innerText(), /"retries": 1/);
+    assert.match(await review.locator(".diff-body .add").innerText(), /"retries": 3/);
+    await shot(page, "config-diff");
+    await page.getByRole("button", { name: `Save as version ${version + 1}` }).click();
+    await page.locator("#config-saved").waitFor();
+    const now = await api(lb, "/admin/services/shop.test/config");
+    assert.deepEqual([now.version, now.config.retries], [version + 1, 3]);
+
+    // Someone else writes while the editor is open: the save is refused and their version shown.
+    const theirs = await lb.admin("/admin/services/shop.test/backends", { method: "PATCH", body: JSON.stringify({ url: shop[2].url, weight: 5 }) });
+    assert.equal(theirs.status, 200);
+    await theirs.arrayBuffer();
+    w.allow("/admin/services/shop.test/config", 412);
+    const mine = JSON.parse(await editor.inputValue());
+    await editor.fill(JSON.stringify({ ...mine, retries: 2 }, null, 2));
+    await page.getByRole("button", { name: "Review changes" }).click();
+    await page.getByRole("button", { name: `Save as version ${version + 2}` }).click();
+    const conflict = page.locator("#config-conflict");
+    await conflict.waitFor();
+    assert.match(await conflict.innerText(), new RegExp(`stored version is now ${version + 2}`));
+    assert.match(await conflict.innerText(), /"weight": 5/);
+    await page.getByRole("button", { name: `Review mine against version ${version + 2}` }).click();
+    await page.getByRole("button", { name: `Save as version ${version + 3}` }).click();
+    await page.locator("#config-saved").waitFor();
+    const merged = await api(lb, "/admin/services/shop.test/config");
+    assert.equal(merged.version, version + 3);
+    assert.equal(merged.config.retries, 2);
+    w.check("the config editor");
+  });
+
+  await t.test("roll back to an earlier version, seeing the diff first", async () => {
+    await page.getByRole("link", { name: "Versions" }).click();
+    const live = (await api(lb, "/admin/services/shop.test/config")).version;
+    const target = live - 2; // retries 3, s3 at weight 1
+    const row = page.locator(`#versions tr[data-version="${target}"]`);
+    await row.waitFor();
+    await row.getByRole("button", { name: "Roll back…" }).click();
+    const dialog = page.getByRole("dialog");
+    assert.match(await dialog.locator(".diff-body").innerText(), /"retries": 3/);
+    await shot(page, "rollback");
+    await dialog.getByRole("button", { name: `Roll back to v${target}` }).click();
+    await page.locator(`#versions tr[data-version="${live + 1}"]`).waitFor();
+    const now = await api(lb, "/admin/services/shop.test/config");
+    assert.equal(now.version, live + 1);
+    assert.equal(now.config.retries, 3);
+    assert.equal(now.config.backends.find((b) => b.url === shop[2].url).weight, 1);
+    w.check("the version history");
+  });
+
+  await t.test("charts and the audit panel render", async () => {
+    await logged(lb, "shop.test", 60);
+    await page.getByRole("link", { name: "Analytics" }).click();
+    const totals = page.locator("#metrics-table tbody tr");
+    await totals.first().waitFor();
+    assert.equal(await page.locator(".chart svg polyline").count() > 0, true);
+    await page.getByRole("button", { name: "1 hour" }).click();
+    await page.getByRole("button", { name: "24 hours" }).click();
+    await page.locator('.segmented button[aria-pressed="true"]:text("24 hours")').waitFor();
+    await totals.first().waitFor();
+    await shot(page, "analytics");
+    // Until the audit trail lands the route is unknown (405 under /admin/services/{h}/...).
+    w.allow("/audit", 404);
+    w.allow("/audit", 405);
+    await page.getByRole("link", { name: "Audit" }).click();
+    await page.locator("#audit, .tab-body p").first().waitFor();
+    w.check("analytics and audit");
+  });
+
+  await t.test("filter the request log and page through it", async () => {
+    await traffic(lb, "shop.test", 6, (i) => `/missing/${i}`);
+    await traffic(lb, "shop.test", 4, "/api/orders", { method: "POST", body: "{}" });
+    const rows = await logged(lb, "shop.test", 100);
+    await page.getByRole("link", { name: "Request log" }).click();
+    const table = page.locator("#log-table tbody tr");
+    await table.first().waitFor();
+    const form = page.locator("#log-filters");
+    await form.locator('select[name="status_class"]').selectOption("4xx");
+    await form.getByRole("button", { name: "Apply" }).click();
+    await waitFor(async () => (await table.count()) === 6 && /404/.test(await table.first().innerText()), { what: "six 404 rows" });
+    for (const text of await table.allInnerTexts()) assert.match(text, /\/missing\/\d.*404/s);
+    await form.locator('select[name="status_class"]').selectOption("");
+    await form.locator('select[name="method"]').selectOption("POST");
+    await form.locator('input[name="path_prefix"]').fill("/api/");
+    await form.getByRole("button", { name: "Apply" }).click();
+    await waitFor(async () => (await table.count()) === 4 && /POST/.test(await table.first().innerText()), { what: "four POST rows" });
+    await shot(page, "request-log");
+    // Paging: 25 a page over every logged row, no row twice.
+    await form.locator('select[name="method"]').selectOption("");
+    await form.locator('input[name="path_prefix"]').fill("");
+    await form.locator('select[name="limit"]').selectOption("25");
+    await form.getByRole("button", { name: "Apply" }).click();
+    await waitFor(async () => (await table.count()) === 25, { what: "a page of 25" });
+    const first = await table.allInnerTexts();
+    await page.locator("#log-older").click();
+    await waitFor(async () => /Page 2/.test(await page.locator(".pager").innerText()), { what: "page 2" });
+    const second = await table.allInnerTexts();
+    assert.equal(second.length, Math.min(25, rows.length - 25));
+    assert.notDeepEqual(second[0], first[0]);
+    w.check("the request log");
+  });
+
+  await t.test("add a service through the form and send traffic to it", async () => {
+    await page.getByRole("link", { name: "Add service" }).first().click();
+    const form = page.locator("#add-service");
+    await form.locator('input[name="hostname"]').fill("new.test");
+    await form.locator('textarea[name="backends"]').fill(`${fresh.url}\nftp://nope`);
+    await form.locator('input[name="interval"]').fill("30");
+    w.allow("/admin/services/new.test/config", 400);
+    await form.getByRole("button", { name: "Add service" }).click();
+    const backendsError = form.locator('[data-field="backends"] .field-error');
+    await waitFor(async () => /backends\[1\]/.test(await backendsError.innerText()), { what: "the error under the backends field" });
+    await shot(page, "add-service-error");
+    await form.locator('textarea[name="backends"]').fill(fresh.url);
+    await form.getByRole("button", { name: "Add service" }).click();
+    await page.getByRole("heading", { name: "new.test" }).waitFor();
+    await page.locator(`#backends tr[data-backend="${fresh.url}"]`).waitFor();
+    const statuses = await traffic(lb, "new.test", 5, "/hello");
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200]);
+    assert.equal(fresh.requests().filter((r) => r.url === "/hello").length, 5);
+    w.check("adding a service");
+  });
+
+  await t.test("API keys page and API docs", async () => {
+    const keysAvailable = (await lb.admin("/admin/keys")).status !== 404;
+    if (!keysAvailable) w.allow("/admin/keys", 404);
+    await page.getByRole("link", { name: "API keys" }).click();
+    if (keysAvailable) {
+      await page.locator('#key-form input[name="name"]').fill("ci-bot");
+      await page.locator("#key-form").getByRole("button", { name: "Create key" }).click();
+      assert.match(await page.locator("#new-key").innerText(), /^fbk_/);
+      await page.locator('#keys tr[data-key="ci-bot"]').waitFor();
+    } else {
+      await page.locator("#keys-unavailable").waitFor();
+    }
+    await shot(page, "api-keys");
+    await page.getByRole("link", { name: "API docs" }).click();
+    await page.locator('[id="op-get-/admin/services/{hostname}/logs"]').waitFor();
+    assert.match(await page.locator('[id="op-get-/admin/services/{hostname}/logs"]').innerText(), /status_class/);
+    await shot(page, "api-docs");
+    w.check("keys and docs");
+  });
+
+  await t.test("on a phone-sized screen the overview stays usable", async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    t.after(() => phone.close());
+    await phone.setExtraHTTPHeaders({ authorization: `Bearer ${API_SECRET}` });
+    const p = await phone.newPage();
+    const pw = watch(p);
+    pw.allow("/auth/session");
+    await p.goto(`${base}#/services/shop.test`);
+    await p.locator("#backends tbody tr").first().waitFor();
+    // Nothing but the table's own scroller may be wider than the screen.
+    const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px`);
+    await p.screenshot({ path: path.join(SHOTS, "phone-service.png") });
+    await p.goto(`${base}#/`);
+    await p.locator("#services tbody tr").first().waitFor();
+    await p.screenshot({ path: path.join(SHOTS, "phone-overview.png") });
+    pw.check("the phone view");
+  });
+
+  await t.test("the console works under /__lb_admin__/ on a balanced hostname, and nothing of it reaches a backend", async () => {
+    const seenBefore = shop.map((b) => b.requests().length);
+    const port = new URL(base).port;
+    await page.goto(`http://shop.test:${port}/__lb_admin__`);
+    assert.equal(new URL(page.url()).pathname, "/__lb_admin__/");
+    await page.locator('#services tr[data-host="new.test"]').waitFor();
+    await page.locator('#services a:text("api.test")').click();
+    await page.locator("#backends tbody tr").first().waitFor();
+    assert.deepEqual(shop.map((b) => b.requests().length), seenBefore, "console requests leaked to a backend");
+    w.check("the balanced-hostname root");
+    await page.goto(base);
+    await page.getByRole("heading", { name: "Overview" }).waitFor();
+  });
+
+  await t.test("sign out", async () => {
+    w.allow("/admin/services?window=60", 401);
+    if (!OAUTH) await context.setExtraHTTPHeaders({});
+    await page.locator("#sign-out").click();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await page.waitForLoadState("networkidle");
+    await page.reload();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    assert.equal(await page.locator("#services").count(), 0);
+    await shot(page, "sign-in");
+    w.check("signing out");
+  });
+});
+
+test("console: the sign-in screen shows a sign-in error as text, never as HTML", async (t) => {
+  const [b] = await backendsFor(t, ["x1"]);
+  const lb = await balancerFor(t, { defaultBackends: { hostname: "x.test", backends: [b.url] } });
+  const browser = await browserFor(t);
+  const page = await browser.newPage();
+  const w = watch(page);
+  w.allow("/auth/session");
+  w.allow("/admin/services?window=60", 401);
+  w.allow("/auth/providers", 404);
+  await page.goto(`${lb.url}?error=${encodeURIComponent('<img src=x onerror="window.pwned=1">')}`);
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  assert.equal(await page.locator("img[src=x]").count(), 0);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.match(await page.locator("#login-error").innerText(), /Sign-in failed/);
+  // A pasted API key signs in (kept for this tab only).
+  // Without sign-in providers the API key form is already open.
+  if (!(await page.locator("details.api-key").evaluate((d) => d.open))) await page.getByText("Use an API key instead").click();
+  await page.getByLabel("API key").fill(API_SECRET);
+  await page.getByRole("button", { name: "Use key" }).click();
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  w.check("the sign-in screen");
+});

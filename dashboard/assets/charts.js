@@ -5,7 +5,7 @@ export const PALETTE = ["#0051c3", "#f6821f", "#2e8540", "#9b2c9f", "#c62828", "
 
 const W = 640;
 const H = 200;
-const PAD = { l: 48, r: 12, t: 10, b: 24 };
+const PAD = { l: 58, r: 14, t: 12, b: 28 };
 
 /** A y maximum that reads well (1, 2, 2.5, 5 × 10^n) above `v`. */
 function niceMax(v) {

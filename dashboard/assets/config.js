@@ -254,6 +254,7 @@ export function renderVersions(body, host) {
   mount(body, out);
   const load = async () => {
     const hist = await get(svc(host, "/config/history"));
+    if (!hist.versions.length) return mount(out, h("p", { class: "muted" }, "No versions yet: this service runs on its DEFAULT_BACKENDS config. Every change made here or through the API becomes a version you can roll back to."));
     const current = hist.versions.find((v) => v.current);
     const rows = hist.versions.map((v) =>
       h(

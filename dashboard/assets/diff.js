@@ -24,8 +24,8 @@ export function diffLines(a, b) {
     if (i < n && j < m && xs[i] === ys[j]) {
       ops.push([" ", xs[i++]]);
       j++;
-    } else if (j < m && (i === n || lcs[i][j + 1] >= lcs[i + 1][j])) ops.push(["+", ys[j++]]);
-    else ops.push(["-", xs[i++]]);
+    } else if (i < n && (j === m || lcs[i + 1][j] >= lcs[i][j + 1])) ops.push(["-", xs[i++]]);
+    else ops.push(["+", ys[j++]]);
   }
   for (const l of x.slice(x.length - tail)) ops.push([" ", l]);
   return ops;

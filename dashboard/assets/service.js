@@ -119,7 +119,7 @@ function renderBackends(body, host, head) {
     if (pillEl) pillEl.replaceWith(pill(...health));
     else head.append(pill(...health), h("span", { class: "muted" }, `config v${status.version}`));
     head.querySelector(".muted").textContent = status.version === 0 ? "config from DEFAULT_BACKENDS" : `config v${status.version}`;
-    mount(list, table(["Backend", "State", "Health", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" }));
+    mount(list, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
   };
   const refresh = async () => {
     try {
@@ -225,7 +225,7 @@ function charts(m, windowS, bucketS) {
     h(
       "div",
       { class: "chart-grid" },
-      lineChart({ title: "Requests per second", series: series(perSec), from, to, format: (v) => (v >= 10 ? v.toFixed(0) : v.toFixed(1)) }),
+      lineChart({ title: "Requests per second", series: series(perSec), from, to, format: (v) => (v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : String(Number(v.toPrecision(2)))) }),
       lineChart({ title: "Success rate (non-5xx)", series: series((p) => p?.success_rate ?? null), from, to, yMax: 1, format: (v) => `${Math.round(v * 100)}%` }),
       lineChart({ title: "Latency p95 (solid) and p50 (dashed)", series: [...series((p) => p?.p95_ms ?? null), ...series((p) => p?.p50_ms ?? null, { dashed: true })], from, to, format: (v) => ms(v) }),
     ),

@@ -59,6 +59,8 @@ function watch(page) {
 
 async function shot(page, name) {
   mkdirSync(SHOTS, { recursive: true });
+  // Earlier steps' notices would cover the screen.
+  await page.evaluate(() => document.getElementById("toasts")?.replaceChildren());
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
@@ -360,6 +362,9 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     w.check("the balanced-hostname root");
     await page.goto(base);
     await page.getByRole("heading", { name: "Overview" }).waitFor();
+    // By now the log holds traffic for the overview's rates and p95.
+    await waitFor(async () => !/–/.test(await page.locator('#services tr[data-host="shop.test"] td:nth-child(6)').innerText()), { what: "shop.test's p95 in the overview" });
+    await shot(page, "overview-traffic");
   });
 
   await t.test("sign out", async () => {

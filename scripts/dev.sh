@@ -66,6 +66,7 @@ if [ -n "${DEMO:-}" ]; then
 
 FlowBalance demo on http://127.0.0.1:$PORT — three demo backends behind demo.localhost. Try:
   for i in 1 2 3 4 5 6; do curl -s -H 'Host: demo.localhost' http://127.0.0.1:$PORT/; echo; done
+Console: http://127.0.0.1:$PORT/ (or use the API secret above as an API key on its sign-in screen)
 Admin API:
   curl -s -H "Authorization: Bearer $API_SECRET" http://127.0.0.1:$PORT/admin/services
 

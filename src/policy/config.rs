@@ -26,6 +26,7 @@ pub const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_RETRIES: u32 = 1;
 pub const DEFAULT_COOKIE_NAME: &str = "lb_session";
 pub const DEFAULT_AFFINITY_TTL_S: u64 = 3600;
+pub const DEFAULT_MINIMUM_HEALTHY: u32 = 1;
 /// Backends per service (top level and pools together): keeps decisions and status bounded.
 pub const MAX_BACKENDS: usize = 1000;
 /// Errors reported for one input before giving up (a huge broken body must not loop long).
@@ -282,6 +283,48 @@ pub struct LoadBalancer {
         schemars(with = "f64", range(min = 0, max = 3600))
     )]
     pub slow_start_ms: u64,
+    /// How a backend is picked within the chosen pool.
+    pub endpoint_steering: EndpointSteering,
+    /// How the pool is chosen.
+    pub steering: PoolSteering,
+    /// With `steering: failover`: the pool that takes traffic when no pool is healthy (default: the last pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_pool: Option<PoolName>,
+}
+
+/// How a backend is picked within a pool (`load_balancer.endpoint_steering`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointSteering {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight (counted by the Durable Object across all Worker instances) per weight.
+    LeastOutstandingRequests,
+    /// Power of two random choices over a decaying average of response time times requests in flight, per weight.
+    Latency,
+    /// Weighted rendezvous hashing of the client IP.
+    Hash,
+}
+
+impl EndpointSteering {
+    /// Modes that need every request's completion reported to the object (its in-flight count).
+    pub fn counts_outstanding(self) -> bool {
+        matches!(self, Self::LeastOutstandingRequests | Self::Latency)
+    }
+}
+
+/// How the pool is chosen (`load_balancer.steering`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PoolSteering {
+    /// `geo_steering` maps the client's region to a pool; without it, one pool of the top-level backends.
+    #[default]
+    Geo,
+    /// Pools in listed order: the first healthy pool takes all traffic, then `fallback_pool`.
+    Failover,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -320,6 +363,17 @@ fn default_ttl() -> u64 {
 pub struct Pool {
     pub name: PoolName,
     pub backends: Vec<Backend>,
+    /// Fewer healthy backends than this and the pool counts as unhealthy (Cloudflare's health threshold).
+    #[serde(
+        default = "default_minimum_healthy",
+        deserialize_with = "int::<1, 1000, _, _>"
+    )]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 1000)))]
+    pub minimum_healthy: u32,
+}
+
+fn default_minimum_healthy() -> u32 {
+    DEFAULT_MINIMUM_HEALTHY
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -480,6 +534,17 @@ impl ServiceConfig {
                 ));
             }
             lists.push((extend(&pp, key("backends")), &p.backends));
+            if p.minimum_healthy as usize > p.backends.len().max(1) {
+                errs.push((
+                    extend(&pp, key("minimum_healthy")),
+                    format!(
+                        "{} is more than the pool's {} backends: the pool could never be healthy",
+                        p.minimum_healthy,
+                        p.backends.len()
+                    ),
+                    None,
+                ));
+            }
             if let Some(first) = names.insert(p.name.as_str(), i) {
                 errs.push((
                     extend(&pp, key("name")),
@@ -539,6 +604,7 @@ impl ServiceConfig {
                 check(&g.fallback_pool, extend(&gp, key("fallback_pool")));
             }
         }
+        errs.extend(self.validate_steering());
         if let Some(a) = self.affinity() {
             if a.kind == AffinityKind::Header && a.header_name.is_none() {
                 errs.push((
@@ -548,6 +614,57 @@ impl ServiceConfig {
                         key("header_name"),
                     ]),
                     "required when type is \"header\"".into(),
+                    None,
+                ));
+            }
+        }
+        errs
+    }
+}
+
+impl ServiceConfig {
+    /// `load_balancer.steering` and `fallback_pool` against the pools and `geo_steering`.
+    /// Lease mode (issue 10), when it lands, refuses `least_outstanding_requests` here: that mode
+    /// needs every request's completion at the object.
+    fn validate_steering(&self) -> Vec<Issue> {
+        let mut errs = Vec::new();
+        let lb = |k: &str| vec![key("load_balancer"), key(k)];
+        let known: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+        match self.load_balancer.steering {
+            PoolSteering::Failover => {
+                if self.pools.is_empty() {
+                    errs.push((lb("steering"), "\"failover\" requires pools".into(), None));
+                }
+                if !self.backends.is_empty() {
+                    errs.push((
+                        vec![key("backends")],
+                        "with steering \"failover\", put every backend in a pool (pools are tried in order)".into(),
+                        None,
+                    ));
+                }
+                if self.geo.is_some() {
+                    errs.push((
+                        vec![key("geo_steering")],
+                        "applies only with steering \"geo\", not \"failover\"".into(),
+                        None,
+                    ));
+                }
+            }
+            PoolSteering::Geo => {
+                if self.load_balancer.fallback_pool.is_some() {
+                    errs.push((
+                        lb("fallback_pool"),
+                        "applies only with steering \"failover\" (geo uses geo_steering.fallback_pool)".into(),
+                        None,
+                    ));
+                }
+            }
+        }
+        if let Some(f) = &self.load_balancer.fallback_pool {
+            if !known.is_empty() && !known.contains(&f.as_str()) {
+                errs.push((
+                    lb("fallback_pool"),
+                    format!("unknown pool {:?}; pools: {}", f.as_str(), known.join(", ")),
                     None,
                 ));
             }

@@ -451,7 +451,7 @@ fn affinity_and_access_rejections() {
     assert_err(
         &e,
         "load_balancer.algo",
-        "unknown key \"algo\"; allowed: session_affinity, slow_start",
+        "unknown key \"algo\"; allowed: session_affinity, slow_start, endpoint_steering, steering, fallback_pool",
     );
     assert_err(
         &e,
@@ -598,7 +598,7 @@ prop_compose! {
         access in prop::option::of(any::<bool>()),
     ) -> ServiceConfig {
         let pools: Vec<Pool> = if use_pools || backends.is_empty() {
-            pools.into_iter().enumerate().map(|(i, b)| Pool { name: named(&format!("pool-{i}")), backends: b }).collect()
+            pools.into_iter().enumerate().map(|(i, b)| Pool { name: named(&format!("pool-{i}")), backends: b, minimum_healthy: 1 }).collect()
         } else {
             Vec::new()
         };
@@ -624,6 +624,7 @@ prop_compose! {
                     }
                 }),
                 slow_start_ms,
+                ..Default::default()
             },
             pools,
             geo,
@@ -753,5 +754,69 @@ fn openapi_carries_the_generated_config_schemas() {
     assert_eq!(
         doc["components"]["schemas"], want,
         "openapi.json is stale: run UPDATE_OPENAPI=1 cargo test openapi"
+    );
+}
+
+#[test]
+fn steering_keys_parse_and_default() {
+    let s = parse_default_backends(r#"{"hostname": "a.com", "backends": ["http://x"]}"#).unwrap();
+    assert_eq!(
+        s[0].load_balancer.endpoint_steering,
+        EndpointSteering::RoundRobin
+    );
+    assert_eq!(s[0].load_balancer.steering, PoolSteering::Geo);
+    let s = parse_default_backends(
+        r#"{"hostname": "a.com", "load_balancer": {"endpoint_steering": "least_outstanding_requests", "steering": "failover", "fallback_pool": "b"},
+            "pools": [{"name": "a", "backends": ["http://x", "http://y"], "minimum_healthy": 2}, {"name": "b", "backends": ["http://z"]}]}"#,
+    )
+    .unwrap();
+    let lb = &s[0].load_balancer;
+    assert_eq!(
+        lb.endpoint_steering,
+        EndpointSteering::LeastOutstandingRequests
+    );
+    assert_eq!(lb.steering, PoolSteering::Failover);
+    assert_eq!(s[0].pools[0].minimum_healthy, 2);
+    assert_eq!(s[0].pools[1].minimum_healthy, DEFAULT_MINIMUM_HEALTHY);
+    assert_eq!(parse_service(&s[0].to_value(), ""), Ok(s[0].clone()));
+}
+
+#[test]
+fn steering_rejections_have_paths() {
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "load_balancer": {"endpoint_steering": "fastest", "steering": "random"},
+            "pools": [{"name": "a", "backends": ["http://y"], "minimum_healthy": 0}]}"#,
+    );
+    assert_err(
+        &e,
+        "load_balancer.endpoint_steering",
+        "`round_robin`, `least_outstanding_requests`, `latency`, `hash`",
+    );
+    assert_err(&e, "load_balancer.steering", "`geo` or `failover`");
+    assert_err(&e, "pools[0].minimum_healthy", "1..=1000");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "load_balancer": {"steering": "failover", "fallback_pool": "zz"},
+            "pools": [{"name": "a", "backends": ["http://y"], "minimum_healthy": 2}],
+            "geo_steering": {"fallback_pool": "a"}}"#,
+    );
+    assert_err(&e, "backends", "put every backend in a pool");
+    assert_err(&e, "geo_steering", "only with steering \"geo\"");
+    assert_err(&e, "load_balancer.fallback_pool", "unknown pool \"zz\"");
+    assert_err(
+        &e,
+        "pools[0].minimum_healthy",
+        "more than the pool's 1 backends",
+    );
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "load_balancer": {"steering": "failover"}}"#,
+    );
+    assert_err(&e, "load_balancer.steering", "requires pools");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "pools": [{"name": "a", "backends": ["http://y"]}], "load_balancer": {"fallback_pool": "a"}}"#,
+    );
+    assert_err(
+        &e,
+        "load_balancer.fallback_pool",
+        "only with steering \"failover\"",
     );
 }

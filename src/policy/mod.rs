@@ -18,3 +18,4 @@ pub mod ratelimit;
 pub mod retry;
 pub mod rng;
 pub mod select;
+pub mod steering;

@@ -327,6 +327,7 @@ mod tests {
             timeout_ms: 1000,
             immediate_failover: true,
             panic: false,
+            ticket: None,
             cookie: None,
             affinity_header: None,
         }

@@ -60,7 +60,9 @@ pub fn least_outstanding(
         .reduce(|b, k| if lighter(&loads[k], &loads[b]) { k } else { b })?;
     let tied: Vec<bool> = (0..loads.len())
         .map(|k| {
-            live.contains(&k) && !lighter(&loads[best], &loads[k]) && !lighter(&loads[k], &loads[best])
+            live.contains(&k)
+                && !lighter(&loads[best], &loads[k])
+                && !lighter(&loads[k], &loads[best])
         })
         .collect();
     let weights: Vec<u32> = loads.iter().map(|l| l.weight).collect();
@@ -240,11 +242,21 @@ mod tests {
         assert_eq!(e.recent(0), None);
         e.observe(10.0, 0);
         e.observe(2000.0, 100);
-        assert_eq!(e.value(), Some(2000.0), "a slow sample takes effect at once");
+        assert_eq!(
+            e.value(),
+            Some(2000.0),
+            "a slow sample takes effect at once"
+        );
         e.observe(10.0, 110);
-        assert!(e.value().unwrap() > 1900.0, "one fast sample soon after barely moves it");
+        assert!(
+            e.value().unwrap() > 1900.0,
+            "one fast sample soon after barely moves it"
+        );
         e.observe(10.0, 30_000);
-        assert!(e.value().unwrap() < 200.0, "fast samples over time pull it down");
+        assert!(
+            e.value().unwrap() < 200.0,
+            "fast samples over time pull it down"
+        );
         assert!(e.recent(30_000 + EWMA_STALE_MS).is_none(), "stale");
     }
 
@@ -257,8 +269,16 @@ mod tests {
         // (healthy, minimum) per pool in priority order.
         assert_eq!(failover_pool(&[(2, 1), (3, 1)], 1), 0);
         assert_eq!(failover_pool(&[(0, 1), (3, 1)], 1), 1);
-        assert_eq!(failover_pool(&[(1, 2), (1, 1)], 0), 1, "below minimum_healthy");
-        assert_eq!(failover_pool(&[(1, 2), (0, 1)], 0), 0, "nothing healthy: fallback");
+        assert_eq!(
+            failover_pool(&[(1, 2), (1, 1)], 0),
+            1,
+            "below minimum_healthy"
+        );
+        assert_eq!(
+            failover_pool(&[(1, 2), (0, 1)], 0),
+            0,
+            "nothing healthy: fallback"
+        );
     }
 
     #[test]
@@ -270,23 +290,23 @@ mod tests {
         let heavy = [load(8, 0, None), load(1, 0, None), load(1, 0, None)];
         let on_a = (0..1000)
             .filter(|i| {
-                client_hash(&format!("10.0.{}.{}", i / 256, i % 256), &names, &heavy, |_| true)
-                    == Some(0)
+                client_hash(
+                    &format!("10.0.{}.{}", i / 256, i % 256),
+                    &names,
+                    &heavy,
+                    |_| true,
+                ) == Some(0)
             })
             .count();
-        assert!((700..900).contains(&on_a), "8:1:1 gives a about 80%: {on_a}");
+        assert!(
+            (700..900).contains(&on_a),
+            "8:1:1 gives a about 80%: {on_a}"
+        );
     }
 
     fn loads_strategy() -> impl Strategy<Value = Vec<Load>> {
-        prop::collection::vec(
-            (0u32..20, 0u32..50, prop::option::of(0.0f64..3000.0)),
-            1..8,
-        )
-        .prop_map(|v| {
-            v.into_iter()
-                .map(|(w, o, l)| load(w, o, l))
-                .collect()
-        })
+        prop::collection::vec((0u32..20, 0u32..50, prop::option::of(0.0f64..3000.0)), 1..8)
+            .prop_map(|v| v.into_iter().map(|(w, o, l)| load(w, o, l)).collect())
     }
 
     proptest! {

@@ -14,7 +14,7 @@ use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::precondition::IfMatch;
-use crate::policy::rng::SplitMix64;
+use crate::policy::rng::{Rng, SplitMix64};
 
 const KEY_HOST: &str = "host";
 const KEY_CONFIG: &str = "config";
@@ -284,7 +284,9 @@ impl Balancer {
             Some(s) => s.into_bytes(),
             None => self.affinity_key(),
         };
-        Fleet::new(cfg, version, saved, &secret, Self::now())
+        let mut fleet = Fleet::new(cfg, version, saved, &secret, Self::now());
+        fleet.reseed(self.rng.borrow_mut().next_u64());
+        fleet
     }
 
     /// This hostname's own cookie key: the stored one (see `load`), else a new random one that
@@ -319,7 +321,8 @@ impl Balancer {
         let host = msg.host;
         self.ensure_loaded(&host).await?;
         let now = Self::now();
-        // Successes the Worker batched since its last decision ride along on this request.
+        // Completions and successes the Worker batched since its last decision ride along.
+        self.complete(&msg.done);
         if !msg.successes.is_empty() {
             self.apply_outcomes(&msg.successes).await?;
         }
@@ -348,8 +351,21 @@ impl Balancer {
         };
         self.ensure_loaded(&msg.host).await?;
         self.watchdog(Self::now()).await?;
+        self.complete(&msg.done);
         self.apply_outcomes(&msg.outcomes).await?;
         Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Requests that finished no longer count as outstanding.
+    fn complete(&self, done: &[u64]) {
+        if done.is_empty() {
+            return;
+        }
+        if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
+            for &ticket in done {
+                fleet.complete(ticket);
+            }
+        }
     }
 
     /// Re-arms a missing alarm: the probe loop must survive lost alarms and restarts.
@@ -531,8 +547,11 @@ impl Balancer {
             history.drain(..history.len() - HISTORY_LEN);
         }
         let host = cfg.hostname.clone();
-        *self.service.borrow_mut() =
-            Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
+        let mut fleet = self.fleet(cfg, next, &records);
+        if let Some(Service::Ready(old)) = &*self.service.borrow() {
+            fleet.adopt_load(old);
+        }
+        *self.service.borrow_mut() = Some(Service::Ready(Box::new(fleet)));
         let storage = self.state.storage();
         // One put_multiple, so config and history land together. Built as a plain object:
         // serde_wasm_bindgen would turn a JSON map into a JS Map, which storage ignores.
@@ -799,15 +818,28 @@ fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
                 "error_rate": s.error_rate,
                 "last_probe_ms": b.last_probe_ms,
                 "latency_ms": b.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+                "outstanding": s.outstanding,
+                "ewma_ms": s.ewma_ms.map(|l| (l * 10.0).round() / 10.0),
                 "health_path": b.health_path,
                 "last_error": b.last_error,
             })
         })
         .collect();
     let (up, total) = fleet.summary();
+    let pools: Vec<serde_json::Value> = fleet
+        .pool_status(now_ms)
+        .into_iter()
+        .map(|(name, health, healthy, total)| {
+            serde_json::json!({ "name": name, "health": health, "healthy_backends": healthy, "total_backends": total })
+        })
+        .collect();
+    let lb = &fleet.cfg().load_balancer;
     serde_json::json!({
         "hostname": fleet.cfg().hostname,
         "version": fleet.version(),
+        "endpoint_steering": lb.endpoint_steering,
+        "steering": lb.steering,
+        "pools": pools,
         "healthy_backends": up,
         "total_backends": total,
         "backends": backends,

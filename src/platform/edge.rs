@@ -36,6 +36,11 @@ struct SuccessTally {
 const SUCCESS_BATCH: u32 = 32;
 const SUCCESS_BATCH_MS: u64 = 250;
 
+/// Finished requests' tickets wait at most this long for a decision to carry them before they
+/// are sent on their own: under load the next decision carries them at no cost, and an idle
+/// isolate still lets the object's outstanding counts fall within a few milliseconds.
+const DONE_FLUSH_MS: u64 = 20;
+
 /// A successful response body of known length up to this size is read in whole before it is
 /// answered: its outcome is then known at once (no stream to watch, nothing to settle later).
 const RESPONSE_BUFFER_CAP: f64 = 64.0 * 1024.0;
@@ -74,7 +79,52 @@ fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
     })
 }
 
+/// Tickets of this isolate's finished requests not yet sent, per hostname.
+#[derive(Default)]
+struct PendingDone {
+    tickets: Vec<u64>,
+    /// A flush timer is waiting for these.
+    timer: bool,
+}
+
+/// A request counted as outstanding (its route carried `ticket`) has finished: its response
+/// went out whole, failed, or (for a WebSocket) the connection closed. The ticket rides on this
+/// isolate's next decision for `host`, or a timer sends it after [`DONE_FLUSH_MS`].
+pub fn complete(env: &Env, ctx: &Context, host: &str, ticket: Option<u64>) {
+    let Some(ticket) = ticket else {
+        return;
+    };
+    let arm = DONE.with(|d| {
+        let mut d = d.borrow_mut();
+        let p = d.entry(host.to_string()).or_default();
+        p.tickets.push(ticket);
+        !std::mem::replace(&mut p.timer, true)
+    });
+    if arm {
+        let env = env.clone();
+        let host = host.to_string();
+        ctx.wait_until(async move {
+            Delay::from(Duration::from_millis(DONE_FLUSH_MS)).await;
+            let done = take_done(&host);
+            if !done.is_empty() {
+                send_reports(&env, &host, Vec::new(), done).await;
+            }
+        });
+    }
+}
+
+fn take_done(host: &str) -> Vec<u64> {
+    DONE.with(|d| {
+        d.borrow_mut()
+            .remove(host)
+            .map(|p| p.tickets)
+            .unwrap_or_default()
+    })
+}
+
 thread_local! {
+    /// Finished requests' tickets per hostname (see [`complete`]).
+    static DONE: RefCell<HashMap<String, PendingDone>> = RefCell::new(HashMap::new());
     /// Successful outcomes per hostname, batched here and carried on the next decision request,
     /// so a healthy request costs no extra Durable Object round trip.
     static PENDING_OK: RefCell<HashMap<String, SuccessTally>> = RefCell::new(HashMap::new());
@@ -264,6 +314,7 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
     };
     let tries = plan.tries();
     let mut outcomes = plan.take_outcomes();
+    let ticket = f.route.ticket;
     match answer {
         Answer::Backend(index) => {
             let (Some((_, resp)), Some(attempt)) = (
@@ -293,6 +344,10 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
             let parts: js_sys::Array = parts.unchecked_into();
             let done = parts.get(1);
             let url = attempt.url.clone();
+            if success.is_none() || !done.is_instance_of::<js_sys::Promise>() {
+                // The answer is complete now; a streamed body completes in `watch_body`.
+                complete(f.env, f.ctx, f.host, ticket);
+            }
             match (success, done.as_string()) {
                 (None, _) => {}
                 (Some(outcome), Some(broken)) if broken.is_empty() => {
@@ -313,9 +368,13 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
                 (Some(outcome), None) if done.is_undefined() => {
                     flush_reports(f.env, f.ctx, f.host, body_reports(f.host, outcome, ""))
                 }
-                (Some(outcome), None) => {
-                    watch_body(f.env, f.ctx, f.host, outcome, done.unchecked_into())
-                }
+                (Some(outcome), None) => watch_body(
+                    f.env,
+                    f.ctx,
+                    f.host,
+                    (outcome, ticket),
+                    done.unchecked_into(),
+                ),
             }
             Ok((parts.get(0).unchecked_into(), Some(url), tries))
         }
@@ -327,6 +386,7 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
             if let Some((_, resp)) = answered {
                 cancel_body(&resp);
             }
+            complete(f.env, f.ctx, f.host, ticket);
             flush_reports(f.env, f.ctx, f.host, outcomes);
             Ok((
                 error_response(status, &message, retry_after_s)?.into(),
@@ -339,9 +399,17 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
 
 /// Reports the answering attempt once its body has streamed: a success, or a failure when the
 /// backend broke the body off (a client hanging up is not the backend's doing).
-fn watch_body(env: &Env, ctx: &Context, host: &str, outcome: Outcome, done: js_sys::Promise) {
+/// The request's ticket, if counted, completes then too.
+fn watch_body(
+    env: &Env,
+    ctx: &Context,
+    host: &str,
+    (outcome, ticket): (Outcome, Option<u64>),
+    done: js_sys::Promise,
+) {
     let env = env.clone();
     let host = host.to_string();
+    let finished: Vec<u64> = ticket.into_iter().collect();
     ctx.wait_until(async move {
         let broken = JsFuture::from(done)
             .await
@@ -349,8 +417,9 @@ fn watch_body(env: &Env, ctx: &Context, host: &str, outcome: Outcome, done: js_s
             .and_then(|v| v.as_string())
             .unwrap_or_default();
         let reports = body_reports(&host, outcome, &broken);
-        if !reports.is_empty() {
-            send_reports(&env, &host, reports).await;
+        // The ticket goes with the reports, or alone, at once.
+        if !reports.is_empty() || !finished.is_empty() {
+            send_reports(&env, &host, reports, finished).await;
         }
     });
 }
@@ -384,6 +453,7 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
         cookies: incoming.get("cookie")?,
         affinity_key: key_header.and_then(|name| incoming.get(&name).ok().flatten()),
         successes: take_successes(host, false),
+        done: take_done(host),
     };
     let mut verdict = ask(stub, &msg).await?;
     // Header affinity, first request of this instance: the header name was not known yet, so ask
@@ -394,7 +464,9 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
     }) = &verdict
     {
         if let (false, Some(value)) = (sent_key, incoming.get(name)?) {
-            msg.successes.clear(); // already applied by the first ask
+            // Already applied by the first ask.
+            msg.successes.clear();
+            msg.done.clear();
             msg.affinity_key = Some(value);
             verdict = ask(stub, &msg).await?;
         }
@@ -452,15 +524,18 @@ fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
     // Earlier successes go first, so "consecutive failures" in the DO means consecutive.
     let mut all = take_successes(host, true);
     all.extend(reports);
+    let done = take_done(host);
     let env = env.clone();
     let host = host.to_string();
-    ctx.wait_until(async move { send_reports(&env, &host, all).await });
+    ctx.wait_until(async move { send_reports(&env, &host, all, done).await });
 }
 
-async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>) {
+/// Sends outcomes and finished requests' tickets to the object (`POST /report`).
+pub async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
     let msg = ReportRequest {
         host: host.to_string(),
         outcomes,
+        done,
     };
     let Ok(body) = serde_json::to_string(&msg) else {
         return;

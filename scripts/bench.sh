@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 node tests/bench/bench.mjs "$@"
+node tests/bench/steering.mjs
 node tests/bench/recovery.mjs

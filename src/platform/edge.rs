@@ -36,9 +36,9 @@ struct SuccessTally {
 const SUCCESS_BATCH: u32 = 32;
 const SUCCESS_BATCH_MS: u64 = 250;
 
-/// Finished requests' tickets wait at most this long for a decision to carry them before they
-/// are sent on their own: under load the next decision carries them at no cost, and an idle
-/// isolate still lets the object's outstanding counts fall within a few milliseconds.
+/// Finished requests' tickets wait about this long for a decision to carry them before they are
+/// sent on their own: under load the next decision carries them at no cost, and an idle
+/// isolate still lets the object's outstanding counts fall within a few tens of milliseconds.
 const DONE_FLUSH_MS: u64 = 20;
 
 /// A successful response body of known length up to this size is read in whole before it is
@@ -83,13 +83,20 @@ fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
 #[derive(Default)]
 struct PendingDone {
     tickets: Vec<u64>,
-    /// A flush timer is waiting for these.
+    /// A flush timer is running for this hostname.
     timer: bool,
+    /// When a decision last carried tickets: while decisions flow, the timer sends nothing.
+    carried_ms: u64,
 }
+
+/// A timer gives way to flowing decisions at most this many times before it sends what is
+/// left anyway (a `wait_until` must end; one small report per ~0.5 s under steady load).
+const DONE_FLUSH_ROUNDS: u32 = 25;
 
 /// A request counted as outstanding (its route carried `ticket`) has finished: its response
 /// went out whole, failed, or (for a WebSocket) the connection closed. The ticket rides on this
-/// isolate's next decision for `host`, or a timer sends it after [`DONE_FLUSH_MS`].
+/// isolate's next decision for `host`; if no decision comes within [`DONE_FLUSH_MS`], a timer
+/// sends it in a report of its own.
 pub fn complete(env: &Env, ctx: &Context, host: &str, ticket: Option<u64>) {
     let Some(ticket) = ticket else {
         return;
@@ -104,21 +111,39 @@ pub fn complete(env: &Env, ctx: &Context, host: &str, ticket: Option<u64>) {
         let env = env.clone();
         let host = host.to_string();
         ctx.wait_until(async move {
-            Delay::from(Duration::from_millis(DONE_FLUSH_MS)).await;
-            let done = take_done(&host);
-            if !done.is_empty() {
-                send_reports(&env, &host, Vec::new(), done).await;
+            for round in 1..=DONE_FLUSH_ROUNDS {
+                Delay::from(Duration::from_millis(DONE_FLUSH_MS)).await;
+                let due = DONE.with(|d| {
+                    let mut d = d.borrow_mut();
+                    let p = d.get_mut(&host)?;
+                    let idle =
+                        Date::now().as_millis().saturating_sub(p.carried_ms) >= DONE_FLUSH_MS;
+                    if p.tickets.is_empty() || idle || round == DONE_FLUSH_ROUNDS {
+                        p.timer = false;
+                        return Some(std::mem::take(&mut p.tickets));
+                    }
+                    None // decisions are flowing: they carry these
+                });
+                if let Some(done) = due {
+                    if !done.is_empty() {
+                        send_reports(&env, &host, Vec::new(), done).await;
+                    }
+                    return;
+                }
             }
         });
     }
 }
 
+/// The tickets to carry on a message to the object now.
 fn take_done(host: &str) -> Vec<u64> {
     DONE.with(|d| {
-        d.borrow_mut()
-            .remove(host)
-            .map(|p| p.tickets)
-            .unwrap_or_default()
+        let mut d = d.borrow_mut();
+        let Some(p) = d.get_mut(host) else {
+            return Vec::new();
+        };
+        p.carried_ms = Date::now().as_millis();
+        std::mem::take(&mut p.tickets)
     })
 }
 

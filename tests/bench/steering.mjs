@@ -9,6 +9,10 @@ const SLOW_MS = 2000;
 const CLIENTS = 10;
 const MODES = ["round_robin", "least_outstanding_requests", "latency", "hash"];
 const SLOW_MODES = ["round_robin", "least_outstanding_requests", "latency"];
+// Hostnames may not contain "_": each mode's services are named by a short label.
+const LABEL = { round_robin: "rr", least_outstanding_requests: "lor", latency: "latency", hash: "hash" };
+const fastHost = (mode) => `${LABEL[mode]}.fast.test`;
+const slowHost = (mode) => `${LABEL[mode]}.slow.test`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Requests per second of `clients` connections over `seconds`, and how often each status came. */
@@ -24,6 +28,7 @@ async function sampleLag(lb, host, child, backendIdx, during) {
   const sampler = (async () => {
     while (running) {
       const st = await (await lb.admin(`/admin/services/${host}`)).json();
+      if (!st.backends) throw new Error(`no status for ${host}: ${JSON.stringify(st)}`);
       const { inflight } = await ask(child, { inflight: true });
       const object = st.backends.map((b) => b.outstanding);
       const truth = backendIdx.map((i) => inflight[i]);
@@ -68,11 +73,13 @@ async function drainMs(lb, host) {
 async function main() {
   // Backends 0-2 serve the all-fast services, 3-5 the one-slow services (5 is slow).
   const { child, urls } = await startBackendProcess(6);
+  // The backends' process must not outlive a failed run.
+  process.on("exit", () => child.kill());
   const fast = urls.slice(0, 3);
   const mixed = urls.slice(3, 6);
   const services = [];
-  for (const mode of MODES) services.push({ hostname: `${mode}.fast.test`, backends: fast, load_balancer: { endpoint_steering: mode } });
-  for (const mode of SLOW_MODES) services.push({ hostname: `${mode}.slow.test`, backends: mixed, load_balancer: { endpoint_steering: mode } });
+  for (const mode of MODES) services.push({ hostname: fastHost(mode), backends: fast, load_balancer: { endpoint_steering: mode } });
+  for (const mode of SLOW_MODES) services.push({ hostname: slowHost(mode), backends: mixed, load_balancer: { endpoint_steering: mode } });
   const lb = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services } });
   const base = `http://${new URL(lb.url).host}/`;
   await ask(child, { slow: 5, ms: SLOW_MS });
@@ -81,18 +88,20 @@ async function main() {
   let lag;
   let fastLag;
   let drain;
+  let fastDrain;
   try {
     // Cost per request: every mode on the same three fast backends, alternating rounds.
     cost = await compare(
-      MODES.map((m) => ({ name: m, url: base, headers: { host: `${m}.fast.test` } })),
+      MODES.map((m) => ({ name: m, url: base, headers: { host: fastHost(m) } })),
       { rounds: 2, duration: 2 },
     );
     // Lag with fast backends: the object's count against requests really at the backends.
-    const lorFast = "least_outstanding_requests.fast.test";
+    const lorFast = fastHost("least_outstanding_requests");
     fastLag = lagFigures((await sampleLag(lb, lorFast, child, [0, 1, 2], run(base, lorFast, 4))).samples, 2);
+    fastDrain = await drainMs(lb, lorFast);
     for (const mode of SLOW_MODES) {
-      const allFast = await run(base, `${mode}.fast.test`, 3);
-      const host = `${mode}.slow.test`;
+      const allFast = await run(base, fastHost(mode), 3);
+      const host = slowHost(mode);
       let slowRun;
       if (mode === "least_outstanding_requests") {
         const { result, samples } = await sampleLag(lb, host, child, [3, 4, 5], run(base, host, 6));
@@ -124,7 +133,7 @@ async function main() {
   console.log(`\nOutstanding count (least_outstanding_requests) against requests really at the backends, sampled every ~50 ms`);
   console.log(`  fast backends: object ${fastLag.objectMean.toFixed(2)} vs backends ${fastLag.truthMean.toFixed(2)} in flight on average; object − backends mean ${fastLag.meanDiff.toFixed(2)}, max ${fastLag.maxDiff} (${fastLag.n} samples)`);
   console.log(`  with the slow backend: object − backends mean ${lag.meanDiff.toFixed(2)}, max ${lag.maxDiff}; at the slow backend |object − backend| mean ${lag.slowMeanAbs.toFixed(2)}, max ${lag.slowMax} (${lag.n} samples)`);
-  console.log(`  after the load stopped, the object counted 0 outstanding within ${drain} ms`);
+  console.log(`  after the load stopped: fast backends, the object counted 0 outstanding within ${fastDrain} ms; with the slow backend within ${drain} ms (its last requests answer up to ${SLOW_MS} ms later)`);
   console.log(`  (the object counts a request from its decision to its completion report, so it also holds requests in the Worker between those, which the backends never see)`);
 }
 

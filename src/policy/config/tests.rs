@@ -593,6 +593,7 @@ prop_compose! {
         retries in 0u32..=10,
         affinity in prop::option::of((0..3u8, 1u64..=31_536_000, any::<bool>())),
         slow_start_ms in 0u64..=3_600_000,
+        endpoint_steering in 0..4usize,
         geo in any::<bool>(),
         rate in prop::option::of((1u32..=u32::MAX, 1u32..=86_400)),
         access in prop::option::of(any::<bool>()),
@@ -624,6 +625,12 @@ prop_compose! {
                     }
                 }),
                 slow_start_ms,
+                endpoint_steering: [
+                    EndpointSteering::RoundRobin,
+                    EndpointSteering::LeastOutstandingRequests,
+                    EndpointSteering::Latency,
+                    EndpointSteering::Hash,
+                ][endpoint_steering],
                 ..Default::default()
             },
             pools,

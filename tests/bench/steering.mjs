@@ -93,7 +93,7 @@ async function main() {
     // Cost per request: every mode on the same three fast backends, alternating rounds.
     cost = await compare(
       MODES.map((m) => ({ name: m, url: base, headers: { host: fastHost(m) } })),
-      { rounds: 2, duration: 2 },
+      { rounds: 3, duration: 2 },
     );
     // Lag with fast backends: the object's count against requests really at the backends.
     const lorFast = fastHost("least_outstanding_requests");
@@ -125,13 +125,13 @@ async function main() {
   console.log("|---|---:|---:|---:|---:|");
   for (const r of slowRows)
     console.log(`| ${r.mode} | ${r.allFast.rps.toFixed(0)} | ${r.slowRun.rps.toFixed(0)} | ${(r.slowRun.rps / r.allFast.rps).toFixed(2)}x | ${r.slowRun.errors} |`);
-  console.log(`\nCost per request, three fast backends, 16 connections, 2 rounds of 2 s\n`);
+  console.log(`\nCost per request, three fast backends, 16 connections, 3 alternating rounds of 2 s\n`);
   console.log("| endpoint_steering | req/s | vs round robin | p50 ms | workerd CPU µs/req |");
   console.log("|---|---:|---:|---:|---:|");
   for (const c of cost)
     console.log(`| ${c.name} | ${c.rps.toFixed(0)} | ${(c.rps / rr.rps).toFixed(2)}x | ${c.p50} | ${c.cpuUsPerReq.toFixed(0)} |`);
   console.log(`\nOutstanding count (least_outstanding_requests) against requests really at the backends, sampled every ~50 ms`);
-  console.log(`  fast backends: object ${fastLag.objectMean.toFixed(2)} vs backends ${fastLag.truthMean.toFixed(2)} in flight on average; object − backends mean ${fastLag.meanDiff.toFixed(2)}, max ${fastLag.maxDiff} (${fastLag.n} samples)`);
+  console.log(`  fast backends: the load generator keeps ${CLIENTS} requests in flight; the object counted ${fastLag.objectMean.toFixed(2)} on average (the backends themselves held ${fastLag.truthMean.toFixed(2)}: they answer at once, the time is spent in the Worker) (${fastLag.n} samples)`);
   console.log(`  with the slow backend: object − backends mean ${lag.meanDiff.toFixed(2)}, max ${lag.maxDiff}; at the slow backend |object − backend| mean ${lag.slowMeanAbs.toFixed(2)}, max ${lag.slowMax} (${lag.n} samples)`);
   console.log(`  after the load stopped: fast backends, the object counted 0 outstanding within ${fastDrain} ms; with the slow backend within ${drain} ms (its last requests answer up to ${SLOW_MS} ms later)`);
   console.log(`  (the object counts a request from its decision to its completion report, so it also holds requests in the Worker between those, which the backends never see)`);

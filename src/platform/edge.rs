@@ -485,13 +485,15 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
     // once more with the key rather than let this client land on an arbitrary backend.
     if let Verdict::Route(Route {
         affinity_header: Some(name),
+        ticket,
         ..
     }) = &verdict
     {
         if let (false, Some(value)) = (sent_key, incoming.get(name)?) {
-            // Already applied by the first ask.
+            // Already applied by the first ask; the first ask's own ticket is given back, as
+            // its route is dropped.
             msg.successes.clear();
-            msg.done.clear();
+            msg.done = ticket.iter().copied().collect();
             msg.affinity_key = Some(value);
             verdict = ask(stub, &msg).await?;
         }

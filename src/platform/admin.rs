@@ -3,7 +3,9 @@
 use futures_util::StreamExt;
 use worker::*;
 
-use crate::platform::{env_string, error_response, object_stub, registry, requestlog, throttle};
+use crate::platform::{
+    env_string, error_response, metrics, object_stub, registry, requestlog, throttle,
+};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config;
 
@@ -41,6 +43,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
     match (method.clone(), segments.as_slice()) {
+        (Method::Get, ["admin", "metrics"]) => metrics::scrape(&req, env).await,
         (Method::Get, ["admin", "services"]) => list_services(env).await,
         (Method::Get, ["admin", "services", host]) => relay(req, env, host, "/status", false).await,
         (Method::Post, ["admin", "services", host, "health-check"]) => {
@@ -278,16 +281,15 @@ fn not_configured() -> Result<Response> {
     )
 }
 
-/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
-async fn list_services(env: &Env) -> Result<Response> {
+/// Every served hostname: DEFAULT_BACKENDS plus those created (minus those deleted) through the
+/// API, sorted.
+pub async fn service_hosts(env: &Env) -> Vec<String> {
     let defaults = registry::defaults(env);
     let mut hosts: Vec<String> = defaults
         .services
         .iter()
         .map(|s| s.hostname.to_string())
         .collect();
-    let errors: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
-    // Services created or deleted through the API.
     match registry::list(env).await {
         Ok(rows) => {
             for (host, deleted) in rows {
@@ -301,6 +303,14 @@ async fn list_services(env: &Env) -> Result<Response> {
         Err(e) => console_error!("service registry unavailable: {e}"),
     }
     hosts.sort();
+    hosts
+}
+
+/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
+async fn list_services(env: &Env) -> Result<Response> {
+    let defaults = registry::defaults(env);
+    let errors: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
+    let hosts = service_hosts(env).await;
     let mut services = Vec::new();
     for host in hosts {
         let status = object_json(env, &host).await.ok();
@@ -327,7 +337,7 @@ async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
 }
 
 /// One request to the Durable Object of `host` (already a validated hostname).
-async fn call_object(
+pub async fn call_object(
     env: &Env,
     host: &str,
     method: Method,

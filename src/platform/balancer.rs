@@ -13,6 +13,7 @@ use crate::policy::changes;
 use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
+use crate::policy::metrics::{BackendGauges, Counters, HostMetrics};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::SplitMix64;
 
@@ -24,6 +25,11 @@ const KEY_HISTORY: &str = "history";
 const KEY_DELETED: &str = "deleted";
 /// The key that signs affinity cookies when AFFINITY_SECRET is unset.
 const KEY_AFFINITY: &str = "affinity_key";
+/// The request/probe counters behind `/admin/metrics` (a JSON text).
+const KEY_METRICS: &str = "metrics";
+/// Counters are stored at most this often while traffic flows (and from every alarm): a restart
+/// loses at most this much of them, and no request pays for a storage write.
+const METRICS_SAVE_MS: u64 = 10_000;
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
 
@@ -63,6 +69,10 @@ pub struct Balancer {
     affinity_key: RefCell<Option<Vec<u8>>>,
     /// A key made in this lifetime and not yet stored.
     affinity_key_unsaved: Cell<bool>,
+    /// Counters for `/admin/metrics`, loaded once and stored every METRICS_SAVE_MS.
+    metrics: RefCell<Counters>,
+    metrics_dirty: Cell<bool>,
+    metrics_saved_ms: Cell<u64>,
 }
 
 impl DurableObject for Balancer {
@@ -79,6 +89,9 @@ impl DurableObject for Balancer {
             rng: RefCell::new(SplitMix64(seed)),
             affinity_key: RefCell::new(None),
             affinity_key_unsaved: Cell::new(false),
+            metrics: RefCell::new(Counters::default()),
+            metrics_dirty: Cell::new(false),
+            metrics_saved_ms: Cell::new(Date::now().as_millis()),
         }
     }
 
@@ -98,6 +111,7 @@ impl DurableObject for Balancer {
         self.watchdog(Self::now()).await?;
         match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
+            (Method::Get, "/metrics") => self.metrics_view(),
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
                     return self.status();
@@ -173,6 +187,7 @@ impl DurableObject for Balancer {
                 console_error!("probe round failed: {e}");
             }
         }
+        self.save_metrics(true).await?;
         self.arm_next().await?;
         Response::empty()
     }
@@ -233,6 +248,10 @@ impl Balancer {
             .await?
             .unwrap_or_default();
         let key: Option<Vec<u8>> = self.state.storage().get(KEY_AFFINITY).await?;
+        let counters: Option<String> = self.state.storage().get(KEY_METRICS).await?;
+        if let Some(c) = counters.and_then(|t| serde_json::from_str(&t).ok()) {
+            *self.metrics.borrow_mut() = c;
+        }
         if key.as_ref().is_some_and(|k| !k.is_empty()) {
             *self.affinity_key.borrow_mut() = key;
         }
@@ -335,6 +354,10 @@ impl Balancer {
             Some(Service::Missing(reject)) => Verdict::Reject(reject.clone()),
             None => Verdict::Reject(unknown_host(&host)),
         };
+        if let Verdict::Reject(r) = &verdict {
+            self.metrics.borrow_mut().record_reject(r.status);
+            self.metrics_dirty.set(true);
+        }
         self.watchdog(now).await?;
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
         Ok(ResponseBuilder::new().fixed(serde_json::to_vec(&verdict)?))
@@ -400,20 +423,66 @@ impl Balancer {
             };
             let mut persist = false;
             let mut reprobe = false;
+            let mut counters = self.metrics.borrow_mut();
             for o in outcomes {
+                counters.record_outcome(o);
                 let c = fleet.report(o, now);
                 persist |= c.persist;
                 reprobe |= c.reprobe_soon;
             }
             (persist, reprobe)
         };
+        self.metrics_dirty.set(true);
         if persist {
             self.persist_backends().await?;
         }
         if reprobe {
             self.reprobe_soon(now).await?;
         }
-        Ok(())
+        self.save_metrics(false).await
+    }
+
+    /// Stores the counters when they changed and `force` or METRICS_SAVE_MS have passed.
+    async fn save_metrics(&self, force: bool) -> Result<()> {
+        let now = Self::now();
+        let due = force || now.saturating_sub(self.metrics_saved_ms.get()) >= METRICS_SAVE_MS;
+        if !self.metrics_dirty.get() || !due {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&*self.metrics.borrow())?;
+        self.metrics_dirty.set(false);
+        self.metrics_saved_ms.set(now);
+        self.state.storage().put(KEY_METRICS, text).await
+    }
+
+    /// This hostname's counters and gauges for `/admin/metrics`.
+    fn metrics_view(&self) -> Result<Response> {
+        let service = self.service.borrow();
+        let Some(Service::Ready(fleet)) = &*service else {
+            return self.status();
+        };
+        let backends = fleet
+            .backend_status(Self::now())
+            .iter()
+            .map(|s| BackendGauges {
+                url: s.record.url.clone(),
+                up: s.record.health.healthy
+                    && !matches!(s.record.breaker.state, BreakerState::Open { .. }),
+                weight: s.effective_weight,
+                breaker: match s.record.breaker.state {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open { .. } => "open",
+                    BreakerState::HalfOpen { .. } => "half_open",
+                }
+                .to_string(),
+            })
+            .collect();
+        Response::from_json(&HostMetrics {
+            hostname: fleet.cfg().hostname.to_string(),
+            config_version: fleet.version(),
+            backends,
+            counters: self.metrics.borrow().clone(),
+        })
     }
 
     /// A suspect backend is probed within seconds, not at the next full interval.
@@ -456,6 +525,13 @@ impl Balancer {
         });
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
+        {
+            let mut counters = self.metrics.borrow_mut();
+            for (t, r) in plan.targets.iter().zip(&results) {
+                counters.record_probe(&t.url, r.ok);
+            }
+            self.metrics_dirty.set(true);
+        }
         let mut persist = false;
         if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
             for (t, r) in plan.targets.iter().zip(&results) {
@@ -531,6 +607,11 @@ impl Balancer {
             history.drain(..history.len() - HISTORY_LEN);
         }
         let host = cfg.hostname.clone();
+        {
+            let all = cfg.all_backends();
+            let urls: Vec<&str> = all.iter().map(|b| b.url.as_str()).collect();
+            self.metrics.borrow_mut().retain_backends(&urls);
+        }
         *self.service.borrow_mut() =
             Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
         let storage = self.state.storage();

@@ -3,6 +3,7 @@
 mod admin;
 mod balancer;
 mod edge;
+mod metrics;
 mod probe;
 mod registry;
 mod requestlog;

@@ -714,6 +714,8 @@ mod tests {
                 trial: false,
                 retry: false,
                 count: 1,
+                status: None,
+                retry_reason: None,
             },
             now,
         )
@@ -778,6 +780,8 @@ mod tests {
             trial: true,
             retry: false,
             count: 1,
+            status: None,
+            retry_reason: None,
         };
         assert!(
             f.report(&ok, 2100).persist,
@@ -799,6 +803,8 @@ mod tests {
             trial: false,
             retry: false,
             count: 5,
+            status: None,
+            retry_reason: None,
         };
         f.report(&ok, 2);
         assert!(!fail(&mut f, "http://a", 3).persist);

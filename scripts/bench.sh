@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh
 node tests/bench/bench.mjs "$@"
 node tests/bench/recovery.mjs
+node tests/bench/scrape.mjs

@@ -49,6 +49,12 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         (Method::Post, ["admin", "services", host, "health-check"]) => {
             relay(req, env, host, "/probe", false).await
         }
+        (Method::Get, ["admin", "services", host, "events"]) => {
+            relay(req, env, host, "/events", false).await
+        }
+        (Method::Post, ["admin", "services", host, "events", "test"]) => {
+            relay(req, env, host, "/events/test", false).await
+        }
         (Method::Get, ["admin", "services", host, "logs"]) => {
             let limit = match query_number(&req, "limit", 100, 1, 1000)? {
                 Ok(n) => n,
@@ -172,7 +178,17 @@ async fn relay(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let path = format!("{object_path}{query}");
-    let mut resp = call_object(env, &host, method.clone(), &path, if_match, body).await?;
+    let who = actor(&req)?;
+    let mut resp = call_object(
+        env,
+        &host,
+        method.clone(),
+        &path,
+        if_match,
+        body,
+        Some(&who),
+    )
+    .await?;
     let status = resp.status_code();
     let text = resp.text().await?;
     let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -229,6 +245,17 @@ async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Resp
             None,
         )?)),
     }
+}
+
+/// Who is making an (authorized) admin request, for `config.changed` events: `token` for the
+/// API secret, `basic:<user>` for the dashboard login. Never the credential itself.
+fn actor(req: &Request) -> Result<String> {
+    let creds = auth::parse_authorization(req.headers().get("authorization")?.as_deref());
+    Ok(match creds {
+        Credentials::Bearer(_) => "token".to_string(),
+        Credentials::Basic { user, .. } => format!("basic:{user}"),
+        _ => "api".to_string(),
+    })
 }
 
 /// Checks credentials; Some(response) means the request is refused.
@@ -329,7 +356,7 @@ async fn list_services(env: &Env) -> Result<Response> {
 }
 
 async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
-    let mut resp = call_object(env, host, Method::Get, "/status", None, None).await?;
+    let mut resp = call_object(env, host, Method::Get, "/status", None, None, None).await?;
     if resp.status_code() != 200 {
         return Err(Error::RustError(resp.text().await.unwrap_or_default()));
     }
@@ -344,9 +371,13 @@ pub async fn call_object(
     path_and_query: &str,
     if_match: Option<String>,
     body: Option<String>,
+    actor: Option<&str>,
 ) -> Result<Response> {
     let h = Headers::new();
     h.set("x-fb-host", host)?;
+    if let Some(a) = actor {
+        h.set("x-fb-actor", a)?;
+    }
     if let Some(v) = if_match {
         h.set("if-match", &v)?;
     }

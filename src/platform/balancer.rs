@@ -7,13 +7,15 @@ use worker::*;
 
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
-use crate::platform::{deployment, env_string, error_response};
+use crate::platform::{deployment, env_string, error_response, webhook};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
+use crate::policy::config::EventKind;
 use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::metrics::{BackendGauges, Counters, HostMetrics};
+use crate::policy::notify::{self, BackendView, Cause, Outbox};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::SplitMix64;
 
@@ -30,6 +32,8 @@ const KEY_METRICS: &str = "metrics";
 /// Counters are stored at most this often while traffic flows (and from every alarm): a restart
 /// loses at most this much of them, and no request pays for a storage write.
 const METRICS_SAVE_MS: u64 = 10_000;
+/// The webhook outbox (a JSON text): events are stored here before anything is sent.
+const KEY_OUTBOX: &str = "outbox";
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
 
@@ -73,6 +77,13 @@ pub struct Balancer {
     metrics: RefCell<Counters>,
     metrics_dirty: Cell<bool>,
     metrics_saved_ms: Cell<u64>,
+    /// Webhook deliveries not yet finished (and recent finished ones), mirrored in storage.
+    outbox: RefCell<Outbox>,
+    outbox_dirty: Cell<bool>,
+    /// When the next probe round is due (the alarm also wakes for webhook deliveries).
+    probe_at: Cell<Option<u64>>,
+    /// Who made the config change being handled (`x-fb-actor` from the admin relay).
+    actor: RefCell<String>,
 }
 
 impl DurableObject for Balancer {
@@ -92,6 +103,10 @@ impl DurableObject for Balancer {
             metrics: RefCell::new(Counters::default()),
             metrics_dirty: Cell::new(false),
             metrics_saved_ms: Cell::new(Date::now().as_millis()),
+            outbox: RefCell::new(Outbox::default()),
+            outbox_dirty: Cell::new(false),
+            probe_at: Cell::new(None),
+            actor: RefCell::new("api".to_string()),
         }
     }
 
@@ -109,8 +124,13 @@ impl DurableObject for Balancer {
             self.ensure_loaded_from_storage().await?;
         }
         self.watchdog(Self::now()).await?;
+        if let Some(actor) = req.headers().get("x-fb-actor")? {
+            *self.actor.borrow_mut() = actor;
+        }
         match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
+            (Method::Get, "/events") => self.events_view(),
+            (Method::Post, "/events/test") => self.test_event().await,
             (Method::Get, "/metrics") => self.metrics_view(),
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
@@ -179,13 +199,20 @@ impl DurableObject for Balancer {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // Alarms are at-least-once: probing twice is harmless, and re-arming is unconditional.
+        // Alarms are at-least-once: probing twice is harmless, a delivery is settled once, and
+        // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
-        if self.fleet_ready() {
+        let now = Self::now();
+        let probe_due = self.probe_at.get().is_none_or(|at| at <= now + 25);
+        if self.fleet_ready() && self.probing_enabled() && probe_due {
+            self.probe_at.set(None);
             if let Err(e) = self.probe_all().await {
                 console_error!("probe round failed: {e}");
             }
+        }
+        if let Err(e) = self.deliver_due().await {
+            console_error!("webhook delivery round failed: {e}");
         }
         self.save_metrics(true).await?;
         self.arm_next().await?;
@@ -251,6 +278,10 @@ impl Balancer {
         let counters: Option<String> = self.state.storage().get(KEY_METRICS).await?;
         if let Some(c) = counters.and_then(|t| serde_json::from_str(&t).ok()) {
             *self.metrics.borrow_mut() = c;
+        }
+        let outbox: Option<String> = self.state.storage().get(KEY_OUTBOX).await?;
+        if let Some(o) = outbox.and_then(|t| serde_json::from_str(&t).ok()) {
+            *self.outbox.borrow_mut() = o;
         }
         if key.as_ref().is_some_and(|k| !k.is_empty()) {
             *self.affinity_key.borrow_mut() = key;
@@ -379,7 +410,7 @@ impl Balancer {
     async fn watchdog(&self, now: u64) -> Result<()> {
         // Without active checks no alarm is kept, so there is nothing to look up in storage
         // (otherwise every decision would read the alarm).
-        if !self.probing_enabled() {
+        if !self.probing_enabled() && self.outbox.borrow().next_due().is_none() {
             return Ok(());
         }
         let known = *self.alarm_at.borrow();
@@ -395,13 +426,29 @@ impl Balancer {
         }
     }
 
+    /// Sets the alarm for the earlier of the next probe round and the next webhook delivery.
     async fn arm_next(&self) -> Result<()> {
-        let delay = match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut()),
-            _ => None,
+        let now = Self::now();
+        let probe = match self.probe_at.get() {
+            Some(at) if at > now && self.probing_enabled() => Some(at),
+            _ => {
+                let delay = match &*self.service.borrow() {
+                    Some(Service::Ready(fleet)) => {
+                        fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut())
+                    }
+                    _ => None,
+                };
+                let at = delay.map(|d| now + d);
+                self.probe_at.set(at);
+                at
+            }
         };
-        match delay {
-            Some(d) => self.set_alarm_in(d).await,
+        let next = [probe, self.outbox.borrow().next_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(at) => self.set_alarm_in(at.saturating_sub(now)).await,
             None => Ok(()),
         }
     }
@@ -416,6 +463,7 @@ impl Balancer {
 
     async fn apply_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
         let now = Self::now();
+        let before = self.views();
         let (persist, reprobe) = {
             let mut service = self.service.borrow_mut();
             let Some(Service::Ready(fleet)) = &mut *service else {
@@ -434,12 +482,201 @@ impl Balancer {
         };
         self.metrics_dirty.set(true);
         if persist {
+            self.notice(before, Cause::Passive);
             self.persist_backends().await?;
         }
         if reprobe {
             self.reprobe_soon(now).await?;
         }
+        self.send_soon().await?;
         self.save_metrics(false).await
+    }
+
+    /// The backends as the notifier sees them, when a webhook could care (else no cost).
+    fn views(&self) -> Option<Vec<BackendView>> {
+        let service = self.service.borrow();
+        let Some(Service::Ready(fleet)) = &*service else {
+            return None;
+        };
+        if fleet.cfg().webhooks().is_empty() {
+            return None;
+        }
+        Some(
+            fleet
+                .backend_status(Self::now())
+                .iter()
+                .map(|s| BackendView {
+                    url: s.record.url.clone(),
+                    healthy: s.record.health.healthy,
+                    breaker_open: !matches!(s.record.breaker.state, BreakerState::Closed),
+                    enabled: s.state != crate::policy::config::BackendState::Disabled,
+                    last_error: s.record.last_error.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Queues the events between `before` and now (the caller stores the outbox with the state).
+    fn notice(&self, before: Option<Vec<BackendView>>, cause: Cause) {
+        let (Some(before), Some(after)) = (before, self.views()) else {
+            return;
+        };
+        for (kind, details) in notify::transitions(&before, &after, cause) {
+            self.raise(Some(kind), details);
+        }
+    }
+
+    /// Adds an event to the outbox for every subscribed webhook (None: a test event for all).
+    /// Returns how many deliveries it queued.
+    fn raise(&self, kind: Option<EventKind>, details: serde_json::Value) -> usize {
+        let (host, hooks) = match &*self.service.borrow() {
+            Some(Service::Ready(f)) => (f.cfg().hostname.to_string(), f.cfg().webhooks().to_vec()),
+            _ => return 0,
+        };
+        let id: String = random_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut outbox = self.outbox.borrow_mut();
+        let dropped = outbox.push(id.clone(), kind, &host, details, &hooks, Self::now());
+        if dropped > 0 {
+            self.metrics
+                .borrow_mut()
+                .record_delivery("dropped", dropped);
+            self.metrics_dirty.set(true);
+        }
+        let queued = outbox.event(&id).map_or(0, |e| e.deliveries.len());
+        if queued > 0 {
+            self.outbox_dirty.set(true);
+        }
+        queued
+    }
+
+    /// Stores the outbox if it changed and wakes the alarm for deliveries that are due.
+    async fn send_soon(&self) -> Result<()> {
+        if !self.outbox_dirty.get() {
+            return Ok(());
+        }
+        self.save_outbox().await?;
+        self.wake_for_deliveries().await
+    }
+
+    /// Brings the alarm forward to the next due delivery, if it is later.
+    async fn wake_for_deliveries(&self) -> Result<()> {
+        let due = self.outbox.borrow().next_due();
+        let known = *self.alarm_at.borrow();
+        match (due, known) {
+            (None, _) => Ok(()),
+            (Some(d), Some(at)) if at <= d => Ok(()),
+            (Some(d), _) => self.set_alarm_in(d.saturating_sub(Self::now())).await,
+        }
+    }
+
+    async fn save_outbox(&self) -> Result<()> {
+        if !self.outbox_dirty.replace(false) {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&*self.outbox.borrow())?;
+        self.state.storage().put(KEY_OUTBOX, text).await
+    }
+
+    /// Sends the deliveries that are due (in parallel, bounded), then stores their outcome.
+    /// The outbox was stored before: a restart mid-send sends again (at-least-once, same id).
+    async fn deliver_due(&self) -> Result<()> {
+        let now = Self::now();
+        let due = self.outbox.borrow().due(now);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let hooks = match &*self.service.borrow() {
+            Some(Service::Ready(f)) => f.cfg().webhooks().to_vec(),
+            _ => vec![],
+        };
+        let requests: Vec<Option<notify::Outgoing>> = {
+            let outbox = self.outbox.borrow();
+            due.iter()
+                .map(|(id, i)| {
+                    let e = outbox.event(id)?;
+                    let d = e.deliveries.get(*i)?;
+                    let hook = hooks
+                        .iter()
+                        .find(|h| h.url.as_str() == d.url && h.format == d.format)?;
+                    Some(notify::request(e, hook, now / 1000))
+                })
+                .collect()
+        };
+        let sends = requests.iter().map(|r| async move {
+            match r {
+                Some(out) => webhook::send(out).await,
+                None => Err("this webhook is no longer in the service's config".to_string()),
+            }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let done = Self::now();
+        {
+            let mut outbox = self.outbox.borrow_mut();
+            let mut counters = self.metrics.borrow_mut();
+            let mut rng = self.rng.borrow_mut();
+            for ((id, i), result) in due.iter().zip(results) {
+                if let Some(settled) = outbox.settle(id, *i, result, done, &mut *rng) {
+                    counters.record_delivery(settled.label(), 1);
+                }
+            }
+        }
+        self.metrics_dirty.set(true);
+        self.outbox_dirty.set(true);
+        self.save_outbox().await
+    }
+
+    /// `GET /events`: recent events, newest first, with each delivery's state.
+    fn events_view(&self) -> Result<Response> {
+        let outbox = self.outbox.borrow();
+        let events: Vec<serde_json::Value> = outbox
+            .events
+            .iter()
+            .rev()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["timestamp"] = notify::rfc3339(e.ts_ms).into();
+                v
+            })
+            .collect();
+        let pending = outbox
+            .events
+            .iter()
+            .flat_map(|e| &e.deliveries)
+            .filter(|d| d.state == notify::DeliveryState::Pending)
+            .count();
+        Response::from_json(&serde_json::json!({
+            "hostname": self.host.borrow().clone(),
+            "pending_deliveries": pending,
+            "dropped_events": outbox.dropped,
+            "outbox_capacity": notify::OUTBOX_MAX,
+            "events": events,
+        }))
+    }
+
+    /// `POST /events/test`: a `test` event to every webhook, through the outbox like any other.
+    async fn test_event(&self) -> Result<Response> {
+        if !self.fleet_ready() {
+            return self.status();
+        }
+        let queued = self.raise(
+            None,
+            serde_json::json!({"message": "test event from POST /admin/services/{hostname}/events/test"}),
+        );
+        if queued == 0 {
+            return invalid(vec![err(
+                "notifications.webhooks",
+                "no webhook is configured for this service",
+            )]);
+        }
+        let id = self.outbox.borrow().events.back().map(|e| e.id.clone());
+        self.send_soon().await?;
+        Ok(
+            Response::from_json(&serde_json::json!({ "id": id, "deliveries": queued }))?
+                .with_status(202),
+        )
     }
 
     /// Stores the counters when they changed and `force` or METRICS_SAVE_MS have passed.
@@ -494,6 +731,9 @@ impl Balancer {
         let Some(soon) = soon else {
             return Ok(());
         };
+        if self.probe_at.get().is_none_or(|at| at > now + soon) {
+            self.probe_at.set(Some(now + soon));
+        }
         let known = *self.alarm_at.borrow();
         match known {
             Some(at) if at <= now + soon => Ok(()),
@@ -501,12 +741,25 @@ impl Balancer {
         }
     }
 
+    /// Stores the backends' state, and in the same write the outbox when a transition queued
+    /// events: an event is durable exactly when the state change that made it is.
     async fn persist_backends(&self) -> Result<()> {
         let records: Vec<BackendRecord> = match &*self.service.borrow() {
             Some(Service::Ready(fleet)) => fleet.records().to_vec(),
             _ => return Ok(()),
         };
-        self.state.storage().put(KEY_BACKENDS, records).await
+        if !self.outbox_dirty.replace(false) {
+            return self.state.storage().put(KEY_BACKENDS, records).await;
+        }
+        let outbox = serde_json::to_string(&*self.outbox.borrow())?;
+        let entries = js_sys::Object::new();
+        js_sys::Reflect::set(
+            &entries,
+            &KEY_BACKENDS.into(),
+            &serde_wasm_bindgen::to_value(&records).map_err(|e| Error::RustError(e.to_string()))?,
+        )?;
+        js_sys::Reflect::set(&entries, &KEY_OUTBOX.into(), &outbox.into())?;
+        self.state.storage().put_multiple_raw(entries).await
     }
 
     /// Probes every enabled backend in parallel; applies results and persists flips.
@@ -525,6 +778,7 @@ impl Balancer {
         });
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
+        let before = self.views();
         {
             let mut counters = self.metrics.borrow_mut();
             for (t, r) in plan.targets.iter().zip(&results) {
@@ -545,6 +799,7 @@ impl Balancer {
             }
         }
         if persist {
+            self.notice(before, Cause::Probe);
             self.persist_backends().await?;
         }
         Ok(results)
@@ -590,7 +845,12 @@ impl Balancer {
     /// Stores a new config version, then answers. The in-memory fleet is swapped before the
     /// write is awaited: the output gate holds every response (this one and any decision made
     /// with the new config) until the write is durable, so no later decision sees the old config.
-    async fn commit(&self, cfg: ServiceConfig, status: u16) -> Result<Response> {
+    async fn commit(
+        &self,
+        cfg: ServiceConfig,
+        status: u16,
+        restored: Option<u64>,
+    ) -> Result<Response> {
         let (version, records) = match self.current() {
             Some((v, _, r)) => (v, r),
             None => (self.stored_version().await?, vec![]),
@@ -614,6 +874,20 @@ impl Balancer {
         }
         *self.service.borrow_mut() =
             Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
+        let actor = self.actor.borrow().clone();
+        let change = match restored {
+            Some(v) => (
+                EventKind::ConfigRolledBack,
+                serde_json::json!({"version": next, "restored_version": v, "previous_version": version, "actor": actor}),
+            ),
+            None => (
+                EventKind::ConfigChanged,
+                serde_json::json!({"version": next, "previous_version": version, "actor": actor}),
+            ),
+        };
+        self.raise(Some(change.0), change.1);
+        let outbox = serde_json::to_string(&*self.outbox.borrow())?;
+        self.outbox_dirty.set(false);
         let storage = self.state.storage();
         // One put_multiple, so config and history land together. Built as a plain object:
         // serde_wasm_bindgen would turn a JSON map into a JS Map, which storage ignores.
@@ -626,6 +900,7 @@ impl Balancer {
             (KEY_CONFIG, serde_wasm_bindgen::to_value(&stored)),
             (KEY_HISTORY, serde_wasm_bindgen::to_value(&history)),
             (KEY_HOST, serde_wasm_bindgen::to_value(&host)),
+            (KEY_OUTBOX, Ok(outbox.into())),
         ] {
             js_sys::Reflect::set(
                 &entries,
@@ -638,6 +913,7 @@ impl Balancer {
         self.save_affinity_key().await?;
         *self.alarm_at.borrow_mut() = None;
         self.watchdog(Self::now()).await?;
+        self.wake_for_deliveries().await?;
         let mut resp =
             Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
                 .with_status(status);
@@ -678,7 +954,8 @@ impl Balancer {
         match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
                 let created = self.current().is_none();
-                self.commit(cfg, if created { 201 } else { 200 }).await
+                self.commit(cfg, if created { 201 } else { 200 }, None)
+                    .await
             }
             Err(errs) => invalid(errs),
         }
@@ -703,7 +980,7 @@ impl Balancer {
             _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default(), &ctx),
         };
         match next {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => self.commit(cfg, 200, None).await,
             Err(errs) => invalid(errs),
         }
     }
@@ -768,7 +1045,7 @@ impl Balancer {
             "",
             &self.deployment(&host_of(&entry.config)).await,
         ) {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => self.commit(cfg, 200, Some(version)).await,
             Err(errs) => invalid(errs),
         }
     }

@@ -29,7 +29,7 @@ pub async fn scrape(req: &Request, env: &Env) -> Result<Response> {
 }
 
 async fn host_metrics(env: &Env, host: &str) -> Result<Option<HostMetrics>> {
-    let mut resp = call_object(env, host, Method::Get, "/metrics", None, None).await?;
+    let mut resp = call_object(env, host, Method::Get, "/metrics", None, None, None).await?;
     if resp.status_code() != 200 {
         return Ok(None);
     }

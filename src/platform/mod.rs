@@ -8,6 +8,7 @@ mod probe;
 mod registry;
 mod requestlog;
 mod throttle;
+mod webhook;
 
 use std::time::Duration;
 

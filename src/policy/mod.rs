@@ -14,6 +14,7 @@ pub mod forwarding;
 pub mod geo;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod precondition;
 pub mod ratelimit;
 pub mod retry;

@@ -767,10 +767,17 @@ fn notifications_default_from_the_top_level_and_are_checked_at_their_paths() {
     .expect("valid");
     let a = s[0].webhooks();
     assert_eq!(a.len(), 1);
-    assert_eq!(a[0].events, EventKind::ALL.to_vec(), "all events by default");
+    assert_eq!(
+        a[0].events,
+        EventKind::ALL.to_vec(),
+        "all events by default"
+    );
     assert_eq!(a[0].format, WebhookFormat::Json);
     let b = s[1].webhooks();
-    assert_eq!((b[0].format, b[0].events.as_slice()), (WebhookFormat::Slack, &[EventKind::BackendDown][..]));
+    assert_eq!(
+        (b[0].format, b[0].events.as_slice()),
+        (WebhookFormat::Slack, &[EventKind::BackendDown][..])
+    );
     assert_eq!(parse_service(&s[0].to_value(), ""), Ok(s[0].clone()));
 
     let errs = parse_service(
@@ -786,7 +793,11 @@ fn notifications_default_from_the_top_level_and_are_checked_at_their_paths() {
     )
     .unwrap_err();
     assert_err(&errs, "notifications.webhooks[0].url", "ftp");
-    assert_err(&errs, "notifications.webhooks[2].events[0]", "backend.sideways");
+    assert_err(
+        &errs,
+        "notifications.webhooks[2].events[0]",
+        "backend.sideways",
+    );
     assert_err(&errs, "notifications.webhooks[3].format", "xml");
     let errs = parse_service(
         &serde_json::json!({"hostname": "a.com", "backends": ["http://x"], "notifications": {"webhooks": [
@@ -798,6 +809,14 @@ fn notifications_default_from_the_top_level_and_are_checked_at_their_paths() {
     )
     .unwrap_err();
     assert_err(&errs, "notifications.webhooks[0].secret", "at least 16");
-    assert_err(&errs, "notifications.webhooks[1].secret", "required for format \"json\"");
-    assert_err(&errs, "notifications.webhooks[2].events", "at least one event");
+    assert_err(
+        &errs,
+        "notifications.webhooks[1].secret",
+        "required for format \"json\"",
+    );
+    assert_err(
+        &errs,
+        "notifications.webhooks[2].events",
+        "at least one event",
+    );
 }

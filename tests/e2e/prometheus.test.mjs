@@ -61,6 +61,11 @@ test("Prometheus scrapes requests, retries, failovers, health checks, limits and
     assert.equal(denied.status, 403);
     await denied.arrayBuffer();
 
+    // No webhook configured: a test event is refused, naming the field.
+    const noHooks = await lb.admin("/admin/services/app.test/events/test", { method: "POST" });
+    assert.equal(noHooks.status, 400);
+    assert.match((await noHooks.json()).error, /notifications\.webhooks/);
+
     // The exposition itself: authenticated, both formats, promtool-clean.
     assert.equal((await lb.admin("/admin/metrics", { headers: { authorization: "Bearer wrong" } })).status, 401);
     const text = await lb.admin("/admin/metrics");

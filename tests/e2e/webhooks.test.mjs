@@ -172,3 +172,35 @@ test("a runtime restart with undelivered events still delivers them", async () =
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("real traffic opens a breaker: breaker.open, a passive backend.down and service.unhealthy, then recovery", async () => {
+  const [b1] = await startBackends(1);
+  const rx = await startReceiver("rx", { secret: SECRET });
+  const lb = await startBalancer({
+    defaultBackends: service([b1], [{ url: `${rx.url}/hook`, secret: SECRET }], {
+      activeHealthChecks: { enabled: false },
+      passiveHealthChecks: { circuit_breaker: { failure_threshold: 2, recovery_timeout_ms: 500 } },
+    }),
+  });
+  const hit = async () => (await lb.fetch("app.test", "/")).arrayBuffer();
+  try {
+    await hit();
+    b1.mode = "503";
+    await waitFor(async () => (await hit(), rx.ofKind("service.unhealthy")[0]), { timeoutMs: 20000, what: "service.unhealthy" });
+    const open = rx.ofKind("breaker.open")[0];
+    assert.equal(open.body.details.backend, b1.url);
+    assert.equal(open.body.details.error, "status 503");
+    const down = rx.ofKind("backend.down")[0];
+    assert.equal(down.body.details.reason, "passive");
+    b1.mode = "ok";
+    await waitFor(async () => (await hit(), rx.ofKind("service.recovered")[0]), { timeoutMs: 20000, what: "service.recovered" });
+    assert.equal(rx.ofKind("breaker.closed")[0].body.details.backend, b1.url);
+    assert.equal(rx.ofKind("backend.up")[0].body.details.reason, "passive");
+    // One event per transition, however many requests saw the breaker open.
+    assert.equal(rx.ofKind("breaker.open").length, 1);
+    assert.equal(rx.ofKind("service.unhealthy").length, 1);
+  } finally {
+    await stopAll([b1, rx]);
+    await lb.stop();
+  }
+});

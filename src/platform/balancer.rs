@@ -10,7 +10,6 @@ use crate::platform::registry::{self, config_error, unknown_host};
 use crate::platform::{deployment, env_string, error_response};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
-use crate::policy::config::EventKind;
 use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
@@ -393,6 +392,7 @@ impl Balancer {
             self.metrics_dirty.set(true);
         }
         self.watchdog(now).await?;
+        self.save_metrics(false).await?;
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
         Ok(ResponseBuilder::new().fixed(serde_json::to_vec(&verdict)?))
     }
@@ -647,18 +647,7 @@ impl Balancer {
         }
         *self.service.borrow_mut() =
             Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
-        let actor = self.actor.borrow().clone();
-        let change = match restored {
-            Some(v) => (
-                EventKind::ConfigRolledBack,
-                serde_json::json!({"version": next, "restored_version": v, "previous_version": version, "actor": actor}),
-            ),
-            None => (
-                EventKind::ConfigChanged,
-                serde_json::json!({"version": next, "previous_version": version, "actor": actor}),
-            ),
-        };
-        self.raise(Some(change.0), change.1);
+        self.raise_config_change(version, next, restored);
         let outbox = serde_json::to_string(&*self.outbox.borrow())?;
         self.outbox_dirty.set(false);
         let storage = self.state.storage();

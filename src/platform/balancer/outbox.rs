@@ -69,6 +69,23 @@ impl Balancer {
         queued
     }
 
+    /// Queues `config.changed` (or `config.rolled_back` when `restored` names the version
+    /// brought back) for the config just swapped in; the caller stores the outbox with it.
+    pub(super) fn raise_config_change(&self, previous: u64, version: u64, restored: Option<u64>) {
+        let actor = self.actor.borrow().clone();
+        let (kind, details) = match restored {
+            Some(v) => (
+                EventKind::ConfigRolledBack,
+                serde_json::json!({"version": version, "restored_version": v, "previous_version": previous, "actor": actor}),
+            ),
+            None => (
+                EventKind::ConfigChanged,
+                serde_json::json!({"version": version, "previous_version": previous, "actor": actor}),
+            ),
+        };
+        self.raise(Some(kind), details);
+    }
+
     /// Stores the outbox if it changed and wakes the alarm for deliveries that are due.
     pub(super) async fn send_soon(&self) -> Result<()> {
         if !self.outbox_dirty.get() {

@@ -1,6 +1,9 @@
-// End to end: a real Prometheus scrapes /admin/metrics (Bearer and basic auth) after a known mix of traffic and sees the expected series; promtool accepts the exposition.
+// End to end: a real Prometheus scrapes /admin/metrics (Bearer and basic auth) after a known mix of traffic and sees the expected series; promtool accepts the exposition; counters survive a restart.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { API_SECRET, startBalancer } from "../support/runtime.mjs";
 import { startBackends, stopAll, waitFor } from "../support/backends.mjs";
 import { promtoolCheck, startPrometheus } from "../support/prometheus.mjs";
@@ -133,5 +136,49 @@ scrape_configs:
     await prom?.stop();
     await stopAll(bs);
     await lb.stop();
+  }
+});
+
+test("counters survive a runtime restart (stored by the alarm and every 10 s, never per request)", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "fb-metrics-"));
+  const bs = await startBackends(2);
+  bs[1].mode = "503";
+  const config = {
+    hostname: "app.test",
+    backends: bs.map((b) => b.url),
+    retries: 1,
+    activeHealthChecks: { interval: 1, timeout: 1, consecutive_down: 100 },
+    passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000 } },
+  };
+  let lb = await startBalancer({ defaultBackends: config, persistDir: dir });
+  const sample = async (re) => {
+    const body = await (await lb.admin("/admin/metrics")).text();
+    return [...body.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+  const served = /^flowbalance_requests_total\{hostname="app\.test",backend="[^"]+",code_class="2xx"\} (\d+)$/gm;
+  const failed = /^flowbalance_requests_total\{hostname="app\.test",backend="[^"]+",code_class="5xx"\} (\d+)$/gm;
+  const checks = /^flowbalance_health_checks_total\{hostname="app\.test",backend="[^"]+",result="[a-z]+"\} (\d+)$/gm;
+  try {
+    for (let i = 0; i < 12; i++) await (await lb.fetch("app.test", `/r/${i}`)).arrayBuffer();
+    // End on a request that meets the 503 backend: it reports at once, with the batched successes.
+    for (let i = 0, before = bs[1].requests().length; bs[1].requests().length === before; i++) {
+      assert.ok(i < 4);
+      await (await lb.fetch("app.test", `/flush/${i}`)).arrayBuffer();
+    }
+    const want = { served: bs[0].requests().length, failed: bs[1].requests().length };
+    await waitFor(async () => (await sample(served)) === want.served, { timeoutMs: 10000, what: "successes counted" });
+    assert.equal(await sample(failed), want.failed);
+    // Two probe rounds after the traffic: the alarm has stored the counters since.
+    const c0 = await sample(checks);
+    await waitFor(async () => (await sample(checks)) >= c0 + 4, { timeoutMs: 15000, what: "two probe rounds" });
+    await lb.stop();
+    lb = await startBalancer({ defaultBackends: config, persistDir: dir });
+    assert.equal(await sample(served), want.served, "2xx count after the restart");
+    assert.equal(await sample(failed), want.failed, "5xx count after the restart");
+    assert.ok((await sample(checks)) >= c0 + 2);
+  } finally {
+    await stopAll(bs);
+    await lb.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

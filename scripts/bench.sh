@@ -6,3 +6,4 @@ bash scripts/build.sh
 node tests/bench/bench.mjs "$@"
 node tests/bench/steering.mjs
 node tests/bench/recovery.mjs
+node tests/bench/scrape.mjs

@@ -3,7 +3,9 @@
 use futures_util::StreamExt;
 use worker::*;
 
-use crate::platform::{env_string, error_response, object_stub, registry, requestlog, throttle};
+use crate::platform::{
+    env_string, error_response, metrics, object_stub, registry, requestlog, throttle,
+};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config;
 
@@ -41,10 +43,17 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
     match (method.clone(), segments.as_slice()) {
+        (Method::Get, ["admin", "metrics"]) => metrics::scrape(&req, env).await,
         (Method::Get, ["admin", "services"]) => list_services(env).await,
         (Method::Get, ["admin", "services", host]) => relay(req, env, host, "/status", false).await,
         (Method::Post, ["admin", "services", host, "health-check"]) => {
             relay(req, env, host, "/probe", false).await
+        }
+        (Method::Get, ["admin", "services", host, "events"]) => {
+            relay(req, env, host, "/events", false).await
+        }
+        (Method::Post, ["admin", "services", host, "events", "test"]) => {
+            relay(req, env, host, "/events/test", false).await
         }
         (Method::Get, ["admin", "services", host, "logs"]) => {
             let limit = match query_number(&req, "limit", 100, 1, 1000)? {
@@ -169,7 +178,17 @@ async fn relay(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let path = format!("{object_path}{query}");
-    let mut resp = call_object(env, &host, method.clone(), &path, if_match, body).await?;
+    let who = actor(&req)?;
+    let mut resp = call_object(
+        env,
+        &host,
+        method.clone(),
+        &path,
+        if_match,
+        body,
+        Some(&who),
+    )
+    .await?;
     let status = resp.status_code();
     let text = resp.text().await?;
     let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -228,6 +247,17 @@ async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Resp
     }
 }
 
+/// Who is making an (authorized) admin request, for `config.changed` events: `token` for the
+/// API secret, `basic:<user>` for the dashboard login. Never the credential itself.
+fn actor(req: &Request) -> Result<String> {
+    let creds = auth::parse_authorization(req.headers().get("authorization")?.as_deref());
+    Ok(match creds {
+        Credentials::Bearer(_) => "token".to_string(),
+        Credentials::Basic { user, .. } => format!("basic:{user}"),
+        _ => "api".to_string(),
+    })
+}
+
 /// Checks credentials; Some(response) means the request is refused.
 pub async fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
     let secrets = Secrets {
@@ -278,16 +308,15 @@ fn not_configured() -> Result<Response> {
     )
 }
 
-/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
-async fn list_services(env: &Env) -> Result<Response> {
+/// Every served hostname: DEFAULT_BACKENDS plus those created (minus those deleted) through the
+/// API, sorted.
+pub async fn service_hosts(env: &Env) -> Vec<String> {
     let defaults = registry::defaults(env);
     let mut hosts: Vec<String> = defaults
         .services
         .iter()
         .map(|s| s.hostname.to_string())
         .collect();
-    let errors: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
-    // Services created or deleted through the API.
     match registry::list(env).await {
         Ok(rows) => {
             for (host, deleted) in rows {
@@ -301,6 +330,14 @@ async fn list_services(env: &Env) -> Result<Response> {
         Err(e) => console_error!("service registry unavailable: {e}"),
     }
     hosts.sort();
+    hosts
+}
+
+/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object.
+async fn list_services(env: &Env) -> Result<Response> {
+    let defaults = registry::defaults(env);
+    let errors: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
+    let hosts = service_hosts(env).await;
     let mut services = Vec::new();
     for host in hosts {
         let status = object_json(env, &host).await.ok();
@@ -319,7 +356,7 @@ async fn list_services(env: &Env) -> Result<Response> {
 }
 
 async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
-    let mut resp = call_object(env, host, Method::Get, "/status", None, None).await?;
+    let mut resp = call_object(env, host, Method::Get, "/status", None, None, None).await?;
     if resp.status_code() != 200 {
         return Err(Error::RustError(resp.text().await.unwrap_or_default()));
     }
@@ -327,16 +364,20 @@ async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
 }
 
 /// One request to the Durable Object of `host` (already a validated hostname).
-async fn call_object(
+pub async fn call_object(
     env: &Env,
     host: &str,
     method: Method,
     path_and_query: &str,
     if_match: Option<String>,
     body: Option<String>,
+    actor: Option<&str>,
 ) -> Result<Response> {
     let h = Headers::new();
     h.set("x-fb-host", host)?;
+    if let Some(a) = actor {
+        h.set("x-fb-actor", a)?;
+    }
     if let Some(v) = if_match {
         h.set("if-match", &v)?;
     }

@@ -13,8 +13,13 @@ use crate::policy::changes;
 use crate::policy::config::{self, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
+use crate::policy::metrics::Counters;
+use crate::policy::notify::{Cause, Outbox};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::{Rng, SplitMix64};
+
+mod counters;
+mod outbox;
 
 const KEY_HOST: &str = "host";
 const KEY_CONFIG: &str = "config";
@@ -24,6 +29,13 @@ const KEY_HISTORY: &str = "history";
 const KEY_DELETED: &str = "deleted";
 /// The key that signs affinity cookies when AFFINITY_SECRET is unset.
 const KEY_AFFINITY: &str = "affinity_key";
+/// The request/probe counters behind `/admin/metrics` (a JSON text).
+const KEY_METRICS: &str = "metrics";
+/// Counters are stored at most this often while traffic flows (and from every alarm): a restart
+/// loses at most this much of them, and no request pays for a storage write.
+const METRICS_SAVE_MS: u64 = 10_000;
+/// The webhook outbox (a JSON text): events are stored here before anything is sent.
+const KEY_OUTBOX: &str = "outbox";
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
 
@@ -63,6 +75,17 @@ pub struct Balancer {
     affinity_key: RefCell<Option<Vec<u8>>>,
     /// A key made in this lifetime and not yet stored.
     affinity_key_unsaved: Cell<bool>,
+    /// Counters for `/admin/metrics`, loaded once and stored every METRICS_SAVE_MS.
+    metrics: RefCell<Counters>,
+    metrics_dirty: Cell<bool>,
+    metrics_saved_ms: Cell<u64>,
+    /// Webhook deliveries not yet finished (and recent finished ones), mirrored in storage.
+    outbox: RefCell<Outbox>,
+    outbox_dirty: Cell<bool>,
+    /// When the next probe round is due (the alarm also wakes for webhook deliveries).
+    probe_at: Cell<Option<u64>>,
+    /// Who made the config change being handled (`x-fb-actor` from the admin relay).
+    actor: RefCell<String>,
 }
 
 impl DurableObject for Balancer {
@@ -79,6 +102,13 @@ impl DurableObject for Balancer {
             rng: RefCell::new(SplitMix64(seed)),
             affinity_key: RefCell::new(None),
             affinity_key_unsaved: Cell::new(false),
+            metrics: RefCell::new(Counters::default()),
+            metrics_dirty: Cell::new(false),
+            metrics_saved_ms: Cell::new(Date::now().as_millis()),
+            outbox: RefCell::new(Outbox::default()),
+            outbox_dirty: Cell::new(false),
+            probe_at: Cell::new(None),
+            actor: RefCell::new("api".to_string()),
         }
     }
 
@@ -96,8 +126,14 @@ impl DurableObject for Balancer {
             self.ensure_loaded_from_storage().await?;
         }
         self.watchdog(Self::now()).await?;
+        if let Some(actor) = req.headers().get("x-fb-actor")? {
+            *self.actor.borrow_mut() = actor;
+        }
         match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
+            (Method::Get, "/events") => self.events_view(),
+            (Method::Post, "/events/test") => self.test_event().await,
+            (Method::Get, "/metrics") => self.metrics_view(),
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
                     return self.status();
@@ -165,14 +201,22 @@ impl DurableObject for Balancer {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // Alarms are at-least-once: probing twice is harmless, and re-arming is unconditional.
+        // Alarms are at-least-once: probing twice is harmless, a delivery is settled once, and
+        // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
-        if self.fleet_ready() {
+        let now = Self::now();
+        let probe_due = self.probe_at.get().is_none_or(|at| at <= now + 25);
+        if self.fleet_ready() && self.probing_enabled() && probe_due {
+            self.probe_at.set(None);
             if let Err(e) = self.probe_all().await {
                 console_error!("probe round failed: {e}");
             }
         }
+        if let Err(e) = self.deliver_due().await {
+            console_error!("webhook delivery round failed: {e}");
+        }
+        self.save_metrics(true).await?;
         self.arm_next().await?;
         Response::empty()
     }
@@ -233,6 +277,14 @@ impl Balancer {
             .await?
             .unwrap_or_default();
         let key: Option<Vec<u8>> = self.state.storage().get(KEY_AFFINITY).await?;
+        let counters: Option<String> = self.state.storage().get(KEY_METRICS).await?;
+        if let Some(c) = counters.and_then(|t| serde_json::from_str(&t).ok()) {
+            *self.metrics.borrow_mut() = c;
+        }
+        let outbox: Option<String> = self.state.storage().get(KEY_OUTBOX).await?;
+        if let Some(o) = outbox.and_then(|t| serde_json::from_str(&t).ok()) {
+            *self.outbox.borrow_mut() = o;
+        }
         if key.as_ref().is_some_and(|k| !k.is_empty()) {
             *self.affinity_key.borrow_mut() = key;
         }
@@ -338,7 +390,12 @@ impl Balancer {
             Some(Service::Missing(reject)) => Verdict::Reject(reject.clone()),
             None => Verdict::Reject(unknown_host(&host)),
         };
+        if let Verdict::Reject(r) = &verdict {
+            self.metrics.borrow_mut().record_reject(r.status);
+            self.metrics_dirty.set(true);
+        }
         self.watchdog(now).await?;
+        self.save_metrics(false).await?;
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
         Ok(ResponseBuilder::new().fixed(serde_json::to_vec(&verdict)?))
     }
@@ -372,7 +429,7 @@ impl Balancer {
     async fn watchdog(&self, now: u64) -> Result<()> {
         // Without active checks no alarm is kept, so there is nothing to look up in storage
         // (otherwise every decision would read the alarm).
-        if !self.probing_enabled() {
+        if !self.probing_enabled() && self.outbox.borrow().next_due().is_none() {
             return Ok(());
         }
         let known = *self.alarm_at.borrow();
@@ -388,13 +445,29 @@ impl Balancer {
         }
     }
 
+    /// Sets the alarm for the earlier of the next probe round and the next webhook delivery.
     async fn arm_next(&self) -> Result<()> {
-        let delay = match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut()),
-            _ => None,
+        let now = Self::now();
+        let probe = match self.probe_at.get() {
+            Some(at) if at > now && self.probing_enabled() => Some(at),
+            _ => {
+                let delay = match &*self.service.borrow() {
+                    Some(Service::Ready(fleet)) => {
+                        fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut())
+                    }
+                    _ => None,
+                };
+                let at = delay.map(|d| now + d);
+                self.probe_at.set(at);
+                at
+            }
         };
-        match delay {
-            Some(d) => self.set_alarm_in(d).await,
+        let next = [probe, self.outbox.borrow().next_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(at) => self.set_alarm_in(at.saturating_sub(now)).await,
             None => Ok(()),
         }
     }
@@ -409,6 +482,7 @@ impl Balancer {
 
     async fn apply_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
         let now = Self::now();
+        let before = self.views();
         let (persist, reprobe) = {
             let mut service = self.service.borrow_mut();
             let Some(Service::Ready(fleet)) = &mut *service else {
@@ -416,20 +490,25 @@ impl Balancer {
             };
             let mut persist = false;
             let mut reprobe = false;
+            let mut counters = self.metrics.borrow_mut();
             for o in outcomes {
+                counters.record_outcome(o);
                 let c = fleet.report(o, now);
                 persist |= c.persist;
                 reprobe |= c.reprobe_soon;
             }
             (persist, reprobe)
         };
+        self.metrics_dirty.set(true);
         if persist {
+            self.notice(before, Cause::Passive);
             self.persist_backends().await?;
         }
         if reprobe {
             self.reprobe_soon(now).await?;
         }
-        Ok(())
+        self.send_soon().await?;
+        self.save_metrics(false).await
     }
 
     /// A suspect backend is probed within seconds, not at the next full interval.
@@ -441,6 +520,9 @@ impl Balancer {
         let Some(soon) = soon else {
             return Ok(());
         };
+        if self.probe_at.get().is_none_or(|at| at > now + soon) {
+            self.probe_at.set(Some(now + soon));
+        }
         let known = *self.alarm_at.borrow();
         match known {
             Some(at) if at <= now + soon => Ok(()),
@@ -448,12 +530,25 @@ impl Balancer {
         }
     }
 
+    /// Stores the backends' state, and in the same write the outbox when a transition queued
+    /// events: an event is durable exactly when the state change that made it is.
     async fn persist_backends(&self) -> Result<()> {
         let records: Vec<BackendRecord> = match &*self.service.borrow() {
             Some(Service::Ready(fleet)) => fleet.records().to_vec(),
             _ => return Ok(()),
         };
-        self.state.storage().put(KEY_BACKENDS, records).await
+        if !self.outbox_dirty.replace(false) {
+            return self.state.storage().put(KEY_BACKENDS, records).await;
+        }
+        let outbox = serde_json::to_string(&*self.outbox.borrow())?;
+        let entries = js_sys::Object::new();
+        js_sys::Reflect::set(
+            &entries,
+            &KEY_BACKENDS.into(),
+            &serde_wasm_bindgen::to_value(&records).map_err(|e| Error::RustError(e.to_string()))?,
+        )?;
+        js_sys::Reflect::set(&entries, &KEY_OUTBOX.into(), &outbox.into())?;
+        self.state.storage().put_multiple_raw(entries).await
     }
 
     /// Probes every enabled backend in parallel; applies results and persists flips.
@@ -472,6 +567,14 @@ impl Balancer {
         });
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
+        let before = self.views();
+        {
+            let mut counters = self.metrics.borrow_mut();
+            for (t, r) in plan.targets.iter().zip(&results) {
+                counters.record_probe(&t.url, r.ok);
+            }
+            self.metrics_dirty.set(true);
+        }
         let mut persist = false;
         if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
             for (t, r) in plan.targets.iter().zip(&results) {
@@ -485,6 +588,7 @@ impl Balancer {
             }
         }
         if persist {
+            self.notice(before, Cause::Probe);
             self.persist_backends().await?;
         }
         Ok(results)
@@ -530,7 +634,12 @@ impl Balancer {
     /// Stores a new config version, then answers. The in-memory fleet is swapped before the
     /// write is awaited: the output gate holds every response (this one and any decision made
     /// with the new config) until the write is durable, so no later decision sees the old config.
-    async fn commit(&self, cfg: ServiceConfig, status: u16) -> Result<Response> {
+    async fn commit(
+        &self,
+        cfg: ServiceConfig,
+        status: u16,
+        restored: Option<u64>,
+    ) -> Result<Response> {
         let (version, records) = match self.current() {
             Some((v, _, r)) => (v, r),
             None => (self.stored_version().await?, vec![]),
@@ -547,11 +656,19 @@ impl Balancer {
             history.drain(..history.len() - HISTORY_LEN);
         }
         let host = cfg.hostname.clone();
+        {
+            let all = cfg.all_backends();
+            let urls: Vec<&str> = all.iter().map(|b| b.url.as_str()).collect();
+            self.metrics.borrow_mut().retain_backends(&urls);
+        }
         let mut fleet = self.fleet(cfg, next, &records);
         if let Some(Service::Ready(old)) = &*self.service.borrow() {
             fleet.adopt_load(old);
         }
         *self.service.borrow_mut() = Some(Service::Ready(Box::new(fleet)));
+        self.raise_config_change(version, next, restored);
+        let outbox = serde_json::to_string(&*self.outbox.borrow())?;
+        self.outbox_dirty.set(false);
         let storage = self.state.storage();
         // One put_multiple, so config and history land together. Built as a plain object:
         // serde_wasm_bindgen would turn a JSON map into a JS Map, which storage ignores.
@@ -564,6 +681,7 @@ impl Balancer {
             (KEY_CONFIG, serde_wasm_bindgen::to_value(&stored)),
             (KEY_HISTORY, serde_wasm_bindgen::to_value(&history)),
             (KEY_HOST, serde_wasm_bindgen::to_value(&host)),
+            (KEY_OUTBOX, Ok(outbox.into())),
         ] {
             js_sys::Reflect::set(
                 &entries,
@@ -576,6 +694,7 @@ impl Balancer {
         self.save_affinity_key().await?;
         *self.alarm_at.borrow_mut() = None;
         self.watchdog(Self::now()).await?;
+        self.wake_for_deliveries().await?;
         let mut resp =
             Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
                 .with_status(status);
@@ -616,7 +735,8 @@ impl Balancer {
         match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
                 let created = self.current().is_none();
-                self.commit(cfg, if created { 201 } else { 200 }).await
+                self.commit(cfg, if created { 201 } else { 200 }, None)
+                    .await
             }
             Err(errs) => invalid(errs),
         }
@@ -641,7 +761,7 @@ impl Balancer {
             _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default(), &ctx),
         };
         match next {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => self.commit(cfg, 200, None).await,
             Err(errs) => invalid(errs),
         }
     }
@@ -706,7 +826,7 @@ impl Balancer {
             "",
             &self.deployment(&host_of(&entry.config)).await,
         ) {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => self.commit(cfg, 200, Some(version)).await,
             Err(errs) => invalid(errs),
         }
     }

@@ -19,14 +19,16 @@ use crate::policy::failover::{Answer, AttemptResult, FailoverPlan, Step};
 use crate::policy::forwarding::{
     backend_url, connection_tokens, forwarded_for, host_and_path, path_and_query, HOP_BY_HOP,
 };
+use crate::policy::metrics;
 use crate::policy::retry::REPLAY_BODY_CAP;
 use crate::policy::rng::SplitMix64;
 
 /// Successes not yet reported for one hostname.
 #[derive(Default)]
 struct SuccessTally {
-    /// Per backend URL: (successful requests, summed latency in ms).
-    by_url: HashMap<String, (u32, u64)>,
+    /// Per backend URL, status and latency bucket: (successful requests, summed latency in ms).
+    /// Keyed by bucket so the metrics histogram stays exact while a batch carries only a mean.
+    by_url: HashMap<(String, Option<u16>, usize), (u32, u64)>,
     count: u32,
     since_ms: u64,
 }
@@ -49,13 +51,15 @@ impl SuccessTally {
     fn into_outcomes(self) -> Vec<Outcome> {
         self.by_url
             .into_iter()
-            .map(|(url, (count, latency_sum))| Outcome {
+            .map(|((url, status, _), (count, latency_sum))| Outcome {
                 url,
                 failure: None,
                 latency_ms: latency_sum / u64::from(count.max(1)),
                 trial: false,
                 retry: false,
                 count,
+                status,
+                retry_reason: None,
             })
             .collect()
     }
@@ -535,7 +539,12 @@ fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
             since_ms: Date::now().as_millis(),
             ..Default::default()
         });
-        let entry = tally.by_url.entry(outcome.url).or_insert((0, 0));
+        let key = (
+            outcome.url,
+            outcome.status,
+            metrics::bucket_of(outcome.latency_ms),
+        );
+        let entry = tally.by_url.entry(key).or_insert((0, 0));
         entry.0 += 1;
         entry.1 += outcome.latency_ms;
         tally.count += 1;

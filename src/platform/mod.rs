@@ -3,10 +3,12 @@
 mod admin;
 mod balancer;
 mod edge;
+mod metrics;
 mod probe;
 mod registry;
 mod requestlog;
 mod throttle;
+mod webhook;
 
 use std::time::Duration;
 

@@ -406,6 +406,86 @@ pub struct AccessLists {
     pub deny: Vec<Cidr>,
 }
 
+/// Where a service's events are sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Notifications {
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One webhook receiver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// http(s) URL the events are POSTed to.
+    pub url: BackendUrl,
+    /// Signs each JSON delivery (X-FlowBalance-Signature); required for `format: "json"`,
+    /// at least 16 characters. Admin-only like the rest of the config; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Events sent to this receiver (default: all).
+    #[serde(default = "all_events")]
+    pub events: Vec<EventKind>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// The events a webhook may subscribe to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+pub enum EventKind {
+    #[serde(rename = "backend.down")]
+    BackendDown,
+    #[serde(rename = "backend.up")]
+    BackendUp,
+    #[serde(rename = "breaker.open")]
+    BreakerOpen,
+    #[serde(rename = "breaker.closed")]
+    BreakerClosed,
+    #[serde(rename = "service.unhealthy")]
+    ServiceUnhealthy,
+    #[serde(rename = "service.recovered")]
+    ServiceRecovered,
+    #[serde(rename = "config.changed")]
+    ConfigChanged,
+    #[serde(rename = "config.rolled_back")]
+    ConfigRolledBack,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::BackendDown,
+        EventKind::BackendUp,
+        EventKind::BreakerOpen,
+        EventKind::BreakerClosed,
+        EventKind::ServiceUnhealthy,
+        EventKind::ServiceRecovered,
+        EventKind::ConfigChanged,
+        EventKind::ConfigRolledBack,
+    ];
+}
+
+fn all_events() -> Vec<EventKind> {
+    EventKind::ALL.to_vec()
+}
+
+/// `json`: the signed event object; `slack`: `{"text": ...}` for Slack or Discord (Slack-compatible) hooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+/// Webhooks per service.
+pub const MAX_WEBHOOKS: usize = 5;
+/// The shortest webhook secret accepted.
+pub const MIN_WEBHOOK_SECRET: usize = 16;
+
 /// One balanced hostname's service.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
@@ -441,6 +521,8 @@ pub struct ServiceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub access: Option<AccessLists>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
 }
 
 fn default_retries() -> u32 {
@@ -456,6 +538,7 @@ const DEFAULT_BLOCKS: &[&str] = &[
     "load_balancer",
     "rate_limit",
     "access_control",
+    "notifications",
 ];
 
 impl ServiceConfig {
@@ -471,6 +554,14 @@ impl ServiceConfig {
 
     pub fn affinity(&self) -> Option<&Affinity> {
         self.load_balancer.session_affinity.as_ref()
+    }
+
+    /// The configured webhooks (none without a `notifications` block).
+    pub fn webhooks(&self) -> &[Webhook] {
+        self.notifications
+            .as_ref()
+            .map(|n| n.webhooks.as_slice())
+            .unwrap_or_default()
     }
 
     /// Top-level backends then pool backends, first occurrence of each URL wins.
@@ -605,6 +696,40 @@ impl ServiceConfig {
             }
         }
         errs.extend(self.validate_steering());
+        let hooks = self.webhooks();
+        if hooks.len() > MAX_WEBHOOKS {
+            errs.push((
+                at(&[key("notifications"), key("webhooks")]),
+                format!(
+                    "{} webhooks; at most {MAX_WEBHOOKS} are allowed per service",
+                    hooks.len()
+                ),
+                None,
+            ));
+        }
+        for (i, w) in hooks.iter().enumerate() {
+            let wp = vec![key("notifications"), key("webhooks"), Seg::Index(i)];
+            match (&w.secret, w.format) {
+                (None, WebhookFormat::Json) => errs.push((
+                    extend(&wp, key("secret")),
+                    format!("required for format \"json\" (at least {MIN_WEBHOOK_SECRET} characters): receivers verify X-FlowBalance-Signature with it"),
+                    None,
+                )),
+                (Some(s), _) if s.chars().count() < MIN_WEBHOOK_SECRET => errs.push((
+                    extend(&wp, key("secret")),
+                    format!("too short: at least {MIN_WEBHOOK_SECRET} characters"),
+                    None,
+                )),
+                _ => {}
+            }
+            if w.events.is_empty() {
+                errs.push((
+                    extend(&wp, key("events")),
+                    "at least one event (leave the key out for all events)".into(),
+                    None,
+                ));
+            }
+        }
         if let Some(a) = self.affinity() {
             if a.kind == AffinityKind::Header && a.header_name.is_none() {
                 errs.push((
@@ -1148,6 +1273,7 @@ fn check_block(name: &str, v: &Value) -> Vec<ConfigError> {
         "retries" => at::<Retries>(name, v),
         "load_balancer" => at::<LoadBalancer>(name, v),
         "rate_limit" => at::<RateLimit>(name, v),
+        "notifications" => at::<Notifications>(name, v),
         _ => at::<AccessLists>(name, v),
     }
 }

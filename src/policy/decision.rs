@@ -162,6 +162,12 @@ pub struct Outcome {
     /// Number of requests this outcome stands for (successes are batched).
     #[serde(default = "one")]
     pub count: u32,
+    /// The HTTP status the backend answered with (None: no HTTP answer), for the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// For a retry: why the attempt before it failed (`connect`, `timeout`, `status_5xx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_reason: Option<String>,
 }
 
 fn one() -> u32 {
@@ -194,6 +200,8 @@ mod tests {
                 trial: false,
                 retry: false,
                 count: 3,
+                status: Some(200),
+                retry_reason: None,
             }],
             done: vec![17, 4_000_000_000_000],
         };

@@ -916,6 +916,8 @@ mod tests {
                 trial: false,
                 retry: false,
                 count: 1,
+                status: None,
+                retry_reason: None,
             },
             now,
         )
@@ -980,6 +982,8 @@ mod tests {
             trial: true,
             retry: false,
             count: 1,
+            status: None,
+            retry_reason: None,
         };
         assert!(
             f.report(&ok, 2100).persist,
@@ -1001,6 +1005,8 @@ mod tests {
             trial: false,
             retry: false,
             count: 5,
+            status: None,
+            retry_reason: None,
         };
         f.report(&ok, 2);
         assert!(!fail(&mut f, "http://a", 3).persist);
@@ -1267,6 +1273,8 @@ mod tests {
             trial: false,
             retry: false,
             count: 1,
+            status: Some(200),
+            retry_reason: None,
         }
     }
 

@@ -13,6 +13,8 @@ pub mod fleet;
 pub mod forwarding;
 pub mod geo;
 pub mod health;
+pub mod metrics;
+pub mod notify;
 pub mod precondition;
 pub mod ratelimit;
 pub mod retry;

@@ -640,6 +640,7 @@ prop_compose! {
                 allow: if v6 { vec!["2001:db8::/32".parse().unwrap(), "::1".parse().unwrap()] } else { vec!["10.0.0.0/8".parse().unwrap()] },
                 deny: vec!["1.2.3.4".parse().unwrap()],
             }),
+            notifications: None,
         }
     }
 }
@@ -825,5 +826,69 @@ fn steering_rejections_have_paths() {
         &e,
         "load_balancer.fallback_pool",
         "only with steering \"failover\"",
+    );
+}
+
+#[test]
+fn notifications_default_from_the_top_level_and_are_checked_at_their_paths() {
+    let s = parse_default_backends(
+        r#"{"notifications": {"webhooks": [{"url": "https://hooks.example/x", "secret": "0123456789abcdef"}]},
+            "services": [{"hostname": "a.com", "backends": ["http://x"]},
+                         {"hostname": "b.com", "backends": ["http://y"], "notifications": {"webhooks": [{"url": "http://chat.example/hook", "format": "slack", "events": ["backend.down"]}]}}]}"#,
+    )
+    .expect("valid");
+    let a = s[0].webhooks();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].events,
+        EventKind::ALL.to_vec(),
+        "all events by default"
+    );
+    assert_eq!(a[0].format, WebhookFormat::Json);
+    let b = s[1].webhooks();
+    assert_eq!(
+        (b[0].format, b[0].events.as_slice()),
+        (WebhookFormat::Slack, &[EventKind::BackendDown][..])
+    );
+    assert_eq!(parse_service(&s[0].to_value(), ""), Ok(s[0].clone()));
+
+    let errs = parse_service(
+        &serde_json::json!({"hostname": "a.com", "backends": ["http://x"], "notifications": {"webhooks": [
+            {"url": "ftp://x"},
+            {"url": "https://h.example", "secret": "short"},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "events": ["backend.sideways"]},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "format": "xml"},
+            {"url": "https://h.example"},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "events": []},
+        ]}}),
+        "",
+    )
+    .unwrap_err();
+    assert_err(&errs, "notifications.webhooks[0].url", "ftp");
+    assert_err(
+        &errs,
+        "notifications.webhooks[2].events[0]",
+        "backend.sideways",
+    );
+    assert_err(&errs, "notifications.webhooks[3].format", "xml");
+    let errs = parse_service(
+        &serde_json::json!({"hostname": "a.com", "backends": ["http://x"], "notifications": {"webhooks": [
+            {"url": "https://h.example", "secret": "short"},
+            {"url": "https://h.example"},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "events": []},
+        ]}}),
+        "",
+    )
+    .unwrap_err();
+    assert_err(&errs, "notifications.webhooks[0].secret", "at least 16");
+    assert_err(
+        &errs,
+        "notifications.webhooks[1].secret",
+        "required for format \"json\"",
+    );
+    assert_err(
+        &errs,
+        "notifications.webhooks[2].events",
+        "at least one event",
     );
 }

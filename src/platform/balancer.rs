@@ -5,8 +5,10 @@ use std::cell::{Cell, RefCell};
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+use crate::platform::healthlog;
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
+use crate::platform::tail::{self as tail_route, Tails};
 use crate::platform::{deployment, env_string, error_response};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
@@ -15,6 +17,8 @@ use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Ver
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::SplitMix64;
+use crate::policy::tail::{self, Line, RequestLine};
+use crate::policy::transitions::{self, HealthEvent};
 
 const KEY_HOST: &str = "host";
 const KEY_CONFIG: &str = "config";
@@ -63,6 +67,8 @@ pub struct Balancer {
     affinity_key: RefCell<Option<Vec<u8>>>,
     /// A key made in this lifetime and not yet stored.
     affinity_key_unsaved: Cell<bool>,
+    /// Live tails (hibernatable WebSockets) of this hostname.
+    tails: Tails,
 }
 
 impl DurableObject for Balancer {
@@ -79,6 +85,7 @@ impl DurableObject for Balancer {
             rng: RefCell::new(SplitMix64(seed)),
             affinity_key: RefCell::new(None),
             affinity_key_unsaved: Cell::new(false),
+            tails: Tails::default(),
         }
     }
 
@@ -89,6 +96,9 @@ impl DurableObject for Balancer {
         }
         if path == "/report" {
             return self.report(&mut req).await;
+        }
+        if path == tail_route::LINE_PATH {
+            return self.tail_line(&mut req).await;
         }
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
@@ -106,6 +116,13 @@ impl DurableObject for Balancer {
                 Response::from_json(&serde_json::json!({ "results": results }))
             }
             (Method::Get, "/config") => self.get_config(),
+            (Method::Get, tail_route::OPEN_PATH) => {
+                if !self.fleet_ready() {
+                    return self.status();
+                }
+                let host = self.host.borrow().clone().unwrap_or_default();
+                self.tails.open(&self.state, &req, &host)
+            }
             (Method::Post | Method::Put, "/config") => {
                 let if_match = match if_match(&req)? {
                     Ok(m) => m,
@@ -175,6 +192,35 @@ impl DurableObject for Balancer {
         }
         self.arm_next().await?;
         Response::empty()
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let text = match message {
+            WebSocketIncomingMessage::String(s) => s,
+            WebSocketIncomingMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        };
+        self.tails.on_message(&ws, &text);
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
     }
 }
 
@@ -323,6 +369,7 @@ impl Balancer {
         if !msg.successes.is_empty() {
             self.apply_outcomes(&msg.successes).await?;
         }
+        let keyed = msg.affinity_key.is_some() || msg.client_ip.is_some();
         let facts = RequestFacts {
             client_ip: msg.client_ip,
             country: msg.country,
@@ -335,9 +382,21 @@ impl Balancer {
             Some(Service::Missing(reject)) => Verdict::Reject(reject.clone()),
             None => Verdict::Reject(unknown_host(&host)),
         };
+        // While a tail listens, the reply also says why, so the edge reports the request's line.
+        let why = match (&verdict, &*self.service.borrow()) {
+            (Verdict::Route(route), Some(Service::Ready(fleet)))
+                if self.tails.listening(&self.state) =>
+            {
+                Some(tail::why(fleet.cfg(), route, keyed))
+            }
+            _ => None,
+        };
         self.watchdog(now).await?;
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
-        Ok(ResponseBuilder::new().fixed(serde_json::to_vec(&verdict)?))
+        Ok(
+            ResponseBuilder::new()
+                .fixed(tail::reply(serde_json::to_vec(&verdict)?, why.as_deref())),
+        )
     }
 
     /// Outcomes the Worker reports after its responses.
@@ -350,6 +409,44 @@ impl Balancer {
         self.watchdog(Self::now()).await?;
         self.apply_outcomes(&msg.outcomes).await?;
         Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// A finished request's line from the edge, for the tails.
+    async fn tail_line(&self, req: &mut Request) -> Result<Response> {
+        let line: RequestLine = match req.json().await {
+            Ok(l) => l,
+            Err(e) => return error_response(400, &format!("malformed tail line: {e}"), None),
+        };
+        self.tails.broadcast(&self.state, &Line::Request(line));
+        Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Transitions go to the health history (D1, in the background) and to the tails.
+    fn observe(&self, events: Vec<HealthEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        healthlog::record(&self.env, &events);
+        if self.tails.listening(&self.state) {
+            for e in events {
+                self.tails.broadcast(&self.state, &Line::Health(e));
+            }
+        }
+    }
+
+    /// Tells the tails about a config change.
+    fn config_event(&self, version: u64, action: &str) {
+        if self.tails.listening(&self.state) {
+            self.tails.broadcast(
+                &self.state,
+                &Line::Config {
+                    hostname: self.host.borrow().clone().unwrap_or_default(),
+                    at_ms: Self::now(),
+                    version,
+                    action: action.to_string(),
+                },
+            );
+        }
     }
 
     /// Re-arms a missing alarm: the probe loop must survive lost alarms and restarts.
@@ -393,11 +490,12 @@ impl Balancer {
 
     async fn apply_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
         let now = Self::now();
-        let (persist, reprobe) = {
+        let (persist, reprobe, events) = {
             let mut service = self.service.borrow_mut();
             let Some(Service::Ready(fleet)) = &mut *service else {
                 return Ok(());
             };
+            let before = transitions::marks(fleet.records());
             let mut persist = false;
             let mut reprobe = false;
             for o in outcomes {
@@ -405,8 +503,15 @@ impl Balancer {
                 persist |= c.persist;
                 reprobe |= c.reprobe_soon;
             }
-            (persist, reprobe)
+            let events = if persist {
+                let host = fleet.cfg().hostname.to_string();
+                transitions::diff(&host, &before, fleet.records(), "requests", now)
+            } else {
+                Vec::new()
+            };
+            (persist, reprobe, events)
         };
+        self.observe(events);
         if persist {
             self.persist_backends().await?;
         }
@@ -457,7 +562,9 @@ impl Balancer {
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
         let mut persist = false;
+        let mut events = Vec::new();
         if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
+            let before = transitions::marks(fleet.records());
             for (t, r) in plan.targets.iter().zip(&results) {
                 let outcome = ProbeOutcome {
                     ok: r.ok,
@@ -467,7 +574,12 @@ impl Balancer {
                 };
                 persist |= fleet.apply_probe_result(t, &outcome, now);
             }
+            if persist {
+                let host = fleet.cfg().hostname.to_string();
+                events = transitions::diff(&host, &before, fleet.records(), "probe", now);
+            }
         }
+        self.observe(events);
         if persist {
             self.persist_backends().await?;
         }
@@ -557,6 +669,7 @@ impl Balancer {
         self.save_affinity_key().await?;
         *self.alarm_at.borrow_mut() = None;
         self.watchdog(Self::now()).await?;
+        self.config_event(next, "changed");
         let mut resp =
             Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
                 .with_status(status);
@@ -643,6 +756,7 @@ impl Balancer {
         storage.put(KEY_DELETED, true).await?;
         storage.delete_alarm().await?;
         *self.alarm_at.borrow_mut() = None;
+        self.config_event(version, "deleted");
         Response::from_json(&serde_json::json!({ "deleted": host, "version": version }))
     }
 

@@ -3,9 +3,12 @@
 mod admin;
 mod balancer;
 mod edge;
+mod healthlog;
 mod probe;
 mod registry;
 mod requestlog;
+mod retention;
+mod tail;
 mod throttle;
 
 use std::time::Duration;

@@ -49,7 +49,10 @@ mod tests {
         assert_eq!(parse_days(Some("3650")), Ok(3650));
         for bad in ["0", "3651", "-1", "7d", "1.5", "seven"] {
             let e = parse_days(Some(bad)).unwrap_err();
-            assert!(e.contains("LOG_RETENTION_DAYS") && e.contains("1..=3650"), "{e}");
+            assert!(
+                e.contains("LOG_RETENTION_DAYS") && e.contains("1..=3650"),
+                "{e}"
+            );
         }
     }
 
@@ -63,7 +66,10 @@ mod tests {
     #[test]
     fn cleanup_is_bounded() {
         assert!(delete_more(1000, 1));
-        assert!(!delete_more(999, 1), "a short statement means nothing is left");
+        assert!(
+            !delete_more(999, 1),
+            "a short statement means nothing is left"
+        );
         assert!(!delete_more(1000, MAX_STATEMENTS));
         let mut runs = 1;
         while delete_more(1000, runs) {

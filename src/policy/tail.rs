@@ -24,8 +24,8 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The sequence number of the next line, or None when the consumer is too far behind.
-    pub fn next(&mut self) -> Option<u64> {
+    /// Takes the sequence number of the next line, or None when the consumer is too far behind.
+    pub fn advance(&mut self) -> Option<u64> {
         if self.sent - self.acked >= WINDOW {
             return None;
         }
@@ -83,7 +83,9 @@ pub enum Line {
         action: String,
     },
     /// The consumer sent something the tail cannot read.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -131,7 +133,7 @@ pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
         let url = first?.url.as_str();
         cfg.pools
             .iter()
-            .find(|p| p.backends.iter().any(|b| b.url.to_string() == url))
+            .find(|p| p.backends.iter().any(|b| b.url == url))
             .map(|p| p.name.to_string())
     });
     match pool {
@@ -205,11 +207,11 @@ mod tests {
     fn cursor_drops_a_consumer_that_stops_acknowledging() {
         let mut c = Cursor::default();
         for i in 1..=WINDOW {
-            assert_eq!(c.next(), Some(i));
+            assert_eq!(c.advance(), Some(i));
         }
-        assert_eq!(c.next(), None, "a full window is not buffered further");
+        assert_eq!(c.advance(), None, "a full window is not buffered further");
         c.ack("10").unwrap();
-        assert_eq!(c.next(), Some(WINDOW + 1));
+        assert_eq!(c.advance(), Some(WINDOW + 1));
         // An ack past what was sent acknowledges only what was sent; an old ack changes nothing.
         c.ack("999999").unwrap();
         assert_eq!(c.acked, WINDOW + 1);
@@ -243,7 +245,10 @@ mod tests {
             },
         ))
         .unwrap();
-        assert_eq!((err["type"].as_str(), err["message"].as_str()), (Some("error"), Some("x")));
+        assert_eq!(
+            (err["type"].as_str(), err["message"].as_str()),
+            (Some("error"), Some("x"))
+        );
     }
 
     #[test]
@@ -257,20 +262,70 @@ mod tests {
 
     #[test]
     fn why_names_the_rule_that_chose() {
-        let plain = cfg(serde_json::json!({"hostname": "a.test", "backends": ["http://127.0.0.1:1"]}));
-        assert_eq!(why(&plain, &route(&["http://127.0.0.1:1"], false, false, false), false), "round robin");
-        assert_eq!(why(&plain, &route(&["http://127.0.0.1:1"], false, false, true), false), "panic");
-        let sticky = cfg(serde_json::json!({"hostname": "a.test", "backends": ["http://127.0.0.1:1"],
-            "load_balancer": {"session_affinity": {"type": "cookie"}}}));
-        assert_eq!(why(&sticky, &route(&["http://127.0.0.1:1"], false, true, false), false), "affinity pin");
+        let plain =
+            cfg(serde_json::json!({"hostname": "a.test", "backends": ["http://127.0.0.1:1"]}));
+        assert_eq!(
+            why(
+                &plain,
+                &route(&["http://127.0.0.1:1"], false, false, false),
+                false
+            ),
+            "round robin"
+        );
+        assert_eq!(
+            why(
+                &plain,
+                &route(&["http://127.0.0.1:1"], false, false, true),
+                false
+            ),
+            "panic"
+        );
+        let sticky = cfg(
+            serde_json::json!({"hostname": "a.test", "backends": ["http://127.0.0.1:1"],
+            "load_balancer": {"session_affinity": {"type": "cookie"}}}),
+        );
+        assert_eq!(
+            why(
+                &sticky,
+                &route(&["http://127.0.0.1:1"], false, true, false),
+                false
+            ),
+            "affinity pin"
+        );
         // A new client gets a pin to sign: it was chosen by round robin.
-        assert_eq!(why(&sticky, &route(&["http://127.0.0.1:1"], true, true, false), false), "round robin");
-        let hashed = cfg(serde_json::json!({"hostname": "a.test", "backends": ["http://127.0.0.1:1"],
-            "load_balancer": {"session_affinity": {"type": "header", "header_name": "x-user"}}}));
-        assert_eq!(why(&hashed, &route(&["http://127.0.0.1:1"], false, false, false), true), "affinity hash");
-        assert_eq!(why(&hashed, &route(&["http://127.0.0.1:1"], false, false, false), false), "round robin");
+        assert_eq!(
+            why(
+                &sticky,
+                &route(&["http://127.0.0.1:1"], true, true, false),
+                false
+            ),
+            "round robin"
+        );
+        let hashed = cfg(
+            serde_json::json!({"hostname": "a.test", "backends": ["http://127.0.0.1:1"],
+            "load_balancer": {"session_affinity": {"type": "header", "header_name": "x-user"}}}),
+        );
+        assert_eq!(
+            why(
+                &hashed,
+                &route(&["http://127.0.0.1:1"], false, false, false),
+                true
+            ),
+            "affinity hash"
+        );
+        assert_eq!(
+            why(
+                &hashed,
+                &route(&["http://127.0.0.1:1"], false, false, false),
+                false
+            ),
+            "round robin"
+        );
         assert_eq!(answered_why("round robin", 1), "round robin");
-        assert_eq!(answered_why("round robin", 2), "round robin, retry (2 attempts)");
+        assert_eq!(
+            answered_why("round robin", 2),
+            "round robin, retry (2 attempts)"
+        );
     }
 
     #[test]

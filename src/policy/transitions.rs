@@ -81,7 +81,12 @@ pub fn diff(
             events.push(event("health", from, to, !now.healthy));
         }
         if was.breaker != now.breaker {
-            events.push(event("breaker", was.breaker, now.breaker, now.breaker == "open"));
+            events.push(event(
+                "breaker",
+                was.breaker,
+                now.breaker,
+                now.breaker == "open",
+            ));
         }
     }
     events
@@ -156,7 +161,10 @@ mod tests {
             ),
         ];
         let ev = diff("h", &marks(&before), &after, "requests", 1);
-        let kinds: Vec<_> = ev.iter().map(|e| (e.kind.as_str(), e.to.as_str())).collect();
+        let kinds: Vec<_> = ev
+            .iter()
+            .map(|e| (e.kind.as_str(), e.to.as_str()))
+            .collect();
         assert_eq!(kinds, vec![("health", "down"), ("breaker", "open")]);
         assert!(ev.iter().all(|e| e.backend == "http://b"));
         assert_eq!(ev[1].reason, "requests: status 503");

@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh
 node tests/bench/bench.mjs "$@"
 node tests/bench/recovery.mjs
+# FB_BASELINE_BUILD=<another build dir> adds that build (e.g. main's) to the comparison.
+node tests/bench/durability.mjs

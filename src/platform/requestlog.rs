@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use js_sys::futures::{future_to_promise, JsFuture};
+use js_sys::futures::future_to_promise;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use worker::*;
@@ -55,10 +55,9 @@ pub fn record(env: &Env, ctx: &Context, row: LogRow) {
             Some(promise)
         }
     };
+    // The shared promise itself goes to waitUntil: no Rust future per request.
     if let Some(p) = flush {
-        ctx.wait_until(async move {
-            let _ = JsFuture::from(p).await;
-        });
+        let _ = ctx.as_ref().wait_until(&p);
     }
 }
 

@@ -321,6 +321,17 @@ mod tests {
             ),
             "round robin"
         );
+        let geo = cfg(serde_json::json!({"hostname": "a.test",
+            "pools": [{"name": "eu", "backends": ["http://127.0.0.1:1"]}, {"name": "us", "backends": ["http://127.0.0.1:2"]}],
+            "geo_steering": {"regions": {"EU": "eu"}, "fallback_pool": "us"}}));
+        assert_eq!(
+            why(
+                &geo,
+                &route(&["http://127.0.0.1:2"], false, false, false),
+                false
+            ),
+            "geo pool us, round robin"
+        );
         assert_eq!(answered_why("round robin", 1), "round robin");
         assert_eq!(
             answered_why("round robin", 2),

@@ -389,6 +389,9 @@ impl Balancer {
             {
                 Some(tail::why(fleet.cfg(), route, keyed))
             }
+            (Verdict::Reject(r), _) if self.tails.listening(&self.state) => {
+                Some(tail::refused(&r.message))
+            }
             _ => None,
         };
         self.watchdog(now).await?;

@@ -164,7 +164,21 @@ pub async fn balance(
     let route = match verdict {
         Verdict::Route(route) => route,
         Verdict::Reject(r) => {
-            return error_response(r.status, &r.message, r.retry_after_s).map(Into::into)
+            if let Some(why) = tailing {
+                let url = req.inner().url();
+                let line = RequestLine {
+                    ts_ms: Date::now().as_millis(),
+                    method: req.inner().method(),
+                    path: tail::bounded_path(host_and_path(&url).1),
+                    status: r.status,
+                    backend: None,
+                    attempts: 0,
+                    latency_ms: 0,
+                    why,
+                };
+                tail_route::report_line(env, ctx, host, line);
+            }
+            return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
     };
     let method = req.inner().method();

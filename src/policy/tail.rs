@@ -60,7 +60,7 @@ pub struct RequestLine {
     pub attempts: u32,
     pub latency_ms: u64,
     /// Why that backend: `round robin`, `affinity pin`, `affinity hash`, `geo pool NAME`, `panic`,
-    /// and `retry` when an attempt after the first answered.
+    /// and `retry` when an attempt after the first answered; `refused: ...` when none was tried.
     pub why: String,
 }
 
@@ -140,6 +140,16 @@ pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
         Some(name) => format!("geo pool {name}, {choice}"),
         None => choice.to_string(),
     }
+}
+
+/// The reason for a request the object refused before any backend (access list, rate limit,
+/// no enabled backend), kept to one short line.
+pub fn refused(message: &str) -> String {
+    let mut why = format!("refused: {message}");
+    if why.len() > MAX_PATH {
+        why = bounded_path(&why);
+    }
+    why
 }
 
 /// The decision's reason, plus `retry` when the answer came from a later attempt.
@@ -332,6 +342,11 @@ mod tests {
             ),
             "geo pool us, round robin"
         );
+        assert_eq!(
+            refused("rate limit for a.test exceeded"),
+            "refused: rate limit for a.test exceeded"
+        );
+        assert!(refused(&"x".repeat(1000)).len() <= MAX_PATH + "…".len());
         assert_eq!(answered_why("round robin", 1), "round robin");
         assert_eq!(
             answered_why("round robin", 2),

@@ -116,18 +116,28 @@ test("tail: request lines with their decision, a health event, a config event; b
     assert.equal(down.kind, "health");
     assert.match(down.reason, /^probe/);
 
-    // A config event: the same config stored again is a new version.
+    // A config event: a new version, which denies one client address.
     const current = await (await lb.admin("/admin/services/tail.test/config")).json();
     const put = await lb.admin("/admin/services/tail.test/config", {
       method: "PUT",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify(current.config),
+      body: JSON.stringify({ ...current.config, access_control: { deny: ["192.0.2.1"] } }),
     });
     assert.equal(put.status, 200);
     const version = (await put.json()).version;
     await waitFor(() => good.lines.find((l) => l.type === "config" && l.version === version && l.action === "changed"), {
       what: "a config line",
     });
+
+    // A request the object refuses is a line too: no backend, no attempt, and why.
+    const denied = await lb.fetch("tail.test", "/denied", { headers: { "cf-connecting-ip": "192.0.2.1" } });
+    assert.equal(denied.status, 403);
+    await denied.arrayBuffer();
+    const refusal = await waitFor(() => good.lines.find((l) => l.type === "request" && l.path === "/denied"), { what: "a refused line" });
+    assert.equal(refusal.status, 403);
+    assert.equal(refusal.backend, null);
+    assert.equal(refusal.attempts, 0);
+    assert.match(refusal.why, /^refused: .*192\.0\.2\.1/);
 
     // Bounded: at most MAX_TAILS at once.
     const slow = openTail(lb, "tail.test", { ack: false });

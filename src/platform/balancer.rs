@@ -424,16 +424,21 @@ impl Balancer {
         Response::empty().map(|r| r.with_status(204))
     }
 
-    /// Transitions go to the health history (D1, in the background) and to the tails.
-    fn observe(&self, events: Vec<HealthEvent>) {
+    /// Transitions go to the tails and to the health history in D1: in the background when
+    /// found on a decision, awaited when found by a probe round (`wait`), which no client awaits.
+    async fn observe(&self, events: Vec<HealthEvent>, wait: bool) {
         if events.is_empty() {
             return;
         }
-        healthlog::record(&self.env, &events);
         if self.tails.listening(&self.state) {
-            for e in events {
-                self.tails.broadcast(&self.state, &Line::Health(e));
+            for e in &events {
+                self.tails.broadcast(&self.state, &Line::Health(e.clone()));
             }
+        }
+        if wait {
+            healthlog::store(&self.env, &events).await;
+        } else {
+            healthlog::record(&self.env, &events);
         }
     }
 
@@ -514,7 +519,7 @@ impl Balancer {
             };
             (persist, reprobe, events)
         };
-        self.observe(events);
+        self.observe(events, false).await;
         if persist {
             self.persist_backends().await?;
         }
@@ -582,7 +587,7 @@ impl Balancer {
                 events = transitions::diff(&host, &before, fleet.records(), "probe", now);
             }
         }
-        self.observe(events);
+        self.observe(events, true).await;
         if persist {
             self.persist_backends().await?;
         }

@@ -7,21 +7,29 @@ use crate::policy::transitions::HealthEvent;
 
 const DB_BINDING: &str = "DB";
 
-/// Writes `events` (one probe round's or one report's) in the background: the decision or
-/// probe round that found them does not wait for D1.
+/// Writes `events` (one probe round's or one report's) in the background: the decision that
+/// found them does not wait for D1.
 pub fn record(env: &Env, events: &[HealthEvent]) {
     if events.is_empty() {
         return;
     }
-    let Ok(json) = serde_json::to_string(events) else {
-        return;
-    };
     let env = env.clone();
-    js_sys::futures::spawn_local(async move {
-        if let Err(e) = write(&env, &json).await {
-            console_error!("health history: transitions lost: {e}");
-        }
-    });
+    let events = events.to_vec();
+    js_sys::futures::spawn_local(async move { store(&env, &events).await });
+}
+
+/// Writes `events` now (from the alarm's probe round, which no client waits for).
+pub async fn store(env: &Env, events: &[HealthEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    let written = match serde_json::to_string(events) {
+        Ok(json) => write(env, &json).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = written {
+        console_error!("health history: {} transitions lost: {e}", events.len());
+    }
 }
 
 async fn write(env: &Env, json: &str) -> Result<()> {

@@ -4,7 +4,8 @@ use futures_util::StreamExt;
 use worker::*;
 
 use crate::platform::{
-    env_string, error_response, metrics, object_stub, registry, requestlog, throttle,
+    env_string, error_response, healthlog, metrics, object_stub, registry, requestlog, tail,
+    throttle,
 };
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config;
@@ -63,6 +64,15 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             let rows = requestlog::recent(env, host, limit as u32).await?;
             Response::from_json(&serde_json::json!({ "hostname": host, "requests": rows }))
         }
+        (Method::Get, ["admin", "services", host, "health-history"]) => {
+            let limit = match query_number(&req, "limit", 100, 1, 1000)? {
+                Ok(n) => n,
+                Err(resp) => return Ok(resp),
+            };
+            let events = healthlog::recent(env, host, limit as u32).await?;
+            Response::from_json(&serde_json::json!({ "hostname": host, "events": events }))
+        }
+        (Method::Get, ["admin", "services", host, "tail"]) => tail::relay(&req, env, host).await,
         (Method::Get, ["admin", "services", host, "metrics"]) => {
             let window_s = match query_number(&req, "window", 300, 1, 86_400)? {
                 Ok(n) => n,

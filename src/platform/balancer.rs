@@ -5,8 +5,10 @@ use std::cell::{Cell, RefCell};
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+use crate::platform::healthlog;
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
+use crate::platform::tail::{self as tail_route, Tails};
 use crate::platform::{deployment, env_string, error_response};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
@@ -17,6 +19,8 @@ use crate::policy::metrics::Counters;
 use crate::policy::notify::{Cause, Outbox};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::{Rng, SplitMix64};
+use crate::policy::tail::{self, Line, RequestLine};
+use crate::policy::transitions::{self, HealthEvent};
 
 mod counters;
 mod outbox;
@@ -86,6 +90,8 @@ pub struct Balancer {
     probe_at: Cell<Option<u64>>,
     /// Who made the config change being handled (`x-fb-actor` from the admin relay).
     actor: RefCell<String>,
+    /// Live tails (hibernatable WebSockets) of this hostname.
+    tails: Tails,
 }
 
 impl DurableObject for Balancer {
@@ -109,6 +115,7 @@ impl DurableObject for Balancer {
             outbox_dirty: Cell::new(false),
             probe_at: Cell::new(None),
             actor: RefCell::new("api".to_string()),
+            tails: Tails::default(),
         }
     }
 
@@ -119,6 +126,9 @@ impl DurableObject for Balancer {
         }
         if path == "/report" {
             return self.report(&mut req).await;
+        }
+        if path == tail_route::LINE_PATH {
+            return self.tail_line(&mut req).await;
         }
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
@@ -142,6 +152,13 @@ impl DurableObject for Balancer {
                 Response::from_json(&serde_json::json!({ "results": results }))
             }
             (Method::Get, "/config") => self.get_config(),
+            (Method::Get, tail_route::OPEN_PATH) => {
+                if !self.fleet_ready() {
+                    return self.status();
+                }
+                let host = self.host.borrow().clone().unwrap_or_default();
+                self.tails.open(&self.state, &req, &host)
+            }
             (Method::Post | Method::Put, "/config") => {
                 let if_match = match if_match(&req)? {
                     Ok(m) => m,
@@ -219,6 +236,35 @@ impl DurableObject for Balancer {
         self.save_metrics(true).await?;
         self.arm_next().await?;
         Response::empty()
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let text = match message {
+            WebSocketIncomingMessage::String(s) => s,
+            WebSocketIncomingMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        };
+        self.tails.on_message(&ws, &text);
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
     }
 }
 
@@ -378,6 +424,7 @@ impl Balancer {
         if !msg.successes.is_empty() {
             self.apply_outcomes(&msg.successes).await?;
         }
+        let keyed = msg.affinity_key.is_some() || msg.client_ip.is_some();
         let facts = RequestFacts {
             client_ip: msg.client_ip,
             country: msg.country,
@@ -394,10 +441,25 @@ impl Balancer {
             self.metrics.borrow_mut().record_reject(r.status);
             self.metrics_dirty.set(true);
         }
+        // While a tail listens, the reply also says why, so the edge reports the request's line.
+        let why = match (&verdict, &*self.service.borrow()) {
+            (Verdict::Route(route), Some(Service::Ready(fleet)))
+                if self.tails.listening(&self.state) =>
+            {
+                Some(tail::why(fleet.cfg(), route, keyed))
+            }
+            (Verdict::Reject(r), _) if self.tails.listening(&self.state) => {
+                Some(tail::refused(&r.message))
+            }
+            _ => None,
+        };
         self.watchdog(now).await?;
         self.save_metrics(false).await?;
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
-        Ok(ResponseBuilder::new().fixed(serde_json::to_vec(&verdict)?))
+        Ok(
+            ResponseBuilder::new()
+                .fixed(tail::reply(serde_json::to_vec(&verdict)?, why.as_deref())),
+        )
     }
 
     /// Outcomes the Worker reports after its responses.
@@ -422,6 +484,49 @@ impl Balancer {
             for &ticket in done {
                 fleet.complete(ticket);
             }
+        }
+    }
+
+    /// A finished request's line from the edge, for the tails.
+    async fn tail_line(&self, req: &mut Request) -> Result<Response> {
+        let line: RequestLine = match req.json().await {
+            Ok(l) => l,
+            Err(e) => return error_response(400, &format!("malformed tail line: {e}"), None),
+        };
+        self.tails.broadcast(&self.state, &Line::Request(line));
+        Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Transitions go to the tails and to the health history in D1: in the background when
+    /// found on a decision, awaited when found by a probe round (`wait`), which no client awaits.
+    async fn observe(&self, events: Vec<HealthEvent>, wait: bool) {
+        if events.is_empty() {
+            return;
+        }
+        if self.tails.listening(&self.state) {
+            for e in &events {
+                self.tails.broadcast(&self.state, &Line::Health(e.clone()));
+            }
+        }
+        if wait {
+            healthlog::store(&self.env, &events).await;
+        } else {
+            healthlog::record(&self.env, &events);
+        }
+    }
+
+    /// Tells the tails about a config change.
+    fn config_event(&self, version: u64, action: &str) {
+        if self.tails.listening(&self.state) {
+            self.tails.broadcast(
+                &self.state,
+                &Line::Config {
+                    hostname: self.host.borrow().clone().unwrap_or_default(),
+                    at_ms: Self::now(),
+                    version,
+                    action: action.to_string(),
+                },
+            );
         }
     }
 
@@ -483,11 +588,12 @@ impl Balancer {
     async fn apply_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
         let now = Self::now();
         let before = self.views();
-        let (persist, reprobe) = {
+        let (persist, reprobe, events) = {
             let mut service = self.service.borrow_mut();
             let Some(Service::Ready(fleet)) = &mut *service else {
                 return Ok(());
             };
+            let before = transitions::marks(fleet.records());
             let mut persist = false;
             let mut reprobe = false;
             let mut counters = self.metrics.borrow_mut();
@@ -497,9 +603,16 @@ impl Balancer {
                 persist |= c.persist;
                 reprobe |= c.reprobe_soon;
             }
-            (persist, reprobe)
+            let events = if persist {
+                let host = fleet.cfg().hostname.to_string();
+                transitions::diff(&host, &before, fleet.records(), "requests", now)
+            } else {
+                Vec::new()
+            };
+            (persist, reprobe, events)
         };
         self.metrics_dirty.set(true);
+        self.observe(events, false).await;
         if persist {
             self.notice(before, Cause::Passive);
             self.persist_backends().await?;
@@ -576,7 +689,9 @@ impl Balancer {
             self.metrics_dirty.set(true);
         }
         let mut persist = false;
+        let mut events = Vec::new();
         if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
+            let before = transitions::marks(fleet.records());
             for (t, r) in plan.targets.iter().zip(&results) {
                 let outcome = ProbeOutcome {
                     ok: r.ok,
@@ -586,7 +701,12 @@ impl Balancer {
                 };
                 persist |= fleet.apply_probe_result(t, &outcome, now);
             }
+            if persist {
+                let host = fleet.cfg().hostname.to_string();
+                events = transitions::diff(&host, &before, fleet.records(), "probe", now);
+            }
         }
+        self.observe(events, true).await;
         if persist {
             self.notice(before, Cause::Probe);
             self.persist_backends().await?;
@@ -695,6 +815,7 @@ impl Balancer {
         *self.alarm_at.borrow_mut() = None;
         self.watchdog(Self::now()).await?;
         self.wake_for_deliveries().await?;
+        self.config_event(next, "changed");
         let mut resp =
             Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
                 .with_status(status);
@@ -782,6 +903,7 @@ impl Balancer {
         storage.put(KEY_DELETED, true).await?;
         storage.delete_alarm().await?;
         *self.alarm_at.borrow_mut() = None;
+        self.config_event(version, "deleted");
         Response::from_json(&serde_json::json!({ "deleted": host, "version": version }))
     }
 

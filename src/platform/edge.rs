@@ -10,6 +10,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
+use crate::platform::tail as tail_route;
 use crate::platform::{
     cancel_body, error_response, fetch_raw, object_stub, refuses_connections, FetchFailure,
 };
@@ -22,6 +23,7 @@ use crate::policy::forwarding::{
 use crate::policy::metrics;
 use crate::policy::retry::REPLAY_BODY_CAP;
 use crate::policy::rng::SplitMix64;
+use crate::policy::tail::{self, RequestLine};
 
 /// Successes not yet reported for one hostname.
 #[derive(Default)]
@@ -237,11 +239,25 @@ pub async fn balance(
         .map(Into::into);
     }
     let stub = object_stub(env, host)?;
-    let verdict = decide(&stub, &req, host).await?;
+    let (verdict, tailing) = decide(&stub, &req, host).await?;
     let route = match verdict {
         Verdict::Route(route) => route,
         Verdict::Reject(r) => {
-            return error_response(r.status, &r.message, r.retry_after_s).map(Into::into)
+            if let Some(why) = tailing {
+                let url = req.inner().url();
+                let line = RequestLine {
+                    ts_ms: Date::now().as_millis(),
+                    method: req.inner().method(),
+                    path: tail::bounded_path(host_and_path(&url).1),
+                    status: r.status,
+                    backend: None,
+                    attempts: 0,
+                    latency_ms: 0,
+                    why,
+                };
+                tail_route::report_line(env, ctx, host, line);
+            }
+            return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
     };
     let method = req.inner().method();
@@ -265,20 +281,31 @@ pub async fn balance(
         route,
     })
     .await?;
-    requestlog::record(
-        env,
-        ctx,
-        LogRow {
-            ts_ms: started,
-            hostname: host.to_string(),
-            method: log_method,
-            path,
-            status: resp.status(),
-            backend,
-            attempts,
-            latency_ms: Date::now().as_millis().saturating_sub(started),
-        },
-    );
+    let row = LogRow {
+        ts_ms: started,
+        hostname: host.to_string(),
+        method: log_method,
+        path,
+        status: resp.status(),
+        backend,
+        attempts,
+        latency_ms: Date::now().as_millis().saturating_sub(started),
+    };
+    // Only while a tail listens (the decision said why): its line goes to the object.
+    if let Some(why) = tailing {
+        let line = RequestLine {
+            ts_ms: row.ts_ms,
+            method: row.method.clone(),
+            path: tail::bounded_path(&row.path),
+            status: row.status,
+            backend: row.backend.clone(),
+            attempts: row.attempts,
+            latency_ms: row.latency_ms,
+            why: tail::answered_why(&why, row.attempts),
+        };
+        tail_route::report_line(env, ctx, host, line);
+    }
+    requestlog::record(env, ctx, row);
     Ok(resp)
 }
 
@@ -468,8 +495,9 @@ fn body_reports(host: &str, mut outcome: Outcome, broken: &str) -> Vec<Outcome> 
 
 /// Asks the hostname's Durable Object where this request goes. The message travels in the URL
 /// query: a plain URL string is the cheapest request to build (no Headers, no body to stream and
-/// await in the object). Batched success reports ride along.
-async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
+/// await in the object). Batched success reports ride along. Also returns why the object chose,
+/// which it says only while a tail listens.
+async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<(Verdict, Option<String>)> {
     let incoming = req.headers();
     let cf = req.cf();
     let key_header = AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned());
@@ -484,7 +512,7 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
         successes: take_successes(host, false),
         done: take_done(host),
     };
-    let mut verdict = ask(stub, &msg).await?;
+    let (mut verdict, mut tailing) = ask(stub, &msg).await?;
     // Header affinity, first request of this instance: the header name was not known yet, so ask
     // once more with the key rather than let this client land on an arbitrary backend.
     if let Verdict::Route(Route {
@@ -499,7 +527,7 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
             msg.successes.clear();
             msg.done = ticket.iter().copied().collect();
             msg.affinity_key = Some(value);
-            verdict = ask(stub, &msg).await?;
+            (verdict, tailing) = ask(stub, &msg).await?;
         }
     }
     if let Verdict::Route(route) = &verdict {
@@ -517,14 +545,16 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
             }
         });
     }
-    Ok(verdict)
+    Ok((verdict, tailing))
 }
 
-async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<Verdict> {
+async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<(Verdict, Option<String>)> {
     let mut resp = stub
         .fetch_with_str(&format!("https://balancer/decide?{}", msg.to_query()))
         .await?;
-    Ok(serde_json::from_str(&resp.text().await?)?)
+    let text = resp.text().await?;
+    let (json, why) = tail::split_reply(&text);
+    Ok((serde_json::from_str(json)?, why.map(str::to_string)))
 }
 
 /// Queues a success for the next decision, or hands it back when it must be reported now.

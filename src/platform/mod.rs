@@ -3,10 +3,13 @@
 mod admin;
 mod balancer;
 mod edge;
+mod healthlog;
 mod metrics;
 mod probe;
 mod registry;
 mod requestlog;
+mod retention;
+mod tail;
 mod throttle;
 mod webhook;
 

@@ -11,6 +11,7 @@ process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const API_SECRET = "test-secret-0123456789";
 
+// `buildDir`: another build of the Worker (a benchmark's baseline); default this checkout's.
 export async function startBalancer({ defaultBackends, bindings = {}, persistDir, buildDir = path.join(root, "build") } = {}) {
   const mf = new Miniflare({
     scriptPath: path.join(buildDir, "index.js"),

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod forwarding;
 pub mod geo;
 pub mod health;
+pub mod monitor;
 pub mod precondition;
 pub mod ratelimit;
 pub mod retry;

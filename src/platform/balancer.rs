@@ -1,6 +1,7 @@
 //! The per-hostname Durable Object: owns the service's config and live backend state in storage, answers routing decisions, and probes backends on its alarm.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use worker::*;
@@ -10,9 +11,10 @@ use crate::platform::registry::{self, config_error, unknown_host};
 use crate::platform::{deployment, env_string, error_response};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
-use crate::policy::config::{self, Deployment, ServiceConfig};
+use crate::policy::config::{self, ActiveHealth, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
+use crate::policy::monitor::MonitorType;
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::SplitMix64;
 
@@ -63,6 +65,9 @@ pub struct Balancer {
     affinity_key: RefCell<Option<Vec<u8>>>,
     /// A key made in this lifetime and not yet stored.
     affinity_key_unsaved: Cell<bool>,
+    /// Each backend's last monitor result (when, what), for the status view; kept in memory only:
+    /// the next round refreshes it after a restart.
+    last_probes: RefCell<HashMap<String, (u64, ProbeResult)>>,
 }
 
 impl DurableObject for Balancer {
@@ -79,6 +84,7 @@ impl DurableObject for Balancer {
             rng: RefCell::new(SplitMix64(seed)),
             affinity_key: RefCell::new(None),
             affinity_key_unsaved: Cell::new(false),
+            last_probes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -446,16 +452,23 @@ impl Balancer {
             Some(Service::Ready(fleet)) => fleet.probe_plan(),
             _ => return Ok(vec![]),
         };
-        let probes = plan.targets.iter().map(|t| {
-            probe_backend(
-                &t.url,
-                plan.path.as_deref(),
-                t.discovered_path.as_deref(),
-                plan.timeout_ms,
-            )
-        });
+        let monitor = match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => fleet.cfg().health.clone(),
+            _ => return Ok(vec![]),
+        };
+        let probes = plan
+            .targets
+            .iter()
+            .map(|t| probe_backend(&t.url, &monitor, t.discovered_path.as_deref()));
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
+        {
+            let mut last = self.last_probes.borrow_mut();
+            last.retain(|url, _| plan.targets.iter().any(|t| &t.url == url));
+            for r in &results {
+                last.insert(r.url.clone(), (now, r.clone()));
+            }
+        }
         let mut persist = false;
         if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
             for (t, r) in plan.targets.iter().zip(&results) {
@@ -694,7 +707,9 @@ impl Balancer {
 
     fn status(&self) -> Result<Response> {
         match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => Response::from_json(&status_view(fleet, Self::now())),
+            Some(Service::Ready(fleet)) => {
+                Response::from_json(&status_view(fleet, Self::now(), &self.last_probes.borrow()))
+            }
             Some(Service::Missing(r)) => Response::error(
                 r.message.clone(),
                 if r.status == 421 { 404 } else { r.status },
@@ -774,7 +789,12 @@ async fn read_json(req: &mut Request) -> Result<std::result::Result<serde_json::
 }
 
 /// The admin view of one service: per-backend health, breaker and latency, and the config.
-fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
+fn status_view(
+    fleet: &Fleet,
+    now_ms: u64,
+    probes: &HashMap<String, (u64, ProbeResult)>,
+) -> serde_json::Value {
+    let monitor = &fleet.cfg().health;
     let backends: Vec<serde_json::Value> = fleet
         .backend_status(now_ms)
         .iter()
@@ -801,6 +821,7 @@ fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
                 "latency_ms": b.latency_ms.map(|l| (l * 10.0).round() / 10.0),
                 "health_path": b.health_path,
                 "last_error": b.last_error,
+                "monitor": monitor_view(monitor, probes.get(&b.url)),
             })
         })
         .collect();
@@ -812,6 +833,25 @@ fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
         "total_backends": total,
         "backends": backends,
         "config": fleet.cfg().to_value(),
+    })
+}
+
+/// A backend's monitor as the status view shows it: what it checks, and its last result and
+/// why it failed (`expected 2xx, got 500`; `body did not contain "ok"`). Null before the first
+/// probe of this object's lifetime, or without active checks.
+fn monitor_view(m: &ActiveHealth, last: Option<&(u64, ProbeResult)>) -> serde_json::Value {
+    let Some((at_ms, r)) = last.filter(|_| m.enabled) else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "type": m.kind,
+        "method": (m.kind != MonitorType::Tcp).then_some(m.method),
+        "target": r.path,
+        "result": if r.ok { "up" } else { "down" },
+        "status": r.status,
+        "reason": r.error,
+        "latency_ms": r.latency_ms,
+        "checked_ms": at_ms,
     })
 }
 

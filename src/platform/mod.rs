@@ -142,14 +142,6 @@ pub fn js_message(e: &wasm_bindgen::JsValue) -> String {
     }
 }
 
-/// [`fetch_raw`] as a workers-rs Response (safe to build: the status was checked).
-pub async fn fetch_with_timeout(
-    req: Request,
-    timeout_ms: u64,
-) -> std::result::Result<Response, FetchFailure> {
-    fetch_raw(req.inner(), timeout_ms).await.map(Response::from)
-}
-
 /// True when the backend actively refuses a TCP connection within `timeout_ms`.
 pub async fn refuses_connections(backend_url: &str, timeout_ms: u64) -> bool {
     let url = UrlParts::of(backend_url);

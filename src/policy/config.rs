@@ -223,6 +223,13 @@ impl ActiveHealth {
                 }
             }
         }
+        if self.method == ProbeMethod::Head && self.expected_body.is_some() {
+            errs.push((
+                at("expected_body"),
+                "a HEAD answer has no body to check; use method \"GET\"".into(),
+                None,
+            ));
+        }
         let mut seen: HashMap<String, &str> = HashMap::new();
         for name in self.headers.keys() {
             let lower = name.to_ascii_lowercase();

@@ -833,4 +833,12 @@ fn monitor_rejections_have_paths() {
     );
     assert_err(&e, "activeHealthChecks.headers.host", "repeats \"Host\"");
     assert_err(&e, "activeHealthChecks.headers.Connection", "not allowed");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {"method": "HEAD", "expected_body": "ok"}}"#,
+    );
+    assert_err(
+        &e,
+        "activeHealthChecks.expected_body",
+        "HEAD answer has no body",
+    );
 }

@@ -10,6 +10,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
+use crate::platform::websocket;
 use crate::platform::{
     cancel_body, error_response, fetch_raw, object_stub, refuses_connections, FetchFailure,
 };
@@ -57,7 +58,7 @@ impl SuccessTally {
 }
 
 /// Takes the hostname's pending successes: all of them when `force`, else only a due batch.
-fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
+pub(super) fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
     let now = Date::now().as_millis();
     PENDING_OK.with(|p| {
         let mut p = p.borrow_mut();
@@ -174,18 +175,22 @@ pub async fn balance(
     let started = Date::now().as_millis();
     let path = host_and_path(&url).1.to_string();
     let log_method = method.clone();
-    let (resp, backend, attempts) = forward(ForwardCtx {
-        env,
-        https,
-        ctx,
-        host,
-        method,
-        pq,
-        headers,
-        body,
-        route,
-    })
-    .await?;
+    let (resp, backend, attempts) = if websocket::is_upgrade(&req)? {
+        websocket::forward(env, ctx, host, https, &pq, headers, route).await?
+    } else {
+        forward(ForwardCtx {
+            env,
+            https,
+            ctx,
+            host,
+            method,
+            pq,
+            headers,
+            body,
+            route,
+        })
+        .await?
+    };
     requestlog::record(
         env,
         ctx,
@@ -445,7 +450,7 @@ fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
 }
 
 /// Failures and trials go to the Durable Object after the response, off the client's path.
-fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
+pub(super) fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
     if reports.is_empty() {
         return;
     }
@@ -457,7 +462,7 @@ fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
     ctx.wait_until(async move { send_reports(&env, &host, all).await });
 }
 
-async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>) {
+pub(super) async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>) {
     let msg = ReportRequest {
         host: host.to_string(),
         outcomes,
@@ -635,7 +640,7 @@ fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::H
     Ok(ALWAYS_DROPPED.with(|always| fb_forward_headers(&incoming.0, always, drop, set)))
 }
 
-fn build_request(
+pub(super) fn build_request(
     backend: &str,
     pq: &str,
     method: &str,

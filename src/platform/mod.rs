@@ -7,6 +7,7 @@ mod probe;
 mod registry;
 mod requestlog;
 mod throttle;
+mod websocket;
 
 use std::time::Duration;
 

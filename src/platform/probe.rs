@@ -51,6 +51,9 @@ async fn request(
             .set(name.as_str(), value.as_str())
             .map_err(|e| format!("header {name}: {}", js_message(&e)))?;
     }
+    if m.headers.keys().any(|k| k.eq_ignore_ascii_case("host")) {
+        return request_over_socket(url, m, timeout_ms).await;
+    }
     let init = web_sys::RequestInit::new();
     init.set_method(m.method.as_str());
     init.set_headers(headers.as_ref());
@@ -75,6 +78,50 @@ async fn request(
         status,
         body,
         location,
+    })
+}
+
+/// One probe request as plain HTTP/1.1 over a TCP (or TLS) socket: the runtime's fetch always
+/// sends the URL's authority as `Host`, so a configured `Host` can only be sent this way.
+async fn request_over_socket(
+    url: &str,
+    m: &ActiveHealth,
+    timeout_ms: u64,
+) -> std::result::Result<Answer, String> {
+    let mut pairs = vec![
+        "User-Agent".to_string(),
+        "FlowBalance-HealthCheck/1".to_string(),
+    ];
+    for (name, value) in &m.headers {
+        pairs.push(name.to_string());
+        pairs.push(value.to_string());
+    }
+    let cap = if m.expected_body.is_some() {
+        BODY_PREFIX_CAP as f64
+    } else {
+        0.0
+    };
+    let answer = js_sys::futures::JsFuture::from(fb_raw_probe(
+        url,
+        m.method.as_str(),
+        pairs,
+        cap,
+        timeout_ms as f64,
+    ))
+    .await
+    .map_err(|e| js_message(&e))?;
+    let parts: js_sys::Array = answer.into();
+    let status = parts.get(0).as_f64().unwrap_or(0.0) as u16;
+    if !(200..=599).contains(&status) {
+        return Err(format!("invalid status {status} (not a final HTTP status)"));
+    }
+    Ok(Answer {
+        status,
+        location: parts.get(1).as_string(),
+        body: m
+            .expected_body
+            .as_ref()
+            .map(|_| parts.get(2).as_string().unwrap_or_default()),
     })
 }
 
@@ -231,6 +278,101 @@ fn result(
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+import { connect } from "cloudflare:sockets";
+
+// One HTTP/1.1 exchange over a socket, for probes that send their own Host header. Resolves to
+// [status, location | null, the body's first `cap` bytes as text]; rejects on a connection
+// error, a malformed answer or after `timeoutMs`.
+export async function fb_raw_probe(url, method, pairs, cap, timeoutMs) {
+  const u = new URL(url);
+  const tls = u.protocol === "https:";
+  const port = Number(u.port || (tls ? 443 : 80));
+  const socket = connect({ hostname: u.hostname.replace(/^\[|\]$/g, ""), port }, { secureTransport: tls ? "on" : "off" });
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([exchange(socket, u, method, pairs, cap), timeout]);
+  } finally {
+    clearTimeout(timer);
+    socket.close().catch(() => {});
+  }
+}
+
+async function exchange(socket, u, method, pairs, cap) {
+  let head = `${method} ${u.pathname}${u.search} HTTP/1.1\r\n`;
+  for (let i = 0; i + 1 < pairs.length; i += 2) head += `${pairs[i]}: ${pairs[i + 1]}\r\n`;
+  head += "Connection: close\r\n\r\n";
+  const writer = socket.writable.getWriter();
+  await writer.write(new TextEncoder().encode(head));
+  writer.releaseLock();
+  const reader = socket.readable.getReader();
+  let buf = new Uint8Array(0);
+  let end = -1;
+  const limit = 64 * 1024 + cap;
+  for (;;) {
+    end = headEnd(buf);
+    if (end >= 0 && (cap === 0 || method === "HEAD" || buf.length - end >= cap)) break;
+    const { done, value } = await reader.read();
+    if (done) break;
+    const next = new Uint8Array(buf.length + value.length);
+    next.set(buf);
+    next.set(value, buf.length);
+    buf = next;
+    if (end < 0 && buf.length > 64 * 1024 && headEnd(buf) < 0) throw new Error("response head over 64 KiB");
+    if (buf.length > limit) break;
+  }
+  reader.cancel().catch(() => {});
+  end = headEnd(buf);
+  if (end < 0) throw new Error("connection closed before a complete response head");
+  const lines = new TextDecoder().decode(buf.subarray(0, end)).split("\r\n");
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
+  if (!m) throw new Error(`not an HTTP/1.x answer: ${JSON.stringify(lines[0].slice(0, 40))}`);
+  let location = null;
+  let chunked = false;
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(":");
+    const name = line.slice(0, i).trim().toLowerCase();
+    const value = line.slice(i + 1).trim();
+    if (name === "location") location = value;
+    if (name === "transfer-encoding" && /chunked/i.test(value)) chunked = true;
+  }
+  let body = buf.subarray(end);
+  if (chunked) body = unchunk(body);
+  return [Number(m[1]), location, new TextDecoder().decode(body.subarray(0, cap))];
+}
+
+// Index just past the blank line that ends the head, or -1.
+function headEnd(buf) {
+  for (let i = 3; i < buf.length; i++) {
+    if (buf[i - 3] === 13 && buf[i - 2] === 10 && buf[i - 1] === 13 && buf[i] === 10) return i + 1;
+  }
+  return -1;
+}
+
+// The data of the complete chunks in `buf`.
+function unchunk(buf) {
+  const out = [];
+  let at = 0;
+  for (;;) {
+    let eol = -1;
+    for (let i = at + 1; i < buf.length; i++) if (buf[i - 1] === 13 && buf[i] === 10) { eol = i; break; }
+    if (eol < 0) break;
+    const size = parseInt(new TextDecoder().decode(buf.subarray(at, eol - 1)), 16);
+    if (!(size > 0) || eol + 1 + size > buf.length) {
+      if (size > 0) out.push(buf.subarray(eol + 1));
+      break;
+    }
+    out.push(buf.subarray(eol + 1, eol + 1 + size));
+    at = eol + 1 + size + 2;
+  }
+  const all = new Uint8Array(out.reduce((n, c) => n + c.length, 0));
+  let i = 0;
+  for (const c of out) { all.set(c, i); i += c.length; }
+  return all;
+}
+
 // The body's first `cap` bytes as text (lossy UTF-8); the rest is cancelled unread.
 export async function fb_body_prefix(resp, cap) {
   if (resp.body === null) return "";
@@ -257,6 +399,15 @@ export async function fb_body_prefix(resp, cap) {
 }
 "#)]
 extern "C" {
+    /// Promise of `[status, location | null, body prefix]` of one HTTP/1.1 exchange over a socket.
+    fn fb_raw_probe(
+        url: &str,
+        method: &str,
+        pairs: Vec<String>,
+        cap: f64,
+        timeout_ms: f64,
+    ) -> js_sys::Promise;
+
     /// Promise of the body's first `cap` bytes as text.
     fn fb_body_prefix(resp: &web_sys::Response, cap: f64) -> js_sys::Promise;
 }

@@ -19,3 +19,4 @@ pub mod ratelimit;
 pub mod retry;
 pub mod rng;
 pub mod select;
+pub mod upgrade;

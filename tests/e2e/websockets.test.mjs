@@ -66,6 +66,13 @@ function connect(lb, path = "/chat", headers = {}, protocols = []) {
   });
 }
 
+/** Per backend URL, its entry in the status view. */
+async function backendStates(lb) {
+  const res = await lb.admin("/admin/services/app.test");
+  assert.equal(res.status, 200);
+  return Object.fromEntries((await res.json()).backends.map((b) => [b.url, b]));
+}
+
 const closed = (ws) => new Promise((r) => (ws.readyState === WebSocket.CLOSED ? r({}) : ws.on("close", (code, reason) => r({ code, reason: String(reason) }))));
 
 test("messages flow both ways through the balancer, and a close on either side reaches the other", async (t) => {
@@ -139,6 +146,15 @@ test("the upgrade fails over past a backend that is down and one that refuses up
   }
   assert.ok(plain.requests().length > 0, "the refusing backend was never tried");
   assert.equal(good.sockets.length, 6);
+  // Outcomes reach the object: the dead backend's refusals as failures; the refusing one is up, and
+  // sockets that closed normally blame nobody.
+  const st = await waitFor(async () => {
+    const s = await backendStates(lb);
+    return s[down.url].last_error ? s : null;
+  }, { what: "the dead backend's failures to be reported" });
+  assert.match(st[down.url].last_error, /connection failed/);
+  assert.equal(st[plain.url].last_error, null);
+  assert.equal(st[good.url].last_error, null);
   // Once connected, a lost backend is not retried: the client sees the close.
   const c = await connect(lb);
   await c.next();
@@ -146,6 +162,10 @@ test("the upgrade fails over past a backend that is down and one that refuses up
   const end = await closed(c.ws);
   assert.notEqual(end.code, 1000);
   assert.equal(good.sockets.length, 7, "a lost connection was retried");
+  // Reported when the socket closed, not at the upgrade: the backend's side broke off.
+  await waitFor(async () => /WebSocket to the backend/.test((await backendStates(lb))[good.url].last_error ?? ""), {
+    what: "the broken socket's report",
+  });
   // With no backend accepting, the refusing backend's own answer goes back.
   const refused = await connect(lb);
   assert.equal(refused.refused, 200);

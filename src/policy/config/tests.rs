@@ -612,7 +612,7 @@ prop_compose! {
             health: ActiveHealth { enabled: health.0, path: health.1.map(|p| named(&format!("/hc{p}"))), interval_ms: health.2, timeout_ms: health.3, consecutive_up: health.4, consecutive_down: health.5,
                 method: if health.0 { ProbeMethod::Head } else { ProbeMethod::Get },
                 expected_codes: health.1.map(|_| ExpectedCodes::parse("2xx,301").unwrap()),
-                expected_body: health.1.map(|p| named(&format!("ok {p}"))),
+                expected_body: health.1.filter(|_| !health.0).map(|p| named(&format!("ok {p}"))),
                 headers: if health.0 { [(named("Host"), named("status.internal"))].into() } else { Default::default() },
                 follow_redirects: health.0,
                 port: health.1.map(|p| 8000 + u16::from(p)),
@@ -767,13 +767,12 @@ fn openapi_carries_the_generated_config_schemas() {
 fn monitor_options_parse_into_types() {
     let s = &parse_default_backends(
         r#"{"hostname": "a.com", "backends": ["http://x:8080"], "activeHealthChecks": {
-            "type": "https", "method": "HEAD", "expected_codes": "2xx, 301", "expected_body": "OK",
+            "type": "https", "method": "GET", "expected_codes": "2xx, 301", "expected_body": "OK",
             "headers": {"Host": "status.internal", "X-Probe": "1"}, "follow_redirects": true, "port": 9443}}"#,
     )
     .unwrap()[0];
     let h = &s.health;
     assert_eq!(h.kind, MonitorType::Https);
-    assert_eq!(h.method, ProbeMethod::Head);
     let codes = h.expected_codes.as_ref().unwrap();
     assert!(codes.matches(204) && codes.matches(301) && !codes.matches(302));
     assert_eq!(h.expected_body.as_ref().unwrap().as_str(), "OK");

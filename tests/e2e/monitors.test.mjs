@@ -107,6 +107,25 @@ test("method HEAD and configured headers (Host included) reach the backend", asy
   assert.equal(p.headers.host, "status.internal");
   assert.equal(p.headers["x-probe"], "fb");
   assert.match(p.headers["user-agent"], /^FlowBalance-HealthCheck/);
+  // GET with Host and a body check: the socket path reads a chunked body too.
+  a.onProbe = (req, res) => {
+    res.writeHead(req.headers.host === "status.internal" ? 200 : 421, { "content-type": "text/plain" });
+    res.write("status: ");
+    setTimeout(() => res.end(req.headers.host === "status.internal" ? "Healthy" : "wrong host"), 20);
+  };
+  const st = await status(lb);
+  const put = await lb.admin("/admin/services/app.test/config", {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ ...st.config, activeHealthChecks: { ...st.config.activeHealthChecks, method: "GET", expected_body: "healthy" } }),
+  });
+  assert.equal(put.status, 200, await put.text());
+  let again = await probeNow(lb);
+  assert.equal(again[a.url].ok, true, again[a.url].error);
+  assert.equal(a.probes().at(-1).headers["transfer-encoding"], undefined, "a probe sent a body");
+  a.onProbe = (req, res) => res.writeHead(200).end("status: sick");
+  again = await probeNow(lb);
+  assert.equal(again[a.url].error, 'body did not contain "healthy"');
   // Requests still carry the backend's own address as Host.
   await (await lb.fetch("app.test", "/x")).arrayBuffer();
   assert.equal(a.requests().at(-1).headers.host, `127.0.0.1:${a.port}`);

@@ -1,6 +1,7 @@
 //! The per-hostname Durable Object: owns the service's config and live backend state in storage, answers routing decisions, and probes backends on its alarm.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use worker::*;
@@ -12,10 +13,11 @@ use crate::platform::tail::{self as tail_route, Tails};
 use crate::platform::{deployment, env_string, error_response};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
-use crate::policy::config::{self, Deployment, ServiceConfig};
+use crate::policy::config::{self, ActiveHealth, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::metrics::Counters;
+use crate::policy::monitor::MonitorType;
 use crate::policy::notify::{Cause, Outbox};
 use crate::policy::precondition::IfMatch;
 use crate::policy::rng::{Rng, SplitMix64};
@@ -92,6 +94,9 @@ pub struct Balancer {
     actor: RefCell<String>,
     /// Live tails (hibernatable WebSockets) of this hostname.
     tails: Tails,
+    /// Each backend's last monitor result (when, what), for the status view; kept in memory only:
+    /// the next round refreshes it after a restart.
+    last_probes: RefCell<HashMap<String, (u64, ProbeResult)>>,
 }
 
 impl DurableObject for Balancer {
@@ -116,6 +121,7 @@ impl DurableObject for Balancer {
             probe_at: Cell::new(None),
             actor: RefCell::new("api".to_string()),
             tails: Tails::default(),
+            last_probes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -670,14 +676,14 @@ impl Balancer {
             Some(Service::Ready(fleet)) => fleet.probe_plan(),
             _ => return Ok(vec![]),
         };
-        let probes = plan.targets.iter().map(|t| {
-            probe_backend(
-                &t.url,
-                plan.path.as_deref(),
-                t.discovered_path.as_deref(),
-                plan.timeout_ms,
-            )
-        });
+        let monitor = match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => fleet.cfg().health.clone(),
+            _ => return Ok(vec![]),
+        };
+        let probes = plan
+            .targets
+            .iter()
+            .map(|t| probe_backend(&t.url, &monitor, t.discovered_path.as_deref()));
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
         let before = self.views();
@@ -687,6 +693,13 @@ impl Balancer {
                 counters.record_probe(&t.url, r.ok);
             }
             self.metrics_dirty.set(true);
+        }
+        {
+            let mut last = self.last_probes.borrow_mut();
+            last.retain(|url, _| plan.targets.iter().any(|t| &t.url == url));
+            for r in &results {
+                last.insert(r.url.clone(), (now, r.clone()));
+            }
         }
         let mut persist = false;
         let mut events = Vec::new();
@@ -955,7 +968,9 @@ impl Balancer {
 
     fn status(&self) -> Result<Response> {
         match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => Response::from_json(&status_view(fleet, Self::now())),
+            Some(Service::Ready(fleet)) => {
+                Response::from_json(&status_view(fleet, Self::now(), &self.last_probes.borrow()))
+            }
             Some(Service::Missing(r)) => Response::error(
                 r.message.clone(),
                 if r.status == 421 { 404 } else { r.status },
@@ -1035,7 +1050,12 @@ async fn read_json(req: &mut Request) -> Result<std::result::Result<serde_json::
 }
 
 /// The admin view of one service: per-backend health, breaker and latency, and the config.
-fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
+fn status_view(
+    fleet: &Fleet,
+    now_ms: u64,
+    probes: &HashMap<String, (u64, ProbeResult)>,
+) -> serde_json::Value {
+    let monitor = &fleet.cfg().health;
     let backends: Vec<serde_json::Value> = fleet
         .backend_status(now_ms)
         .iter()
@@ -1064,6 +1084,7 @@ fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
                 "ewma_ms": s.ewma_ms.map(|l| (l * 10.0).round() / 10.0),
                 "health_path": b.health_path,
                 "last_error": b.last_error,
+                "monitor": monitor_view(monitor, probes.get(&b.url)),
             })
         })
         .collect();
@@ -1086,6 +1107,25 @@ fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
         "total_backends": total,
         "backends": backends,
         "config": fleet.cfg().to_value(),
+    })
+}
+
+/// A backend's monitor as the status view shows it: what it checks, and its last result and
+/// why it failed (`expected 2xx, got 500`; `body did not contain "ok"`). Null before the first
+/// probe of this object's lifetime, or without active checks.
+fn monitor_view(m: &ActiveHealth, last: Option<&(u64, ProbeResult)>) -> serde_json::Value {
+    let Some((at_ms, r)) = last.filter(|_| m.enabled) else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "type": m.kind,
+        "method": (m.kind != MonitorType::Tcp).then_some(m.method),
+        "target": r.path,
+        "result": if r.ok { "up" } else { "down" },
+        "status": r.status,
+        "reason": r.error,
+        "latency_ms": r.latency_ms,
+        "checked_ms": at_ms,
     })
 }
 

@@ -11,6 +11,7 @@ use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
 use crate::platform::tail as tail_route;
+use crate::platform::websocket;
 use crate::platform::{
     cancel_body, error_response, fetch_raw, object_stub, refuses_connections, FetchFailure,
 };
@@ -68,7 +69,7 @@ impl SuccessTally {
 }
 
 /// Takes the hostname's pending successes: all of them when `force`, else only a due batch.
-fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
+pub(super) fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
     let now = Date::now().as_millis();
     PENDING_OK.with(|p| {
         let mut p = p.borrow_mut();
@@ -269,18 +270,22 @@ pub async fn balance(
     let started = Date::now().as_millis();
     let path = host_and_path(&url).1.to_string();
     let log_method = method.clone();
-    let (resp, backend, attempts) = forward(ForwardCtx {
-        env,
-        https,
-        ctx,
-        host,
-        method,
-        pq,
-        headers,
-        body,
-        route,
-    })
-    .await?;
+    let (resp, backend, attempts) = if websocket::is_upgrade(&req)? {
+        websocket::forward(env, ctx, host, https, &pq, headers, route).await?
+    } else {
+        forward(ForwardCtx {
+            env,
+            https,
+            ctx,
+            host,
+            method,
+            pq,
+            headers,
+            body,
+            route,
+        })
+        .await?
+    };
     let row = LogRow {
         ts_ms: started,
         hostname: host.to_string(),
@@ -583,7 +588,7 @@ fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
 }
 
 /// Failures and trials go to the Durable Object after the response, off the client's path.
-fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
+pub(super) fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
     if reports.is_empty() {
         return;
     }
@@ -776,7 +781,7 @@ fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::H
     Ok(ALWAYS_DROPPED.with(|always| fb_forward_headers(&incoming.0, always, drop, set)))
 }
 
-fn build_request(
+pub(super) fn build_request(
     backend: &str,
     pq: &str,
     method: &str,

@@ -12,6 +12,7 @@ mod retention;
 mod tail;
 mod throttle;
 mod webhook;
+mod websocket;
 
 use std::time::Duration;
 
@@ -145,14 +146,6 @@ pub fn js_message(e: &wasm_bindgen::JsValue) -> String {
         Some(err) => String::from(err.message()),
         None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
     }
-}
-
-/// [`fetch_raw`] as a workers-rs Response (safe to build: the status was checked).
-pub async fn fetch_with_timeout(
-    req: Request,
-    timeout_ms: u64,
-) -> std::result::Result<Response, FetchFailure> {
-    fetch_raw(req.inner(), timeout_ms).await.map(Response::from)
 }
 
 /// True when the backend actively refuses a TCP connection within `timeout_ms`.

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::policy::access::Cidr;
-use crate::policy::forwarding::UrlParts;
+use crate::policy::forwarding::{UrlParts, HOP_BY_HOP};
+use crate::policy::monitor::{Expect, ExpectedCodes, MonitorType, ProbeMethod};
 
 // ---- Defaults: the single source of truth for every implicit value. ----
 
@@ -171,6 +172,96 @@ pub struct ActiveHealth {
     #[serde(deserialize_with = "int::<1, 100, _, _>")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 100)))]
     pub consecutive_down: u32,
+    /// `http`: HTTP over the backend URL's scheme; `https`: over TLS; `tcp`: up when a TCP connection opens.
+    #[serde(rename = "type")]
+    pub kind: MonitorType,
+    pub method: ProbeMethod,
+    /// Accepted statuses (default: 2xx and 3xx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_codes: Option<ExpectedCodes>,
+    /// A case-insensitive substring the first 64 KiB of the body must contain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_body: Option<ExpectedBody>,
+    /// Request headers the probe sends (`Host` included).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<Token, HeaderValue>,
+    /// Follows redirects, never off the backend's origin (scheme, host, port).
+    pub follow_redirects: bool,
+    /// The port probed instead of the backend URL's.
+    #[serde(
+        deserialize_with = "optional_port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 65535)))]
+    pub port: Option<u16>,
+}
+
+fn optional_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    int::<1, 65535, u16, D>(d).map(Some)
+}
+
+impl ActiveHealth {
+    /// Monitor rules across fields: HTTP options on a tcp monitor, doubled or hop-by-hop headers.
+    fn validate(&self) -> Vec<Issue> {
+        let mut errs = Vec::new();
+        let at = |k: &str| vec![key("activeHealthChecks"), key(k)];
+        if self.kind == MonitorType::Tcp {
+            let http_only = [
+                ("path", self.path.is_some()),
+                ("method", self.method != ProbeMethod::Get),
+                ("expected_codes", self.expected_codes.is_some()),
+                ("expected_body", self.expected_body.is_some()),
+                ("headers", !self.headers.is_empty()),
+                ("follow_redirects", self.follow_redirects),
+            ];
+            for (k, set) in http_only {
+                if set {
+                    errs.push((
+                        at(k),
+                        "only for http and https monitors (type is \"tcp\")".into(),
+                        None,
+                    ));
+                }
+            }
+        }
+        if self.method == ProbeMethod::Head && self.expected_body.is_some() {
+            errs.push((
+                at("expected_body"),
+                "a HEAD answer has no body to check; use method \"GET\"".into(),
+                None,
+            ));
+        }
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for name in self.headers.keys() {
+            let lower = name.to_ascii_lowercase();
+            let hp = extend(&at("headers"), key(name));
+            if HOP_BY_HOP.contains(&lower.as_str()) || lower == "content-length" {
+                errs.push((
+                    hp.clone(),
+                    format!(
+                        "{name:?} is a connection header the runtime sets itself; not allowed here"
+                    ),
+                    None,
+                ));
+            }
+            if let Some(first) = seen.insert(lower, name) {
+                errs.push((
+                    hp,
+                    format!("{name:?} repeats {first:?} (header names are case-insensitive)"),
+                    None,
+                ));
+            }
+        }
+        errs
+    }
+
+    /// What an HTTP probe answer must show.
+    pub fn expect(&self) -> Expect {
+        Expect {
+            codes: self.expected_codes.clone(),
+            body: self.expected_body.as_ref().map(|b| b.as_str().to_string()),
+        }
+    }
 }
 
 impl Default for ActiveHealth {
@@ -182,6 +273,13 @@ impl Default for ActiveHealth {
             timeout_ms: DEFAULT_HEALTH_TIMEOUT_MS,
             consecutive_up: DEFAULT_CONSECUTIVE_UP,
             consecutive_down: DEFAULT_CONSECUTIVE_DOWN,
+            kind: MonitorType::Http,
+            method: ProbeMethod::Get,
+            expected_codes: None,
+            expected_body: None,
+            headers: BTreeMap::new(),
+            follow_redirects: false,
+            port: None,
         }
     }
 }
@@ -730,6 +828,7 @@ impl ServiceConfig {
                 ));
             }
         }
+        errs.extend(self.health.validate());
         if let Some(a) = self.affinity() {
             if a.kind == AffinityKind::Header && a.header_name.is_none() {
                 errs.push((
@@ -931,6 +1030,16 @@ string_newtype!(
     schemars::json_schema!({"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"})
 );
 string_newtype!(
+    HeaderValue,
+    check_header_value,
+    schemars::json_schema!({"type": "string", "maxLength": 1024, "pattern": "^[\\t -~]*$"})
+);
+string_newtype!(
+    ExpectedBody,
+    check_expected_body,
+    schemars::json_schema!({"type": "string", "minLength": 1, "maxLength": 1024})
+);
+string_newtype!(
     RegionCode,
     check_region,
     schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z]{2}$"})
@@ -954,6 +1063,24 @@ fn check_health_path(s: &str) -> Result<String, String> {
         Err(format!(
             "{s:?} must start with '/' and contain no spaces or control characters"
         ))
+    }
+}
+
+fn check_header_value(s: &str) -> Result<String, String> {
+    if s.len() <= 1024 && s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid header value (at most 1024 visible ASCII characters, spaces or tabs)"
+        ))
+    }
+}
+
+fn check_expected_body(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 1024 {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: expected 1 to 1024 bytes of text"))
     }
 }
 

@@ -6,7 +6,7 @@ import http from "node:http";
  * "status:<n>" (a raw `HTTP/1.1 <n>` head with no body, e.g. 100, 103, 199 or 600: statuses Node's
  * own response API would not send as final), "truncate" (headers promising 100,000 bytes, then
  * 1,000 bytes and a destroyed socket), "slow:<ms>" (answers after <ms> ms; health probes stay fast).
- * Records every request it receives.
+ * Records every request it receives. `onProbe(req, res)`, when set, answers health probes instead.
  */
 export async function startBackend(name, { health = "/health" } = {}) {
   const seen = [];
@@ -40,6 +40,7 @@ export async function startBackend(name, { health = "/health" } = {}) {
       }
       if (isProbe) {
         state.probeCount = (state.probeCount ?? 0) + 1;
+        if (state.onProbe) return state.onProbe(req, res);
         if (state.mode === "flap") return res.writeHead(state.probeCount % 2 ? 200 : 500).end("flap");
         if (state.health && req.url === state.health) return res.writeHead(200).end("ok");
         if (!state.health && req.url === "/") return res.writeHead(200).end("root");

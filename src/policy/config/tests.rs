@@ -610,7 +610,14 @@ prop_compose! {
         ServiceConfig {
             hostname: named(&format!("h{host}.example.com")),
             backends,
-            health: ActiveHealth { enabled: health.0, path: health.1.map(|p| named(&format!("/hc{p}"))), interval_ms: health.2, timeout_ms: health.3, consecutive_up: health.4, consecutive_down: health.5 },
+            health: ActiveHealth { enabled: health.0, path: health.1.map(|p| named(&format!("/hc{p}"))), interval_ms: health.2, timeout_ms: health.3, consecutive_up: health.4, consecutive_down: health.5,
+                method: if health.0 { ProbeMethod::Head } else { ProbeMethod::Get },
+                expected_codes: health.1.map(|_| ExpectedCodes::parse("2xx,301").unwrap()),
+                expected_body: health.1.filter(|_| !health.0).map(|p| named(&format!("ok {p}"))),
+                headers: if health.0 { [(named("Host"), named("status.internal"))].into() } else { Default::default() },
+                follow_redirects: health.0,
+                port: health.1.map(|p| 8000 + u16::from(p)),
+                ..Default::default() },
             passive: PassiveHealth { circuit_breaker: BreakerConfig { failure_threshold: breaker.0, recovery_timeout_ms: breaker.1, error_rate_threshold: breaker.2, min_requests: breaker.3, window_ms: breaker.4 } },
             connection: ConnectionHandling { immediate_failover: conn.0, max_connection_retries: conn.1, connection_timeout_ms: conn.2 },
             retries,
@@ -890,5 +897,84 @@ fn notifications_default_from_the_top_level_and_are_checked_at_their_paths() {
         &errs,
         "notifications.webhooks[2].events",
         "at least one event",
+    );
+}
+
+#[test]
+fn monitor_options_parse_into_types() {
+    let s = &parse_default_backends(
+        r#"{"hostname": "a.com", "backends": ["http://x:8080"], "activeHealthChecks": {
+            "type": "https", "method": "GET", "expected_codes": "2xx, 301", "expected_body": "OK",
+            "headers": {"Host": "status.internal", "X-Probe": "1"}, "follow_redirects": true, "port": 9443}}"#,
+    )
+    .unwrap()[0];
+    let h = &s.health;
+    assert_eq!(h.kind, MonitorType::Https);
+    let codes = h.expected_codes.as_ref().unwrap();
+    assert!(codes.matches(204) && codes.matches(301) && !codes.matches(302));
+    assert_eq!(h.expected_body.as_ref().unwrap().as_str(), "OK");
+    assert_eq!(h.headers.len(), 2);
+    assert!(h.follow_redirects);
+    assert_eq!(h.port, Some(9443));
+    assert_eq!(
+        s.to_value()["activeHealthChecks"]["expected_codes"],
+        "2xx,301"
+    );
+    // Defaults: http, GET, 2xx/3xx, no body check, no redirects, the backend's port.
+    let d =
+        &parse_default_backends(r#"{"hostname": "a.com", "backends": ["http://x"]}"#).unwrap()[0];
+    assert_eq!(d.health.kind, MonitorType::Http);
+    assert_eq!(d.health.method, ProbeMethod::Get);
+    assert!(d.health.expected_codes.is_none() && !d.health.follow_redirects);
+    assert_eq!(d.health.expect().judge(302, None, false), Ok(()));
+}
+
+#[test]
+fn monitor_rejections_have_paths() {
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {
+            "type": "udp", "method": "POST", "expected_codes": "2xx,6xx", "expected_body": "",
+            "headers": {"bad name": "x", "X-A": "line\nbreak"}, "follow_redirects": "yes", "port": 70000}}"#,
+    );
+    assert_err(&e, "activeHealthChecks.type", "tcp");
+    assert_err(&e, "activeHealthChecks.method", "HEAD");
+    assert_err(&e, "activeHealthChecks.expected_codes", "\"6xx\"");
+    assert_err(&e, "activeHealthChecks.expected_body", "1 to 1024");
+    assert_err(&e, "activeHealthChecks.headers.bad name", "token");
+    assert_err(&e, "activeHealthChecks.headers.X-A", "header value");
+    assert_err(&e, "activeHealthChecks.follow_redirects", "bool");
+    assert_err(&e, "activeHealthChecks.port", "1..=65535");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {
+            "type": "tcp", "path": "/h", "method": "HEAD", "expected_codes": "200", "expected_body": "ok",
+            "headers": {"X-A": "1"}, "follow_redirects": true}}"#,
+    );
+    for k in [
+        "path",
+        "method",
+        "expected_codes",
+        "expected_body",
+        "headers",
+        "follow_redirects",
+    ] {
+        assert_err(
+            &e,
+            &format!("activeHealthChecks.{k}"),
+            "only for http and https monitors",
+        );
+    }
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {
+            "headers": {"Host": "a", "host": "b", "Connection": "close"}}}"#,
+    );
+    assert_err(&e, "activeHealthChecks.headers.host", "repeats \"Host\"");
+    assert_err(&e, "activeHealthChecks.headers.Connection", "not allowed");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {"method": "HEAD", "expected_body": "ok"}}"#,
+    );
+    assert_err(
+        &e,
+        "activeHealthChecks.expected_body",
+        "HEAD answer has no body",
     );
 }

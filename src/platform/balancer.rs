@@ -5,9 +5,11 @@ use std::cell::{Cell, RefCell};
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+use crate::platform::admin::ACTOR_HEADER;
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
-use crate::platform::{deployment, env_string, error_response};
+use crate::platform::{deployment, env_string, error_response, random_bytes};
+use crate::policy::audit::{self, Actor, ActorKind};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
 use crate::policy::config::{self, Deployment, ServiceConfig};
@@ -26,6 +28,16 @@ const KEY_DELETED: &str = "deleted";
 const KEY_AFFINITY: &str = "affinity_key";
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
+/// The audit trail of admin changes (JSON text), and how many entries it keeps.
+const KEY_AUDIT: &str = "audit";
+const AUDIT_LEN: usize = 100;
+
+/// One admin change for the audit trail: who, and what (the version is added on commit).
+struct Change {
+    actor: Actor,
+    action: &'static str,
+    summary: String,
+}
 
 /// One accepted config version.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -96,8 +108,15 @@ impl DurableObject for Balancer {
             self.ensure_loaded_from_storage().await?;
         }
         self.watchdog(Self::now()).await?;
+        // Set by the admin relay for the audit trail; requests reach this object only from the Worker.
+        let actor = req
+            .headers()
+            .get(ACTOR_HEADER)?
+            .and_then(|a| serde_json::from_str::<Actor>(&a).ok())
+            .unwrap_or(Actor::new(ActorKind::ApiSecret, Some("unknown")));
         match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
+            (Method::Get, "/audit") => self.audit_view().await,
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
                     return self.status();
@@ -112,12 +131,12 @@ impl DurableObject for Balancer {
                     Err(resp) => return Ok(resp),
                 };
                 match read_json(&mut req).await? {
-                    Ok(body) => self.put_config(&body, if_match).await,
+                    Ok(body) => self.put_config(&body, if_match, actor).await,
                     Err(resp) => Ok(resp),
                 }
             }
             (Method::Delete, "/config") => match if_match(&req)? {
-                Ok(m) => self.delete_config(m).await,
+                Ok(m) => self.delete_config(m, actor).await,
                 Err(resp) => Ok(resp),
             },
             (Method::Get, "/config/history") => self.history().await,
@@ -127,7 +146,7 @@ impl DurableObject for Balancer {
                     Err(resp) => return Ok(resp),
                 };
                 match read_json(&mut req).await? {
-                    Ok(body) => self.rollback(&body, if_match).await,
+                    Ok(body) => self.rollback(&body, if_match, actor).await,
                     Err(resp) => Ok(resp),
                 }
             }
@@ -158,7 +177,7 @@ impl DurableObject for Balancer {
                         Err(resp) => return Ok(resp),
                     }
                 };
-                self.change_backends(method, &body, if_match).await
+                self.change_backends(method, &body, if_match, actor).await
             }
             _ => error_response(404, "unknown Durable Object route", None),
         }
@@ -514,7 +533,7 @@ impl Balancer {
     /// Stores a new config version, then answers. The in-memory fleet is swapped before the
     /// write is awaited: the output gate holds every response (this one and any decision made
     /// with the new config) until the write is durable, so no later decision sees the old config.
-    async fn commit(&self, cfg: ServiceConfig, status: u16) -> Result<Response> {
+    async fn commit(&self, cfg: ServiceConfig, status: u16, change: Change) -> Result<Response> {
         let (version, records) = match self.current() {
             Some((v, _, r)) => (v, r),
             None => (self.stored_version().await?, vec![]),
@@ -530,6 +549,7 @@ impl Balancer {
         if history.len() > HISTORY_LEN {
             history.drain(..history.len() - HISTORY_LEN);
         }
+        let trail = self.audit_with(change, Some(next)).await?;
         let host = cfg.hostname.clone();
         *self.service.borrow_mut() =
             Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
@@ -545,6 +565,7 @@ impl Balancer {
             (KEY_CONFIG, serde_wasm_bindgen::to_value(&stored)),
             (KEY_HISTORY, serde_wasm_bindgen::to_value(&history)),
             (KEY_HOST, serde_wasm_bindgen::to_value(&host)),
+            (KEY_AUDIT, serde_wasm_bindgen::to_value(&trail)),
         ] {
             js_sys::Reflect::set(
                 &entries,
@@ -589,6 +610,7 @@ impl Balancer {
         &self,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         if let Some(refused) = self.unmet(if_match.as_ref()) {
             return refused;
@@ -596,8 +618,18 @@ impl Balancer {
         let host = self.host.borrow().clone().unwrap_or_default();
         match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
-                let created = self.current().is_none();
-                self.commit(cfg, if created { 201 } else { 200 }).await
+                let old = self.current().map(|(_, c, _)| c.to_value());
+                let change = Change {
+                    actor,
+                    action: if old.is_none() {
+                        "config.created"
+                    } else {
+                        "config.replaced"
+                    },
+                    summary: audit::config_summary(old.as_ref(), &cfg.to_value()),
+                };
+                let status = if old.is_none() { 201 } else { 200 };
+                self.commit(cfg, status, change).await
             }
             Err(errs) => invalid(errs),
         }
@@ -608,6 +640,7 @@ impl Balancer {
         method: Method,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         let Some((_, cfg, _)) = self.current() else {
             return self.status();
@@ -621,13 +654,19 @@ impl Balancer {
             Method::Patch => changes::update_backend(&cfg, body, &ctx),
             _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default(), &ctx),
         };
+        let (action, summary) = audit::backend_change(method.as_ref(), body);
+        let change = Change {
+            actor,
+            action,
+            summary,
+        };
         match next {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => self.commit(cfg, 200, change).await,
             Err(errs) => invalid(errs),
         }
     }
 
-    async fn delete_config(&self, if_match: Option<IfMatch>) -> Result<Response> {
+    async fn delete_config(&self, if_match: Option<IfMatch>, actor: Actor) -> Result<Response> {
         let Some((version, _, _)) = self.current() else {
             return self.status();
         };
@@ -641,6 +680,13 @@ impl Balancer {
             .delete_multiple(vec![KEY_CONFIG, KEY_BACKENDS])
             .await?;
         storage.put(KEY_DELETED, true).await?;
+        let change = Change {
+            actor,
+            action: "config.deleted",
+            summary: format!("deleted the service (was version {version})"),
+        };
+        let trail = self.audit_with(change, Some(version)).await?;
+        storage.put(KEY_AUDIT, trail).await?;
         storage.delete_alarm().await?;
         *self.alarm_at.borrow_mut() = None;
         Response::from_json(&serde_json::json!({ "deleted": host, "version": version }))
@@ -661,6 +707,7 @@ impl Balancer {
         &self,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         if let Some(refused) = self.unmet(if_match.as_ref()) {
             return refused;
@@ -687,9 +734,44 @@ impl Balancer {
             "",
             &self.deployment(&host_of(&entry.config)).await,
         ) {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => {
+                let change = Change {
+                    actor,
+                    action: "config.rolled_back",
+                    summary: format!("restored the config of version {version}"),
+                };
+                self.commit(cfg, 200, change).await
+            }
             Err(errs) => invalid(errs),
         }
+    }
+
+    /// The stored trail with `change` appended (as JSON text, bounded), ready to store.
+    async fn audit_with(&self, change: Change, version: Option<u64>) -> Result<String> {
+        let mut trail = self.load_audit().await?;
+        let entry = audit::Entry {
+            at: Self::now(),
+            actor: change.actor,
+            action: change.action.into(),
+            summary: change.summary,
+            version,
+        };
+        audit::record(&mut trail, entry, AUDIT_LEN);
+        Ok(serde_json::to_string(&trail)?)
+    }
+
+    async fn load_audit(&self) -> Result<Vec<audit::Entry>> {
+        let text: Option<String> = self.state.storage().get(KEY_AUDIT).await?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// `GET .../audit`: the service's admin changes, newest first.
+    async fn audit_view(&self) -> Result<Response> {
+        let host = self.host.borrow().clone().unwrap_or_default();
+        let entries: Vec<audit::Entry> = self.load_audit().await?.into_iter().rev().collect();
+        Response::from_json(&serde_json::json!({ "hostname": host, "entries": entries }))
     }
 
     fn status(&self) -> Result<Response> {
@@ -702,17 +784,6 @@ impl Balancer {
             None => Response::error("no service is configured here", 404),
         }
     }
-}
-
-/// 32 bytes from the runtime's CSPRNG (zeros only if the runtime had none, which workerd always has).
-fn random_bytes() -> [u8; 32] {
-    use worker::wasm_bindgen::JsCast;
-    let mut buf = [0u8; 32];
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    if let Ok(crypto) = scope.crypto() {
-        let _ = crypto.get_random_values_with_u8_array(&mut buf);
-    }
-    buf
 }
 
 fn err(path: &str, message: impl Into<String>) -> config::ConfigError {

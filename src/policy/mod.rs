@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod affinity;
+pub mod audit;
 pub mod auth;
 pub mod breaker;
 pub mod changes;
@@ -13,8 +14,12 @@ pub mod fleet;
 pub mod forwarding;
 pub mod geo;
 pub mod health;
+pub mod jwt;
+pub mod keys;
+pub mod oauth;
 pub mod precondition;
 pub mod ratelimit;
 pub mod retry;
 pub mod rng;
 pub mod select;
+pub mod session;

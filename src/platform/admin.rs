@@ -243,7 +243,7 @@ async fn relay(
 
 /// The request body as text, read no further than `MAX_ADMIN_BODY`: a declared length over it is
 /// refused before reading, and a chunked body as soon as it grows past it.
-async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Response>> {
+pub async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Response>> {
     let too_large = || {
         error_response(
             413,

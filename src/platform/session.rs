@@ -6,6 +6,7 @@ use std::rc::Rc;
 use worker::*;
 
 use crate::platform::accounts::{self, Call};
+use crate::platform::admin::read_body;
 use crate::platform::{env_string, error_response, fetch_with_timeout, random_bytes, throttle};
 use crate::policy::affinity::cookie_value;
 use crate::policy::audit::{Actor, ActorKind};
@@ -17,8 +18,6 @@ use crate::policy::session::{self, Claims, Via, COOKIE};
 
 /// How long the Worker waits for each provider answer.
 const PROVIDER_TIMEOUT_MS: u64 = 10_000;
-/// The password form is a few hundred bytes; anything much larger is refused unread.
-const MAX_FORM_BYTES: u64 = 16 * 1024;
 
 thread_local! {
     /// An isolate's bindings never change: the sign-in settings are read once.
@@ -427,17 +426,13 @@ fn client_of(req: &Request) -> Result<String> {
         .unwrap_or_else(|| "unknown".to_string()))
 }
 
-/// A small url-encoded form body as pairs; None when it is too large or not a form.
-async fn read_form(req: &mut Request) -> Result<Option<Vec<(String, String)>>> {
-    let declared: Option<u64> = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse().ok());
-    if declared.is_none_or(|n| n > MAX_FORM_BYTES) {
-        return Ok(None);
-    }
-    let text = req.text().await?;
-    Ok(serde_urlencoded::from_str(&text).ok())
+/// A url-encoded form body as pairs (read no further than the admin body limit); empty when it
+/// is too large or not a form.
+async fn read_form(req: &mut Request) -> Result<Vec<(String, String)>> {
+    Ok(match read_body(req).await? {
+        Ok(text) => serde_urlencoded::from_str(&text).unwrap_or_default(),
+        Err(_) => vec![],
+    })
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -467,7 +462,7 @@ async fn password(mut req: Request, env: &Env, root: &str) -> Result<Response> {
         Ok(k) => k,
         Err(e) => return fail(303, root, e, &[]),
     };
-    let form = read_form(&mut req).await?.unwrap_or_default();
+    let form = read_form(&mut req).await?;
     let secrets = Secrets {
         api_secret: None,
         basic_user: Some(user),
@@ -512,7 +507,7 @@ async fn logout(mut req: Request, env: &Env, root: &str, everywhere: bool) -> Re
         None => return error_response(401, "not signed in", None),
     };
     let form = if req.headers().get("x-csrf-token")?.is_none() {
-        read_form(&mut req).await?.unwrap_or_default()
+        read_form(&mut req).await?
     } else {
         vec![]
     };

@@ -81,6 +81,13 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         }
         (Method::Post, ["admin", "keys"]) => create_key(req, env, caller.actor).await,
         (Method::Delete, ["admin", "keys", id]) => {
+            if !keys::is_key_id(id) {
+                return error_response(
+                    400,
+                    &format!("id: {id:?} is not a key id; expected key_ and 12 hex digits (see GET /admin/keys)"),
+                    None,
+                );
+            }
             let call = Call::RevokeKey {
                 id: id.to_string(),
                 actor: caller.actor,
@@ -306,7 +313,10 @@ impl Caller {
             .map(Some);
         }
         let host = match segments {
-            ["admin", "services", host, ..] => config::validate_hostname(host).ok(),
+            // Unreadable names are compared as sent, so a limited key never gets past with one.
+            ["admin", "services", host, ..] => {
+                Some(config::validate_hostname(host).unwrap_or_else(|_| host.to_string()))
+            }
             _ => None,
         };
         let read_only = matches!(method, Method::Get | Method::Head);

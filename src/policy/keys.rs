@@ -103,6 +103,15 @@ pub fn mint(random: &[u8; 32]) -> (String, String, String) {
     (key, h, id)
 }
 
+/// Whether `id` has the form [`mint`] gives ids: `key_` and 12 lowercase hex digits.
+pub fn is_key_id(id: &str) -> bool {
+    id.strip_prefix("key_").is_some_and(|h| {
+        h.len() == 12
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// A create request: `{name, scope, hostnames?}`, checked field by field.
 pub fn parse_new(body: &Value) -> Result<(String, Grant), Vec<ConfigError>> {
     let err = |path: &str, message: String| ConfigError {
@@ -281,6 +290,16 @@ mod tests {
     fn minted_keys_are_prefixed_and_only_hashed() {
         let (plain, k) = key(7, write());
         assert!(plain.starts_with("fbk_") && plain.len() == 47);
+        assert!(is_key_id(&k.id), "{}", k.id);
+        for bad in [
+            "key_",
+            "key_0123456789aG",
+            "{id}",
+            "key_0123456789abc",
+            "KEY_0123456789ab",
+        ] {
+            assert!(!is_key_id(bad), "{bad}");
+        }
         assert_eq!(k.hash, hash(&plain));
         assert!(!k.view().to_string().contains(&k.hash));
         assert!(!k.view().to_string().contains(&plain));

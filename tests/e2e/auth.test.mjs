@@ -465,7 +465,8 @@ test("named keys: shown once, hashed, read scope, hostname limits, revocation at
   assert.equal(revoked.status, 200);
   assert.equal(revoked.json.revoked, true);
   assert.equal((await api("/admin/services/app.test", { token: read.json.key })).status, 401);
-  assert.equal((await api("/admin/keys/key_nope", { method: "DELETE" })).status, 404);
+  assert.equal((await api("/admin/keys/key_000000000000", { method: "DELETE" })).status, 404);
+  assert.equal((await api("/admin/keys/nope", { method: "DELETE" })).status, 400);
 
   // A write key limited to one hostname.
   const limited = await api("/admin/keys", { method: "POST", body: { name: "app-deployer", scope: "write", hostnames: ["APP.test"] } });
@@ -476,6 +477,8 @@ test("named keys: shown once, hashed, read scope, hostname limits, revocation at
   const other = await api("/admin/services/other.test/config", { method: "POST", token: limited.json.key, body: { backends: [backend.url] } });
   assert.equal(other.status, 403);
   assert.match(other.json.error, /app\.test/);
+  assert.equal((await api("/admin/services/other.test/logs", { token: limited.json.key })).status, 403);
+  assert.equal((await api("/admin/services/bad%20host/logs", { token: limited.json.key })).status, 403);
   assert.equal((await api("/admin/services/app.test/health-check", { method: "POST", token: limited.json.key })).status, 200);
 });
 

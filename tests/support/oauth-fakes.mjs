@@ -1,6 +1,7 @@
 // Fake GitHub and Google OAuth providers: real HTTP servers on 127.0.0.1 speaking the real protocol (authorize redirect, token endpoint with PKCE S256 verification and one-time codes, GitHub /user and /user/emails, Google userinfo and id_token).
 import http from "node:http";
 import { createHash, createHmac, randomBytes } from "node:crypto";
+import { pathToFileURL } from "node:url";
 
 export const CLIENTS = {
   github: { id: "gh-client-id", secret: "gh-client-secret-value" },
@@ -20,10 +21,10 @@ const s256 = (verifier) => b64url(createHash("sha256").update(verifier).digest()
  * - `setDown(provider, true)` drops every connection to that provider's token and user endpoints;
  * - `events` lists what the fakes saw ({ provider, kind, ok, reason }), e.g. a PKCE mismatch.
  */
-export async function startOAuthFakes() {
+export async function startOAuthFakes({ port = 0, email = "ops@example.com" } = {}) {
   const users = {
-    github: { email: "ops@example.com", verified: true, primary: true, login: "ops" },
-    google: { email: "ops@example.com", verified: true },
+    github: { email, verified: true, primary: true, login: "ops" },
+    google: { email, verified: true },
   };
   const nextError = { github: null, google: null };
   const down = { github: false, google: false };
@@ -145,7 +146,7 @@ export async function startOAuthFakes() {
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
   });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
   const base = `http://127.0.0.1:${server.address().port}`;
   const github = { oauthBase: `${base}/gh`, apiBase: `${base}/gh-api` };
   const google = { authUrl: `${base}/google/o/oauth2/v2/auth`, tokenUrl: `${base}/google/token`, userinfoUrl: `${base}/google/v1/userinfo` };
@@ -181,4 +182,15 @@ export async function startOAuthFakes() {
       });
     },
   };
+}
+
+// `node tests/support/oauth-fakes.mjs [port] [email]`: runs the fakes for local development (every
+// sign-in is `email`, default ops@example.com) and prints the .dev.vars lines that point at them.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const fakes = await startOAuthFakes({ port: Number(process.argv[2] ?? 9120), email: process.argv[3] ?? "ops@example.com" });
+  console.log(`# Fake GitHub and Google sign-in on ${fakes.base}; add to .dev.vars (plus JWT_SECRET and AUTHORIZED_USERS):`);
+  for (const [k, v] of Object.entries(fakes.env)) console.log(`${k}=${v}`);
+  const stop = () => fakes.stop().then(() => process.exit(0));
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
 }

@@ -188,12 +188,21 @@ impl Accounts {
             return Ok(());
         }
         self.epoch_ms.set(epoch.unwrap_or(0.0) as u64);
-        *self.ring.borrow_mut() = keys
-            .and_then(|k| serde_json::from_str(&k).ok())
-            .unwrap_or_default();
-        *self.audit.borrow_mut() = audit
-            .and_then(|a| serde_json::from_str(&a).ok())
-            .unwrap_or_default();
+        // Unreadable keys fail the request rather than start an empty ring that the next write
+        // would store over them.
+        *self.ring.borrow_mut() = match keys {
+            Some(k) => serde_json::from_str(&k)
+                .map_err(|e| Error::RustError(format!("stored API keys are unreadable: {e}")))?,
+            None => KeyRing::default(),
+        };
+        *self.audit.borrow_mut() = match audit.map(|a| serde_json::from_str(&a)) {
+            Some(Ok(trail)) => trail,
+            Some(Err(e)) => {
+                console_error!("deployment audit trail unreadable, starting a new one: {e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         *self.used_states.borrow_mut() = states;
         if !expired.is_empty() {
             storage.delete_multiple(expired).await?;

@@ -109,6 +109,7 @@ impl DurableObject for Balancer {
         }
         self.watchdog(Self::now()).await?;
         // Set by the admin relay for the audit trail; requests reach this object only from the Worker.
+        // Every write route is relayed with it, so the fallback is never expected to be recorded.
         let actor = req
             .headers()
             .get(ACTOR_HEADER)?
@@ -762,9 +763,15 @@ impl Balancer {
 
     async fn load_audit(&self) -> Result<Vec<audit::Entry>> {
         let text: Option<String> = self.state.storage().get(KEY_AUDIT).await?;
-        Ok(text
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default())
+        // A trail that cannot be read must not block config changes: start a new one, loudly.
+        Ok(match text.map(|t| serde_json::from_str(&t)) {
+            Some(Ok(trail)) => trail,
+            Some(Err(e)) => {
+                console_error!("audit trail unreadable, starting a new one: {e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        })
     }
 
     /// `GET .../audit`: the service's admin changes, newest first.

@@ -110,14 +110,20 @@ fn providers(req: &Request, env: &Env, root: &str) -> Result<Response> {
         .iter()
         .map(|e| (e.code().to_string(), e.text().into()))
         .collect();
-    Response::from_json(&serde_json::json!({
+    no_store(Response::from_json(&serde_json::json!({
         "github": provider(Provider::Github),
         "google": provider(Provider::Google),
         "password": { "enabled": s.password.is_some(), "action": format!("{root}/auth/password") },
         "problems": s.problems(),
         "authorized_users_empty": s.authorized.is_empty(),
         "error_texts": texts,
-    }))
+    }))?)
+}
+
+/// Sign-in answers are per browser and per moment: never cached.
+fn no_store(mut resp: Response) -> Result<Response> {
+    resp.headers_mut().set("cache-control", "no-store")?;
+    Ok(resp)
 }
 
 /// The signed-in operator's session, checked against the key and the sign-out-everywhere epoch.
@@ -180,13 +186,13 @@ async fn session_info(req: &Request, env: &Env) -> Result<Response> {
             } else {
                 "email"
             };
-            Response::from_json(&serde_json::json!({
+            no_store(Response::from_json(&serde_json::json!({
                 who: c.reg.sub,
                 "sub": c.reg.sub,
                 "via": c.via.as_str(),
                 "csrf_token": c.csrf,
                 "expires_at": c.reg.exp * 1000,
-            }))
+            }))?)
         }
         Some(Err(why)) => error_response(401, &format!("not signed in: {why}"), None),
         None => error_response(401, "not signed in", None),

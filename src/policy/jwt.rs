@@ -369,6 +369,14 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn verify_never_panics(t in ".{0,300}", dots in "[A-Za-z0-9_-]{0,40}\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_-]{0,43}") {
+            let _ = check(&t, NOW);
+            let _ = check(&dots, NOW);
+        }
+    }
+
     #[test]
     fn purpose_labels_separate_macs() {
         assert_ne!(key().mac("a", b"x"), key().mac("b", b"x"));

@@ -129,6 +129,7 @@ test("GET /auth/providers: methods, exact redirect URIs under both roots, error 
   const b = new Browser();
   const own = await b.request("http://localhost/auth/providers");
   assert.equal(own.status, 200);
+  assert.equal(own.headers.get("cache-control"), "no-store");
   assert.equal(own.json.github.enabled, true);
   assert.equal(own.json.google.enabled, true);
   assert.equal(own.json.password.enabled, true);
@@ -524,6 +525,27 @@ test("audit trail names who changed what: key name, Basic user, signed-in email,
   assert.match(e4.summary, new RegExp(`version ${v1.json.version}`));
   assert.deepEqual([e1.version, e2.version, e3.version, e4.version], [v1.json.version, v1.json.version + 1, v1.json.version + 2, v1.json.version + 3]);
   assert.ok(e4.at >= e1.at && e1.at > Date.now() - 120_000);
+
+  // A signed-in operator can manage keys (with the CSRF token); the key records who made it.
+  const made = await b.request("http://localhost/admin/keys", {
+    method: "POST",
+    headers: { origin: "http://localhost", "x-csrf-token": csrf, "content-type": "application/json" },
+    body: JSON.stringify({ name: "made-in-console", scope: "read" }),
+  });
+  assert.equal(made.status, 201, made.text);
+  assert.deepEqual(made.json.created_by, { kind: "session", name: "Second@Example.com" });
+
+  // A delete is recorded too, and the trail outlives the service.
+  const basicAuth = `Basic ${Buffer.from(`${WEB_USER}:${WEB_PASSWORD}`).toString("base64")}`;
+  const created = await api("/admin/services/gone.test/config", { method: "POST", body: { backends: [backend.url], ...quiet } });
+  assert.equal(created.status, 201, created.text);
+  const del = await api("/admin/services/gone.test/config", { method: "DELETE", headers: { authorization: basicAuth } });
+  assert.equal(del.status, 200, del.text);
+  const gone = await api("/admin/services/gone.test/audit");
+  assert.deepEqual(gone.json.entries.map((e) => [e.action, e.actor.kind, e.version]), [
+    ["config.deleted", "basic", created.json.version],
+    ["config.created", "api_secret", created.json.version],
+  ]);
 
   // Key creation and revocation land in the deployment trail.
   await api(`/admin/keys/${key.json.id}`, { method: "DELETE", headers: { authorization: `Basic ${Buffer.from(`${WEB_USER}:${WEB_PASSWORD}`).toString("base64")}` } });

@@ -211,6 +211,12 @@ fn redirect(status: u16, location: &str, cookies: &[String]) -> Result<Response>
     Ok(resp)
 }
 
+/// The session cookie's Path: `/` on the Worker's own hostnames; on a balanced hostname only the
+/// reserved prefix, so the session never travels to that hostname's backends.
+fn session_path(root: &str) -> String {
+    format!("{root}/")
+}
+
 fn state_path(root: &str) -> String {
     format!("{root}/auth/")
 }
@@ -272,7 +278,7 @@ async fn callback(req: &Request, env: &Env, root: &str, p: Provider) -> Result<R
             };
             let csrf = oauth::random_token(&secure_random()?);
             let (token, _) = session::issue(key, &email, p.via(), csrf, now_ms(), ttl);
-            let cookie = session::set_cookie(COOKIE, &token, "/", ttl, https);
+            let cookie = session::set_cookie(COOKIE, &token, &session_path(root), ttl, https);
             redirect(302, &format!("{root}/"), &[cookie, clear])
         }
         Err(e) => {
@@ -496,7 +502,13 @@ async fn password(mut req: Request, env: &Env, root: &str) -> Result<Response> {
     redirect(
         303,
         &format!("{root}/"),
-        &[session::set_cookie(COOKIE, &token, "/", ttl, https)],
+        &[session::set_cookie(
+            COOKIE,
+            &token,
+            &session_path(root),
+            ttl,
+            https,
+        )],
     )
 }
 
@@ -504,7 +516,7 @@ async fn password(mut req: Request, env: &Env, root: &str) -> Result<Response> {
 /// Both need a live session and pass the CSRF check (header or form field `csrf`).
 async fn logout(mut req: Request, env: &Env, root: &str, everywhere: bool) -> Result<Response> {
     let (_, https) = origin(&req)?;
-    let clear = session::clear_cookie(COOKIE, "/", https);
+    let clear = session::clear_cookie(COOKIE, &session_path(root), https);
     let claims = match current(&req, env).await? {
         Some(Ok(c)) => c,
         // Clearing a cookie that no longer works needs no proof; revoking everyone does.

@@ -201,10 +201,15 @@ test("sign-in on a balanced hostname stays under /__lb_admin__ and never reaches
   assert.equal(b.jar.get("fb_oauth_state").path, "/__lb_admin__/auth/");
   const done = await b.request(callbackUrl);
   assert.equal(done.location, "/__lb_admin__/");
-  assert.ok(b.cookie("fb_session"));
+  // Scoped to the reserved prefix: the session never travels to the hostname's backends.
+  assert.match(b.jar.get("fb_session").line, /; Path=\/__lb_admin__\/; Max-Age=3600; HttpOnly; SameSite=Lax$/);
   const info = await b.request("http://app.test/__lb_admin__/auth/session");
   assert.equal(info.status, 200);
   assert.equal(backend.requests().length, 0);
+  const csrf = info.json.csrf_token;
+  const out = await b.request("http://app.test/__lb_admin__/auth/logout", { method: "POST", headers: { origin: "http://app.test", "x-csrf-token": csrf } });
+  assert.equal(out.location, "/__lb_admin__/");
+  assert.ok(out.setCookies.some((c) => c.startsWith("fb_session=; Path=/__lb_admin__/; Max-Age=0")), out.setCookies.join(" | "));
 });
 
 // ---- refused sign-ins ----

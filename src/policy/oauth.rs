@@ -316,8 +316,8 @@ impl Settings {
         let any_oauth = [&self.github, &self.google]
             .iter()
             .any(|p| p.client_id.is_some() && p.client_secret.is_some());
-        if self.authorized.is_empty() {
-            out.push(SignInError::NoAuthorizedUsers.text().to_string());
+        if self.authorized.is_empty() && any_oauth {
+            out.push("AUTHORIZED_USERS is empty: nobody can sign in with GitHub or Google".into());
         }
         for p in [&self.github, &self.google] {
             let name = p.provider.as_str().to_ascii_uppercase();
@@ -566,10 +566,12 @@ mod tests {
         let s = settings(&[]);
         let p = s.problems();
         assert!(p.iter().any(|m| m.contains("JWT_SECRET")), "{p:?}");
-        assert!(
-            p.iter().any(|m| m.contains("AUTHORIZED_USERS is empty")),
-            "{p:?}"
-        );
+        assert!(p.iter().any(|m| m.contains("no sign-in method")), "{p:?}");
+        // An empty allow list matters only once an OAuth provider is set up.
+        assert!(!p.iter().any(|m| m.contains("AUTHORIZED_USERS")), "{p:?}");
+        let p = settings(&[("GITHUB_CLIENT_ID", "i"), ("GITHUB_CLIENT_SECRET", "s")]).problems();
+        let empty = "AUTHORIZED_USERS is empty: nobody can sign in with GitHub or Google";
+        assert!(p.contains(&empty.to_string()), "{p:?}");
         assert!(s.github.usable().is_none());
         assert!(matches!(s.signer(), Err(SignInError::NoJwtSecret)));
 

@@ -597,7 +597,7 @@ test("a short JWT_SECRET, an empty AUTHORIZED_USERS and a plain-http provider UR
   try {
     const p = await (await bad.mf.dispatchFetch("http://localhost/auth/providers")).json();
     assert.ok(p.problems.includes("JWT_SECRET is missing or shorter than 32 bytes: nobody can sign in"), JSON.stringify(p.problems));
-    assert.ok(p.problems.includes("AUTHORIZED_USERS is empty: nobody can sign in with GitHub or Google."));
+    assert.ok(p.problems.includes("AUTHORIZED_USERS is empty: nobody can sign in with GitHub or Google"));
     assert.ok(p.problems.some((m) => m.startsWith("GOOGLE_TOKEN_URL")), JSON.stringify(p.problems));
     assert.equal(p.authorized_users_empty, true);
     assert.equal(p.google.enabled, false);

@@ -72,38 +72,6 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         (Method::Post, ["admin", "services", host, "health-check"]) => {
             relay(req, env, host, "/probe", false, None).await
         }
-        (Method::Get, ["admin", "services", host, "audit"]) => {
-            relay(req, env, host, "/audit", false, None).await
-        }
-        (Method::Get, ["admin", "keys"]) => {
-            let (status, body) = accounts::call(env, &Call::ListKeys).await?;
-            Ok(Response::from_json(&body)?.with_status(status))
-        }
-        (Method::Post, ["admin", "keys"]) => create_key(req, env, caller.actor).await,
-        (Method::Delete, ["admin", "keys", id]) => {
-            if !keys::is_key_id(id) {
-                return error_response(
-                    400,
-                    &format!("id: {id:?} is not a key id; expected key_ and 12 hex digits (see GET /admin/keys)"),
-                    None,
-                );
-            }
-            let call = Call::RevokeKey {
-                id: id.to_string(),
-                actor: caller.actor,
-            };
-            let (status, body) = accounts::call(env, &call).await?;
-            Ok(Response::from_json(&body)?.with_status(status))
-        }
-        (Method::Get, ["admin", "audit"]) => {
-            let (status, body) = accounts::call(env, &Call::Audit).await?;
-            Ok(Response::from_json(&body)?.with_status(status))
-        }
-        (_, ["admin", "keys", ..] | ["admin", "audit"]) => error_response(
-            405,
-            &format!("{method} {path} is not an admin route; see /admin/openapi.json"),
-            None,
-        ),
         (Method::Get, ["admin", "services", host, "logs"]) => {
             let limit = match query_number(&req, "limit", 100, 1, 1000)? {
                 Ok(n) => n,
@@ -135,7 +103,39 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             let object_path = format!("/{}", segments[3..].join("/"));
             relay(req, env, host, &object_path, true, Some(&caller.actor)).await
         }
+        (Method::Get, ["admin", "services", host, "audit"]) => {
+            relay(req, env, host, "/audit", false, None).await
+        }
         (_, ["admin", "services", ..]) => error_response(
+            405,
+            &format!("{method} {path} is not an admin route; see /admin/openapi.json"),
+            None,
+        ),
+        (Method::Get, ["admin", "keys"]) => {
+            let (status, body) = accounts::call(env, &Call::ListKeys).await?;
+            Ok(Response::from_json(&body)?.with_status(status))
+        }
+        (Method::Post, ["admin", "keys"]) => create_key(req, env, caller.actor).await,
+        (Method::Delete, ["admin", "keys", id]) => {
+            if !keys::is_key_id(id) {
+                return error_response(
+                    400,
+                    &format!("id: {id:?} is not a key id; expected key_ and 12 hex digits (see GET /admin/keys)"),
+                    None,
+                );
+            }
+            let call = Call::RevokeKey {
+                id: id.to_string(),
+                actor: caller.actor,
+            };
+            let (status, body) = accounts::call(env, &call).await?;
+            Ok(Response::from_json(&body)?.with_status(status))
+        }
+        (Method::Get, ["admin", "audit"]) => {
+            let (status, body) = accounts::call(env, &Call::Audit).await?;
+            Ok(Response::from_json(&body)?.with_status(status))
+        }
+        (_, ["admin", "keys", ..] | ["admin", "audit"]) => error_response(
             405,
             &format!("{method} {path} is not an admin route; see /admin/openapi.json"),
             None,

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+use crate::platform::admin::ACTOR_HEADER;
 use crate::platform::healthlog;
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
 use crate::platform::tail::{self as tail_route, Tails};
-use crate::platform::{deployment, env_string, error_response};
+use crate::platform::{deployment, env_string, error_response, random_bytes};
+use crate::policy::audit::{self, Actor, ActorKind};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
 use crate::policy::config::{self, ActiveHealth, Deployment, ServiceConfig};
@@ -44,6 +46,16 @@ const METRICS_SAVE_MS: u64 = 10_000;
 const KEY_OUTBOX: &str = "outbox";
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
+/// The audit trail of admin changes (JSON text), and how many entries it keeps.
+const KEY_AUDIT: &str = "audit";
+const AUDIT_LEN: usize = 100;
+
+/// One admin change for the audit trail: who, and what (the version is added on commit).
+struct Change {
+    actor: Actor,
+    action: &'static str,
+    summary: String,
+}
 
 /// One accepted config version.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -142,14 +154,20 @@ impl DurableObject for Balancer {
             self.ensure_loaded_from_storage().await?;
         }
         self.watchdog(Self::now()).await?;
-        if let Some(actor) = req.headers().get("x-fb-actor")? {
-            *self.actor.borrow_mut() = actor;
-        }
+        // Set by the admin relay for the audit trail; requests reach this object only from the Worker.
+        // Every write route is relayed with it, so the fallback is never expected to be recorded.
+        let actor = req
+            .headers()
+            .get(ACTOR_HEADER)?
+            .and_then(|a| serde_json::from_str::<Actor>(&a).ok())
+            .unwrap_or(Actor::new(ActorKind::ApiSecret, Some("unknown")));
+        *self.actor.borrow_mut() = actor.label();
         match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
             (Method::Get, "/events") => self.events_view(),
             (Method::Post, "/events/test") => self.test_event().await,
             (Method::Get, "/metrics") => self.metrics_view(),
+            (Method::Get, "/audit") => self.audit_view().await,
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
                     return self.status();
@@ -171,12 +189,12 @@ impl DurableObject for Balancer {
                     Err(resp) => return Ok(resp),
                 };
                 match read_json(&mut req).await? {
-                    Ok(body) => self.put_config(&body, if_match).await,
+                    Ok(body) => self.put_config(&body, if_match, actor).await,
                     Err(resp) => Ok(resp),
                 }
             }
             (Method::Delete, "/config") => match if_match(&req)? {
-                Ok(m) => self.delete_config(m).await,
+                Ok(m) => self.delete_config(m, actor).await,
                 Err(resp) => Ok(resp),
             },
             (Method::Get, "/config/history") => self.history().await,
@@ -186,7 +204,7 @@ impl DurableObject for Balancer {
                     Err(resp) => return Ok(resp),
                 };
                 match read_json(&mut req).await? {
-                    Ok(body) => self.rollback(&body, if_match).await,
+                    Ok(body) => self.rollback(&body, if_match, actor).await,
                     Err(resp) => Ok(resp),
                 }
             }
@@ -217,7 +235,7 @@ impl DurableObject for Balancer {
                         Err(resp) => return Ok(resp),
                     }
                 };
-                self.change_backends(method, &body, if_match).await
+                self.change_backends(method, &body, if_match, actor).await
             }
             _ => error_response(404, "unknown Durable Object route", None),
         }
@@ -771,6 +789,7 @@ impl Balancer {
         &self,
         cfg: ServiceConfig,
         status: u16,
+        change: Change,
         restored: Option<u64>,
     ) -> Result<Response> {
         let (version, records) = match self.current() {
@@ -788,6 +807,7 @@ impl Balancer {
         if history.len() > HISTORY_LEN {
             history.drain(..history.len() - HISTORY_LEN);
         }
+        let trail = self.audit_with(change, Some(next)).await?;
         let host = cfg.hostname.clone();
         {
             let all = cfg.all_backends();
@@ -815,6 +835,7 @@ impl Balancer {
             (KEY_HISTORY, serde_wasm_bindgen::to_value(&history)),
             (KEY_HOST, serde_wasm_bindgen::to_value(&host)),
             (KEY_OUTBOX, Ok(outbox.into())),
+            (KEY_AUDIT, serde_wasm_bindgen::to_value(&trail)),
         ] {
             js_sys::Reflect::set(
                 &entries,
@@ -861,6 +882,7 @@ impl Balancer {
         &self,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         if let Some(refused) = self.unmet(if_match.as_ref()) {
             return refused;
@@ -868,9 +890,18 @@ impl Balancer {
         let host = self.host.borrow().clone().unwrap_or_default();
         match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
-                let created = self.current().is_none();
-                self.commit(cfg, if created { 201 } else { 200 }, None)
-                    .await
+                let old = self.current().map(|(_, c, _)| c.to_value());
+                let change = Change {
+                    actor,
+                    action: if old.is_none() {
+                        "config.created"
+                    } else {
+                        "config.replaced"
+                    },
+                    summary: audit::config_summary(old.as_ref(), &cfg.to_value()),
+                };
+                let status = if old.is_none() { 201 } else { 200 };
+                self.commit(cfg, status, change, None).await
             }
             Err(errs) => invalid(errs),
         }
@@ -881,6 +912,7 @@ impl Balancer {
         method: Method,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         let Some((_, cfg, _)) = self.current() else {
             return self.status();
@@ -894,13 +926,19 @@ impl Balancer {
             Method::Patch => changes::update_backend(&cfg, body, &ctx),
             _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default(), &ctx),
         };
+        let (action, summary) = audit::backend_change(method.as_ref(), body);
+        let change = Change {
+            actor,
+            action,
+            summary,
+        };
         match next {
-            Ok(cfg) => self.commit(cfg, 200, None).await,
+            Ok(cfg) => self.commit(cfg, 200, change, None).await,
             Err(errs) => invalid(errs),
         }
     }
 
-    async fn delete_config(&self, if_match: Option<IfMatch>) -> Result<Response> {
+    async fn delete_config(&self, if_match: Option<IfMatch>, actor: Actor) -> Result<Response> {
         let Some((version, _, _)) = self.current() else {
             return self.status();
         };
@@ -914,6 +952,13 @@ impl Balancer {
             .delete_multiple(vec![KEY_CONFIG, KEY_BACKENDS])
             .await?;
         storage.put(KEY_DELETED, true).await?;
+        let change = Change {
+            actor,
+            action: "config.deleted",
+            summary: format!("deleted the service (was version {version})"),
+        };
+        let trail = self.audit_with(change, Some(version)).await?;
+        storage.put(KEY_AUDIT, trail).await?;
         storage.delete_alarm().await?;
         *self.alarm_at.borrow_mut() = None;
         self.config_event(version, "deleted");
@@ -935,6 +980,7 @@ impl Balancer {
         &self,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         if let Some(refused) = self.unmet(if_match.as_ref()) {
             return refused;
@@ -961,9 +1007,50 @@ impl Balancer {
             "",
             &self.deployment(&host_of(&entry.config)).await,
         ) {
-            Ok(cfg) => self.commit(cfg, 200, Some(version)).await,
+            Ok(cfg) => {
+                let change = Change {
+                    actor,
+                    action: "config.rolled_back",
+                    summary: format!("restored the config of version {version}"),
+                };
+                self.commit(cfg, 200, change, Some(version)).await
+            }
             Err(errs) => invalid(errs),
         }
+    }
+
+    /// The stored trail with `change` appended (as JSON text, bounded), ready to store.
+    async fn audit_with(&self, change: Change, version: Option<u64>) -> Result<String> {
+        let mut trail = self.load_audit().await?;
+        let entry = audit::Entry {
+            at: Self::now(),
+            actor: change.actor,
+            action: change.action.into(),
+            summary: change.summary,
+            version,
+        };
+        audit::record(&mut trail, entry, AUDIT_LEN);
+        Ok(serde_json::to_string(&trail)?)
+    }
+
+    async fn load_audit(&self) -> Result<Vec<audit::Entry>> {
+        let text: Option<String> = self.state.storage().get(KEY_AUDIT).await?;
+        // A trail that cannot be read must not block config changes: start a new one, loudly.
+        Ok(match text.map(|t| serde_json::from_str(&t)) {
+            Some(Ok(trail)) => trail,
+            Some(Err(e)) => {
+                console_error!("audit trail unreadable, starting a new one: {e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        })
+    }
+
+    /// `GET .../audit`: the service's admin changes, newest first.
+    async fn audit_view(&self) -> Result<Response> {
+        let host = self.host.borrow().clone().unwrap_or_default();
+        let entries: Vec<audit::Entry> = self.load_audit().await?.into_iter().rev().collect();
+        Response::from_json(&serde_json::json!({ "hostname": host, "entries": entries }))
     }
 
     fn status(&self) -> Result<Response> {
@@ -978,17 +1065,6 @@ impl Balancer {
             None => Response::error("no service is configured here", 404),
         }
     }
-}
-
-/// 32 bytes from the runtime's CSPRNG (zeros only if the runtime had none, which workerd always has).
-fn random_bytes() -> [u8; 32] {
-    use worker::wasm_bindgen::JsCast;
-    let mut buf = [0u8; 32];
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    if let Ok(crypto) = scope.crypto() {
-        let _ = crypto.get_random_values_with_u8_array(&mut buf);
-    }
-    buf
 }
 
 fn err(path: &str, message: impl Into<String>) -> config::ConfigError {

@@ -1,5 +1,6 @@
 //! Platform glue: the Worker's fetch entry point, shared helpers for env and outbound fetch.
 
+mod accounts;
 mod admin;
 mod balancer;
 mod edge;
@@ -9,6 +10,7 @@ mod probe;
 mod registry;
 mod requestlog;
 mod retention;
+mod session;
 mod tail;
 mod throttle;
 mod webhook;
@@ -52,6 +54,17 @@ pub fn object_stub(env: &Env, host: &str) -> Result<Stub> {
     env.durable_object(BALANCER_BINDING)?
         .id_from_name(host)?
         .get_stub()
+}
+
+/// 32 bytes from the runtime's CSPRNG (zeros only if the runtime had none, which workerd always has).
+pub fn random_bytes() -> [u8; 32] {
+    use worker::wasm_bindgen::JsCast;
+    let mut buf = [0u8; 32];
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    if let Ok(crypto) = scope.crypto() {
+        let _ = crypto.get_random_values_with_u8_array(&mut buf);
+    }
+    buf
 }
 
 /// A JSON error body with a message a client can act on.
@@ -146,6 +159,14 @@ pub fn js_message(e: &wasm_bindgen::JsValue) -> String {
         Some(err) => String::from(err.message()),
         None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
     }
+}
+
+/// [`fetch_raw`] as a workers-rs Response (safe to build: the status was checked).
+pub async fn fetch_with_timeout(
+    req: Request,
+    timeout_ms: u64,
+) -> std::result::Result<Response, FetchFailure> {
+    fetch_raw(req.inner(), timeout_ms).await.map(Response::from)
 }
 
 /// True when the backend actively refuses a TCP connection within `timeout_ms`.

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod affinity;
+pub mod audit;
 pub mod auth;
 pub mod breaker;
 pub mod changes;
@@ -13,16 +14,20 @@ pub mod fleet;
 pub mod forwarding;
 pub mod geo;
 pub mod health;
+pub mod jwt;
+pub mod keys;
 pub mod logbatch;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;
+pub mod oauth;
 pub mod precondition;
 pub mod ratelimit;
 pub mod retention;
 pub mod retry;
 pub mod rng;
 pub mod select;
+pub mod session;
 pub mod steering;
 pub mod tail;
 pub mod transitions;

@@ -22,6 +22,7 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
     durableObjects: {
       BALANCER: { className: "Balancer", useSQLite: true },
       THROTTLE: { className: "LoginThrottle", useSQLite: true },
+      ACCOUNTS: { className: "Accounts", useSQLite: true },
     },
     d1Databases: ["DB"],
     bindings: {

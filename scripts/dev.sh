@@ -41,7 +41,9 @@ API_SECRET="${API_SECRET:-$(grep '^API_SECRET=' .dev.vars | head -1 | cut -d= -f
 # Secrets come from .dev.vars, which wrangler reads itself. Exported ones must win without appearing
 # in any process's arguments (`ps` shows those to every user): they go, merged over .dev.vars, into a
 # private file that wrangler reads with --env-file (which then replaces .dev.vars), deleted on exit.
-secret_names=(API_SECRET WEB_AUTH_USERNAME WEB_AUTH_PASSWORD AFFINITY_SECRET)
+secret_names=(API_SECRET WEB_AUTH_USERNAME WEB_AUTH_PASSWORD AFFINITY_SECRET JWT_SECRET AUTHORIZED_USERS SESSION_TTL ENABLE_WEB_INTERFACE
+  GITHUB_CLIENT_ID GITHUB_CLIENT_SECRET GOOGLE_CLIENT_ID GOOGLE_CLIENT_SECRET
+  GITHUB_OAUTH_BASE GITHUB_API_BASE GOOGLE_AUTH_URL GOOGLE_TOKEN_URL GOOGLE_USERINFO_URL)
 exported=()
 for name in "${secret_names[@]}"; do
   if [ -n "${!name:-}" ] && printenv "$name" >/dev/null; then exported+=("$name"); fi

@@ -3,11 +3,15 @@
 use futures_util::StreamExt;
 use worker::*;
 
+use crate::platform::accounts::{self, Call};
 use crate::platform::{
-    console, env_string, error_response, object_stub, registry, requestlog, throttle,
+    console, env_string, error_response, healthlog, metrics, object_stub, random_bytes, registry,
+    requestlog, session, tail, throttle,
 };
+use crate::policy::audit::{Actor, ActorKind};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::config;
+use crate::policy::keys::{self, ApiKey, Grant};
 use crate::policy::logquery::{
     LogQuery, MetricsQuery, ServiceHealth, DEFAULT_METRICS_WINDOW_S, MAX_METRICS_WINDOW_S,
 };
@@ -36,6 +40,21 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             .set("location", &format!("{RESERVED_PREFIX}/{query}"))?;
         return Ok(resp);
     }
+    if !path.starts_with("/admin") && !session::web_enabled(env) {
+        return error_response(
+            404,
+            "the web interface is off (ENABLE_WEB_INTERFACE=false); the admin API is at /admin/",
+            None,
+        );
+    }
+    if path.starts_with("/auth/") {
+        let root = if req.path().starts_with(RESERVED_PREFIX) {
+            RESERVED_PREFIX
+        } else {
+            ""
+        };
+        return session::handle(req, env, root, path).await;
+    }
     if let Some(resp) = console::serve(path) {
         return resp;
     }
@@ -46,19 +65,45 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         // The API description holds no secrets; tools fetch it before they have credentials.
         return openapi();
     }
-    if let Some(denied) = authorize(&req, env).await? {
-        return Ok(denied);
-    }
+    let caller = match authorize(&req, env).await? {
+        Ok(c) => c,
+        Err(denied) => return Ok(denied),
+    };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
+    if let Some(refused) = caller.refusal(&method, &segments)? {
+        return Ok(refused);
+    }
     match (method.clone(), segments.as_slice()) {
-        (Method::Get, ["admin", "services"]) => list_services(&req, env).await,
-        (Method::Get, ["admin", "services", host]) => relay(req, env, host, "/status", false).await,
+        (Method::Get, ["admin", "metrics"]) => metrics::scrape(&req, env).await,
+        (Method::Get, ["admin", "services"]) => {
+            list_services(&req, env, caller.grant.as_ref()).await
+        }
+        (Method::Get, ["admin", "services", host]) => {
+            relay(req, env, host, "/status", false, None).await
+        }
         (Method::Post, ["admin", "services", host, "health-check"]) => {
-            relay(req, env, host, "/probe", false).await
+            relay(req, env, host, "/probe", false, None).await
+        }
+        (Method::Get, ["admin", "services", host, "events"]) => {
+            relay(req, env, host, "/events", false, None).await
+        }
+        (Method::Post, ["admin", "services", host, "events", "test"]) => {
+            relay(req, env, host, "/events/test", false, Some(&caller.actor)).await
         }
         (Method::Get, ["admin", "services", host, "logs"]) => logs(&req, env, host).await,
-        (Method::Get, ["admin", "services", host, "metrics"]) => metrics(&req, env, host).await,
+        (Method::Get, ["admin", "services", host, "metrics"]) => {
+            service_metrics(&req, env, host).await
+        }
+        (Method::Get, ["admin", "services", host, "health-history"]) => {
+            let limit = match query_number(&req, "limit", 100, 1, 1000)? {
+                Ok(n) => n,
+                Err(resp) => return Ok(resp),
+            };
+            let events = healthlog::recent(env, host, limit as u32).await?;
+            Response::from_json(&serde_json::json!({ "hostname": host, "events": events }))
+        }
+        (Method::Get, ["admin", "services", host, "tail"]) => tail::relay(&req, env, host).await,
         (Method::Post, ["admin", "services", host, "config", "validate"]) => {
             validate(req, env, host).await
         }
@@ -73,9 +118,41 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             ["admin", "services", host, "backends"],
         ) => {
             let object_path = format!("/{}", segments[3..].join("/"));
-            relay(req, env, host, &object_path, true).await
+            relay(req, env, host, &object_path, true, Some(&caller.actor)).await
+        }
+        (Method::Get, ["admin", "services", host, "audit"]) => {
+            relay(req, env, host, "/audit", false, None).await
         }
         (_, ["admin", "services", ..]) => error_response(
+            405,
+            &format!("{method} {path} is not an admin route; see /admin/openapi.json"),
+            None,
+        ),
+        (Method::Get, ["admin", "keys"]) => {
+            let (status, body) = accounts::call(env, &Call::ListKeys).await?;
+            Ok(Response::from_json(&body)?.with_status(status))
+        }
+        (Method::Post, ["admin", "keys"]) => create_key(req, env, caller.actor).await,
+        (Method::Delete, ["admin", "keys", id]) => {
+            if !keys::is_key_id(id) {
+                return error_response(
+                    400,
+                    &format!("id: {id:?} is not a key id; expected key_ and 12 hex digits (see GET /admin/keys)"),
+                    None,
+                );
+            }
+            let call = Call::RevokeKey {
+                id: id.to_string(),
+                actor: caller.actor,
+            };
+            let (status, body) = accounts::call(env, &call).await?;
+            Ok(Response::from_json(&body)?.with_status(status))
+        }
+        (Method::Get, ["admin", "audit"]) => {
+            let (status, body) = accounts::call(env, &Call::Audit).await?;
+            Ok(Response::from_json(&body)?.with_status(status))
+        }
+        (_, ["admin", "keys", ..] | ["admin", "audit"]) => error_response(
             405,
             &format!("{method} {path} is not an admin route; see /admin/openapi.json"),
             None,
@@ -116,7 +193,7 @@ async fn logs(req: &Request, env: &Env, host: &str) -> Result<Response> {
 }
 
 /// `GET /admin/services/{h}/metrics`: per-backend totals over a window, and buckets when asked.
-async fn metrics(req: &Request, env: &Env, host: &str) -> Result<Response> {
+async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Response> {
     let query = match MetricsQuery::parse(borrowed(&query_pairs(req)?)) {
         Ok(q) => q,
         Err(e) => return error_response(400, &e.to_string(), None),
@@ -209,6 +286,7 @@ async fn relay(
     host: &str,
     object_path: &str,
     records: bool,
+    actor: Option<&Actor>,
 ) -> Result<Response> {
     let host = match config::validate_hostname(host) {
         Ok(h) => h,
@@ -230,7 +308,7 @@ async fn relay(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let path = format!("{object_path}{query}");
-    let mut resp = call_object(env, &host, method.clone(), &path, if_match, body).await?;
+    let mut resp = call_object(env, &host, method.clone(), &path, if_match, body, actor).await?;
     let status = resp.status_code();
     let text = resp.text().await?;
     let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -252,7 +330,7 @@ async fn relay(
 
 /// The request body as text, read no further than `MAX_ADMIN_BODY`: a declared length over it is
 /// refused before reading, and a chunked body as soon as it grows past it.
-async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Response>> {
+pub async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Response>> {
     let too_large = || {
         error_response(
             413,
@@ -289,17 +367,91 @@ async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Resp
     }
 }
 
-/// Checks credentials; Some(response) means the request is refused.
-pub async fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
+/// The internal header that carries the caller to a service's Durable Object.
+pub const ACTOR_HEADER: &str = "x-fb-actor";
+
+/// Who an authorised admin request comes from, and what a named key limits it to.
+pub struct Caller {
+    pub actor: Actor,
+    /// Some for a named API key: its scope and hostnames.
+    pub grant: Option<Grant>,
+}
+
+impl Caller {
+    /// Some(403) when a named key may not make this request: a read key writing, a key limited to
+    /// other hostnames, or any key managing keys or reading the deployment trail.
+    fn refusal(&self, method: &Method, segments: &[&str]) -> Result<Option<Response>> {
+        let Some(grant) = &self.grant else {
+            return Ok(None);
+        };
+        if matches!(segments, ["admin", "keys", ..] | ["admin", "audit"]) {
+            return error_response(
+                403,
+                "API keys cannot manage API keys or read the deployment audit trail; use API_SECRET, Basic auth or a console session",
+                None,
+            )
+            .map(Some);
+        }
+        let host = match segments {
+            // Unreadable names are compared as sent, so a limited key never gets past with one.
+            ["admin", "services", host, ..] => {
+                Some(config::validate_hostname(host).unwrap_or_else(|_| host.to_string()))
+            }
+            _ => None,
+        };
+        let read_only = matches!(method, Method::Get | Method::Head);
+        match grant.permits(read_only, host.as_deref()) {
+            Ok(()) => Ok(None),
+            Err(why) => error_response(403, &format!("forbidden: {why}"), None).map(Some),
+        }
+    }
+}
+
+/// Checks credentials: Bearer (API_SECRET or a named key), Basic, or the console's session
+/// cookie (whose writes must also pass the CSRF check). Err(response) means refused.
+pub async fn authorize(req: &Request, env: &Env) -> Result<std::result::Result<Caller, Response>> {
+    let header = req.headers().get("authorization")?;
+    if header.is_none() && session::web_enabled(env) {
+        if let Some(found) = session::current(req, env).await? {
+            let claims = match found {
+                Ok(c) => c,
+                Err(why) => {
+                    return error_response(401, &format!("unauthorized: session {why}"), None)
+                        .map(Err)
+                }
+            };
+            if !matches!(req.method(), Method::Get | Method::Head) {
+                if let Some(refused) = session::csrf_refusal(req, &claims, None)? {
+                    return Ok(Err(refused));
+                }
+            }
+            return Ok(Ok(Caller {
+                actor: session::actor(&claims),
+                grant: None,
+            }));
+        }
+    }
     let secrets = Secrets {
         api_secret: env_string(env, "API_SECRET"),
         basic_user: env_string(env, "WEB_AUTH_USERNAME"),
         basic_password: env_string(env, "WEB_AUTH_PASSWORD"),
     };
-    let creds = auth::parse_authorization(req.headers().get("authorization")?.as_deref());
-    let outcome = auth::check(&secrets, &creds);
+    let creds = auth::parse_authorization(header.as_deref());
+    // A named key is looked up only when the token is not API_SECRET (compared first, in constant time).
+    let mut key: Option<ApiKey> = None;
+    let mut outcome = auth::check(&secrets, &creds);
+    if let Credentials::Bearer(token) = &creds {
+        if outcome != AuthOutcome::Ok && token.starts_with(keys::KEY_PREFIX) {
+            key = accounts::verify_key(env, keys::hash(token)).await?;
+            outcome = if key.is_some() {
+                AuthOutcome::Ok
+            } else {
+                AuthOutcome::Denied("invalid credentials (unknown or revoked API key)")
+            };
+        }
+    }
     if matches!(outcome, AuthOutcome::NotConfigured) {
-        return not_configured().map(Some);
+        return not_configured().map(Err);
     }
     if !matches!(creds, Credentials::None) {
         let client = req
@@ -313,21 +465,80 @@ pub async fn authorize(req: &Request, env: &Env) -> Result<Option<Response>> {
                 "too many failed login attempts from this address; wait before retrying",
                 Some(wait_s),
             )
-            .map(Some);
+            .map(Err);
         }
     }
     match outcome {
-        AuthOutcome::Ok => Ok(None),
+        AuthOutcome::Ok => Ok(Ok(match (&creds, key) {
+            (_, Some(k)) => Caller {
+                actor: Actor::new(ActorKind::Key, Some(&k.name)),
+                grant: Some(k.grant),
+            },
+            (Credentials::Basic { user, .. }, None) => Caller {
+                actor: Actor::new(ActorKind::Basic, Some(user)),
+                grant: None,
+            },
+            _ => Caller {
+                actor: Actor::new(ActorKind::ApiSecret, None),
+                grant: None,
+            },
+        })),
         AuthOutcome::Denied(why) => {
             let mut resp = error_response(401, &format!("unauthorized: {why}"), None)?;
             resp.headers_mut().set(
                 "www-authenticate",
                 "Bearer realm=\"FlowBalance admin\", Basic realm=\"FlowBalance admin\"",
             )?;
-            Ok(Some(resp))
+            Ok(Err(resp))
         }
-        AuthOutcome::NotConfigured => not_configured().map(Some),
+        AuthOutcome::NotConfigured => not_configured().map(Err),
     }
+}
+
+/// `POST /admin/keys`: mints a key, stores only its hash, and shows the key this once.
+async fn create_key(mut req: Request, env: &Env, actor: Actor) -> Result<Response> {
+    let text = match read_body(&mut req).await? {
+        Ok(t) => t,
+        Err(refused) => return Ok(refused),
+    };
+    let body: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return error_response(400, &format!("malformed JSON body: {e}"), None),
+    };
+    let (name, grant) = match keys::parse_new(&body) {
+        Ok(k) => k,
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return Ok(Response::from_json(&serde_json::json!({
+                "error": format!("invalid request: {}", list.join("; ")),
+                "errors": errors,
+                "status": 400,
+            }))?
+            .with_status(400));
+        }
+    };
+    let random = random_bytes();
+    if random.iter().all(|b| *b == 0) {
+        return error_response(500, "no random source to mint a key", None);
+    }
+    let (plain, hash, id) = keys::mint(&random);
+    let key = ApiKey {
+        id,
+        name,
+        grant,
+        created_at: Date::now().as_millis(),
+        created_by: actor,
+        last_used_at: None,
+        revoked: false,
+        revoked_at: None,
+        hash,
+    };
+    let (status, mut view) = accounts::call(env, &Call::AddKey { key }).await?;
+    if status == 201 {
+        view["key"] = plain.into();
+        view["note"] = "the key is shown only now: store it; only its hash is kept".into();
+    }
+    Ok(Response::from_json(&view)?.with_status(status))
 }
 
 /// Refuses to run the admin API open when no credentials are configured.
@@ -339,27 +550,15 @@ fn not_configured() -> Result<Response> {
     )
 }
 
-/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object and its
-/// traffic over the last `window` seconds (default 300) from the request log.
-async fn list_services(req: &Request, env: &Env) -> Result<Response> {
-    let window_s = match query_number(
-        req,
-        "window",
-        DEFAULT_METRICS_WINDOW_S,
-        1,
-        MAX_METRICS_WINDOW_S,
-    )? {
-        Ok(n) => n,
-        Err(resp) => return Ok(resp),
-    };
+/// Every served hostname: DEFAULT_BACKENDS plus those created (minus those deleted) through the
+/// API, sorted.
+pub async fn service_hosts(env: &Env) -> Vec<String> {
     let defaults = registry::defaults(env);
     let mut hosts: Vec<String> = defaults
         .services
         .iter()
         .map(|s| s.hostname.to_string())
         .collect();
-    let errors: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
-    // Services created or deleted through the API.
     match registry::list(env).await {
         Ok(rows) => {
             for (host, deleted) in rows {
@@ -373,6 +572,26 @@ async fn list_services(req: &Request, env: &Env) -> Result<Response> {
         Err(e) => console_error!("service registry unavailable: {e}"),
     }
     hosts.sort();
+    hosts
+}
+
+/// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object and its traffic over the last `window` seconds (default 300) from the request log.
+async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Result<Response> {
+    let window_s = match query_number(
+        req,
+        "window",
+        DEFAULT_METRICS_WINDOW_S,
+        1,
+        MAX_METRICS_WINDOW_S,
+    )? {
+        Ok(n) => n,
+        Err(resp) => return Ok(resp),
+    };
+    let defaults = registry::defaults(env);
+    let errors: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
+    let mut hosts = service_hosts(env).await;
+    // A key limited to some hostnames sees only those.
+    hosts.retain(|h| grant.is_none_or(|g| g.sees(h)));
     let traffic = match requestlog::by_host(env, window_s).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -408,7 +627,7 @@ async fn list_services(req: &Request, env: &Env) -> Result<Response> {
 }
 
 async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
-    let mut resp = call_object(env, host, Method::Get, "/status", None, None).await?;
+    let mut resp = call_object(env, host, Method::Get, "/status", None, None, None).await?;
     if resp.status_code() != 200 {
         return Err(Error::RustError(resp.text().await.unwrap_or_default()));
     }
@@ -416,16 +635,21 @@ async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
 }
 
 /// One request to the Durable Object of `host` (already a validated hostname).
-async fn call_object(
+pub async fn call_object(
     env: &Env,
     host: &str,
     method: Method,
     path_and_query: &str,
     if_match: Option<String>,
     body: Option<String>,
+    actor: Option<&Actor>,
 ) -> Result<Response> {
     let h = Headers::new();
     h.set("x-fb-host", host)?;
+    // Who asks, for the audit trail. Only the Worker can reach the object, so this is trusted.
+    if let Some(a) = actor {
+        h.set(ACTOR_HEADER, &serde_json::to_string(a)?)?;
+    }
     if let Some(v) = if_match {
         h.set("if-match", &v)?;
     }

@@ -1,20 +1,33 @@
 //! The per-hostname Durable Object: owns the service's config and live backend state in storage, answers routing decisions, and probes backends on its alarm.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+use crate::platform::admin::ACTOR_HEADER;
+use crate::platform::healthlog;
 use crate::platform::probe::{probe_backend, ProbeResult};
 use crate::platform::registry::{self, config_error, unknown_host};
-use crate::platform::{env_string, error_response};
+use crate::platform::tail::{self as tail_route, Tails};
+use crate::platform::{env_string, error_response, random_bytes};
+use crate::policy::audit::{self, Actor, ActorKind};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
-use crate::policy::config::{self, Deployment, ServiceConfig};
+use crate::policy::config::{self, ActiveHealth, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
+use crate::policy::metrics::Counters;
+use crate::policy::monitor::MonitorType;
+use crate::policy::notify::{Cause, Outbox};
 use crate::policy::precondition::IfMatch;
-use crate::policy::rng::SplitMix64;
+use crate::policy::rng::{Rng, SplitMix64};
+use crate::policy::tail::{self, Line, RequestLine};
+use crate::policy::transitions::{self, HealthEvent};
+
+mod counters;
+mod outbox;
 
 const KEY_HOST: &str = "host";
 const KEY_CONFIG: &str = "config";
@@ -24,8 +37,25 @@ const KEY_HISTORY: &str = "history";
 const KEY_DELETED: &str = "deleted";
 /// The key that signs affinity cookies when AFFINITY_SECRET is unset.
 const KEY_AFFINITY: &str = "affinity_key";
+/// The request/probe counters behind `/admin/metrics` (a JSON text).
+const KEY_METRICS: &str = "metrics";
+/// Counters are stored at most this often while traffic flows (and from every alarm): a restart
+/// loses at most this much of them, and no request pays for a storage write.
+const METRICS_SAVE_MS: u64 = 10_000;
+/// The webhook outbox (a JSON text): events are stored here before anything is sent.
+const KEY_OUTBOX: &str = "outbox";
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
+/// The audit trail of admin changes (JSON text), and how many entries it keeps.
+const KEY_AUDIT: &str = "audit";
+const AUDIT_LEN: usize = 100;
+
+/// One admin change for the audit trail: who, and what (the version is added on commit).
+struct Change {
+    actor: Actor,
+    action: &'static str,
+    summary: String,
+}
 
 /// One accepted config version.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,6 +93,22 @@ pub struct Balancer {
     affinity_key: RefCell<Option<Vec<u8>>>,
     /// A key made in this lifetime and not yet stored.
     affinity_key_unsaved: Cell<bool>,
+    /// Counters for `/admin/metrics`, loaded once and stored every METRICS_SAVE_MS.
+    metrics: RefCell<Counters>,
+    metrics_dirty: Cell<bool>,
+    metrics_saved_ms: Cell<u64>,
+    /// Webhook deliveries not yet finished (and recent finished ones), mirrored in storage.
+    outbox: RefCell<Outbox>,
+    outbox_dirty: Cell<bool>,
+    /// When the next probe round is due (the alarm also wakes for webhook deliveries).
+    probe_at: Cell<Option<u64>>,
+    /// Who made the config change being handled (`x-fb-actor` from the admin relay).
+    actor: RefCell<String>,
+    /// Live tails (hibernatable WebSockets) of this hostname.
+    tails: Tails,
+    /// Each backend's last monitor result (when, what), for the status view; kept in memory only:
+    /// the next round refreshes it after a restart.
+    last_probes: RefCell<HashMap<String, (u64, ProbeResult)>>,
 }
 
 impl DurableObject for Balancer {
@@ -79,6 +125,15 @@ impl DurableObject for Balancer {
             rng: RefCell::new(SplitMix64(seed)),
             affinity_key: RefCell::new(None),
             affinity_key_unsaved: Cell::new(false),
+            metrics: RefCell::new(Counters::default()),
+            metrics_dirty: Cell::new(false),
+            metrics_saved_ms: Cell::new(Date::now().as_millis()),
+            outbox: RefCell::new(Outbox::default()),
+            outbox_dirty: Cell::new(false),
+            probe_at: Cell::new(None),
+            actor: RefCell::new("api".to_string()),
+            tails: Tails::default(),
+            last_probes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -90,14 +145,29 @@ impl DurableObject for Balancer {
         if path == "/report" {
             return self.report(&mut req).await;
         }
+        if path == tail_route::LINE_PATH {
+            return self.tail_line(&mut req).await;
+        }
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
         } else {
             self.ensure_loaded_from_storage().await?;
         }
         self.watchdog(Self::now()).await?;
+        // Set by the admin relay for the audit trail; requests reach this object only from the Worker.
+        // Every write route is relayed with it, so the fallback is never expected to be recorded.
+        let actor = req
+            .headers()
+            .get(ACTOR_HEADER)?
+            .and_then(|a| serde_json::from_str::<Actor>(&a).ok())
+            .unwrap_or(Actor::new(ActorKind::ApiSecret, Some("unknown")));
+        *self.actor.borrow_mut() = actor.label();
         match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
+            (Method::Get, "/events") => self.events_view(),
+            (Method::Post, "/events/test") => self.test_event().await,
+            (Method::Get, "/metrics") => self.metrics_view(),
+            (Method::Get, "/audit") => self.audit_view().await,
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
                     return self.status();
@@ -106,18 +176,25 @@ impl DurableObject for Balancer {
                 Response::from_json(&serde_json::json!({ "results": results }))
             }
             (Method::Get, "/config") => self.get_config(),
+            (Method::Get, tail_route::OPEN_PATH) => {
+                if !self.fleet_ready() {
+                    return self.status();
+                }
+                let host = self.host.borrow().clone().unwrap_or_default();
+                self.tails.open(&self.state, &req, &host)
+            }
             (Method::Post | Method::Put, "/config") => {
                 let if_match = match if_match(&req)? {
                     Ok(m) => m,
                     Err(resp) => return Ok(resp),
                 };
                 match read_json(&mut req).await? {
-                    Ok(body) => self.put_config(&body, if_match).await,
+                    Ok(body) => self.put_config(&body, if_match, actor).await,
                     Err(resp) => Ok(resp),
                 }
             }
             (Method::Delete, "/config") => match if_match(&req)? {
-                Ok(m) => self.delete_config(m).await,
+                Ok(m) => self.delete_config(m, actor).await,
                 Err(resp) => Ok(resp),
             },
             (Method::Get, "/config/history") => self.history().await,
@@ -127,7 +204,7 @@ impl DurableObject for Balancer {
                     Err(resp) => return Ok(resp),
                 };
                 match read_json(&mut req).await? {
-                    Ok(body) => self.rollback(&body, if_match).await,
+                    Ok(body) => self.rollback(&body, if_match, actor).await,
                     Err(resp) => Ok(resp),
                 }
             }
@@ -158,23 +235,60 @@ impl DurableObject for Balancer {
                         Err(resp) => return Ok(resp),
                     }
                 };
-                self.change_backends(method, &body, if_match).await
+                self.change_backends(method, &body, if_match, actor).await
             }
             _ => error_response(404, "unknown Durable Object route", None),
         }
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // Alarms are at-least-once: probing twice is harmless, and re-arming is unconditional.
+        // Alarms are at-least-once: probing twice is harmless, a delivery is settled once, and
+        // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
-        if self.fleet_ready() {
+        let now = Self::now();
+        let probe_due = self.probe_at.get().is_none_or(|at| at <= now + 25);
+        if self.fleet_ready() && self.probing_enabled() && probe_due {
+            self.probe_at.set(None);
             if let Err(e) = self.probe_all().await {
                 console_error!("probe round failed: {e}");
             }
         }
+        if let Err(e) = self.deliver_due().await {
+            console_error!("webhook delivery round failed: {e}");
+        }
+        self.save_metrics(true).await?;
         self.arm_next().await?;
         Response::empty()
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let text = match message {
+            WebSocketIncomingMessage::String(s) => s,
+            WebSocketIncomingMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        };
+        self.tails.on_message(&ws, &text);
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
     }
 }
 
@@ -233,6 +347,14 @@ impl Balancer {
             .await?
             .unwrap_or_default();
         let key: Option<Vec<u8>> = self.state.storage().get(KEY_AFFINITY).await?;
+        let counters: Option<String> = self.state.storage().get(KEY_METRICS).await?;
+        if let Some(c) = counters.and_then(|t| serde_json::from_str(&t).ok()) {
+            *self.metrics.borrow_mut() = c;
+        }
+        let outbox: Option<String> = self.state.storage().get(KEY_OUTBOX).await?;
+        if let Some(o) = outbox.and_then(|t| serde_json::from_str(&t).ok()) {
+            *self.outbox.borrow_mut() = o;
+        }
         if key.as_ref().is_some_and(|k| !k.is_empty()) {
             *self.affinity_key.borrow_mut() = key;
         }
@@ -272,7 +394,9 @@ impl Balancer {
             Some(s) => s.into_bytes(),
             None => self.affinity_key(),
         };
-        Fleet::new(cfg, version, saved, &secret, Self::now())
+        let mut fleet = Fleet::new(cfg, version, saved, &secret, Self::now());
+        fleet.reseed(self.rng.borrow_mut().next_u64());
+        fleet
     }
 
     /// This hostname's own cookie key: the stored one (see `load`), else a new random one that
@@ -307,10 +431,12 @@ impl Balancer {
         let host = msg.host;
         self.ensure_loaded(&host).await?;
         let now = Self::now();
-        // Successes the Worker batched since its last decision ride along on this request.
+        // Completions and successes the Worker batched since its last decision ride along.
+        self.complete(&msg.done);
         if !msg.successes.is_empty() {
             self.apply_outcomes(&msg.successes).await?;
         }
+        let keyed = msg.affinity_key.is_some() || msg.client_ip.is_some();
         let facts = RequestFacts {
             client_ip: msg.client_ip,
             country: msg.country,
@@ -323,9 +449,29 @@ impl Balancer {
             Some(Service::Missing(reject)) => Verdict::Reject(reject.clone()),
             None => Verdict::Reject(unknown_host(&host)),
         };
+        if let Verdict::Reject(r) = &verdict {
+            self.metrics.borrow_mut().record_reject(r.status);
+            self.metrics_dirty.set(true);
+        }
+        // While a tail listens, the reply also says why, so the edge reports the request's line.
+        let why = match (&verdict, &*self.service.borrow()) {
+            (Verdict::Route(route), Some(Service::Ready(fleet)))
+                if self.tails.listening(&self.state) =>
+            {
+                Some(tail::why(fleet.cfg(), route, keyed))
+            }
+            (Verdict::Reject(r), _) if self.tails.listening(&self.state) => {
+                Some(tail::refused(&r.message))
+            }
+            _ => None,
+        };
         self.watchdog(now).await?;
+        self.save_metrics(false).await?;
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
-        Ok(ResponseBuilder::new().fixed(serde_json::to_vec(&verdict)?))
+        Ok(
+            ResponseBuilder::new()
+                .fixed(tail::reply(serde_json::to_vec(&verdict)?, why.as_deref())),
+        )
     }
 
     /// Outcomes the Worker reports after its responses.
@@ -336,15 +482,71 @@ impl Balancer {
         };
         self.ensure_loaded(&msg.host).await?;
         self.watchdog(Self::now()).await?;
+        self.complete(&msg.done);
         self.apply_outcomes(&msg.outcomes).await?;
         Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Requests that finished no longer count as outstanding.
+    fn complete(&self, done: &[u64]) {
+        if done.is_empty() {
+            return;
+        }
+        if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
+            for &ticket in done {
+                fleet.complete(ticket);
+            }
+        }
+    }
+
+    /// A finished request's line from the edge, for the tails.
+    async fn tail_line(&self, req: &mut Request) -> Result<Response> {
+        let line: RequestLine = match req.json().await {
+            Ok(l) => l,
+            Err(e) => return error_response(400, &format!("malformed tail line: {e}"), None),
+        };
+        self.tails.broadcast(&self.state, &Line::Request(line));
+        Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Transitions go to the tails and to the health history in D1: in the background when
+    /// found on a decision, awaited when found by a probe round (`wait`), which no client awaits.
+    async fn observe(&self, events: Vec<HealthEvent>, wait: bool) {
+        if events.is_empty() {
+            return;
+        }
+        if self.tails.listening(&self.state) {
+            for e in &events {
+                self.tails.broadcast(&self.state, &Line::Health(e.clone()));
+            }
+        }
+        if wait {
+            healthlog::store(&self.env, &events).await;
+        } else {
+            healthlog::record(&self.env, &events);
+        }
+    }
+
+    /// Tells the tails about a config change.
+    fn config_event(&self, version: u64, action: &str) {
+        if self.tails.listening(&self.state) {
+            self.tails.broadcast(
+                &self.state,
+                &Line::Config {
+                    hostname: self.host.borrow().clone().unwrap_or_default(),
+                    at_ms: Self::now(),
+                    version,
+                    action: action.to_string(),
+                },
+            );
+        }
     }
 
     /// Re-arms a missing alarm: the probe loop must survive lost alarms and restarts.
     async fn watchdog(&self, now: u64) -> Result<()> {
         // Without active checks no alarm is kept, so there is nothing to look up in storage
         // (otherwise every decision would read the alarm).
-        if !self.probing_enabled() {
+        if !self.probing_enabled() && self.outbox.borrow().next_due().is_none() {
             return Ok(());
         }
         let known = *self.alarm_at.borrow();
@@ -360,13 +562,29 @@ impl Balancer {
         }
     }
 
+    /// Sets the alarm for the earlier of the next probe round and the next webhook delivery.
     async fn arm_next(&self) -> Result<()> {
-        let delay = match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut()),
-            _ => None,
+        let now = Self::now();
+        let probe = match self.probe_at.get() {
+            Some(at) if at > now && self.probing_enabled() => Some(at),
+            _ => {
+                let delay = match &*self.service.borrow() {
+                    Some(Service::Ready(fleet)) => {
+                        fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut())
+                    }
+                    _ => None,
+                };
+                let at = delay.map(|d| now + d);
+                self.probe_at.set(at);
+                at
+            }
         };
-        match delay {
-            Some(d) => self.set_alarm_in(d).await,
+        let next = [probe, self.outbox.borrow().next_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(at) => self.set_alarm_in(at.saturating_sub(now)).await,
             None => Ok(()),
         }
     }
@@ -381,27 +599,41 @@ impl Balancer {
 
     async fn apply_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
         let now = Self::now();
-        let (persist, reprobe) = {
+        let before = self.views();
+        let (persist, reprobe, events) = {
             let mut service = self.service.borrow_mut();
             let Some(Service::Ready(fleet)) = &mut *service else {
                 return Ok(());
             };
+            let before = transitions::marks(fleet.records());
             let mut persist = false;
             let mut reprobe = false;
+            let mut counters = self.metrics.borrow_mut();
             for o in outcomes {
+                counters.record_outcome(o);
                 let c = fleet.report(o, now);
                 persist |= c.persist;
                 reprobe |= c.reprobe_soon;
             }
-            (persist, reprobe)
+            let events = if persist {
+                let host = fleet.cfg().hostname.to_string();
+                transitions::diff(&host, &before, fleet.records(), "requests", now)
+            } else {
+                Vec::new()
+            };
+            (persist, reprobe, events)
         };
+        self.metrics_dirty.set(true);
+        self.observe(events, false).await;
         if persist {
+            self.notice(before, Cause::Passive);
             self.persist_backends().await?;
         }
         if reprobe {
             self.reprobe_soon(now).await?;
         }
-        Ok(())
+        self.send_soon().await?;
+        self.save_metrics(false).await
     }
 
     /// A suspect backend is probed within seconds, not at the next full interval.
@@ -413,6 +645,9 @@ impl Balancer {
         let Some(soon) = soon else {
             return Ok(());
         };
+        if self.probe_at.get().is_none_or(|at| at > now + soon) {
+            self.probe_at.set(Some(now + soon));
+        }
         let known = *self.alarm_at.borrow();
         match known {
             Some(at) if at <= now + soon => Ok(()),
@@ -420,12 +655,25 @@ impl Balancer {
         }
     }
 
+    /// Stores the backends' state, and in the same write the outbox when a transition queued
+    /// events: an event is durable exactly when the state change that made it is.
     async fn persist_backends(&self) -> Result<()> {
         let records: Vec<BackendRecord> = match &*self.service.borrow() {
             Some(Service::Ready(fleet)) => fleet.records().to_vec(),
             _ => return Ok(()),
         };
-        self.state.storage().put(KEY_BACKENDS, records).await
+        if !self.outbox_dirty.replace(false) {
+            return self.state.storage().put(KEY_BACKENDS, records).await;
+        }
+        let outbox = serde_json::to_string(&*self.outbox.borrow())?;
+        let entries = js_sys::Object::new();
+        js_sys::Reflect::set(
+            &entries,
+            &KEY_BACKENDS.into(),
+            &serde_wasm_bindgen::to_value(&records).map_err(|e| Error::RustError(e.to_string()))?,
+        )?;
+        js_sys::Reflect::set(&entries, &KEY_OUTBOX.into(), &outbox.into())?;
+        self.state.storage().put_multiple_raw(entries).await
     }
 
     /// Probes every enabled backend in parallel; applies results and persists flips.
@@ -434,18 +682,35 @@ impl Balancer {
             Some(Service::Ready(fleet)) => fleet.probe_plan(),
             _ => return Ok(vec![]),
         };
-        let probes = plan.targets.iter().map(|t| {
-            probe_backend(
-                &t.url,
-                plan.path.as_deref(),
-                t.discovered_path.as_deref(),
-                plan.timeout_ms,
-            )
-        });
+        let monitor = match &*self.service.borrow() {
+            Some(Service::Ready(fleet)) => fleet.cfg().health.clone(),
+            _ => return Ok(vec![]),
+        };
+        let probes = plan
+            .targets
+            .iter()
+            .map(|t| probe_backend(&t.url, &monitor, t.discovered_path.as_deref()));
         let results = futures_util::future::join_all(probes).await;
         let now = Self::now();
+        let before = self.views();
+        {
+            let mut counters = self.metrics.borrow_mut();
+            for (t, r) in plan.targets.iter().zip(&results) {
+                counters.record_probe(&t.url, r.ok);
+            }
+            self.metrics_dirty.set(true);
+        }
+        {
+            let mut last = self.last_probes.borrow_mut();
+            last.retain(|url, _| plan.targets.iter().any(|t| &t.url == url));
+            for r in &results {
+                last.insert(r.url.clone(), (now, r.clone()));
+            }
+        }
         let mut persist = false;
+        let mut events = Vec::new();
         if let Some(Service::Ready(fleet)) = &mut *self.service.borrow_mut() {
+            let before = transitions::marks(fleet.records());
             for (t, r) in plan.targets.iter().zip(&results) {
                 let outcome = ProbeOutcome {
                     ok: r.ok,
@@ -455,8 +720,14 @@ impl Balancer {
                 };
                 persist |= fleet.apply_probe_result(t, &outcome, now);
             }
+            if persist {
+                let host = fleet.cfg().hostname.to_string();
+                events = transitions::diff(&host, &before, fleet.records(), "probe", now);
+            }
         }
+        self.observe(events, true).await;
         if persist {
+            self.notice(before, Cause::Probe);
             self.persist_backends().await?;
         }
         Ok(results)
@@ -502,7 +773,13 @@ impl Balancer {
     /// Stores a new config version, then answers. The in-memory fleet is swapped before the
     /// write is awaited: the output gate holds every response (this one and any decision made
     /// with the new config) until the write is durable, so no later decision sees the old config.
-    async fn commit(&self, cfg: ServiceConfig, status: u16) -> Result<Response> {
+    async fn commit(
+        &self,
+        cfg: ServiceConfig,
+        status: u16,
+        change: Change,
+        restored: Option<u64>,
+    ) -> Result<Response> {
         let (version, records) = match self.current() {
             Some((v, _, r)) => (v, r),
             None => (self.stored_version().await?, vec![]),
@@ -518,9 +795,21 @@ impl Balancer {
         if history.len() > HISTORY_LEN {
             history.drain(..history.len() - HISTORY_LEN);
         }
+        let trail = self.audit_with(change, Some(next)).await?;
         let host = cfg.hostname.clone();
-        *self.service.borrow_mut() =
-            Some(Service::Ready(Box::new(self.fleet(cfg, next, &records))));
+        {
+            let all = cfg.all_backends();
+            let urls: Vec<&str> = all.iter().map(|b| b.url.as_str()).collect();
+            self.metrics.borrow_mut().retain_backends(&urls);
+        }
+        let mut fleet = self.fleet(cfg, next, &records);
+        if let Some(Service::Ready(old)) = &*self.service.borrow() {
+            fleet.adopt_load(old);
+        }
+        *self.service.borrow_mut() = Some(Service::Ready(Box::new(fleet)));
+        self.raise_config_change(version, next, restored);
+        let outbox = serde_json::to_string(&*self.outbox.borrow())?;
+        self.outbox_dirty.set(false);
         let storage = self.state.storage();
         // One put_multiple, so config and history land together. Built as a plain object:
         // serde_wasm_bindgen would turn a JSON map into a JS Map, which storage ignores.
@@ -533,6 +822,8 @@ impl Balancer {
             (KEY_CONFIG, serde_wasm_bindgen::to_value(&stored)),
             (KEY_HISTORY, serde_wasm_bindgen::to_value(&history)),
             (KEY_HOST, serde_wasm_bindgen::to_value(&host)),
+            (KEY_OUTBOX, Ok(outbox.into())),
+            (KEY_AUDIT, serde_wasm_bindgen::to_value(&trail)),
         ] {
             js_sys::Reflect::set(
                 &entries,
@@ -545,6 +836,8 @@ impl Balancer {
         self.save_affinity_key().await?;
         *self.alarm_at.borrow_mut() = None;
         self.watchdog(Self::now()).await?;
+        self.wake_for_deliveries().await?;
+        self.config_event(next, "changed");
         let mut resp =
             Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
                 .with_status(status);
@@ -577,6 +870,7 @@ impl Balancer {
         &self,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         if let Some(refused) = self.unmet(if_match.as_ref()) {
             return refused;
@@ -584,8 +878,18 @@ impl Balancer {
         let host = self.host.borrow().clone().unwrap_or_default();
         match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
-                let created = self.current().is_none();
-                self.commit(cfg, if created { 201 } else { 200 }).await
+                let old = self.current().map(|(_, c, _)| c.to_value());
+                let change = Change {
+                    actor,
+                    action: if old.is_none() {
+                        "config.created"
+                    } else {
+                        "config.replaced"
+                    },
+                    summary: audit::config_summary(old.as_ref(), &cfg.to_value()),
+                };
+                let status = if old.is_none() { 201 } else { 200 };
+                self.commit(cfg, status, change, None).await
             }
             Err(errs) => invalid(errs),
         }
@@ -596,6 +900,7 @@ impl Balancer {
         method: Method,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         let Some((_, cfg, _)) = self.current() else {
             return self.status();
@@ -609,13 +914,19 @@ impl Balancer {
             Method::Patch => changes::update_backend(&cfg, body, &ctx),
             _ => changes::remove_backend(&cfg, body.as_str().unwrap_or_default(), &ctx),
         };
+        let (action, summary) = audit::backend_change(method.as_ref(), body);
+        let change = Change {
+            actor,
+            action,
+            summary,
+        };
         match next {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => self.commit(cfg, 200, change, None).await,
             Err(errs) => invalid(errs),
         }
     }
 
-    async fn delete_config(&self, if_match: Option<IfMatch>) -> Result<Response> {
+    async fn delete_config(&self, if_match: Option<IfMatch>, actor: Actor) -> Result<Response> {
         let Some((version, _, _)) = self.current() else {
             return self.status();
         };
@@ -629,8 +940,16 @@ impl Balancer {
             .delete_multiple(vec![KEY_CONFIG, KEY_BACKENDS])
             .await?;
         storage.put(KEY_DELETED, true).await?;
+        let change = Change {
+            actor,
+            action: "config.deleted",
+            summary: format!("deleted the service (was version {version})"),
+        };
+        let trail = self.audit_with(change, Some(version)).await?;
+        storage.put(KEY_AUDIT, trail).await?;
         storage.delete_alarm().await?;
         *self.alarm_at.borrow_mut() = None;
+        self.config_event(version, "deleted");
         Response::from_json(&serde_json::json!({ "deleted": host, "version": version }))
     }
 
@@ -649,6 +968,7 @@ impl Balancer {
         &self,
         body: &serde_json::Value,
         if_match: Option<IfMatch>,
+        actor: Actor,
     ) -> Result<Response> {
         if let Some(refused) = self.unmet(if_match.as_ref()) {
             return refused;
@@ -675,14 +995,57 @@ impl Balancer {
             "",
             &self.deployment(&host_of(&entry.config)).await,
         ) {
-            Ok(cfg) => self.commit(cfg, 200).await,
+            Ok(cfg) => {
+                let change = Change {
+                    actor,
+                    action: "config.rolled_back",
+                    summary: format!("restored the config of version {version}"),
+                };
+                self.commit(cfg, 200, change, Some(version)).await
+            }
             Err(errs) => invalid(errs),
         }
     }
 
+    /// The stored trail with `change` appended (as JSON text, bounded), ready to store.
+    async fn audit_with(&self, change: Change, version: Option<u64>) -> Result<String> {
+        let mut trail = self.load_audit().await?;
+        let entry = audit::Entry {
+            at: Self::now(),
+            actor: change.actor,
+            action: change.action.into(),
+            summary: change.summary,
+            version,
+        };
+        audit::record(&mut trail, entry, AUDIT_LEN);
+        Ok(serde_json::to_string(&trail)?)
+    }
+
+    async fn load_audit(&self) -> Result<Vec<audit::Entry>> {
+        let text: Option<String> = self.state.storage().get(KEY_AUDIT).await?;
+        // A trail that cannot be read must not block config changes: start a new one, loudly.
+        Ok(match text.map(|t| serde_json::from_str(&t)) {
+            Some(Ok(trail)) => trail,
+            Some(Err(e)) => {
+                console_error!("audit trail unreadable, starting a new one: {e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        })
+    }
+
+    /// `GET .../audit`: the service's admin changes, newest first.
+    async fn audit_view(&self) -> Result<Response> {
+        let host = self.host.borrow().clone().unwrap_or_default();
+        let entries: Vec<audit::Entry> = self.load_audit().await?.into_iter().rev().collect();
+        Response::from_json(&serde_json::json!({ "hostname": host, "entries": entries }))
+    }
+
     fn status(&self) -> Result<Response> {
         match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => Response::from_json(&status_view(fleet, Self::now())),
+            Some(Service::Ready(fleet)) => {
+                Response::from_json(&status_view(fleet, Self::now(), &self.last_probes.borrow()))
+            }
             Some(Service::Missing(r)) => Response::error(
                 r.message.clone(),
                 if r.status == 421 { 404 } else { r.status },
@@ -690,17 +1053,6 @@ impl Balancer {
             None => Response::error("no service is configured here", 404),
         }
     }
-}
-
-/// 32 bytes from the runtime's CSPRNG (zeros only if the runtime had none, which workerd always has).
-fn random_bytes() -> [u8; 32] {
-    use worker::wasm_bindgen::JsCast;
-    let mut buf = [0u8; 32];
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    if let Ok(crypto) = scope.crypto() {
-        let _ = crypto.get_random_values_with_u8_array(&mut buf);
-    }
-    buf
 }
 
 fn err(path: &str, message: impl Into<String>) -> config::ConfigError {
@@ -762,7 +1114,12 @@ async fn read_json(req: &mut Request) -> Result<std::result::Result<serde_json::
 }
 
 /// The admin view of one service: per-backend health, breaker and latency, and the config.
-fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
+fn status_view(
+    fleet: &Fleet,
+    now_ms: u64,
+    probes: &HashMap<String, (u64, ProbeResult)>,
+) -> serde_json::Value {
+    let monitor = &fleet.cfg().health;
     let backends: Vec<serde_json::Value> = fleet
         .backend_status(now_ms)
         .iter()
@@ -787,19 +1144,52 @@ fn status_view(fleet: &Fleet, now_ms: u64) -> serde_json::Value {
                 "error_rate": s.error_rate,
                 "last_probe_ms": b.last_probe_ms,
                 "latency_ms": b.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+                "outstanding": s.outstanding,
+                "ewma_ms": s.ewma_ms.map(|l| (l * 10.0).round() / 10.0),
                 "health_path": b.health_path,
                 "last_error": b.last_error,
+                "monitor": monitor_view(monitor, probes.get(&b.url)),
             })
         })
         .collect();
     let (up, total) = fleet.summary();
+    let pools: Vec<serde_json::Value> = fleet
+        .pool_status(now_ms)
+        .into_iter()
+        .map(|(name, health, healthy, total)| {
+            serde_json::json!({ "name": name, "health": health, "healthy_backends": healthy, "total_backends": total })
+        })
+        .collect();
+    let lb = &fleet.cfg().load_balancer;
     serde_json::json!({
         "hostname": fleet.cfg().hostname,
         "version": fleet.version(),
+        "endpoint_steering": lb.endpoint_steering,
+        "steering": lb.steering,
+        "pools": pools,
         "healthy_backends": up,
         "total_backends": total,
         "backends": backends,
         "config": fleet.cfg().to_value(),
+    })
+}
+
+/// A backend's monitor as the status view shows it: what it checks, and its last result and
+/// why it failed (`expected 2xx, got 500`; `body did not contain "ok"`). Null before the first
+/// probe of this object's lifetime, or without active checks.
+fn monitor_view(m: &ActiveHealth, last: Option<&(u64, ProbeResult)>) -> serde_json::Value {
+    let Some((at_ms, r)) = last.filter(|_| m.enabled) else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "type": m.kind,
+        "method": (m.kind != MonitorType::Tcp).then_some(m.method),
+        "target": r.path,
+        "result": if r.ok { "up" } else { "down" },
+        "status": r.status,
+        "reason": r.error,
+        "latency_ms": r.latency_ms,
+        "checked_ms": at_ms,
     })
 }
 

@@ -10,6 +10,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::*;
 
 use crate::platform::requestlog::{self, LogRow};
+use crate::platform::tail as tail_route;
+use crate::platform::websocket;
 use crate::platform::{
     cancel_body, error_response, fetch_raw, object_stub, refuses_connections, FetchFailure,
 };
@@ -19,14 +21,17 @@ use crate::policy::failover::{Answer, AttemptResult, FailoverPlan, Step};
 use crate::policy::forwarding::{
     backend_url, connection_tokens, forwarded_for, host_and_path, path_and_query, HOP_BY_HOP,
 };
+use crate::policy::metrics;
 use crate::policy::retry::REPLAY_BODY_CAP;
 use crate::policy::rng::SplitMix64;
+use crate::policy::tail::{self, RequestLine};
 
 /// Successes not yet reported for one hostname.
 #[derive(Default)]
 struct SuccessTally {
-    /// Per backend URL: (successful requests, summed latency in ms).
-    by_url: HashMap<String, (u32, u64)>,
+    /// Per backend URL, status and latency bucket: (successful requests, summed latency in ms).
+    /// Keyed by bucket so the metrics histogram stays exact while a batch carries only a mean.
+    by_url: HashMap<(String, Option<u16>, usize), (u32, u64)>,
     count: u32,
     since_ms: u64,
 }
@@ -36,6 +41,11 @@ struct SuccessTally {
 const SUCCESS_BATCH: u32 = 32;
 const SUCCESS_BATCH_MS: u64 = 250;
 
+/// Finished requests' tickets wait about this long for a decision to carry them before they are
+/// sent on their own: under load the next decision carries them at no cost, and an idle
+/// isolate still lets the object's outstanding counts fall within a few tens of milliseconds.
+const DONE_FLUSH_MS: u64 = 20;
+
 /// A successful response body of known length up to this size is read in whole before it is
 /// answered: its outcome is then known at once (no stream to watch, nothing to settle later).
 const RESPONSE_BUFFER_CAP: f64 = 64.0 * 1024.0;
@@ -44,20 +54,22 @@ impl SuccessTally {
     fn into_outcomes(self) -> Vec<Outcome> {
         self.by_url
             .into_iter()
-            .map(|(url, (count, latency_sum))| Outcome {
+            .map(|((url, status, _), (count, latency_sum))| Outcome {
                 url,
                 failure: None,
                 latency_ms: latency_sum / u64::from(count.max(1)),
                 trial: false,
                 retry: false,
                 count,
+                status,
+                retry_reason: None,
             })
             .collect()
     }
 }
 
 /// Takes the hostname's pending successes: all of them when `force`, else only a due batch.
-fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
+pub(super) fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
     let now = Date::now().as_millis();
     PENDING_OK.with(|p| {
         let mut p = p.borrow_mut();
@@ -74,7 +86,77 @@ fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
     })
 }
 
+/// Tickets of this isolate's finished requests not yet sent, per hostname.
+#[derive(Default)]
+struct PendingDone {
+    tickets: Vec<u64>,
+    /// A flush timer is running for this hostname.
+    timer: bool,
+    /// When a decision last carried tickets: while decisions flow, the timer sends nothing.
+    carried_ms: u64,
+}
+
+/// A timer gives way to flowing decisions at most this many times before it sends what is
+/// left anyway (a `wait_until` must end; one small report per ~0.5 s under steady load).
+const DONE_FLUSH_ROUNDS: u32 = 25;
+
+/// A request counted as outstanding (its route carried `ticket`) has finished: its response
+/// went out whole, failed, or (for a WebSocket) the connection closed. The ticket rides on this
+/// isolate's next decision for `host`; if no decision comes within [`DONE_FLUSH_MS`], a timer
+/// sends it in a report of its own.
+pub fn complete(env: &Env, ctx: &Context, host: &str, ticket: Option<u64>) {
+    let Some(ticket) = ticket else {
+        return;
+    };
+    let arm = DONE.with(|d| {
+        let mut d = d.borrow_mut();
+        let p = d.entry(host.to_string()).or_default();
+        p.tickets.push(ticket);
+        !std::mem::replace(&mut p.timer, true)
+    });
+    if arm {
+        let env = env.clone();
+        let host = host.to_string();
+        ctx.wait_until(async move {
+            for round in 1..=DONE_FLUSH_ROUNDS {
+                Delay::from(Duration::from_millis(DONE_FLUSH_MS)).await;
+                let due = DONE.with(|d| {
+                    let mut d = d.borrow_mut();
+                    let p = d.get_mut(&host)?;
+                    let idle =
+                        Date::now().as_millis().saturating_sub(p.carried_ms) >= DONE_FLUSH_MS;
+                    if p.tickets.is_empty() || idle || round == DONE_FLUSH_ROUNDS {
+                        p.timer = false;
+                        return Some(std::mem::take(&mut p.tickets));
+                    }
+                    None // decisions are flowing: they carry these
+                });
+                if let Some(done) = due {
+                    if !done.is_empty() {
+                        send_reports(&env, &host, Vec::new(), done).await;
+                    }
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The tickets to carry on a message to the object now.
+fn take_done(host: &str) -> Vec<u64> {
+    DONE.with(|d| {
+        let mut d = d.borrow_mut();
+        let Some(p) = d.get_mut(host) else {
+            return Vec::new();
+        };
+        p.carried_ms = Date::now().as_millis();
+        std::mem::take(&mut p.tickets)
+    })
+}
+
 thread_local! {
+    /// Finished requests' tickets per hostname (see [`complete`]).
+    static DONE: RefCell<HashMap<String, PendingDone>> = RefCell::new(HashMap::new());
     /// Successful outcomes per hostname, batched here and carried on the next decision request,
     /// so a healthy request costs no extra Durable Object round trip.
     static PENDING_OK: RefCell<HashMap<String, SuccessTally>> = RefCell::new(HashMap::new());
@@ -158,11 +240,25 @@ pub async fn balance(
         .map(Into::into);
     }
     let stub = object_stub(env, host)?;
-    let verdict = decide(&stub, &req, host).await?;
+    let (verdict, tailing) = decide(&stub, &req, host).await?;
     let route = match verdict {
         Verdict::Route(route) => route,
         Verdict::Reject(r) => {
-            return error_response(r.status, &r.message, r.retry_after_s).map(Into::into)
+            if let Some(why) = tailing {
+                let url = req.inner().url();
+                let line = RequestLine {
+                    ts_ms: Date::now().as_millis(),
+                    method: req.inner().method(),
+                    path: tail::bounded_path(host_and_path(&url).1),
+                    status: r.status,
+                    backend: None,
+                    attempts: 0,
+                    latency_ms: 0,
+                    why,
+                };
+                tail_route::report_line(env, ctx, host, line);
+            }
+            return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
     };
     let method = req.inner().method();
@@ -174,32 +270,47 @@ pub async fn balance(
     let started = Date::now().as_millis();
     let path = host_and_path(&url).1.to_string();
     let log_method = method.clone();
-    let (resp, backend, attempts) = forward(ForwardCtx {
-        env,
-        https,
-        ctx,
-        host,
-        method,
-        pq,
-        headers,
-        body,
-        route,
-    })
-    .await?;
-    requestlog::record(
-        env,
-        ctx,
-        LogRow {
-            ts_ms: started,
-            hostname: host.to_string(),
-            method: log_method,
-            path,
-            status: resp.status(),
-            backend,
-            attempts,
-            latency_ms: Date::now().as_millis().saturating_sub(started),
-        },
-    );
+    let (resp, backend, attempts) = if websocket::is_upgrade(&req)? {
+        websocket::forward(env, ctx, host, https, &pq, headers, route).await?
+    } else {
+        forward(ForwardCtx {
+            env,
+            https,
+            ctx,
+            host,
+            method,
+            pq,
+            headers,
+            body,
+            route,
+        })
+        .await?
+    };
+    let row = LogRow {
+        ts_ms: started,
+        hostname: host.to_string(),
+        method: log_method,
+        path,
+        status: resp.status(),
+        backend,
+        attempts,
+        latency_ms: Date::now().as_millis().saturating_sub(started),
+    };
+    // Only while a tail listens (the decision said why): its line goes to the object.
+    if let Some(why) = tailing {
+        let line = RequestLine {
+            ts_ms: row.ts_ms,
+            method: row.method.clone(),
+            path: tail::bounded_path(&row.path),
+            status: row.status,
+            backend: row.backend.clone(),
+            attempts: row.attempts,
+            latency_ms: row.latency_ms,
+            why: tail::answered_why(&why, row.attempts),
+        };
+        tail_route::report_line(env, ctx, host, line);
+    }
+    requestlog::record(env, ctx, row);
     Ok(resp)
 }
 
@@ -264,6 +375,7 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
     };
     let tries = plan.tries();
     let mut outcomes = plan.take_outcomes();
+    let ticket = f.route.ticket;
     match answer {
         Answer::Backend(index) => {
             let (Some((_, resp)), Some(attempt)) = (
@@ -293,6 +405,10 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
             let parts: js_sys::Array = parts.unchecked_into();
             let done = parts.get(1);
             let url = attempt.url.clone();
+            if success.is_none() || !done.is_instance_of::<js_sys::Promise>() {
+                // The answer is complete now; a streamed body completes in `watch_body`.
+                complete(f.env, f.ctx, f.host, ticket);
+            }
             match (success, done.as_string()) {
                 (None, _) => {}
                 (Some(outcome), Some(broken)) if broken.is_empty() => {
@@ -313,9 +429,13 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
                 (Some(outcome), None) if done.is_undefined() => {
                     flush_reports(f.env, f.ctx, f.host, body_reports(f.host, outcome, ""))
                 }
-                (Some(outcome), None) => {
-                    watch_body(f.env, f.ctx, f.host, outcome, done.unchecked_into())
-                }
+                (Some(outcome), None) => watch_body(
+                    f.env,
+                    f.ctx,
+                    f.host,
+                    (outcome, ticket),
+                    done.unchecked_into(),
+                ),
             }
             Ok((parts.get(0).unchecked_into(), Some(url), tries))
         }
@@ -327,6 +447,7 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
             if let Some((_, resp)) = answered {
                 cancel_body(&resp);
             }
+            complete(f.env, f.ctx, f.host, ticket);
             flush_reports(f.env, f.ctx, f.host, outcomes);
             Ok((
                 error_response(status, &message, retry_after_s)?.into(),
@@ -339,9 +460,17 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
 
 /// Reports the answering attempt once its body has streamed: a success, or a failure when the
 /// backend broke the body off (a client hanging up is not the backend's doing).
-fn watch_body(env: &Env, ctx: &Context, host: &str, outcome: Outcome, done: js_sys::Promise) {
+/// The request's ticket, if counted, completes then too.
+fn watch_body(
+    env: &Env,
+    ctx: &Context,
+    host: &str,
+    (outcome, ticket): (Outcome, Option<u64>),
+    done: js_sys::Promise,
+) {
     let env = env.clone();
     let host = host.to_string();
+    let finished: Vec<u64> = ticket.into_iter().collect();
     ctx.wait_until(async move {
         let broken = JsFuture::from(done)
             .await
@@ -349,8 +478,9 @@ fn watch_body(env: &Env, ctx: &Context, host: &str, outcome: Outcome, done: js_s
             .and_then(|v| v.as_string())
             .unwrap_or_default();
         let reports = body_reports(&host, outcome, &broken);
-        if !reports.is_empty() {
-            send_reports(&env, &host, reports).await;
+        // The ticket goes with the reports, or alone, at once.
+        if !reports.is_empty() || !finished.is_empty() {
+            send_reports(&env, &host, reports, finished).await;
         }
     });
 }
@@ -370,8 +500,9 @@ fn body_reports(host: &str, mut outcome: Outcome, broken: &str) -> Vec<Outcome> 
 
 /// Asks the hostname's Durable Object where this request goes. The message travels in the URL
 /// query: a plain URL string is the cheapest request to build (no Headers, no body to stream and
-/// await in the object). Batched success reports ride along.
-async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
+/// await in the object). Batched success reports ride along. Also returns why the object chose,
+/// which it says only while a tail listens.
+async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<(Verdict, Option<String>)> {
     let incoming = req.headers();
     let cf = req.cf();
     let key_header = AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned());
@@ -384,19 +515,24 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
         cookies: incoming.get("cookie")?,
         affinity_key: key_header.and_then(|name| incoming.get(&name).ok().flatten()),
         successes: take_successes(host, false),
+        done: take_done(host),
     };
-    let mut verdict = ask(stub, &msg).await?;
+    let (mut verdict, mut tailing) = ask(stub, &msg).await?;
     // Header affinity, first request of this instance: the header name was not known yet, so ask
     // once more with the key rather than let this client land on an arbitrary backend.
     if let Verdict::Route(Route {
         affinity_header: Some(name),
+        ticket,
         ..
     }) = &verdict
     {
         if let (false, Some(value)) = (sent_key, incoming.get(name)?) {
-            msg.successes.clear(); // already applied by the first ask
+            // Already applied by the first ask; the first ask's own ticket is given back, as
+            // its route is dropped.
+            msg.successes.clear();
+            msg.done = ticket.iter().copied().collect();
             msg.affinity_key = Some(value);
-            verdict = ask(stub, &msg).await?;
+            (verdict, tailing) = ask(stub, &msg).await?;
         }
     }
     if let Verdict::Route(route) = &verdict {
@@ -414,14 +550,16 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<Verdict> {
             }
         });
     }
-    Ok(verdict)
+    Ok((verdict, tailing))
 }
 
-async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<Verdict> {
+async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<(Verdict, Option<String>)> {
     let mut resp = stub
         .fetch_with_str(&format!("https://balancer/decide?{}", msg.to_query()))
         .await?;
-    Ok(serde_json::from_str(&resp.text().await?)?)
+    let text = resp.text().await?;
+    let (json, why) = tail::split_reply(&text);
+    Ok((serde_json::from_str(json)?, why.map(str::to_string)))
 }
 
 /// Queues a success for the next decision, or hands it back when it must be reported now.
@@ -436,7 +574,12 @@ fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
             since_ms: Date::now().as_millis(),
             ..Default::default()
         });
-        let entry = tally.by_url.entry(outcome.url).or_insert((0, 0));
+        let key = (
+            outcome.url,
+            outcome.status,
+            metrics::bucket_of(outcome.latency_ms),
+        );
+        let entry = tally.by_url.entry(key).or_insert((0, 0));
         entry.0 += 1;
         entry.1 += outcome.latency_ms;
         tally.count += 1;
@@ -445,22 +588,25 @@ fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
 }
 
 /// Failures and trials go to the Durable Object after the response, off the client's path.
-fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
+pub(super) fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<Outcome>) {
     if reports.is_empty() {
         return;
     }
     // Earlier successes go first, so "consecutive failures" in the DO means consecutive.
     let mut all = take_successes(host, true);
     all.extend(reports);
+    let done = take_done(host);
     let env = env.clone();
     let host = host.to_string();
-    ctx.wait_until(async move { send_reports(&env, &host, all).await });
+    ctx.wait_until(async move { send_reports(&env, &host, all, done).await });
 }
 
-async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>) {
+/// Sends outcomes and finished requests' tickets to the object (`POST /report`).
+pub async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
     let msg = ReportRequest {
         host: host.to_string(),
         outcomes,
+        done,
     };
     let Ok(body) = serde_json::to_string(&msg) else {
         return;
@@ -635,7 +781,7 @@ fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::H
     Ok(ALWAYS_DROPPED.with(|always| fb_forward_headers(&incoming.0, always, drop, set)))
 }
 
-fn build_request(
+pub(super) fn build_request(
     backend: &str,
     pq: &str,
     method: &str,

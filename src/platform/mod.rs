@@ -1,13 +1,21 @@
 //! Platform glue: the Worker's fetch entry point, shared helpers for env and outbound fetch.
 
+mod accounts;
 mod admin;
 mod balancer;
 mod console;
 mod edge;
+mod healthlog;
+mod metrics;
 mod probe;
 mod registry;
 mod requestlog;
+mod retention;
+mod session;
+mod tail;
 mod throttle;
+mod webhook;
+mod websocket;
 
 use std::time::Duration;
 
@@ -47,6 +55,17 @@ pub fn object_stub(env: &Env, host: &str) -> Result<Stub> {
     env.durable_object(BALANCER_BINDING)?
         .id_from_name(host)?
         .get_stub()
+}
+
+/// 32 bytes from the runtime's CSPRNG (zeros only if the runtime had none, which workerd always has).
+pub fn random_bytes() -> [u8; 32] {
+    use worker::wasm_bindgen::JsCast;
+    let mut buf = [0u8; 32];
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    if let Ok(crypto) = scope.crypto() {
+        let _ = crypto.get_random_values_with_u8_array(&mut buf);
+    }
+    buf
 }
 
 /// A JSON error body with a message a client can act on.

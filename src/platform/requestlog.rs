@@ -1,20 +1,17 @@
-//! The D1 request log: rows are buffered in the isolate and written in batches after responses, never on the request path.
+//! The D1 request log: each row is written by a flush shared with the requests around it, inside its own request's `waitUntil`, never on the request path.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
+use js_sys::futures::future_to_promise;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use worker::*;
 
+use crate::policy::logbatch::{Batch, Queued, COALESCE_MS, ROWS_PER_STATEMENT};
 use crate::policy::logquery::{Cursor, LogQuery, MetricsQuery, SqlValue};
 
 const DB_BINDING: &str = "DB";
-/// A batch is written when this many rows wait, or when the oldest waited this long.
-const BATCH_ROWS: usize = 200;
-const BATCH_MS: u64 = 2_000;
-/// Rows older than this are deleted, every RETENTION_EVERY-th batch.
-const RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
-const RETENTION_EVERY: u32 = 100;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LogRow {
@@ -28,62 +25,62 @@ pub struct LogRow {
     pub latency_ms: u64,
 }
 
-#[derive(Default)]
-struct Buffer {
-    rows: Vec<LogRow>,
-    batches: u32,
-}
-
 thread_local! {
-    static BUFFER: RefCell<Buffer> = RefCell::new(Buffer::default());
+    static BATCH: RefCell<Batch<LogRow>> = RefCell::new(Batch::default());
+    /// The flush gathering rows now: every request whose row it carries waits on it.
+    static FLUSH: RefCell<Option<js_sys::Promise>> = const { RefCell::new(None) };
 }
 
-/// Queues one row; when a batch is due, writes it after the response (ctx.wait_until).
+/// Queues one row and keeps this request alive (`waitUntil`) until the flush carrying it has
+/// written it: a row never waits for a later request, so a runtime stop after the burst loses none.
 pub fn record(env: &Env, ctx: &Context, row: LogRow) {
-    let now = row.ts_ms;
-    let due = BUFFER.with(|b| {
-        let mut b = b.borrow_mut();
-        b.rows.push(row);
-        let oldest = b.rows.first().map(|r| r.ts_ms).unwrap_or(now);
-        if b.rows.len() >= BATCH_ROWS || now.saturating_sub(oldest) >= BATCH_MS {
-            b.batches = b.batches.wrapping_add(1);
-            Some((
-                std::mem::take(&mut b.rows),
-                b.batches.is_multiple_of(RETENTION_EVERY),
-            ))
-        } else {
-            None
+    let flush = match BATCH.with(|b| b.borrow_mut().push(row)) {
+        Queued::Dropped => return,
+        Queued::JoinFlush => FLUSH.with(|f| f.borrow().clone()),
+        Queued::StartFlush => {
+            let env = env.clone();
+            let promise = future_to_promise(async move {
+                // A short window gathers the rows of concurrent requests into one write.
+                Delay::from(Duration::from_millis(COALESCE_MS)).await;
+                let rows = BATCH.with(|b| b.borrow_mut().take());
+                let dropped = BATCH.with(|b| b.borrow_mut().take_dropped());
+                if dropped > 0 {
+                    console_error!("request log: {dropped} rows dropped (more than the isolate may hold wait for D1)");
+                }
+                if let Err(e) = write(&env, &rows).await {
+                    console_error!("request log: {} rows lost: {e}", rows.len());
+                }
+                Ok(JsValue::UNDEFINED)
+            });
+            FLUSH.with(|f| *f.borrow_mut() = Some(promise.clone()));
+            Some(promise)
         }
-    });
-    if let Some((rows, prune)) = due {
-        let env = env.clone();
-        ctx.wait_until(async move {
-            if let Err(e) = write(&env, rows, prune).await {
-                console_error!("request log batch lost: {e}");
-            }
-        });
+    };
+    // The shared promise itself goes to waitUntil: no Rust future per request.
+    if let Some(p) = flush {
+        let _ = ctx.as_ref().wait_until(&p);
     }
 }
 
-/// One statement per batch: the rows go in as a single JSON parameter that SQLite unpacks with
-/// json_each, instead of 8 bound parameters a row (D1 allows 100 per statement).
-async fn write(env: &Env, rows: Vec<LogRow>, prune: bool) -> Result<()> {
+/// One statement per [`ROWS_PER_STATEMENT`] rows, all in one batch: each statement carries its
+/// rows as a single JSON parameter that SQLite unpacks with json_each, instead of 8 bound
+/// parameters a row (D1 allows 100 per statement).
+async fn write(env: &Env, rows: &[LogRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let db = env.d1(DB_BINDING)?;
-    let json = serde_json::to_string(&rows)?;
-    let mut statements = vec![db
-        .prepare(
-            "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms) \
-             SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'method', j.value ->> 'path', \
-             j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms' \
-             FROM json_each(?1) AS j",
-        )
-        .bind(&[JsValue::from_str(&json)])?];
-    if prune {
-        // D1 binds JS numbers: millisecond times as f64 (an i32 would overflow).
-        let cutoff = Date::now().as_millis().saturating_sub(RETENTION_MS) as f64;
+    let mut statements = Vec::new();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let json = serde_json::to_string(chunk)?;
         statements.push(
-            db.prepare("DELETE FROM request_logs WHERE ts_ms < ?1")
-                .bind(&[cutoff.into()])?,
+            db.prepare(
+                "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms) \
+                 SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'method', j.value ->> 'path', \
+                 j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms' \
+                 FROM json_each(?1) AS j",
+            )
+            .bind(&[JsValue::from_str(&json)])?,
         );
     }
     db.batch(statements).await?;

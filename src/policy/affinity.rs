@@ -131,19 +131,44 @@ pub fn rendezvous(key: &str, candidates: &[&str]) -> Option<usize> {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let mut h = Sha256::new();
-            // Length prefix makes (key, candidate) unambiguous: ("ab","c") != ("a","bc").
-            h.update((key.len() as u64).to_le_bytes());
-            h.update(key.as_bytes());
-            h.update(c.as_bytes());
-            let d = h.finalize();
-            let mut score = [0u8; 8];
-            score.copy_from_slice(&d[..8]);
             // Tie-break on the candidate text, not its position, so order does not matter.
-            (u64::from_be_bytes(score), *c, std::cmp::Reverse(i))
+            (hrw_hash(key, c), *c, std::cmp::Reverse(i))
         })
         .max()
         .map(|(_, _, std::cmp::Reverse(i))| i)
+}
+
+/// SHA-256 of (key, candidate), first 8 bytes: the per-pair score of rendezvous hashing.
+fn hrw_hash(key: &str, candidate: &str) -> u64 {
+    let mut h = Sha256::new();
+    // Length prefix makes (key, candidate) unambiguous: ("ab","c") != ("a","bc").
+    h.update((key.len() as u64).to_le_bytes());
+    h.update(key.as_bytes());
+    h.update(candidate.as_bytes());
+    let d = h.finalize();
+    let mut score = [0u8; 8];
+    score.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(score)
+}
+
+/// Weighted rendezvous hashing (Schindelhauer and Schomaker's logarithmic method): candidate
+/// `(name, weight)` scores `weight / -ln(u)` with `u` the pair's hash mapped into (0, 1), so a
+/// candidate's share of keys is proportional to its weight, and removing one moves only its keys.
+pub fn rendezvous_weighted(key: &str, candidates: &[(&str, u32)]) -> Option<usize> {
+    let mut best: Option<(f64, &str, usize)> = None;
+    for (i, &(c, w)) in candidates.iter().enumerate() {
+        // 53 bits plus a half step: strictly inside (0, 1), so ln(u) is finite and negative.
+        let u = ((hrw_hash(key, c) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let score = f64::from(w.max(1)) / -u.ln();
+        let better = match best {
+            None => true,
+            Some((s, name, _)) => score > s || (score == s && c > name),
+        };
+        if better {
+            best = Some((score, c, i));
+        }
+    }
+    best.map(|(_, _, i)| i)
 }
 
 #[cfg(test)]

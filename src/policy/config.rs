@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::policy::access::Cidr;
-use crate::policy::forwarding::UrlParts;
+use crate::policy::forwarding::{UrlParts, HOP_BY_HOP};
+use crate::policy::monitor::{Expect, ExpectedCodes, MonitorType, ProbeMethod};
 
 // ---- Defaults: the single source of truth for every implicit value. ----
 
@@ -26,6 +27,7 @@ pub const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_RETRIES: u32 = 1;
 pub const DEFAULT_COOKIE_NAME: &str = "lb_session";
 pub const DEFAULT_AFFINITY_TTL_S: u64 = 3600;
+pub const DEFAULT_MINIMUM_HEALTHY: u32 = 1;
 /// Backends per service (top level and pools together): keeps decisions and status bounded.
 pub const MAX_BACKENDS: usize = 1000;
 /// Errors reported for one input before giving up (a huge broken body must not loop long).
@@ -170,6 +172,96 @@ pub struct ActiveHealth {
     #[serde(deserialize_with = "int::<1, 100, _, _>")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 100)))]
     pub consecutive_down: u32,
+    /// `http`: HTTP over the backend URL's scheme; `https`: over TLS; `tcp`: up when a TCP connection opens.
+    #[serde(rename = "type")]
+    pub kind: MonitorType,
+    pub method: ProbeMethod,
+    /// Accepted statuses (default: 2xx and 3xx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_codes: Option<ExpectedCodes>,
+    /// A case-insensitive substring the first 64 KiB of the body must contain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_body: Option<ExpectedBody>,
+    /// Request headers the probe sends (`Host` included).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<Token, HeaderValue>,
+    /// Follows redirects, never off the backend's origin (scheme, host, port).
+    pub follow_redirects: bool,
+    /// The port probed instead of the backend URL's.
+    #[serde(
+        deserialize_with = "optional_port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 65535)))]
+    pub port: Option<u16>,
+}
+
+fn optional_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    int::<1, 65535, u16, D>(d).map(Some)
+}
+
+impl ActiveHealth {
+    /// Monitor rules across fields: HTTP options on a tcp monitor, doubled or hop-by-hop headers.
+    fn validate(&self) -> Vec<Issue> {
+        let mut errs = Vec::new();
+        let at = |k: &str| vec![key("activeHealthChecks"), key(k)];
+        if self.kind == MonitorType::Tcp {
+            let http_only = [
+                ("path", self.path.is_some()),
+                ("method", self.method != ProbeMethod::Get),
+                ("expected_codes", self.expected_codes.is_some()),
+                ("expected_body", self.expected_body.is_some()),
+                ("headers", !self.headers.is_empty()),
+                ("follow_redirects", self.follow_redirects),
+            ];
+            for (k, set) in http_only {
+                if set {
+                    errs.push((
+                        at(k),
+                        "only for http and https monitors (type is \"tcp\")".into(),
+                        None,
+                    ));
+                }
+            }
+        }
+        if self.method == ProbeMethod::Head && self.expected_body.is_some() {
+            errs.push((
+                at("expected_body"),
+                "a HEAD answer has no body to check; use method \"GET\"".into(),
+                None,
+            ));
+        }
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for name in self.headers.keys() {
+            let lower = name.to_ascii_lowercase();
+            let hp = extend(&at("headers"), key(name));
+            if HOP_BY_HOP.contains(&lower.as_str()) || lower == "content-length" {
+                errs.push((
+                    hp.clone(),
+                    format!(
+                        "{name:?} is a connection header the runtime sets itself; not allowed here"
+                    ),
+                    None,
+                ));
+            }
+            if let Some(first) = seen.insert(lower, name) {
+                errs.push((
+                    hp,
+                    format!("{name:?} repeats {first:?} (header names are case-insensitive)"),
+                    None,
+                ));
+            }
+        }
+        errs
+    }
+
+    /// What an HTTP probe answer must show.
+    pub fn expect(&self) -> Expect {
+        Expect {
+            codes: self.expected_codes.clone(),
+            body: self.expected_body.as_ref().map(|b| b.as_str().to_string()),
+        }
+    }
 }
 
 impl Default for ActiveHealth {
@@ -181,6 +273,13 @@ impl Default for ActiveHealth {
             timeout_ms: DEFAULT_HEALTH_TIMEOUT_MS,
             consecutive_up: DEFAULT_CONSECUTIVE_UP,
             consecutive_down: DEFAULT_CONSECUTIVE_DOWN,
+            kind: MonitorType::Http,
+            method: ProbeMethod::Get,
+            expected_codes: None,
+            expected_body: None,
+            headers: BTreeMap::new(),
+            follow_redirects: false,
+            port: None,
         }
     }
 }
@@ -282,6 +381,48 @@ pub struct LoadBalancer {
         schemars(with = "f64", range(min = 0, max = 3600))
     )]
     pub slow_start_ms: u64,
+    /// How a backend is picked within the chosen pool.
+    pub endpoint_steering: EndpointSteering,
+    /// How the pool is chosen.
+    pub steering: PoolSteering,
+    /// With `steering: failover`: the pool that takes traffic when no pool is healthy (default: the last pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_pool: Option<PoolName>,
+}
+
+/// How a backend is picked within a pool (`load_balancer.endpoint_steering`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointSteering {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight (counted by the Durable Object across all Worker instances) per weight.
+    LeastOutstandingRequests,
+    /// Power of two random choices over a decaying average of response time times requests in flight, per weight.
+    Latency,
+    /// Weighted rendezvous hashing of the client IP.
+    Hash,
+}
+
+impl EndpointSteering {
+    /// Modes that need every request's completion reported to the object (its in-flight count).
+    pub fn counts_outstanding(self) -> bool {
+        matches!(self, Self::LeastOutstandingRequests | Self::Latency)
+    }
+}
+
+/// How the pool is chosen (`load_balancer.steering`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PoolSteering {
+    /// `geo_steering` maps the client's region to a pool; without it, one pool of the top-level backends.
+    #[default]
+    Geo,
+    /// Pools in listed order: the first healthy pool takes all traffic, then `fallback_pool`.
+    Failover,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -320,6 +461,17 @@ fn default_ttl() -> u64 {
 pub struct Pool {
     pub name: PoolName,
     pub backends: Vec<Backend>,
+    /// Fewer healthy backends than this and the pool counts as unhealthy (Cloudflare's health threshold).
+    #[serde(
+        default = "default_minimum_healthy",
+        deserialize_with = "int::<1, 1000, _, _>"
+    )]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 1000)))]
+    pub minimum_healthy: u32,
+}
+
+fn default_minimum_healthy() -> u32 {
+    DEFAULT_MINIMUM_HEALTHY
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -351,6 +503,86 @@ pub struct AccessLists {
     pub allow: Vec<Cidr>,
     pub deny: Vec<Cidr>,
 }
+
+/// Where a service's events are sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Notifications {
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One webhook receiver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// http(s) URL the events are POSTed to.
+    pub url: BackendUrl,
+    /// Signs each JSON delivery (X-FlowBalance-Signature); required for `format: "json"`,
+    /// at least 16 characters. Admin-only like the rest of the config; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Events sent to this receiver (default: all).
+    #[serde(default = "all_events")]
+    pub events: Vec<EventKind>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// The events a webhook may subscribe to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+pub enum EventKind {
+    #[serde(rename = "backend.down")]
+    BackendDown,
+    #[serde(rename = "backend.up")]
+    BackendUp,
+    #[serde(rename = "breaker.open")]
+    BreakerOpen,
+    #[serde(rename = "breaker.closed")]
+    BreakerClosed,
+    #[serde(rename = "service.unhealthy")]
+    ServiceUnhealthy,
+    #[serde(rename = "service.recovered")]
+    ServiceRecovered,
+    #[serde(rename = "config.changed")]
+    ConfigChanged,
+    #[serde(rename = "config.rolled_back")]
+    ConfigRolledBack,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::BackendDown,
+        EventKind::BackendUp,
+        EventKind::BreakerOpen,
+        EventKind::BreakerClosed,
+        EventKind::ServiceUnhealthy,
+        EventKind::ServiceRecovered,
+        EventKind::ConfigChanged,
+        EventKind::ConfigRolledBack,
+    ];
+}
+
+fn all_events() -> Vec<EventKind> {
+    EventKind::ALL.to_vec()
+}
+
+/// `json`: the signed event object; `slack`: `{"text": ...}` for Slack or Discord (Slack-compatible) hooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+/// Webhooks per service.
+pub const MAX_WEBHOOKS: usize = 5;
+/// The shortest webhook secret accepted.
+pub const MIN_WEBHOOK_SECRET: usize = 16;
 
 /// One balanced hostname's service.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -387,6 +619,8 @@ pub struct ServiceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub access: Option<AccessLists>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
 }
 
 fn default_retries() -> u32 {
@@ -402,6 +636,7 @@ const DEFAULT_BLOCKS: &[&str] = &[
     "load_balancer",
     "rate_limit",
     "access_control",
+    "notifications",
 ];
 
 impl ServiceConfig {
@@ -417,6 +652,14 @@ impl ServiceConfig {
 
     pub fn affinity(&self) -> Option<&Affinity> {
         self.load_balancer.session_affinity.as_ref()
+    }
+
+    /// The configured webhooks (none without a `notifications` block).
+    pub fn webhooks(&self) -> &[Webhook] {
+        self.notifications
+            .as_ref()
+            .map(|n| n.webhooks.as_slice())
+            .unwrap_or_default()
     }
 
     /// Top-level backends then pool backends, first occurrence of each URL wins.
@@ -480,6 +723,17 @@ impl ServiceConfig {
                 ));
             }
             lists.push((extend(&pp, key("backends")), &p.backends));
+            if p.minimum_healthy as usize > p.backends.len().max(1) {
+                errs.push((
+                    extend(&pp, key("minimum_healthy")),
+                    format!(
+                        "{} is more than the pool's {} backends: the pool could never be healthy",
+                        p.minimum_healthy,
+                        p.backends.len()
+                    ),
+                    None,
+                ));
+            }
             if let Some(first) = names.insert(p.name.as_str(), i) {
                 errs.push((
                     extend(&pp, key("name")),
@@ -539,6 +793,42 @@ impl ServiceConfig {
                 check(&g.fallback_pool, extend(&gp, key("fallback_pool")));
             }
         }
+        errs.extend(self.validate_steering());
+        let hooks = self.webhooks();
+        if hooks.len() > MAX_WEBHOOKS {
+            errs.push((
+                at(&[key("notifications"), key("webhooks")]),
+                format!(
+                    "{} webhooks; at most {MAX_WEBHOOKS} are allowed per service",
+                    hooks.len()
+                ),
+                None,
+            ));
+        }
+        for (i, w) in hooks.iter().enumerate() {
+            let wp = vec![key("notifications"), key("webhooks"), Seg::Index(i)];
+            match (&w.secret, w.format) {
+                (None, WebhookFormat::Json) => errs.push((
+                    extend(&wp, key("secret")),
+                    format!("required for format \"json\" (at least {MIN_WEBHOOK_SECRET} characters): receivers verify X-FlowBalance-Signature with it"),
+                    None,
+                )),
+                (Some(s), _) if s.chars().count() < MIN_WEBHOOK_SECRET => errs.push((
+                    extend(&wp, key("secret")),
+                    format!("too short: at least {MIN_WEBHOOK_SECRET} characters"),
+                    None,
+                )),
+                _ => {}
+            }
+            if w.events.is_empty() {
+                errs.push((
+                    extend(&wp, key("events")),
+                    "at least one event (leave the key out for all events)".into(),
+                    None,
+                ));
+            }
+        }
+        errs.extend(self.health.validate());
         if let Some(a) = self.affinity() {
             if a.kind == AffinityKind::Header && a.header_name.is_none() {
                 errs.push((
@@ -548,6 +838,57 @@ impl ServiceConfig {
                         key("header_name"),
                     ]),
                     "required when type is \"header\"".into(),
+                    None,
+                ));
+            }
+        }
+        errs
+    }
+}
+
+impl ServiceConfig {
+    /// `load_balancer.steering` and `fallback_pool` against the pools and `geo_steering`.
+    /// Lease mode (issue 10), when it lands, refuses `least_outstanding_requests` here: that mode
+    /// needs every request's completion at the object.
+    fn validate_steering(&self) -> Vec<Issue> {
+        let mut errs = Vec::new();
+        let lb = |k: &str| vec![key("load_balancer"), key(k)];
+        let known: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+        match self.load_balancer.steering {
+            PoolSteering::Failover => {
+                if self.pools.is_empty() {
+                    errs.push((lb("steering"), "\"failover\" requires pools".into(), None));
+                }
+                if !self.backends.is_empty() {
+                    errs.push((
+                        vec![key("backends")],
+                        "with steering \"failover\", put every backend in a pool (pools are tried in order)".into(),
+                        None,
+                    ));
+                }
+                if self.geo.is_some() {
+                    errs.push((
+                        vec![key("geo_steering")],
+                        "applies only with steering \"geo\", not \"failover\"".into(),
+                        None,
+                    ));
+                }
+            }
+            PoolSteering::Geo => {
+                if self.load_balancer.fallback_pool.is_some() {
+                    errs.push((
+                        lb("fallback_pool"),
+                        "applies only with steering \"failover\" (geo uses geo_steering.fallback_pool)".into(),
+                        None,
+                    ));
+                }
+            }
+        }
+        if let Some(f) = &self.load_balancer.fallback_pool {
+            if !known.is_empty() && !known.contains(&f.as_str()) {
+                errs.push((
+                    lb("fallback_pool"),
+                    format!("unknown pool {:?}; pools: {}", f.as_str(), known.join(", ")),
                     None,
                 ));
             }
@@ -689,6 +1030,16 @@ string_newtype!(
     schemars::json_schema!({"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"})
 );
 string_newtype!(
+    HeaderValue,
+    check_header_value,
+    schemars::json_schema!({"type": "string", "maxLength": 1024, "pattern": "^[\\t -~]*$"})
+);
+string_newtype!(
+    ExpectedBody,
+    check_expected_body,
+    schemars::json_schema!({"type": "string", "minLength": 1, "maxLength": 1024})
+);
+string_newtype!(
     RegionCode,
     check_region,
     schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z]{2}$"})
@@ -712,6 +1063,24 @@ fn check_health_path(s: &str) -> Result<String, String> {
         Err(format!(
             "{s:?} must start with '/' and contain no spaces or control characters"
         ))
+    }
+}
+
+fn check_header_value(s: &str) -> Result<String, String> {
+    if s.len() <= 1024 && s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid header value (at most 1024 visible ASCII characters, spaces or tabs)"
+        ))
+    }
+}
+
+fn check_expected_body(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 1024 {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: expected 1 to 1024 bytes of text"))
     }
 }
 
@@ -1031,6 +1400,7 @@ fn check_block(name: &str, v: &Value) -> Vec<ConfigError> {
         "retries" => at::<Retries>(name, v),
         "load_balancer" => at::<LoadBalancer>(name, v),
         "rate_limit" => at::<RateLimit>(name, v),
+        "notifications" => at::<Notifications>(name, v),
         _ => at::<AccessLists>(name, v),
     }
 }

@@ -24,6 +24,9 @@ pub struct DecideRequest {
     /// Carried as one JSON text: a query pair holds a string.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "json_text")]
     pub successes: Vec<Outcome>,
+    /// Tickets of this Worker instance's requests that finished since its last message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "id_list")]
+    pub done: Vec<u64>,
 }
 
 impl DecideRequest {
@@ -37,6 +40,23 @@ impl DecideRequest {
     /// host or unreadable successes are errors, not silently missing facts.
     pub fn from_query(query: &str) -> Result<Self, String> {
         serde_urlencoded::from_str(query).map_err(|e| e.to_string())
+    }
+}
+
+/// Ticket ids as one comma-separated query value.
+mod id_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = v.iter().map(u64::to_string).collect();
+        s.serialize_str(&text.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.split(',')
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -63,6 +83,9 @@ mod json_text {
 pub struct ReportRequest {
     pub host: String,
     pub outcomes: Vec<Outcome>,
+    /// Tickets of finished requests (see [`Route::ticket`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<u64>,
 }
 
 /// The Durable Object's answer to "where does this request go?".
@@ -91,6 +114,10 @@ pub struct Route {
     /// For header affinity: the request header whose value keys the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_header: Option<String>,
+    /// The request counts as outstanding at its backend until this ticket comes back in a
+    /// completion (`done`); only in steering modes that count requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,6 +162,12 @@ pub struct Outcome {
     /// Number of requests this outcome stands for (successes are batched).
     #[serde(default = "one")]
     pub count: u32,
+    /// The HTTP status the backend answered with (None: no HTTP answer), for the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// For a retry: why the attempt before it failed (`connect`, `timeout`, `status_5xx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_reason: Option<String>,
 }
 
 fn one() -> u32 {
@@ -167,7 +200,10 @@ mod tests {
                 trial: false,
                 retry: false,
                 count: 3,
+                status: Some(200),
+                retry_reason: None,
             }],
+            done: vec![17, 4_000_000_000_000],
         };
         let text = full.to_query();
         assert_eq!(DecideRequest::from_query(&text).unwrap(), full);
@@ -176,6 +212,7 @@ mod tests {
         assert!(DecideRequest::from_query("host=a&client_ip=1&client_ip=2").is_err());
         assert!(DecideRequest::from_query("client_ip=1.2.3.4").is_err());
         assert!(DecideRequest::from_query("host=a&successes=%5Bx").is_err());
+        assert!(DecideRequest::from_query("host=a&done=1,x").is_err());
     }
 
     #[test]
@@ -183,6 +220,7 @@ mod tests {
         let r = ReportRequest {
             host: "a.test".into(),
             outcomes: vec![],
+            done: vec![3],
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ReportRequest>(&text).unwrap(), r);

@@ -84,6 +84,8 @@ pub struct FailoverPlan {
     invalid_seen: bool,
     pending: Option<PendingLost>,
     outcomes: Vec<Outcome>,
+    /// Why the latest failed attempt failed: the reason the next attempt is a retry.
+    last_reason: Option<String>,
     done: bool,
 }
 
@@ -111,6 +113,7 @@ impl FailoverPlan {
             invalid_seen: false,
             pending: None,
             outcomes: Vec::new(),
+            last_reason: None,
             done: false,
         }
     }
@@ -131,6 +134,7 @@ impl FailoverPlan {
         if self.done {
             return self.finish();
         }
+        let mut answered_status = None;
         let failure = match result {
             AttemptResult::ClientAborted => {
                 self.done = true;
@@ -143,10 +147,11 @@ impl FailoverPlan {
             AttemptResult::Answered(status) => {
                 self.last_answer = Some(index);
                 if !is_failure_status(status) {
-                    self.record(index, latency_ms, None);
+                    self.record(index, latency_ms, None, Some(status), None);
                     self.done = true;
                     return Step::Answer(Answer::Backend(index));
                 }
+                answered_status = Some(status);
                 if status_means_unreached(status) {
                     Failure::Connect
                 } else {
@@ -156,8 +161,9 @@ impl FailoverPlan {
             AttemptResult::Invalid(status) => {
                 self.invalid_seen = true;
                 let reason = format!("invalid status {status} (not a final HTTP status)");
-                self.record(index, latency_ms, Some(reason));
-                return self.after_failure(Failure::Status(status), rng);
+                let failure = Failure::Status(status);
+                self.record(index, latency_ms, Some(reason), None, Some(&failure));
+                return self.after_failure(failure, rng);
             }
             AttemptResult::Timeout => Failure::Timeout,
             AttemptResult::Lost(message) => {
@@ -175,11 +181,19 @@ impl FailoverPlan {
                     // Cannot be resent anyway: no need to find out whether it arrived.
                     Failure::Timeout
                 };
-                self.record(index, latency_ms, Some(lost(&failure, &message)));
+                let why = lost(&failure, &message);
+                self.record(index, latency_ms, Some(why), None, Some(&failure));
                 return self.after_failure(failure, rng);
             }
         };
-        self.record(index, latency_ms, Some(describe(&failure)));
+        let why = describe(&failure);
+        self.record(
+            index,
+            latency_ms,
+            Some(why),
+            answered_status,
+            Some(&failure),
+        );
         self.after_failure(failure, rng)
     }
 
@@ -193,7 +207,8 @@ impl FailoverPlan {
         } else {
             Failure::Timeout
         };
-        self.record(p.index, p.latency_ms, Some(lost(&failure, &p.message)));
+        let why = lost(&failure, &p.message);
+        self.record(p.index, p.latency_ms, Some(why), None, Some(&failure));
         self.after_failure(failure, rng)
     }
 
@@ -208,20 +223,36 @@ impl FailoverPlan {
         self.tries
     }
 
-    fn record(&mut self, index: usize, latency_ms: u64, failure: Option<String>) {
+    fn record(
+        &mut self,
+        index: usize,
+        latency_ms: u64,
+        failure: Option<String>,
+        status: Option<u16>,
+        cause: Option<&Failure>,
+    ) {
         let Some((url, trial)) = self.urls.get(index) else {
             return;
         };
         if let Some(f) = &failure {
             self.last_failure = f.clone();
         }
+        let retry = self.tries > 1;
+        let retry_reason = if retry {
+            self.last_reason.clone()
+        } else {
+            None
+        };
+        self.last_reason = cause.map(reason_label);
         self.outcomes.push(Outcome {
             url: url.clone(),
             failure,
             latency_ms,
             trial: *trial,
-            retry: self.tries > 1,
+            retry,
             count: 1,
+            status,
+            retry_reason,
         });
     }
 
@@ -301,6 +332,16 @@ fn describe(f: &Failure) -> String {
     }
 }
 
+/// The `reason` label of a retry caused by `f`.
+fn reason_label(f: &Failure) -> String {
+    match f {
+        Failure::Connect => "connect".to_string(),
+        Failure::Timeout => "timeout".to_string(),
+        Failure::Status(s @ 200..=599) => format!("status_{}xx", s / 100),
+        Failure::Status(_) => "invalid_status".to_string(),
+    }
+}
+
 fn lost(f: &Failure, message: &str) -> String {
     format!("{}: {message}", describe(f))
 }
@@ -327,6 +368,7 @@ mod tests {
             timeout_ms: 1000,
             immediate_failover: true,
             panic: false,
+            ticket: None,
             cookie: None,
             affinity_header: None,
         }
@@ -412,6 +454,11 @@ mod tests {
             o.iter().map(|o| o.retry).collect::<Vec<_>>(),
             [false, true, true]
         );
+        // The metrics see each attempt's status and why each retry happened.
+        let statuses: Vec<Option<u16>> = o.iter().map(|o| o.status).collect();
+        assert_eq!(statuses, [Some(503), None, Some(200)]);
+        let reasons: Vec<Option<&str>> = o.iter().map(|o| o.retry_reason.as_deref()).collect();
+        assert_eq!(reasons, [None, Some("status_5xx"), Some("connect")]);
     }
 
     #[test]

@@ -1,23 +1,47 @@
 //! The live view of one hostname's backends (health, breakers, counters) and the routing decision made from it.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::policy::access::AccessPolicy;
 use crate::policy::affinity;
 use crate::policy::breaker::{Admit, Breaker, BreakerState, Transition};
 use crate::policy::clients::canonical_ip;
-use crate::policy::config::{AffinityKind, BackendState, BreakerConfig, ServiceConfig};
+use crate::policy::config::{
+    AffinityKind, BackendState, BreakerConfig, EndpointSteering, PoolSteering, ServiceConfig,
+};
 use crate::policy::decision::{Attempt, CookieSpec, Outcome, Reject, Route, Verdict};
 use crate::policy::geo;
 use crate::policy::health::{self, Health};
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::retry::RetryBudget;
-use crate::policy::rng::Rng;
+use crate::policy::rng::{Rng, SplitMix64};
 use crate::policy::select::{failover_order, Selector};
+use crate::policy::steering::{self, Ewma, Load, PoolHealth};
 
 /// Round-robin weights are the configured ones times this, so slow start can ramp in small steps.
 const WEIGHT_SCALE: u32 = 100;
+/// A request whose completion never comes (its Worker instance was evicted) stops counting as
+/// outstanding this long after its timeout budget (attempts × connection timeout) ran out:
+/// the grace covers a response body still streaming after its headers.
+const TICKET_GRACE_MS: u64 = 10_000;
+/// In-flight requests tracked per hostname; beyond this the oldest entry is dropped.
+const MAX_TICKETS: usize = 100_000;
+
+/// One counted request: the backend it was decided for and when it stops counting.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Ticket {
+    backend: usize,
+    expires_ms: u64,
+}
+
+/// Live, unpersisted load of one backend: requests in flight and recent response time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct LiveLoad {
+    outstanding: u32,
+    ewma: Ewma,
+}
 
 /// What the Durable Object keeps of each backend across restarts (written on transitions only).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,6 +114,12 @@ pub struct Fleet {
     affinity_secret: Vec<u8>,
     /// `affinity::backend_id` of each backend, hashed once per config rather than per request.
     pin_ids: Vec<String>,
+    load: Vec<LiveLoad>,
+    /// Requests in flight by ticket (for steering modes that count them); ids only grow.
+    tickets: BTreeMap<u64, Ticket>,
+    next_ticket: u64,
+    /// Draws for p2c; seeded from the construction time, reseeded by the platform.
+    rng: SplitMix64,
 }
 
 impl Fleet {
@@ -161,7 +191,35 @@ impl Fleet {
             limiter,
             access,
             affinity_secret: secret.to_vec(),
+            load: vec![LiveLoad::default(); all.len()],
+            tickets: BTreeMap::new(),
+            // Ids start from the clock so a ticket of an earlier object lifetime is not mistaken
+            // for one of this lifetime (at most 4096 decisions per ms on average keep them apart).
+            next_ticket: now_ms << 12,
+            rng: SplitMix64(now_ms),
         }
+    }
+
+    /// Seeds the p2c draws (the platform passes fresh randomness; tests keep the default).
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = SplitMix64(seed);
+    }
+
+    /// Keeps what the previous config's fleet knew of load (requests in flight, response times)
+    /// for the backends both have, so a config change does not forget them.
+    pub fn adopt_load(&mut self, old: &Fleet) {
+        for (i, b) in self.backends.iter().enumerate() {
+            if let Some(j) = old.index_of(&b.url) {
+                self.load[i].ewma = old.load[j].ewma;
+            }
+        }
+        for (&id, t) in &old.tickets {
+            if let Some(i) = self.index_of(&old.backends[t.backend].url) {
+                self.tickets.insert(id, Ticket { backend: i, ..*t });
+                self.load[i].outstanding = self.load[i].outstanding.saturating_add(1);
+            }
+        }
+        self.next_ticket = self.next_ticket.max(old.next_ticket);
     }
 
     fn breaker_params(&self) -> BreakerConfig {
@@ -243,7 +301,9 @@ impl Fleet {
                     attempts.push(members[k]);
                     trials.push(false);
                 }
-                return Verdict::Route(self.route(attempts, trials, false, now_ms, pinned));
+                let mut route = self.route(attempts, trials, false, now_ms, pinned);
+                route.ticket = self.count_in(first, &route, now_ms);
+                return Verdict::Route(route);
             }
             None => {
                 // Panic mode (as Envoy): nothing looks healthy, so try every enabled backend,
@@ -263,7 +323,76 @@ impl Fleet {
             });
         }
         let trials = vec![false; attempts.len()];
-        Verdict::Route(self.route(attempts, trials, true, now_ms, None))
+        let first = attempts[0];
+        let mut route = self.route(attempts, trials, true, now_ms, None);
+        route.ticket = self.count_in(first, &route, now_ms);
+        Verdict::Route(route)
+    }
+
+    /// Counts a decided request as outstanding at `backend` when the steering mode uses the
+    /// count; the ticket comes back with the request's completion (see [`Fleet::complete`]).
+    fn count_in(&mut self, backend: usize, route: &Route, now_ms: u64) -> Option<u64> {
+        if !self
+            .cfg
+            .load_balancer
+            .endpoint_steering
+            .counts_outstanding()
+        {
+            return None;
+        }
+        self.expire_tickets(now_ms);
+        if self.tickets.len() >= MAX_TICKETS {
+            if let Some((_, t)) = self.tickets.pop_first() {
+                self.release(t.backend);
+            }
+        }
+        let id = self.next_ticket;
+        self.next_ticket += 1;
+        let budget = route
+            .timeout_ms
+            .saturating_mul(route.attempts.len().max(1) as u64);
+        self.tickets.insert(
+            id,
+            Ticket {
+                backend,
+                expires_ms: now_ms
+                    .saturating_add(budget)
+                    .saturating_add(TICKET_GRACE_MS),
+            },
+        );
+        self.load[backend].outstanding = self.load[backend].outstanding.saturating_add(1);
+        Some(id)
+    }
+
+    /// Drops tickets whose request never reported back. Oldest first: with one config the
+    /// expiries grow with the ids, so the scan stops at the first live ticket.
+    fn expire_tickets(&mut self, now_ms: u64) {
+        while let Some(entry) = self.tickets.first_entry() {
+            if entry.get().expires_ms > now_ms {
+                break;
+            }
+            let t = entry.remove();
+            self.release(t.backend);
+        }
+    }
+
+    fn release(&mut self, backend: usize) {
+        if let Some(l) = self.load.get_mut(backend) {
+            l.outstanding = l.outstanding.saturating_sub(1);
+        }
+    }
+
+    /// A counted request finished (its response went out, or it failed, or its WebSocket
+    /// closed): it no longer counts as outstanding. Unknown or repeated tickets are ignored.
+    pub fn complete(&mut self, ticket: u64) {
+        if let Some(t) = self.tickets.remove(&ticket) {
+            self.release(t.backend);
+        }
+    }
+
+    /// Requests counted as in flight now, per backend (0 in modes that do not count).
+    pub fn outstanding(&self) -> Vec<u32> {
+        self.load.iter().map(|l| l.outstanding).collect()
     }
 
     fn route(
@@ -302,6 +431,7 @@ impl Fleet {
             timeout_ms: self.cfg.connection.connection_timeout_ms,
             immediate_failover: self.cfg.connection.immediate_failover,
             panic,
+            ticket: None,
             cookie: cookie_affinity.map(|a| CookieSpec {
                 name: a.cookie_name.to_string(),
                 ttl_s: a.ttl_s,
@@ -324,36 +454,69 @@ impl Fleet {
         )
     }
 
-    /// Geo steering picks a pool group; without it, the top-level group.
+    /// Healthy backends (taking new traffic) in pool `p` and how many it must have.
+    fn pool_counts(&self, p: usize, now_ms: u64, params: &BreakerConfig) -> (usize, u32) {
+        let healthy = self.groups[p + 1]
+            .iter()
+            .filter(|&&i| self.eligible(i, now_ms, params))
+            .count();
+        (healthy, self.cfg.pools[p].minimum_healthy)
+    }
+
+    fn pool_index(&self, name: &str) -> Option<usize> {
+        self.cfg.pools.iter().position(|p| p.name.as_str() == name)
+    }
+
+    /// The pool group for a request: failover order, or geo steering; without either the
+    /// top-level group. A pool with fewer healthy backends than its `minimum_healthy` counts
+    /// as unhealthy.
     fn choose_group(&self, facts: &RequestFacts, now_ms: u64, params: &BreakerConfig) -> usize {
+        let lb = &self.cfg.load_balancer;
+        if lb.steering == PoolSteering::Failover && !self.cfg.pools.is_empty() {
+            let counts: Vec<(usize, u32)> = (0..self.cfg.pools.len())
+                .map(|p| self.pool_counts(p, now_ms, params))
+                .collect();
+            let fallback = lb
+                .fallback_pool
+                .as_ref()
+                .and_then(|n| self.pool_index(n))
+                .unwrap_or(self.cfg.pools.len() - 1);
+            return steering::failover_pool(&counts, fallback) + 1;
+        }
         let Some(geo_cfg) = &self.cfg.geo else {
             return 0;
         };
-        let pool_has_healthy = |name: &str| {
-            self.cfg
-                .pools
-                .iter()
-                .position(|p| p.name.as_str() == name)
-                .map(|p| {
-                    self.groups[p + 1]
-                        .iter()
-                        .any(|&i| self.eligible(i, now_ms, params))
-                })
-                .unwrap_or(false)
+        let pool_is_healthy = |name: &str| {
+            self.pool_index(name).is_some_and(|p| {
+                let (healthy, minimum) = self.pool_counts(p, now_ms, params);
+                healthy >= minimum.max(1) as usize
+            })
         };
         let name = geo::choose_pool(
             &geo_cfg.regions,
             &geo_cfg.fallback_pool,
             facts.country.as_deref(),
             facts.continent.as_deref(),
-            pool_has_healthy,
+            pool_is_healthy,
         );
-        self.cfg
-            .pools
-            .iter()
-            .position(|p| p.name.as_str() == name)
-            .map(|p| p + 1)
-            .unwrap_or(0)
+        self.pool_index(name).map(|p| p + 1).unwrap_or(0)
+    }
+
+    /// Each pool's name, health and healthy/total counts, for the status view.
+    pub fn pool_status(&self, now_ms: u64) -> Vec<(String, PoolHealth, usize, usize)> {
+        let params = self.breaker_params();
+        (0..self.cfg.pools.len())
+            .map(|p| {
+                let (healthy, minimum) = self.pool_counts(p, now_ms, &params);
+                let total = self.groups[p + 1].len();
+                (
+                    self.cfg.pools[p].name.to_string(),
+                    steering::pool_health(healthy, total, minimum),
+                    healthy,
+                    total,
+                )
+            })
+            .collect()
     }
 
     /// The backend a valid affinity cookie pins the client to, if it may still serve (enabled or draining, healthy).
@@ -398,6 +561,7 @@ impl Fleet {
             .iter()
             .map(|&i| self.eligible(i, now_ms, params))
             .collect();
+        let client = facts.client_ip.as_deref().map(canonical_ip);
         let key = self.cfg.affinity().and_then(|a| match a.kind {
             AffinityKind::Header => facts.affinity_header.clone(),
             AffinityKind::IpCookie => facts.client_ip.clone(),
@@ -413,13 +577,44 @@ impl Fleet {
                 .collect();
             return affinity::rendezvous(&key, &urls).map(|j| members[live[j]]);
         }
-        let weights: Vec<u32> = members
+        let loads: Vec<Load> = members
             .iter()
-            .map(|&i| self.effective_weight(i, now_ms))
+            .map(|&i| Load {
+                weight: self.effective_weight(i, now_ms),
+                outstanding: self.load[i].outstanding,
+                latency_ms: self.latency_ms(i, now_ms),
+            })
             .collect();
-        self.selectors[group]
-            .pick(&weights, |k| eligible[k])
-            .map(|k| members[k])
+        let ok = |k: usize| eligible[k];
+        let pick = match self.cfg.load_balancer.endpoint_steering {
+            EndpointSteering::RoundRobin => None,
+            EndpointSteering::LeastOutstandingRequests => {
+                steering::least_outstanding(&mut self.selectors[group], &loads, ok)
+            }
+            EndpointSteering::Latency => steering::latency_p2c(&loads, ok, &mut self.rng),
+            EndpointSteering::Hash => client.and_then(|ip| {
+                let names: Vec<&str> = members
+                    .iter()
+                    .map(|&i| self.backends[i].url.as_str())
+                    .collect();
+                steering::client_hash(&ip, &names, &loads, ok)
+            }),
+        };
+        // Round robin, and the fallback of hash steering for a request with no client address.
+        pick.or_else(|| {
+            let weights: Vec<u32> = loads.iter().map(|l| l.weight).collect();
+            self.selectors[group].pick(&weights, ok)
+        })
+        .map(|k| members[k])
+    }
+
+    /// Response time for latency steering: the recent average of real outcomes, else the last
+    /// probe's (or older outcomes') latency.
+    fn latency_ms(&self, i: usize, now_ms: u64) -> Option<f64> {
+        self.load[i]
+            .ewma
+            .recent(now_ms)
+            .or(self.backends[i].latency_ms)
     }
 
     /// The weight round robin uses now: the configured weight (scaled so a ramp has steps even
@@ -452,6 +647,7 @@ impl Fleet {
         if outcome.retry {
             self.budget.spend(1, now_ms);
         }
+        self.load[i].ewma.observe(outcome.latency_ms as f64, now_ms);
         let b = &mut self.backends[i];
         let latency = outcome.latency_ms as f64;
         b.latency_ms = Some(match b.latency_ms {
@@ -624,6 +820,8 @@ impl Fleet {
                     / f64::from(WEIGHT_SCALE),
                 state: self.states[i],
                 error_rate: b.breaker.error_rate(now_ms, &params),
+                outstanding: self.load[i].outstanding,
+                ewma_ms: self.load[i].ewma.value(),
             })
             .collect()
     }
@@ -668,6 +866,10 @@ pub struct BackendStatus<'a> {
     pub effective_weight: f64,
     pub state: BackendState,
     pub error_rate: Option<f64>,
+    /// Requests counted in flight (steering modes that count them).
+    pub outstanding: u32,
+    /// Peak-EWMA of real response times (ms), if any sample arrived.
+    pub ewma_ms: Option<f64>,
 }
 
 #[cfg(test)]
@@ -714,6 +916,8 @@ mod tests {
                 trial: false,
                 retry: false,
                 count: 1,
+                status: None,
+                retry_reason: None,
             },
             now,
         )
@@ -778,6 +982,8 @@ mod tests {
             trial: true,
             retry: false,
             count: 1,
+            status: None,
+            retry_reason: None,
         };
         assert!(
             f.report(&ok, 2100).persist,
@@ -799,6 +1005,8 @@ mod tests {
             trial: false,
             retry: false,
             count: 5,
+            status: None,
+            retry_reason: None,
         };
         f.report(&ok, 2);
         assert!(!fail(&mut f, "http://a", 3).persist);
@@ -1054,6 +1262,216 @@ mod tests {
                 Verdict::Reject(Reject { status: 429, .. })
             ),
             "three spellings of one address share one limit"
+        );
+    }
+
+    fn ok_outcome(url: &str, latency_ms: u64) -> Outcome {
+        Outcome {
+            url: url.into(),
+            failure: None,
+            latency_ms,
+            trial: false,
+            retry: false,
+            count: 1,
+            status: Some(200),
+            retry_reason: None,
+        }
+    }
+
+    #[test]
+    fn least_outstanding_counts_tickets_until_completion_or_expiry() {
+        let mut f =
+            fleet(json!({"load_balancer": {"endpoint_steering": "least_outstanding_requests"}}));
+        let r1 = route(&mut f, 0);
+        let r2 = route(&mut f, 1);
+        let r3 = route(&mut f, 2);
+        let firsts: Vec<&str> = [&r1, &r2, &r3]
+            .iter()
+            .map(|r| r.attempts[0].url.as_str())
+            .collect();
+        assert_eq!(
+            firsts,
+            ["http://a", "http://b", "http://c"],
+            "idle: round robin"
+        );
+        assert_eq!(f.outstanding(), [1, 1, 1]);
+        // b finishes: it is the only one with nothing in flight, so it gets the next two... once.
+        f.complete(r2.ticket.unwrap());
+        f.complete(r2.ticket.unwrap());
+        assert_eq!(
+            f.outstanding(),
+            [1, 0, 1],
+            "a repeated completion counts once"
+        );
+        let r4 = route(&mut f, 3);
+        assert_eq!(r4.attempts[0].url, "http://b");
+        assert_eq!(f.outstanding(), [1, 1, 1]);
+        // A request that never reports back stops counting after its budget and grace.
+        let budget = r1.timeout_ms * r1.attempts.len() as u64 + TICKET_GRACE_MS;
+        route(&mut f, budget + 10);
+        assert_eq!(
+            f.outstanding().iter().sum::<u32>(),
+            1,
+            "expired tickets dropped"
+        );
+        // Round robin issues no tickets.
+        let mut rr = fleet(json!({}));
+        assert_eq!(route(&mut rr, 0).ticket, None);
+        assert_eq!(rr.outstanding(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn least_outstanding_respects_drain_breakers_and_weights() {
+        let mut f = fleet(json!({
+            "backends": [{"url": "http://a", "weight": 2}, "http://b", {"url": "http://c", "state": "draining"}],
+            "load_balancer": {"endpoint_steering": "least_outstanding_requests"},
+        }));
+        // Nothing completes: a (weight 2) takes twice b's share, c (draining) none.
+        let picks: Vec<String> = (0..30).map(|i| first(&mut f, i)).collect();
+        let on = |u: &str| picks.iter().filter(|p| *p == u).count();
+        assert_eq!(
+            (on("http://a"), on("http://b"), on("http://c")),
+            (20, 10, 0)
+        );
+        for t in 0..3 {
+            fail(&mut f, "http://a", 100 + t);
+        }
+        assert!(
+            (0..5).all(|i| first(&mut f, 200 + i) == "http://b"),
+            "open breaker skipped"
+        );
+    }
+
+    #[test]
+    fn latency_steering_avoids_a_slow_backend_once_its_outcomes_arrive() {
+        let mut f = fleet(json!({"load_balancer": {"endpoint_steering": "latency"}}));
+        f.report(&ok_outcome("http://a", 2000), 0);
+        f.report(&ok_outcome("http://b", 3), 0);
+        f.report(&ok_outcome("http://c", 4), 0);
+        let mut picks = Vec::new();
+        for i in 0..200 {
+            let r = route(&mut f, 10 + i);
+            picks.push(r.attempts[0].url.clone());
+            f.complete(r.ticket.expect("latency mode counts requests"));
+        }
+        assert_eq!(picks.iter().filter(|u| *u == "http://a").count(), 0);
+        assert!(picks.iter().filter(|u| *u == "http://b").count() > 50);
+        assert!(picks.iter().filter(|u| *u == "http://c").count() > 50);
+    }
+
+    #[test]
+    fn hash_steering_keeps_a_client_on_its_backend() {
+        let mut f = fleet(json!({"load_balancer": {"endpoint_steering": "hash"}}));
+        let facts = |ip: &str| RequestFacts {
+            client_ip: Some(ip.into()),
+            ..Default::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for c in 0..30 {
+            let ip = format!("198.51.100.{c}");
+            let Verdict::Route(r) = f.decide(&facts(&ip), c) else {
+                panic!()
+            };
+            let url = r.attempts[0].url.clone();
+            for t in 0..3 {
+                // Another spelling of the same address (IPv4-mapped) is the same client.
+                let Verdict::Route(again) = f.decide(&facts(&format!("::ffff:{ip}")), 100 + t)
+                else {
+                    panic!()
+                };
+                assert_eq!(again.attempts[0].url, url);
+            }
+            seen.insert(url);
+        }
+        assert_eq!(seen.len(), 3, "clients spread over every backend");
+        assert_eq!(route(&mut f, 1000).ticket, None, "hash counts nothing");
+    }
+
+    #[test]
+    fn failover_steering_takes_pools_in_order_with_minimum_healthy() {
+        let mut f = fleet(json!({
+            "backends": [],
+            "activeHealthChecks": {"consecutive_down": 1, "consecutive_up": 1},
+            "load_balancer": {"steering": "failover"},
+            "pools": [
+                {"name": "primary", "backends": ["http://a", "http://b"], "minimum_healthy": 2},
+                {"name": "secondary", "backends": ["http://c"]},
+                {"name": "last", "backends": ["http://d"]},
+            ],
+        }));
+        assert!((0..6).all(|i| ["http://a", "http://b"].contains(&first(&mut f, i).as_str())));
+        let health =
+            |f: &Fleet| -> Vec<PoolHealth> { f.pool_status(10).iter().map(|p| p.1).collect() };
+        assert_eq!(health(&f), [PoolHealth::Healthy; 3]);
+        // One of two down: primary is below its minimum, so all traffic moves to secondary.
+        f.apply_probe(1, false, 1, None, 10);
+        assert_eq!(health(&f)[0], PoolHealth::Critical);
+        assert!((0..6).all(|i| first(&mut f, 20 + i) == "http://c"));
+        f.apply_probe(2, false, 1, None, 30);
+        assert!((0..4).all(|i| first(&mut f, 40 + i) == "http://d"));
+        // Primary back: it takes everything again.
+        f.apply_probe(1, true, 1, None, 50);
+        assert!((0..6).all(|i| first(&mut f, 60 + i) != "http://d"));
+    }
+
+    #[test]
+    fn failover_falls_back_to_the_named_pool_and_geo_honours_minimum_healthy() {
+        let mut f = fleet(json!({
+            "backends": [],
+            "activeHealthChecks": {"consecutive_down": 1, "consecutive_up": 1},
+            "load_balancer": {"steering": "failover", "fallback_pool": "first"},
+            "pools": [{"name": "first", "backends": ["http://a"]}, {"name": "second", "backends": ["http://b"]}],
+        }));
+        f.apply_probe(0, false, 1, None, 1);
+        assert_eq!(first(&mut f, 2), "http://b");
+        f.apply_probe(1, false, 1, None, 3);
+        // Nothing healthy: the fallback pool's route is a panic-mode last try.
+        assert!(route(&mut f, 4).panic);
+        let mut g = fleet(json!({
+            "backends": [],
+            "activeHealthChecks": {"consecutive_down": 1, "consecutive_up": 1},
+            "pools": [{"name": "eu", "backends": ["http://a", "http://b"], "minimum_healthy": 2}, {"name": "us", "backends": ["http://c"]}],
+            "geo_steering": {"regions": {"EU": "eu"}, "fallback_pool": "us"},
+        }));
+        let eu = RequestFacts {
+            continent: Some("EU".into()),
+            ..Default::default()
+        };
+        let Verdict::Route(r) = g.decide(&eu, 0) else {
+            panic!()
+        };
+        assert_ne!(r.attempts[0].url, "http://c");
+        g.apply_probe(0, false, 1, None, 1);
+        let Verdict::Route(r) = g.decide(&eu, 2) else {
+            panic!()
+        };
+        assert_eq!(
+            r.attempts[0].url, "http://c",
+            "eu below its minimum: fallback pool"
+        );
+    }
+
+    #[test]
+    fn a_config_change_keeps_requests_in_flight() {
+        let mut f =
+            fleet(json!({"load_balancer": {"endpoint_steering": "least_outstanding_requests"}}));
+        let r = route(&mut f, 0);
+        route(&mut f, 1);
+        let cfg = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://b", "http://a"],
+                    "load_balancer": {"endpoint_steering": "least_outstanding_requests"}}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        let mut g = Fleet::new(cfg, 2, f.records(), b"secret", 5);
+        g.adopt_load(&f);
+        assert_eq!(g.outstanding(), [1, 1]);
+        g.complete(r.ticket.unwrap());
+        assert_eq!(
+            g.outstanding(),
+            [1, 0],
+            "a's ticket followed it to its new index"
         );
     }
 }

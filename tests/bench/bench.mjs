@@ -13,7 +13,7 @@ const DURATION = Number(process.env.BENCH_SECONDS ?? 9);
 const ROUNDS = 3;
 
 const TICKS = 100; // USER_HZ on Linux
-function workerdCpuSeconds() {
+export function workerdCpuSeconds() {
   let total = 0;
   for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     try {
@@ -37,7 +37,7 @@ async function measure(url, headers, connections, duration) {
  * Measures several subjects in alternating short rounds, so drift in this noisy machine's speed
  * hits every subject alike; per subject: summed requests and CPU, median of the round latencies.
  */
-async function compare(subjects, { connections = CONNECTIONS, rounds = ROUNDS, duration = DURATION / ROUNDS } = {}) {
+export async function compare(subjects, { connections = CONNECTIONS, rounds = ROUNDS, duration = DURATION / ROUNDS } = {}) {
   for (const s of subjects) await autocannon({ url: s.url, connections, duration: 1, headers: s.headers ?? {} });
   const acc = subjects.map(() => ({ total: 0, secs: 0, cpu: 0, errors: 0, p50: [], p99: [], mean: [] }));
   for (let round = 0; round < rounds; round++) {
@@ -69,12 +69,12 @@ async function compare(subjects, { connections = CONNECTIONS, rounds = ROUNDS, d
   });
 }
 
-function startBackendProcess(ports) {
+export function startBackendProcess(ports) {
   const child = fork(path.join(here, "backend-process.mjs"), [String(ports)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   return new Promise((resolve) => child.once("message", (m) => resolve({ child, urls: m.urls })));
 }
 
-function ask(child, msg) {
+export function ask(child, msg) {
   return new Promise((resolve) => {
     child.once("message", resolve);
     child.send(msg);
@@ -215,7 +215,10 @@ async function main() {
   console.log(`  failover throughput vs steady round robin: ${(f.rps / fb.rps).toFixed(2)}x`);
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+// Run as a script (not when another bench imports its helpers).
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}

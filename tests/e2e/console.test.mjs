@@ -8,17 +8,14 @@ import { chromium } from "playwright-core";
 import { API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
+import { startOAuthFakes } from "../support/oauth-fakes.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 /** Screenshots of each main screen (git-ignored). */
 export const SHOTS = path.join(root, "test-artifacts/screenshots");
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-/**
- * Sign-in through the fake GitHub provider (tests/support/oauth-fakes.mjs) once it exists; until
- * then the browser sends the API secret as a Bearer header, which the console treats as API
- * credentials.
- */
-const OAUTH = process.env.FB_CONSOLE_OAUTH === "1";
+const JWT_SECRET = "console-test-jwt-secret-0123456789abcdef";
+const OPERATOR = "ops@example.com";
 
 /** Starts Chromium for test `t`; closed when the test ends. */
 async function browserFor(t) {
@@ -90,15 +87,10 @@ async function logged(lb, host, n) {
   );
 }
 
-async function signIn(context, page, base) {
-  if (OAUTH) {
-    // Wired at merge with tests/support/oauth-fakes.mjs: the fake provider signs in its default user.
-    await page.goto(base);
-    await page.getByRole("link", { name: "Sign in with GitHub" }).click();
-  } else {
-    await context.setExtraHTTPHeaders({ authorization: `Bearer ${API_SECRET}` });
-    await page.goto(base);
-  }
+/** Signs in through the fake GitHub provider (tests/support/oauth-fakes.mjs), like an operator. */
+async function signIn(page, base) {
+  await page.goto(base);
+  await page.getByRole("link", { name: "Sign in with GitHub" }).click();
   await page.getByRole("heading", { name: "Overview" }).waitFor();
 }
 
@@ -112,7 +104,10 @@ test("console: an operator runs the balancer from the browser", async (t) => {
       res.writeHead(200, { "content-type": "application/json", "x-backend": b.name }).end(JSON.stringify({ backend: b.name }));
     };
   }
+  const fakes = await startOAuthFakes({ email: OPERATOR });
+  t.after(() => fakes.stop());
   const lb = await balancerFor(t, {
+    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR },
     defaultBackends: {
       activeHealthChecks: { interval: 60, timeout: 2 },
       services: [
@@ -126,16 +121,15 @@ test("console: an operator runs the balancer from the browser", async (t) => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const page = await context.newPage();
   const w = watch(page);
-  // Until the sign-in branch lands these answer 404; with it, /auth/session is 401 for API credentials.
-  w.allow("/auth/session");
-  if (!OAUTH) w.allow("/auth/providers", 404);
+  // Before sign-in the console asks for its session and gets 401.
+  w.allow("/auth/session", 401);
 
   // Some traffic first, so the overview and the charts have something to show.
   assert.deepEqual(new Set(await traffic(lb, "shop.test", 30)), new Set([200]));
   await traffic(lb, "api.test", 10);
 
   await t.test("sign in and see the demo services", async () => {
-    await signIn(context, page, base);
+    await signIn(page, base);
     const rows = page.locator("#services tbody tr");
     await waitFor(async () => (await rows.count()) === 2, { what: "two services in the overview" });
     assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.host)), ["api.test", "shop.test"]);
@@ -249,11 +243,10 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     await page.locator('.segmented button[aria-pressed="true"]:text("24 hours")').waitFor();
     await totals.first().waitFor();
     await shot(page, "analytics");
-    // Until the audit trail lands the route is unknown (405 under /admin/services/{h}/...).
-    w.allow("/audit", 404);
-    w.allow("/audit", 405);
     await page.getByRole("link", { name: "Audit" }).click();
-    await page.locator("#audit, .tab-body p").first().waitFor();
+    // The changes made from this browser are recorded under the signed-in email.
+    await waitFor(async () => (await page.locator("#audit").innerText()).includes(OPERATOR), { what: "the audit panel naming the operator" });
+    assert.match(await page.locator("#audit").innerText(), /config\.(replaced|rolled_back)/);
     w.check("analytics and audit");
   });
 
@@ -312,17 +305,15 @@ test("console: an operator runs the balancer from the browser", async (t) => {
   });
 
   await t.test("API keys page and API docs", async () => {
-    const keysAvailable = (await lb.admin("/admin/keys")).status !== 404;
-    if (!keysAvailable) w.allow("/admin/keys", 404);
     await page.getByRole("link", { name: "API keys" }).click();
-    if (keysAvailable) {
-      await page.locator('#key-form input[name="name"]').fill("ci-bot");
-      await page.locator("#key-form").getByRole("button", { name: "Create key" }).click();
-      assert.match(await page.locator("#new-key").innerText(), /^fbk_/);
-      await page.locator('#keys tr[data-key="ci-bot"]').waitFor();
-    } else {
-      await page.locator("#keys-unavailable").waitFor();
-    }
+    await page.locator('#key-form input[name="name"]').fill("ci-bot");
+    await page.locator("#key-form").getByRole("button", { name: "Create key" }).click();
+    const key = await page.locator("#new-key").innerText();
+    assert.match(key, /^fbk_/);
+    await page.locator('#keys tr[data-key="ci-bot"]').waitFor();
+    // The key shown once works for scripts.
+    const listed = await fetch(new URL("/admin/services", base), { headers: { authorization: `Bearer ${key.trim()}` } });
+    assert.equal(listed.status, 200);
     await shot(page, "api-keys");
     await page.getByRole("link", { name: "API docs" }).click();
     await page.locator('[id="op-get-/admin/services/{hostname}/logs"]').waitFor();
@@ -355,7 +346,11 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     const port = new URL(base).port;
     await page.goto(`http://shop.test:${port}/__lb_admin__`);
     assert.equal(new URL(page.url()).pathname, "/__lb_admin__/");
+    // Another origin, so another session: sign in again, through the callback under /__lb_admin__.
+    w.allow("/admin/services?window=60", 401);
+    await page.getByRole("link", { name: "Sign in with GitHub" }).click();
     await page.locator('#services tr[data-host="new.test"]').waitFor();
+    assert.equal(new URL(page.url()).host, `shop.test:${port}`);
     await page.locator('#services a:text("api.test")').click();
     await page.locator("#backends tbody tr").first().waitFor();
     assert.deepEqual(shop.map((b) => b.requests().length), seenBefore, "console requests leaked to a backend");
@@ -369,7 +364,6 @@ test("console: an operator runs the balancer from the browser", async (t) => {
 
   await t.test("sign out", async () => {
     w.allow("/admin/services?window=60", 401);
-    if (!OAUTH) await context.setExtraHTTPHeaders({});
     await page.locator("#sign-out").click();
     await page.getByRole("heading", { name: "Sign in" }).waitFor();
     await page.waitForLoadState("networkidle");

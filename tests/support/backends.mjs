@@ -5,8 +5,8 @@ import http from "node:http";
  * Starts a backend. `mode` can be switched at runtime: "ok" (echo), "503", "hang", "reset", "down",
  * "status:<n>" (a raw `HTTP/1.1 <n>` head with no body, e.g. 100, 103, 199 or 600: statuses Node's
  * own response API would not send as final), "truncate" (headers promising 100,000 bytes, then
- * 1,000 bytes and a destroyed socket).
- * Records every request it receives.
+ * 1,000 bytes and a destroyed socket), "slow:<ms>" (answers after <ms> ms; health probes stay fast).
+ * Records every request it receives. `onProbe(req, res)`, when set, answers health probes instead.
  */
 export async function startBackend(name, { health = "/health" } = {}) {
   const seen = [];
@@ -40,17 +40,23 @@ export async function startBackend(name, { health = "/health" } = {}) {
       }
       if (isProbe) {
         state.probeCount = (state.probeCount ?? 0) + 1;
+        if (state.onProbe) return state.onProbe(req, res);
         if (state.mode === "flap") return res.writeHead(state.probeCount % 2 ? 200 : 500).end("flap");
         if (state.health && req.url === state.health) return res.writeHead(200).end("ok");
         if (!state.health && req.url === "/") return res.writeHead(200).end("root");
         return res.writeHead(404).end("not found");
       }
       if (state.handler) return state.handler(req, res, body);
-      res.writeHead(200, {
-        "content-type": "application/json",
-        "x-backend": name,
-      });
-      res.end(JSON.stringify({ backend: name, method: req.method, url: req.url, headers: req.headers, bodyLength: body.length }));
+      const answer = () => {
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "x-backend": name,
+        });
+        res.end(JSON.stringify({ backend: name, method: req.method, url: req.url, headers: req.headers, bodyLength: body.length }));
+      };
+      const slow = /^slow:(\d+)$/.exec(state.mode);
+      if (slow) return void setTimeout(answer, Number(slow[1]));
+      answer();
     });
   });
   server.on("connection", (s) => {

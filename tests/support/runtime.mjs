@@ -11,16 +11,18 @@ process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const API_SECRET = "test-secret-0123456789";
 
-export async function startBalancer({ defaultBackends, bindings = {}, persistDir } = {}) {
+// `buildDir`: another build of the Worker (a benchmark's baseline); default this checkout's.
+export async function startBalancer({ defaultBackends, bindings = {}, persistDir, buildDir = path.join(root, "build") } = {}) {
   const mf = new Miniflare({
-    scriptPath: path.join(root, "build/index.js"),
+    scriptPath: path.join(buildDir, "index.js"),
     modules: true,
-    modulesRoot: path.join(root, "build"),
+    modulesRoot: buildDir,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
     compatibilityDate: "2025-09-01",
     durableObjects: {
       BALANCER: { className: "Balancer", useSQLite: true },
       THROTTLE: { className: "LoginThrottle", useSQLite: true },
+      ACCOUNTS: { className: "Accounts", useSQLite: true },
     },
     d1Databases: ["DB"],
     bindings: {

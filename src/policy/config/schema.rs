@@ -43,6 +43,10 @@ pub fn schemas() -> Map<String, Value> {
         g.subschema_for::<AccessLists>().to_value(),
     );
     blocks.insert(
+        "notifications".into(),
+        g.subschema_for::<Notifications>().to_value(),
+    );
+    blocks.insert(
         "services".into(),
         serde_json::json!({"type": "array", "minItems": 1, "items": service}),
     );

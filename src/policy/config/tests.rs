@@ -451,7 +451,7 @@ fn affinity_and_access_rejections() {
     assert_err(
         &e,
         "load_balancer.algo",
-        "unknown key \"algo\"; allowed: session_affinity, slow_start",
+        "unknown key \"algo\"; allowed: session_affinity, slow_start, endpoint_steering, steering, fallback_pool",
     );
     assert_err(
         &e,
@@ -593,12 +593,13 @@ prop_compose! {
         retries in 0u32..=10,
         affinity in prop::option::of((0..3u8, 1u64..=31_536_000, any::<bool>())),
         slow_start_ms in 0u64..=3_600_000,
+        endpoint_steering in 0..4usize,
         geo in any::<bool>(),
         rate in prop::option::of((1u32..=u32::MAX, 1u32..=86_400)),
         access in prop::option::of(any::<bool>()),
     ) -> ServiceConfig {
         let pools: Vec<Pool> = if use_pools || backends.is_empty() {
-            pools.into_iter().enumerate().map(|(i, b)| Pool { name: named(&format!("pool-{i}")), backends: b }).collect()
+            pools.into_iter().enumerate().map(|(i, b)| Pool { name: named(&format!("pool-{i}")), backends: b, minimum_healthy: 1 }).collect()
         } else {
             Vec::new()
         };
@@ -609,7 +610,14 @@ prop_compose! {
         ServiceConfig {
             hostname: named(&format!("h{host}.example.com")),
             backends,
-            health: ActiveHealth { enabled: health.0, path: health.1.map(|p| named(&format!("/hc{p}"))), interval_ms: health.2, timeout_ms: health.3, consecutive_up: health.4, consecutive_down: health.5 },
+            health: ActiveHealth { enabled: health.0, path: health.1.map(|p| named(&format!("/hc{p}"))), interval_ms: health.2, timeout_ms: health.3, consecutive_up: health.4, consecutive_down: health.5,
+                method: if health.0 { ProbeMethod::Head } else { ProbeMethod::Get },
+                expected_codes: health.1.map(|_| ExpectedCodes::parse("2xx,301").unwrap()),
+                expected_body: health.1.filter(|_| !health.0).map(|p| named(&format!("ok {p}"))),
+                headers: if health.0 { [(named("Host"), named("status.internal"))].into() } else { Default::default() },
+                follow_redirects: health.0,
+                port: health.1.map(|p| 8000 + u16::from(p)),
+                ..Default::default() },
             passive: PassiveHealth { circuit_breaker: BreakerConfig { failure_threshold: breaker.0, recovery_timeout_ms: breaker.1, error_rate_threshold: breaker.2, min_requests: breaker.3, window_ms: breaker.4 } },
             connection: ConnectionHandling { immediate_failover: conn.0, max_connection_retries: conn.1, connection_timeout_ms: conn.2 },
             retries,
@@ -624,6 +632,13 @@ prop_compose! {
                     }
                 }),
                 slow_start_ms,
+                endpoint_steering: [
+                    EndpointSteering::RoundRobin,
+                    EndpointSteering::LeastOutstandingRequests,
+                    EndpointSteering::Latency,
+                    EndpointSteering::Hash,
+                ][endpoint_steering],
+                ..Default::default()
             },
             pools,
             geo,
@@ -632,6 +647,7 @@ prop_compose! {
                 allow: if v6 { vec!["2001:db8::/32".parse().unwrap(), "::1".parse().unwrap()] } else { vec!["10.0.0.0/8".parse().unwrap()] },
                 deny: vec!["1.2.3.4".parse().unwrap()],
             }),
+            notifications: None,
         }
     }
 }
@@ -753,5 +769,212 @@ fn openapi_carries_the_generated_config_schemas() {
     assert_eq!(
         doc["components"]["schemas"], want,
         "openapi.json is stale: run UPDATE_OPENAPI=1 cargo test openapi"
+    );
+}
+
+#[test]
+fn steering_keys_parse_and_default() {
+    let s = parse_default_backends(r#"{"hostname": "a.com", "backends": ["http://x"]}"#).unwrap();
+    assert_eq!(
+        s[0].load_balancer.endpoint_steering,
+        EndpointSteering::RoundRobin
+    );
+    assert_eq!(s[0].load_balancer.steering, PoolSteering::Geo);
+    let s = parse_default_backends(
+        r#"{"hostname": "a.com", "load_balancer": {"endpoint_steering": "least_outstanding_requests", "steering": "failover", "fallback_pool": "b"},
+            "pools": [{"name": "a", "backends": ["http://x", "http://y"], "minimum_healthy": 2}, {"name": "b", "backends": ["http://z"]}]}"#,
+    )
+    .unwrap();
+    let lb = &s[0].load_balancer;
+    assert_eq!(
+        lb.endpoint_steering,
+        EndpointSteering::LeastOutstandingRequests
+    );
+    assert_eq!(lb.steering, PoolSteering::Failover);
+    assert_eq!(s[0].pools[0].minimum_healthy, 2);
+    assert_eq!(s[0].pools[1].minimum_healthy, DEFAULT_MINIMUM_HEALTHY);
+    assert_eq!(parse_service(&s[0].to_value(), ""), Ok(s[0].clone()));
+}
+
+#[test]
+fn steering_rejections_have_paths() {
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "load_balancer": {"endpoint_steering": "fastest", "steering": "random"},
+            "pools": [{"name": "a", "backends": ["http://y"], "minimum_healthy": 0}]}"#,
+    );
+    assert_err(
+        &e,
+        "load_balancer.endpoint_steering",
+        "`round_robin`, `least_outstanding_requests`, `latency`, `hash`",
+    );
+    assert_err(&e, "load_balancer.steering", "`geo` or `failover`");
+    assert_err(&e, "pools[0].minimum_healthy", "1..=1000");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "load_balancer": {"steering": "failover", "fallback_pool": "zz"},
+            "pools": [{"name": "a", "backends": ["http://y"], "minimum_healthy": 2}],
+            "geo_steering": {"fallback_pool": "a"}}"#,
+    );
+    assert_err(&e, "backends", "put every backend in a pool");
+    assert_err(&e, "geo_steering", "only with steering \"geo\"");
+    assert_err(&e, "load_balancer.fallback_pool", "unknown pool \"zz\"");
+    assert_err(
+        &e,
+        "pools[0].minimum_healthy",
+        "more than the pool's 1 backends",
+    );
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "load_balancer": {"steering": "failover"}}"#,
+    );
+    assert_err(&e, "load_balancer.steering", "requires pools");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "pools": [{"name": "a", "backends": ["http://y"]}], "load_balancer": {"fallback_pool": "a"}}"#,
+    );
+    assert_err(
+        &e,
+        "load_balancer.fallback_pool",
+        "only with steering \"failover\"",
+    );
+}
+
+#[test]
+fn notifications_default_from_the_top_level_and_are_checked_at_their_paths() {
+    let s = parse_default_backends(
+        r#"{"notifications": {"webhooks": [{"url": "https://hooks.example/x", "secret": "0123456789abcdef"}]},
+            "services": [{"hostname": "a.com", "backends": ["http://x"]},
+                         {"hostname": "b.com", "backends": ["http://y"], "notifications": {"webhooks": [{"url": "http://chat.example/hook", "format": "slack", "events": ["backend.down"]}]}}]}"#,
+    )
+    .expect("valid");
+    let a = s[0].webhooks();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].events,
+        EventKind::ALL.to_vec(),
+        "all events by default"
+    );
+    assert_eq!(a[0].format, WebhookFormat::Json);
+    let b = s[1].webhooks();
+    assert_eq!(
+        (b[0].format, b[0].events.as_slice()),
+        (WebhookFormat::Slack, &[EventKind::BackendDown][..])
+    );
+    assert_eq!(parse_service(&s[0].to_value(), ""), Ok(s[0].clone()));
+
+    let errs = parse_service(
+        &serde_json::json!({"hostname": "a.com", "backends": ["http://x"], "notifications": {"webhooks": [
+            {"url": "ftp://x"},
+            {"url": "https://h.example", "secret": "short"},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "events": ["backend.sideways"]},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "format": "xml"},
+            {"url": "https://h.example"},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "events": []},
+        ]}}),
+        "",
+    )
+    .unwrap_err();
+    assert_err(&errs, "notifications.webhooks[0].url", "ftp");
+    assert_err(
+        &errs,
+        "notifications.webhooks[2].events[0]",
+        "backend.sideways",
+    );
+    assert_err(&errs, "notifications.webhooks[3].format", "xml");
+    let errs = parse_service(
+        &serde_json::json!({"hostname": "a.com", "backends": ["http://x"], "notifications": {"webhooks": [
+            {"url": "https://h.example", "secret": "short"},
+            {"url": "https://h.example"},
+            {"url": "https://h.example", "secret": "0123456789abcdef", "events": []},
+        ]}}),
+        "",
+    )
+    .unwrap_err();
+    assert_err(&errs, "notifications.webhooks[0].secret", "at least 16");
+    assert_err(
+        &errs,
+        "notifications.webhooks[1].secret",
+        "required for format \"json\"",
+    );
+    assert_err(
+        &errs,
+        "notifications.webhooks[2].events",
+        "at least one event",
+    );
+}
+
+#[test]
+fn monitor_options_parse_into_types() {
+    let s = &parse_default_backends(
+        r#"{"hostname": "a.com", "backends": ["http://x:8080"], "activeHealthChecks": {
+            "type": "https", "method": "GET", "expected_codes": "2xx, 301", "expected_body": "OK",
+            "headers": {"Host": "status.internal", "X-Probe": "1"}, "follow_redirects": true, "port": 9443}}"#,
+    )
+    .unwrap()[0];
+    let h = &s.health;
+    assert_eq!(h.kind, MonitorType::Https);
+    let codes = h.expected_codes.as_ref().unwrap();
+    assert!(codes.matches(204) && codes.matches(301) && !codes.matches(302));
+    assert_eq!(h.expected_body.as_ref().unwrap().as_str(), "OK");
+    assert_eq!(h.headers.len(), 2);
+    assert!(h.follow_redirects);
+    assert_eq!(h.port, Some(9443));
+    assert_eq!(
+        s.to_value()["activeHealthChecks"]["expected_codes"],
+        "2xx,301"
+    );
+    // Defaults: http, GET, 2xx/3xx, no body check, no redirects, the backend's port.
+    let d =
+        &parse_default_backends(r#"{"hostname": "a.com", "backends": ["http://x"]}"#).unwrap()[0];
+    assert_eq!(d.health.kind, MonitorType::Http);
+    assert_eq!(d.health.method, ProbeMethod::Get);
+    assert!(d.health.expected_codes.is_none() && !d.health.follow_redirects);
+    assert_eq!(d.health.expect().judge(302, None, false), Ok(()));
+}
+
+#[test]
+fn monitor_rejections_have_paths() {
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {
+            "type": "udp", "method": "POST", "expected_codes": "2xx,6xx", "expected_body": "",
+            "headers": {"bad name": "x", "X-A": "line\nbreak"}, "follow_redirects": "yes", "port": 70000}}"#,
+    );
+    assert_err(&e, "activeHealthChecks.type", "tcp");
+    assert_err(&e, "activeHealthChecks.method", "HEAD");
+    assert_err(&e, "activeHealthChecks.expected_codes", "\"6xx\"");
+    assert_err(&e, "activeHealthChecks.expected_body", "1 to 1024");
+    assert_err(&e, "activeHealthChecks.headers.bad name", "token");
+    assert_err(&e, "activeHealthChecks.headers.X-A", "header value");
+    assert_err(&e, "activeHealthChecks.follow_redirects", "bool");
+    assert_err(&e, "activeHealthChecks.port", "1..=65535");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {
+            "type": "tcp", "path": "/h", "method": "HEAD", "expected_codes": "200", "expected_body": "ok",
+            "headers": {"X-A": "1"}, "follow_redirects": true}}"#,
+    );
+    for k in [
+        "path",
+        "method",
+        "expected_codes",
+        "expected_body",
+        "headers",
+        "follow_redirects",
+    ] {
+        assert_err(
+            &e,
+            &format!("activeHealthChecks.{k}"),
+            "only for http and https monitors",
+        );
+    }
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {
+            "headers": {"Host": "a", "host": "b", "Connection": "close"}}}"#,
+    );
+    assert_err(&e, "activeHealthChecks.headers.host", "repeats \"Host\"");
+    assert_err(&e, "activeHealthChecks.headers.Connection", "not allowed");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "activeHealthChecks": {"method": "HEAD", "expected_body": "ok"}}"#,
+    );
+    assert_err(
+        &e,
+        "activeHealthChecks.expected_body",
+        "HEAD answer has no body",
     );
 }

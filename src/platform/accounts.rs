@@ -1,0 +1,296 @@
+//! The deployment-wide `Accounts` Durable Object: the sign-out-everywhere epoch, the named API keys (hashes only), one-time OAuth states and the deployment audit trail (key and session changes).
+//!
+//! A class of its own rather than more duties for `LoginThrottle`: the throttle is written on
+//! every failed login from anywhere and may forget clients, while this object holds credentials
+//! that must never be evicted; separate objects also keep a login storm from queueing key checks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use worker::*;
+
+use crate::policy::audit::{self, Actor, Entry};
+use crate::policy::keys::{ApiKey, KeyRing};
+
+/// The Durable Object namespace binding of the accounts object.
+pub const ACCOUNTS_BINDING: &str = "ACCOUNTS";
+/// One object for the whole deployment.
+const ACCOUNTS_OBJECT: &str = "accounts";
+const KEY_EPOCH: &str = "epoch";
+const KEY_KEYS: &str = "keys";
+const KEY_AUDIT: &str = "audit";
+/// Prefix of one used OAuth state (value: its expiry in seconds).
+const STATE_PREFIX: &str = "state:";
+/// Deployment audit entries kept.
+const AUDIT_LEN: usize = 200;
+/// Used states remembered at most (each only until it expires anyway).
+const STATES_MAX: usize = 10_000;
+
+/// A message from the Worker to the accounts object.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Call {
+    Epoch,
+    VerifyKey { hash: String },
+    ListKeys,
+    AddKey { key: ApiKey },
+    RevokeKey { id: String, actor: Actor },
+    SignOutEverywhere { actor: Actor },
+    Audit,
+    ConsumeState { state: String, exp_s: u64 },
+}
+
+#[durable_object]
+pub struct Accounts {
+    state: State,
+    loaded: Cell<bool>,
+    epoch_ms: Cell<u64>,
+    ring: RefCell<KeyRing>,
+    audit: RefCell<Vec<Entry>>,
+    used_states: RefCell<BTreeMap<String, u64>>,
+}
+
+impl DurableObject for Accounts {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            state,
+            loaded: Cell::new(false),
+            epoch_ms: Cell::new(0),
+            ring: RefCell::new(KeyRing::default()),
+            audit: RefCell::new(Vec::new()),
+            used_states: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let call: Call = match req.json().await {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("malformed accounts call: {e}"), 400),
+        };
+        self.load().await?;
+        let now = Date::now().as_millis();
+        match call {
+            Call::Epoch => {
+                Response::from_json(&serde_json::json!({ "epoch_ms": self.epoch_ms.get() }))
+            }
+            Call::VerifyKey { hash } => {
+                let found = self.ring.borrow().find(&hash).cloned();
+                if let Some(k) = &found {
+                    if self.ring.borrow_mut().touch(&k.id, now) {
+                        self.save_keys().await?;
+                    }
+                }
+                Response::from_json(&serde_json::json!({ "key": found }))
+            }
+            Call::ListKeys => {
+                let keys: Vec<serde_json::Value> =
+                    self.ring.borrow().keys.iter().map(ApiKey::view).collect();
+                Response::from_json(&serde_json::json!({ "keys": keys }))
+            }
+            Call::AddKey { key } => {
+                let view = key.view();
+                let entry = Entry {
+                    at: now,
+                    actor: key.created_by.clone(),
+                    action: "key.created".into(),
+                    summary: describe(&key),
+                    version: None,
+                };
+                if let Err(e) = self.ring.borrow_mut().add(key) {
+                    return crate::platform::error_response(409, &e, None);
+                }
+                self.save_keys_and_audit(entry).await?;
+                Ok(Response::from_json(&view)?.with_status(201))
+            }
+            Call::RevokeKey { id, actor } => {
+                let revoked = self.ring.borrow_mut().revoke(&id, now).cloned();
+                let Some(key) = revoked else {
+                    return crate::platform::error_response(404, &format!("no API key {id}"), None);
+                };
+                let entry = Entry {
+                    at: now,
+                    actor,
+                    action: "key.revoked".into(),
+                    summary: describe(&key),
+                    version: None,
+                };
+                self.save_keys_and_audit(entry).await?;
+                Response::from_json(&key.view())
+            }
+            Call::SignOutEverywhere { actor } => {
+                self.epoch_ms.set(now);
+                let storage = self.state.storage();
+                storage.put(KEY_EPOCH, now as f64).await?;
+                self.append_audit(Entry {
+                    at: now,
+                    actor,
+                    action: "sessions.revoked".into(),
+                    summary: "signed out every console session issued before now".into(),
+                    version: None,
+                })
+                .await?;
+                Response::from_json(&serde_json::json!({ "epoch_ms": now }))
+            }
+            Call::Audit => {
+                let entries: Vec<Entry> = self.audit.borrow().iter().rev().cloned().collect();
+                Response::from_json(&serde_json::json!({ "entries": entries }))
+            }
+            Call::ConsumeState { state, exp_s } => {
+                let fresh = self.consume_state(state, exp_s, now / 1000).await?;
+                Response::from_json(&serde_json::json!({ "fresh": fresh }))
+            }
+        }
+    }
+}
+
+/// A key in an audit line: its name, id, scope and hostnames.
+fn describe(k: &ApiKey) -> String {
+    let hosts = match &k.grant.hostnames {
+        Some(h) => h.join(", "),
+        None => "all hostnames".into(),
+    };
+    let scope = serde_json::to_value(k.grant.scope)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    format!("{} ({}), scope {scope}, {hosts}", k.name, k.id)
+}
+
+impl Accounts {
+    /// Reads everything once per object lifetime (a few KiB), dropping expired states.
+    async fn load(&self) -> Result<()> {
+        if self.loaded.get() {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let epoch: Option<f64> = storage.get(KEY_EPOCH).await?;
+        let keys: Option<String> = storage.get(KEY_KEYS).await?;
+        let audit: Option<String> = storage.get(KEY_AUDIT).await?;
+        let stored = storage
+            .list_with_options(ListOptions::new().prefix(STATE_PREFIX))
+            .await?;
+        let now_s = Date::now().as_millis() / 1000;
+        let mut states = BTreeMap::new();
+        let mut expired = Vec::new();
+        for entry in stored.entries() {
+            let pair = js_sys::Array::from(&entry?);
+            let (Some(key), Some(exp)) = (pair.get(0).as_string(), pair.get(1).as_f64()) else {
+                continue;
+            };
+            if (exp as u64) <= now_s {
+                expired.push(key);
+            } else if let Some(s) = key.strip_prefix(STATE_PREFIX) {
+                states.insert(s.to_string(), exp as u64);
+            }
+        }
+        if self.loaded.replace(true) {
+            return Ok(());
+        }
+        self.epoch_ms.set(epoch.unwrap_or(0.0) as u64);
+        // Unreadable keys fail the request rather than start an empty ring that the next write
+        // would store over them.
+        *self.ring.borrow_mut() = match keys {
+            Some(k) => serde_json::from_str(&k)
+                .map_err(|e| Error::RustError(format!("stored API keys are unreadable: {e}")))?,
+            None => KeyRing::default(),
+        };
+        *self.audit.borrow_mut() = match audit.map(|a| serde_json::from_str(&a)) {
+            Some(Ok(trail)) => trail,
+            Some(Err(e)) => {
+                console_error!("deployment audit trail unreadable, starting a new one: {e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        *self.used_states.borrow_mut() = states;
+        if !expired.is_empty() {
+            storage.delete_multiple(expired).await?;
+        }
+        Ok(())
+    }
+
+    async fn save_keys(&self) -> Result<()> {
+        let text = serde_json::to_string(&*self.ring.borrow())?;
+        self.state.storage().put(KEY_KEYS, text).await
+    }
+
+    async fn append_audit(&self, entry: Entry) -> Result<()> {
+        audit::record(&mut self.audit.borrow_mut(), entry, AUDIT_LEN);
+        let text = serde_json::to_string(&*self.audit.borrow())?;
+        self.state.storage().put(KEY_AUDIT, text).await
+    }
+
+    async fn save_keys_and_audit(&self, entry: Entry) -> Result<()> {
+        self.save_keys().await?;
+        self.append_audit(entry).await
+    }
+
+    /// True the first time `state` is presented; a replay (even with a valid cookie) is false.
+    async fn consume_state(&self, state: String, exp_s: u64, now_s: u64) -> Result<bool> {
+        let storage = self.state.storage();
+        let expired: Vec<String> = {
+            let mut used = self.used_states.borrow_mut();
+            if used.contains_key(&state) {
+                return Ok(false);
+            }
+            let mut gone: Vec<String> = used
+                .iter()
+                .filter(|(_, exp)| **exp <= now_s)
+                .map(|(s, _)| s.clone())
+                .collect();
+            for s in &gone {
+                used.remove(s);
+            }
+            // Past the bound, the soonest-expiring go first (their codes are one-time anyway).
+            while used.len() >= STATES_MAX {
+                let Some(s) = used.iter().min_by_key(|(_, e)| **e).map(|(s, _)| s.clone()) else {
+                    break;
+                };
+                used.remove(&s);
+                gone.push(s);
+            }
+            used.insert(state.clone(), exp_s);
+            gone
+        };
+        if !expired.is_empty() {
+            let keys: Vec<String> = expired
+                .iter()
+                .map(|s| format!("{STATE_PREFIX}{s}"))
+                .collect();
+            storage.delete_multiple(keys).await?;
+        }
+        storage
+            .put(&format!("{STATE_PREFIX}{state}"), exp_s as f64)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// Sends one call to the accounts object; answers its status and JSON body.
+pub async fn call(env: &Env, msg: &Call) -> Result<(u16, serde_json::Value)> {
+    let stub = env
+        .durable_object(ACCOUNTS_BINDING)?
+        .get_by_name(ACCOUNTS_OBJECT)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(serde_json::to_string(msg)?.into()));
+    let mut resp = stub
+        .fetch_with_request(Request::new_with_init("https://accounts/call", &init)?)
+        .await?;
+    let status = resp.status_code();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, body))
+}
+
+/// The sign-out-everywhere epoch (ms): sessions issued before it are refused.
+pub async fn epoch_ms(env: &Env) -> Result<u64> {
+    let (_, body) = call(env, &Call::Epoch).await?;
+    Ok(body["epoch_ms"].as_u64().unwrap_or(0))
+}
+
+/// The live key with this hash (and its use noted), if any.
+pub async fn verify_key(env: &Env, hash: String) -> Result<Option<ApiKey>> {
+    let (_, body) = call(env, &Call::VerifyKey { hash }).await?;
+    Ok(serde_json::from_value(body["key"].clone()).ok())
+}

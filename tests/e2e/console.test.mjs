@@ -121,8 +121,10 @@ test("console: an operator runs the balancer from the browser", async (t) => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const page = await context.newPage();
   const w = watch(page);
-  // Before sign-in the console asks for its session and gets 401.
+  // Before sign-in the console asks for its session, then whether the browser holds API
+  // credentials (Basic or an injected header): both 401.
   w.allow("/auth/session", 401);
+  w.allow("/admin/services?window=60", 401);
 
   // Some traffic first, so the overview and the charts have something to show.
   assert.deepEqual(new Set(await traffic(lb, "shop.test", 30)), new Set([200]));

@@ -75,7 +75,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         return Ok(refused);
     }
     match (method.clone(), segments.as_slice()) {
-        (Method::Get, ["admin", "metrics"]) => metrics::scrape(&req, env).await,
+        (Method::Get, ["admin", "metrics"]) => metrics::scrape(&req, env, caller.grant.as_ref()).await,
         (Method::Get, ["admin", "services"]) => {
             list_services(&req, env, caller.grant.as_ref()).await
         }

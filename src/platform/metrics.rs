@@ -4,11 +4,14 @@ use worker::*;
 
 use crate::platform::admin::{call_object, service_hosts};
 use crate::platform::registry;
+use crate::policy::keys::Grant;
 use crate::policy::metrics::{self, Format, HostMetrics};
 
-pub async fn scrape(req: &Request, env: &Env) -> Result<Response> {
+/// A key limited to some hostnames (`grant`) sees only their series.
+pub async fn scrape(req: &Request, env: &Env, grant: Option<&Grant>) -> Result<Response> {
     let format = Format::negotiate(req.headers().get("accept")?.as_deref());
-    let hosts = service_hosts(env).await;
+    let mut hosts = service_hosts(env).await;
+    hosts.retain(|h| grant.is_none_or(|g| g.sees(h)));
     let calls = hosts.iter().map(|h| host_metrics(env, h));
     let answers = futures_util::future::join_all(calls).await;
     let mut found: Vec<HostMetrics> = Vec::with_capacity(answers.len());

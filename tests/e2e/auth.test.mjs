@@ -486,6 +486,16 @@ test("named keys: shown once, hashed, read scope, hostname limits, revocation at
   assert.equal((await api("/admin/services/other.test/logs", { token: limited.json.key })).status, 403);
   assert.equal((await api("/admin/services/bad%20host/logs", { token: limited.json.key })).status, 403);
   assert.equal((await api("/admin/services/app.test/health-check", { method: "POST", token: limited.json.key })).status, 200);
+  // Its metrics scrape holds only its own hostname's series.
+  const made = await api("/admin/services/other.test/config", { method: "POST", body: { backends: [backend.url], ...quiet } });
+  assert.ok(made.status === 200 || made.status === 201, made.text);
+  const all = await api("/admin/metrics");
+  assert.match(all.text, /hostname="other\.test"/);
+  const mine = await api("/admin/metrics", { token: limited.json.key });
+  assert.equal(mine.status, 200);
+  assert.match(mine.text, /hostname="app\.test"/);
+  assert.doesNotMatch(mine.text, /hostname="other\.test"/);
+  assert.equal((await api("/admin/services/other.test/config", { method: "DELETE" })).status, 200);
 });
 
 test("audit trail names who changed what: key name, Basic user, signed-in email, API_SECRET", async () => {

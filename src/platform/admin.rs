@@ -75,7 +75,9 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         return Ok(refused);
     }
     match (method.clone(), segments.as_slice()) {
-        (Method::Get, ["admin", "metrics"]) => metrics::scrape(&req, env, caller.grant.as_ref()).await,
+        (Method::Get, ["admin", "metrics"]) => {
+            metrics::scrape(&req, env, caller.grant.as_ref()).await
+        }
         (Method::Get, ["admin", "services"]) => {
             list_services(&req, env, caller.grant.as_ref()).await
         }
@@ -599,9 +601,11 @@ async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Resul
             vec![]
         }
     };
+    // Every object is asked at once: the overview polls this, and a deployment may have many.
+    let statuses = futures_util::future::join_all(hosts.iter().map(|h| object_json(env, h))).await;
     let mut services = Vec::new();
-    for host in hosts {
-        let status = object_json(env, &host).await.ok();
+    for (host, status) in hosts.into_iter().zip(statuses) {
+        let status = status.ok();
         // The object counts what takes traffic (one rule, in policy).
         let count = |k: &str| status.as_ref().and_then(|s| s[k].as_u64()).unwrap_or(0);
         let (healthy, total) = (count("healthy_backends"), count("total_backends"));

@@ -5,11 +5,13 @@ import { ago, confirmDialog, h, mount, ms, pct, pill, poll, promptDialog, table,
 import { legend, lineChart, PALETTE } from "./charts.js";
 import { renderConfig, renderVersions } from "./config.js";
 import { renderLogs } from "./logs.js";
+import { renderLive } from "./live.js";
 
 const TABS = [
   ["backends", "Backends"],
   ["analytics", "Analytics"],
   ["logs", "Request log"],
+  ["live", "Live"],
   ["config", "Configuration"],
   ["versions", "Versions"],
   ["audit", "Audit"],
@@ -24,7 +26,7 @@ export function renderService(main, host, tab) {
   );
   const body = h("div", { class: "tab-body" });
   mount(main, h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / ", host), head, tabs, body);
-  const views = { backends: renderBackends, analytics: renderAnalytics, logs: renderLogs, config: renderConfig, versions: renderVersions, audit: renderAudit };
+  const views = { backends: renderBackends, analytics: renderAnalytics, logs: renderLogs, live: renderLive, config: renderConfig, versions: renderVersions, audit: renderAudit };
   return (views[tab] ?? renderBackends)(body, host, head);
 }
 
@@ -41,6 +43,34 @@ function breakerCell(b, now) {
 }
 
 const STATE_KIND = { enabled: "ok", draining: "warn", disabled: "off" };
+const HEALTH_KIND = { healthy: "ok", degraded: "warn", critical: "bad" };
+const words = (v) => String(v ?? "").replaceAll("_", " ");
+
+/** Pool health from the status view: each pool's badge and healthy / total. */
+function poolsCard(pools) {
+  return h(
+    "section",
+    { class: "card", id: "pools" },
+    h("h2", {}, "Pools"),
+    h(
+      "ul",
+      { class: "pools" },
+      pools.map((p) => h("li", { "data-pool": p.name }, h("strong", {}, p.name), pill(p.health, HEALTH_KIND[p.health] ?? "off"), h("span", { class: "muted" }, `${p.healthy_backends ?? p.healthy} / ${p.total_backends ?? p.total} healthy`))),
+    ),
+  );
+}
+
+/** Requests in flight and the decaying response-time average, when the steering mode tracks them. */
+function inFlight(b) {
+  const parts = [b.outstanding ? `${b.outstanding} in flight` : null, b.ewma_ms != null ? `avg ${ms(b.ewma_ms)}` : null].filter(Boolean);
+  return parts.length ? h("small", { class: "muted block", title: "in flight now · decaying average response time" }, parts.join(" · ")) : null;
+}
+
+/** The backend's last error, and the monitor's reason when its last probe failed for another one. */
+function lastError(b) {
+  const reason = b.monitor?.result === "down" ? b.monitor.reason : null;
+  return [b.last_error ?? "", reason && reason !== b.last_error ? h("small", { class: "block" }, `monitor: ${reason}`) : null];
+}
 
 function renderBackends(body, host, head) {
   const list = h("div", {}, h("p", { class: "muted" }, "Loading backends…"));
@@ -108,9 +138,9 @@ function renderBackends(body, host, head) {
         h("td", {}, healthPill(b), h("small", { class: "muted block" }, `${b.consecutive_successes} ok · ${b.consecutive_failures} failed in a row`)),
         h("td", {}, breakerCell(b, now), b.consecutive_request_failures ? h("small", { class: "muted block" }, `${b.consecutive_request_failures} request failures`) : null),
         h("td", { class: "num" }, String(b.weight), b.effective_weight != null && b.effective_weight !== b.weight ? h("small", { class: "muted block" }, `now ${Math.round(b.effective_weight * 10) / 10}`) : null),
-        h("td", { class: "num" }, ms(b.latency_ms)),
+        h("td", { class: "num" }, ms(b.latency_ms), inFlight(b)),
         h("td", {}, b.last_probe_ms ? ago(b.last_probe_ms, now) : "never", h("small", { class: "muted block" }, b.health_path ?? "")),
-        h("td", { class: "err-cell" }, b.last_error ?? "", b.error_rate != null ? h("small", { class: "muted block" }, `${pct(b.error_rate)} errors`) : null),
+        h("td", { class: "err-cell" }, lastError(b), b.error_rate != null ? h("small", { class: "muted block" }, `${pct(b.error_rate)} errors`) : null),
         h("td", {}, actions(b)),
       ),
     );
@@ -119,7 +149,11 @@ function renderBackends(body, host, head) {
     if (pillEl) pillEl.replaceWith(pill(...health));
     else head.append(pill(...health), h("span", { class: "muted" }, `config v${status.version}`));
     head.querySelector(".muted").textContent = status.version === 0 ? "config from DEFAULT_BACKENDS" : `config v${status.version}`;
-    mount(list, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
+    const steering = status.endpoint_steering ? `${words(status.endpoint_steering)} within a pool${status.pools?.length ? ` · pools by ${words(status.steering)}` : ""}` : "";
+    let steer = head.querySelector("#steering");
+    if (!steer) head.append((steer = h("span", { class: "muted", id: "steering", title: "load_balancer.endpoint_steering and steering" })));
+    steer.textContent = steering ? `Steering: ${steering}` : "";
+    mount(list, status.pools?.length ? poolsCard(status.pools) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
   };
   const refresh = async () => {
     try {

@@ -427,6 +427,13 @@ pub async fn authorize(req: &Request, env: &Env) -> Result<std::result::Result<C
                     return Ok(Err(refused));
                 }
             }
+            // A WebSocket upgrade has no CORS: any page of the site could read the tail with
+            // this cookie, so the cookie opens one only from the console's own origin.
+            if req.headers().get("upgrade")?.is_some() {
+                if let Some(refused) = session::cross_origin_refusal(req)? {
+                    return Ok(Err(refused));
+                }
+            }
             return Ok(Ok(Caller {
                 actor: session::actor(&claims),
                 grant: None,

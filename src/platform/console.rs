@@ -30,6 +30,7 @@ assets!(
     ("service.js", JS),
     ("config.js", JS),
     ("logs.js", JS),
+    ("live.js", JS),
     ("add.js", JS),
     ("keys.js", JS),
     ("docs.js", JS),

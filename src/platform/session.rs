@@ -150,6 +150,21 @@ pub fn actor(claims: &Claims) -> Actor {
     Actor::new(ActorKind::Session, Some(&claims.reg.sub))
 }
 
+/// The browser-side half of the CSRF check alone (`Origin` / `Sec-Fetch-Site` name this origin).
+/// Some(refusal) when it fails.
+pub fn cross_origin_refusal(req: &Request) -> Result<Option<Response>> {
+    let (self_origin, _) = origin(req)?;
+    let h = req.headers();
+    match session::same_origin(
+        h.get("origin")?.as_deref(),
+        h.get("sec-fetch-site")?.as_deref(),
+        &self_origin,
+    ) {
+        Ok(()) => Ok(None),
+        Err(why) => error_response(403, &format!("CSRF check failed: {why}"), None).map(Some),
+    }
+}
+
 /// The CSRF check for a cookie-authenticated write: same origin, and the session's token sent in
 /// `X-CSRF-Token` (or `form_token`, the form field `csrf`). Some(refusal) when it fails.
 pub fn csrf_refusal(
@@ -157,16 +172,10 @@ pub fn csrf_refusal(
     claims: &Claims,
     form_token: Option<&str>,
 ) -> Result<Option<Response>> {
-    let (self_origin, _) = origin(req)?;
-    let h = req.headers();
-    if let Err(why) = session::same_origin(
-        h.get("origin")?.as_deref(),
-        h.get("sec-fetch-site")?.as_deref(),
-        &self_origin,
-    ) {
-        return error_response(403, &format!("CSRF check failed: {why}"), None).map(Some);
+    if let Some(refused) = cross_origin_refusal(req)? {
+        return Ok(Some(refused));
     }
-    let header = h.get("x-csrf-token")?;
+    let header = req.headers().get("x-csrf-token")?;
     if !session::csrf_matches(header.as_deref().or(form_token), claims) {
         return error_response(
             403,

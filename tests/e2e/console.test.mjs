@@ -306,6 +306,39 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     w.check("adding a service");
   });
 
+  await t.test("pool health and steering on the service page, and requests in the live tail", async () => {
+    // new.test (the page shown now) becomes one failover pool.
+    const put = await lb.admin("/admin/services/new.test/config", { method: "PUT", body: JSON.stringify({ load_balancer: { steering: "failover" }, pools: [{ name: "primary", backends: [fresh.url] }] }) });
+    assert.equal(put.status, 200, await put.text());
+    await page.getByRole("link", { name: "Backends", exact: true }).click();
+    const pool = page.locator('#pools li[data-pool="primary"]');
+    await waitFor(async () => (await pool.count()) === 1, { timeoutMs: 15000, what: "the Pools card" });
+    assert.match(await pool.innerText(), /primary.*healthy.*1 \/ 1 healthy/s);
+    assert.match(await page.locator("#steering").innerText(), /round robin within a pool · pools by failover/);
+
+    await page.getByRole("link", { name: "Live", exact: true }).click();
+    await waitFor(async () => /Connected/.test(await page.locator("#live-state").innerText()), { what: "the tail connected" });
+    assert.deepEqual(await traffic(lb, "new.test", 3, (i) => `/live/${i}`), [200, 200, 200]);
+    const lines = page.locator("#live-lines li.live-request");
+    await waitFor(async () => (await lines.count()) === 3, { what: "three request lines in the tail" });
+    const texts = await lines.allInnerTexts();
+    // Newest first, each with method, path, status and backend.
+    texts.forEach((text, i) => assert.match(text, new RegExp(`GET\\s+/live/${2 - i}\\s+200\\s+${fresh.url.replace(/[.]/g, "\\.")}`)));
+    // Paused, lines are held (and still acknowledged) and shown on resume.
+    await page.getByRole("button", { name: "Pause" }).click();
+    await traffic(lb, "new.test", 2, "/while-paused");
+    await waitFor(async () => /Paused: 2 new lines held/.test(await page.locator("#live-state").innerText()), { what: "two lines held while paused" });
+    assert.equal(await lines.count(), 3);
+    await page.getByRole("button", { name: "Resume" }).click();
+    await waitFor(async () => (await lines.count()) === 5, { what: "held lines shown on resume" });
+    assert.match(await lines.first().innerText(), /while-paused/);
+    await shot(page, "live-tail");
+    // Leaving the tab closes the tail cleanly (a failed socket would be a console error).
+    await page.getByRole("link", { name: "Backends", exact: true }).click();
+    await pool.waitFor();
+    w.check("pools and the live tail");
+  });
+
   await t.test("API keys page and API docs", async () => {
     await page.getByRole("link", { name: "API keys" }).click();
     await page.locator('#key-form input[name="name"]').fill("ci-bot");

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::config::{AffinityKind, ServiceConfig};
+use crate::policy::config::{AffinityKind, EndpointSteering, PoolSteering, ServiceConfig};
 use crate::policy::decision::Route;
 use crate::policy::transitions::HealthEvent;
 
@@ -127,17 +127,27 @@ pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
             "affinity pin"
         }
         Some(AffinityKind::Header | AffinityKind::IpCookie) if keyed => "affinity hash",
-        _ => "round robin",
+        _ => match cfg.load_balancer.endpoint_steering {
+            EndpointSteering::RoundRobin => "round robin",
+            EndpointSteering::LeastOutstandingRequests => "least outstanding requests",
+            EndpointSteering::Latency => "lowest latency of two",
+            EndpointSteering::Hash => "client hash",
+        },
     };
-    let pool = cfg.geo.as_ref().and_then(|_| {
+    let steering = match cfg.load_balancer.steering {
+        PoolSteering::Failover => Some("failover pool"),
+        PoolSteering::Geo if cfg.geo.is_some() => Some("geo pool"),
+        PoolSteering::Geo => None,
+    };
+    let pool = steering.and_then(|kind| {
         let url = first?.url.as_str();
         cfg.pools
             .iter()
             .find(|p| p.backends.iter().any(|b| b.url == url))
-            .map(|p| p.name.to_string())
+            .map(|p| format!("{kind} {}", p.name))
     });
     match pool {
-        Some(name) => format!("geo pool {name}, {choice}"),
+        Some(pool) => format!("{pool}, {choice}"),
         None => choice.to_string(),
     }
 }
@@ -311,6 +321,18 @@ mod tests {
                 false
             ),
             "round robin"
+        );
+        let ordered = cfg(serde_json::json!({"hostname": "a.test",
+            "load_balancer": {"steering": "failover", "endpoint_steering": "least_outstanding_requests"},
+            "pools": [{"name": "primary", "backends": ["http://127.0.0.1:1"]},
+                      {"name": "spare", "backends": ["http://127.0.0.1:2"]}]}));
+        assert_eq!(
+            why(
+                &ordered,
+                &route(&["http://127.0.0.1:2"], false, false, false),
+                false
+            ),
+            "failover pool spare, least outstanding requests"
         );
         let hashed = cfg(
             serde_json::json!({"hostname": "a.test", "backends": ["http://127.0.0.1:1"],

@@ -4,6 +4,7 @@ use futures_util::StreamExt;
 use worker::*;
 
 use crate::platform::accounts::{self, Call};
+use crate::platform::balancer;
 use crate::platform::{
     console, env_string, error_response, healthlog, metrics, object_stub, random_bytes, registry,
     requestlog, session, tail, throttle,
@@ -239,13 +240,7 @@ async fn validate(mut req: Request, env: &Env, host: &str) -> Result<Response> {
             }
         }
     };
-    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    Ok(Response::from_json(&serde_json::json!({
-        "error": format!("invalid request: {}", list.join("; ")),
-        "errors": errors,
-        "status": 400,
-    }))?
-    .with_status(400))
+    balancer::invalid(errors)
 }
 
 /// An integer query parameter within bounds, or the 400 that names it and the allowed range.

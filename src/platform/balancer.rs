@@ -1063,7 +1063,7 @@ fn err(path: &str, message: impl Into<String>) -> config::ConfigError {
 }
 
 /// 400 listing every error by field path; nothing was stored.
-fn invalid(errors: Vec<config::ConfigError>) -> Result<Response> {
+pub(crate) fn invalid(errors: Vec<config::ConfigError>) -> Result<Response> {
     let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     Ok(Response::from_json(&serde_json::json!({
         "error": format!("invalid request: {}", list.join("; ")),

@@ -135,7 +135,7 @@ async fn check(
     root_fallback: bool,
 ) -> (std::result::Result<(), String>, Option<u16>) {
     let started = Date::now().as_millis();
-    let expect = m.expect();
+    let expect = m.expectation();
     let mut url = backend_url(base, path);
     let mut hops = 0;
     loop {
@@ -240,7 +240,7 @@ pub async fn probe_backend(url: &str, m: &ActiveHealth, discovered: Option<&str>
             Discovery::Found(path) => {
                 // The answer that found the path is judged as a check of it would be.
                 let (r, status) = match &last {
-                    Some(a) => (judge(&m.expect(), a, false), Some(a.status)),
+                    Some(a) => (judge(&m.expectation(), a, false), Some(a.status)),
                     None => (Err("no answer".to_string()), None),
                 };
                 return result(url, path, r, status, elapsed(), Some(path.to_string()));

@@ -256,7 +256,7 @@ impl ActiveHealth {
     }
 
     /// What an HTTP probe answer must show.
-    pub fn expect(&self) -> Expect {
+    pub fn expectation(&self) -> Expect {
         Expect {
             codes: self.expected_codes.clone(),
             body: self.expected_body.as_ref().map(|b| b.as_str().to_string()),

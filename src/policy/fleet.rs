@@ -743,9 +743,9 @@ impl Fleet {
         self.version
     }
 
-    /// What the next probe round covers: every backend not disabled, with the path to probe.
+    /// What the next probe round covers: every backend not disabled, with the path discovery
+    /// found for it (the monitor itself comes from the config).
     pub fn probe_plan(&self) -> ProbePlan {
-        let h = &self.cfg.health;
         ProbePlan {
             targets: (0..self.backends.len())
                 .filter(|&i| self.states[i] != BackendState::Disabled)
@@ -755,8 +755,6 @@ impl Fleet {
                     discovered_path: self.backends[i].health_path.clone(),
                 })
                 .collect(),
-            path: h.path.as_ref().map(ToString::to_string),
-            timeout_ms: h.timeout_ms,
         }
     }
 
@@ -836,9 +834,6 @@ impl Fleet {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbePlan {
     pub targets: Vec<ProbeTarget>,
-    /// The configured health path; None means discovery.
-    pub path: Option<String>,
-    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -926,7 +926,7 @@ fn monitor_options_parse_into_types() {
     assert_eq!(d.health.kind, MonitorType::Http);
     assert_eq!(d.health.method, ProbeMethod::Get);
     assert!(d.health.expected_codes.is_none() && !d.health.follow_redirects);
-    assert_eq!(d.health.expect().judge(302, None, false), Ok(()));
+    assert_eq!(d.health.expectation().judge(302, None, false), Ok(()));
 }
 
 #[test]

@@ -165,6 +165,25 @@ impl Breaker {
         }
     }
 
+    /// For a breaker that is not closed: how long until `admit` could hand out a trial (0: now).
+    /// None when closed. Lease mode sends requests to the object from then, so the trial stays single.
+    pub fn trial_in_ms(&self, now_ms: u64, p: &BreakerConfig) -> Option<u64> {
+        match self.state {
+            BreakerState::Closed => None,
+            BreakerState::Open { until_ms } => Some(until_ms.saturating_sub(now_ms)),
+            BreakerState::HalfOpen {
+                trial_started_ms: None,
+            } => Some(0),
+            BreakerState::HalfOpen {
+                trial_started_ms: Some(t),
+            } => Some(
+                t.saturating_add(Self::lost_trial_ms(p))
+                    .saturating_add(1)
+                    .saturating_sub(now_ms),
+            ),
+        }
+    }
+
     /// Would `admit` say Yes or Trial now? Does not change state (for building candidate lists).
     pub fn available(&self, now_ms: u64, p: &BreakerConfig) -> bool {
         match self.state {

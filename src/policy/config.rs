@@ -413,6 +413,42 @@ impl EndpointSteering {
     }
 }
 
+/// Where routing decisions are made (`decisions`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Decisions {
+    pub mode: DecisionMode,
+    /// How long a lease lets a Worker decide on its own (lease mode), in milliseconds.
+    #[serde(deserialize_with = "int::<100, 10_000, _, _>")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 100, max = 10_000)))]
+    pub lease_ms: u64,
+}
+
+impl Default for Decisions {
+    fn default() -> Self {
+        Decisions {
+            mode: DecisionMode::PerRequest,
+            lease_ms: DEFAULT_LEASE_MS,
+        }
+    }
+}
+
+/// Default `decisions.lease_ms`.
+pub const DEFAULT_LEASE_MS: u64 = 1000;
+
+/// `decisions.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionMode {
+    /// Every request asks the hostname's Durable Object.
+    #[default]
+    PerRequest,
+    /// The Worker decides locally from a lease the object grants for `lease_ms`.
+    Lease,
+}
+
 /// How the pool is chosen (`load_balancer.steering`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
@@ -621,6 +657,9 @@ pub struct ServiceConfig {
     pub access: Option<AccessLists>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
+    /// Where routing decisions are made: at the object per request, or in the Worker under a lease.
+    #[serde(default)]
+    pub decisions: Decisions,
 }
 
 fn default_retries() -> u32 {
@@ -637,6 +676,7 @@ const DEFAULT_BLOCKS: &[&str] = &[
     "rate_limit",
     "access_control",
     "notifications",
+    "decisions",
 ];
 
 impl ServiceConfig {
@@ -848,10 +888,31 @@ impl ServiceConfig {
 
 impl ServiceConfig {
     /// `load_balancer.steering` and `fallback_pool` against the pools and `geo_steering`.
-    /// Lease mode (issue 10), when it lands, refuses `least_outstanding_requests` here: that mode
-    /// needs every request's completion at the object.
+    /// Lease mode refuses what needs every request at the object: per-IP rate limits, and the
+    /// steering modes that count requests in flight.
     fn validate_steering(&self) -> Vec<Issue> {
         let mut errs = Vec::new();
+        if self.decisions.mode == DecisionMode::Lease {
+            if self.rate_limit.is_some() {
+                errs.push((
+                    vec![key("rate_limit")],
+                    "cannot be combined with decisions.mode \"lease\": exact per-client rate limiting needs every request at the Durable Object (use mode \"per_request\" or remove rate_limit)".into(),
+                    None,
+                ));
+            }
+            let steering = self.load_balancer.endpoint_steering;
+            if steering.counts_outstanding() {
+                let name = serde_json::to_value(steering)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                errs.push((
+                    vec![key("load_balancer"), key("endpoint_steering")],
+                    format!("\"{name}\" cannot be combined with decisions.mode \"lease\": it counts every request in flight at the Durable Object (use \"round_robin\" or \"hash\", or mode \"per_request\")"),
+                    None,
+                ));
+            }
+        }
         let lb = |k: &str| vec![key("load_balancer"), key(k)];
         let known: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
         match self.load_balancer.steering {

@@ -16,6 +16,7 @@ pub mod geo;
 pub mod health;
 pub mod jwt;
 pub mod keys;
+pub mod lease;
 pub mod logbatch;
 pub mod logquery;
 pub mod metrics;

@@ -597,7 +597,10 @@ prop_compose! {
         geo in any::<bool>(),
         rate in prop::option::of((1u32..=u32::MAX, 1u32..=86_400)),
         access in prop::option::of(any::<bool>()),
+        decisions in (any::<bool>(), 100u64..=10_000),
     ) -> ServiceConfig {
+        // Lease mode only where validation allows it (no rate limit, no in-flight counting).
+        let lease = decisions.0 && rate.is_none() && matches!(endpoint_steering, 0 | 3);
         let pools: Vec<Pool> = if use_pools || backends.is_empty() {
             pools.into_iter().enumerate().map(|(i, b)| Pool { name: named(&format!("pool-{i}")), backends: b, minimum_healthy: 1 }).collect()
         } else {
@@ -648,6 +651,10 @@ prop_compose! {
                 deny: vec!["1.2.3.4".parse().unwrap()],
             }),
             notifications: None,
+            decisions: Decisions {
+                mode: if lease { DecisionMode::Lease } else { DecisionMode::PerRequest },
+                lease_ms: decisions.1,
+            },
         }
     }
 }

@@ -1462,6 +1462,7 @@ fn check_block(name: &str, v: &Value) -> Vec<ConfigError> {
         "load_balancer" => at::<LoadBalancer>(name, v),
         "rate_limit" => at::<RateLimit>(name, v),
         "notifications" => at::<Notifications>(name, v),
+        "decisions" => at::<Decisions>(name, v),
         _ => at::<AccessLists>(name, v),
     }
 }

@@ -47,6 +47,10 @@ pub fn schemas() -> Map<String, Value> {
         g.subschema_for::<Notifications>().to_value(),
     );
     blocks.insert(
+        "decisions".into(),
+        g.subschema_for::<Decisions>().to_value(),
+    );
+    blocks.insert(
         "services".into(),
         serde_json::json!({"type": "array", "minItems": 1, "items": service}),
     );

@@ -985,3 +985,41 @@ fn monitor_rejections_have_paths() {
         "HEAD answer has no body",
     );
 }
+
+#[test]
+fn lease_mode_refuses_what_needs_every_request_at_the_object() {
+    let ok = parse_default_backends(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "decisions": {"mode": "lease"}}"#,
+    )
+    .unwrap();
+    assert_eq!(ok[0].decisions.mode, DecisionMode::Lease);
+    assert_eq!(ok[0].decisions.lease_ms, DEFAULT_LEASE_MS);
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "rate_limit": {"requests": 5, "window": 1},
+            "decisions": {"mode": "lease", "lease_ms": 500}}"#,
+    );
+    assert_err(&e, "rate_limit", "decisions.mode \"lease\"");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "decisions": {"mode": "lease"},
+            "load_balancer": {"endpoint_steering": "least_outstanding_requests"}}"#,
+    );
+    assert_err(
+        &e,
+        "load_balancer.endpoint_steering",
+        "\"least_outstanding_requests\" cannot be combined with decisions.mode \"lease\"",
+    );
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "decisions": {"mode": "lease", "lease_ms": 50}}"#,
+    );
+    assert_err(&e, "decisions.lease_ms", "100");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x"], "decisions": {"mode": "local"}}"#,
+    );
+    assert_err(&e, "decisions.mode", "per_request");
+    // A default block in the services form.
+    let s = parse_default_backends(
+        r#"{"decisions": {"mode": "lease", "lease_ms": 2000}, "services": [{"hostname": "a.com", "backends": ["http://x"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(s[0].decisions.lease_ms, 2000);
+}

@@ -15,9 +15,11 @@ use crate::platform::{env_string, error_response, random_bytes};
 use crate::policy::audit::{self, Actor, ActorKind};
 use crate::policy::breaker::BreakerState;
 use crate::policy::changes;
+use crate::policy::config::DecisionMode;
 use crate::policy::config::{self, ActiveHealth, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
+use crate::policy::lease::{self, LeaseBook, LeaseReply, LeaseRequest};
 use crate::policy::metrics::Counters;
 use crate::policy::monitor::MonitorType;
 use crate::policy::notify::{Cause, Outbox};
@@ -109,6 +111,11 @@ pub struct Balancer {
     /// Each backend's last monitor result (when, what), for the status view; kept in memory only:
     /// the next round refreshes it after a restart.
     last_probes: RefCell<HashMap<String, (u64, ProbeResult)>>,
+    /// Leases granted to Workers (lease mode) and the config fence they make; made on load.
+    leases: RefCell<Option<LeaseBook>>,
+    /// Test-only: every Worker call waits this long first, to simulate an object far away
+    /// (`FB_TEST_OBJECT_DELAY_MS`; unset in any real deployment).
+    test_delay_ms: u64,
 }
 
 impl DurableObject for Balancer {
@@ -118,7 +125,6 @@ impl DurableObject for Balancer {
             ^ Date::now().as_millis();
         Self {
             state,
-            env,
             service: RefCell::new(None),
             host: RefCell::new(None),
             alarm_at: RefCell::new(None),
@@ -134,11 +140,22 @@ impl DurableObject for Balancer {
             actor: RefCell::new("api".to_string()),
             tails: Tails::default(),
             last_probes: RefCell::new(HashMap::new()),
+            leases: RefCell::new(None),
+            test_delay_ms: env_string(&env, "FB_TEST_OBJECT_DELAY_MS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            env,
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let path = req.path();
+        if self.test_delay_ms > 0 && matches!(path.as_str(), "/decide" | "/report" | "/lease") {
+            Delay::from(std::time::Duration::from_millis(self.test_delay_ms)).await;
+        }
+        if path == "/lease" {
+            return self.lease(&mut req).await;
+        }
         if path == "/decide" {
             return self.decide(&req).await;
         }
@@ -367,6 +384,15 @@ impl Balancer {
             None if deleted == Some(true) => Service::Missing(unknown_host(&host)),
             None => self.seed(&host, &saved),
         };
+        // Leases an earlier lifetime of this object granted are unknown: they count as in use
+        // for one lease length, so a config change right after a restart still waits for them.
+        let unknown_for = match &service {
+            Service::Ready(f) if f.cfg().decisions.mode == DecisionMode::Lease => {
+                f.cfg().decisions.lease_ms
+            }
+            _ => 0,
+        };
+        *self.leases.borrow_mut() = Some(LeaseBook::new(Self::now(), unknown_for));
         *self.service.borrow_mut() = Some(service);
         self.save_affinity_key().await
     }
@@ -467,11 +493,77 @@ impl Balancer {
         };
         self.watchdog(now).await?;
         self.save_metrics(false).await?;
+        // In lease mode the Worker decides its next requests itself with this.
+        let granted = self.grant(now, false);
         // A bare body: the Worker knows it is JSON, so no content-type header to build.
-        Ok(
-            ResponseBuilder::new()
-                .fixed(tail::reply(serde_json::to_vec(&verdict)?, why.as_deref())),
-        )
+        Ok(ResponseBuilder::new().fixed(lease::attach(
+            tail::reply(serde_json::to_vec(&verdict)?, why.as_deref()),
+            granted.as_ref(),
+        )))
+    }
+
+    /// A lease on the current config (lease mode only), recorded in the book.
+    fn grant(&self, now: u64, refresh: bool) -> Option<lease::Lease> {
+        let service = self.service.borrow();
+        let Some(Service::Ready(fleet)) = &*service else {
+            return None;
+        };
+        if fleet.cfg().decisions.mode != DecisionMode::Lease {
+            return None;
+        }
+        let offset = self.rng.borrow_mut().next_u64() >> 32;
+        let tailing = self.tails.listening(&self.state);
+        let mut book = self.leases.borrow_mut();
+        let book = book.get_or_insert_with(|| LeaseBook::new(now, 0));
+        lease::grant(fleet, book, now, refresh, offset, tailing)
+    }
+
+    /// `POST /lease`: outcomes and handed-back leases from a Worker in lease mode, and a fresh
+    /// lease when it wants one (none when the service left lease mode or is gone).
+    async fn lease(&self, req: &mut Request) -> Result<Response> {
+        let msg: LeaseRequest = match req.json().await {
+            Ok(m) => m,
+            Err(e) => return error_response(400, &format!("malformed lease request: {e}"), None),
+        };
+        self.ensure_loaded(&msg.host).await?;
+        let now = Self::now();
+        if let Some(book) = &mut *self.leases.borrow_mut() {
+            book.hand_back(&msg.returned, now);
+        }
+        self.watchdog(now).await?;
+        if !msg.outcomes.is_empty() {
+            self.apply_outcomes(&msg.outcomes).await?;
+        }
+        let reply = LeaseReply {
+            lease: if msg.want {
+                self.grant(Self::now(), msg.holding)
+            } else {
+                None
+            },
+        };
+        Response::from_json(&reply)
+    }
+
+    /// A config change waits here before it is answered: a new generation of leases starts
+    /// now, and every lease granted under the old config must have expired or been handed
+    /// back, so no request decided after the answer uses the old config.
+    async fn fence(&self) {
+        let started = Self::now();
+        if let Some(book) = &mut *self.leases.borrow_mut() {
+            book.new_generation();
+        }
+        loop {
+            let wait = match &mut *self.leases.borrow_mut() {
+                Some(book) => book.fence_wait_ms(Self::now()),
+                None => 0,
+            };
+            // Bounded by the longest lease (10 s): the book never waits on more than that.
+            if wait == 0 || Self::now().saturating_sub(started) > 2 * lease::MAX_LEASE_MS {
+                return;
+            }
+            // Hand-backs arrive as other requests meanwhile; look again soon.
+            Delay::from(std::time::Duration::from_millis(wait.min(5))).await;
+        }
     }
 
     /// Outcomes the Worker reports after its responses.
@@ -838,6 +930,7 @@ impl Balancer {
         self.watchdog(Self::now()).await?;
         self.wake_for_deliveries().await?;
         self.config_event(next, "changed");
+        self.fence().await;
         let mut resp =
             Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
                 .with_status(status);
@@ -950,6 +1043,7 @@ impl Balancer {
         storage.delete_alarm().await?;
         *self.alarm_at.borrow_mut() = None;
         self.config_event(version, "deleted");
+        self.fence().await;
         Response::from_json(&serde_json::json!({ "deleted": host, "version": version }))
     }
 
@@ -1044,7 +1138,10 @@ impl Balancer {
     fn status(&self) -> Result<Response> {
         match &*self.service.borrow() {
             Some(Service::Ready(fleet)) => {
-                Response::from_json(&status_view(fleet, Self::now(), &self.last_probes.borrow()))
+                let now = Self::now();
+                let mut view = status_view(fleet, now, &self.last_probes.borrow());
+                view["decisions"] = decisions_view(fleet, self.leases.borrow_mut().as_mut(), now);
+                Response::from_json(&view)
             }
             Some(Service::Missing(r)) => Response::error(
                 r.message.clone(),
@@ -1171,6 +1268,24 @@ fn status_view(
         "total_backends": total,
         "backends": backends,
         "config": fleet.cfg().to_value(),
+    })
+}
+
+/// Where decisions are made, and the leases: outstanding now, and granted, refreshed and handed
+/// back early in this object's lifetime.
+fn decisions_view(fleet: &Fleet, book: Option<&mut LeaseBook>, now_ms: u64) -> serde_json::Value {
+    let d = &fleet.cfg().decisions;
+    let (outstanding, counters) = match book {
+        Some(b) => (b.outstanding(now_ms), b.counters),
+        None => (0, Default::default()),
+    };
+    serde_json::json!({
+        "mode": d.mode,
+        "lease_ms": d.lease_ms,
+        "leases_outstanding": outstanding,
+        "lease_grants": counters.grants,
+        "lease_refreshes": counters.refreshes,
+        "lease_early_returns": counters.early_returns,
     })
 }
 

@@ -9,6 +9,7 @@ use js_sys::futures::JsFuture;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::*;
 
+use crate::platform::lease;
 use crate::platform::requestlog::{self, LogRow};
 use crate::platform::tail as tail_route;
 use crate::platform::websocket;
@@ -239,8 +240,12 @@ pub async fn balance(
         )
         .map(Into::into);
     }
-    let stub = object_stub(env, host)?;
-    let (verdict, tailing) = decide(&stub, &req, host).await?;
+    // Lease mode: decided here while this isolate holds a usable lease for the hostname.
+    let (verdict, tailing) = match lease::decide_local(&req, host)? {
+        Some(local) => local,
+        None => decide(&object_stub(env, host)?, &req, host).await?,
+    };
+    lease::background(env, ctx, host);
     let route = match verdict {
         Verdict::Route(route) => route,
         Verdict::Reject(r) => {
@@ -554,11 +559,15 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<(Verdict, Opti
 }
 
 async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<(Verdict, Option<String>)> {
+    // A lease that comes back counts from here (lease mode).
+    let sent_ms = Date::now().as_millis();
     let mut resp = stub
         .fetch_with_str(&format!("https://balancer/decide?{}", msg.to_query()))
         .await?;
     let text = resp.text().await?;
-    let (json, why) = tail::split_reply(&text);
+    let (reply, leased) = crate::policy::lease::detach(&text);
+    lease::adopt_text(&msg.host, leased, sent_ms);
+    let (json, why) = tail::split_reply(reply);
     Ok((serde_json::from_str(json)?, why.map(str::to_string)))
 }
 
@@ -603,6 +612,10 @@ pub(super) fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<O
 
 /// Sends outcomes and finished requests' tickets to the object (`POST /report`).
 pub async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
+    // Lease mode: failures eject the backend here at once, and the reply is a fresh lease.
+    if done.is_empty() && lease::holding(host) {
+        return lease::report(env, host, outcomes).await;
+    }
     let msg = ReportRequest {
         host: host.to_string(),
         outcomes,

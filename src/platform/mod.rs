@@ -6,6 +6,7 @@ mod balancer;
 mod console;
 mod edge;
 mod healthlog;
+mod lease;
 mod metrics;
 mod probe;
 mod registry;

@@ -16,6 +16,9 @@ use crate::policy::fleet::{Fleet, RequestFacts};
 /// advances between I/O events, so it can lag real time by the CPU time of one request.
 pub const EXPIRY_MARGIN_MS: u64 = 20;
 
+/// The longest lease (`decisions.lease_ms` range).
+pub const MAX_LEASE_MS: u64 = 10_000;
+
 /// Leases one hostname's object keeps track of at most; beyond it the object declines to grant
 /// (the Worker then asks per request), because a lease it forgot could outlive a config fence.
 pub const MAX_LEASES: usize = 10_000;
@@ -67,6 +70,9 @@ pub struct LeaseRequest {
     pub returned: Vec<u64>,
     #[serde(default)]
     pub want: bool,
+    /// The Worker still holds a lease (a grant now is a refresh).
+    #[serde(default)]
+    pub holding: bool,
 }
 
 /// Object -> Worker: a fresh lease, or none (the service is not in lease mode, or is gone).
@@ -106,6 +112,28 @@ pub fn grant(
         trial_in_ms: fleet.trial_in_ms(now_ms),
         tailing,
     })
+}
+
+/// Separates a decision reply from the lease that may follow it (a JSON text never holds a
+/// raw control character, so this byte cannot occur inside either part).
+const LEASE_MARK: char = '\u{1e}';
+
+/// A decision reply (see `tail::reply`) with a lease appended, when there is one.
+pub fn attach(mut reply: Vec<u8>, lease: Option<&Lease>) -> Vec<u8> {
+    if let Some(text) = lease.and_then(|l| serde_json::to_string(l).ok()) {
+        let mut mark = [0u8; 4];
+        reply.extend_from_slice(LEASE_MARK.encode_utf8(&mut mark).as_bytes());
+        reply.extend_from_slice(text.as_bytes());
+    }
+    reply
+}
+
+/// Reads [`attach`]: the decision reply, and the lease's JSON if one came with it.
+pub fn detach(text: &str) -> (&str, Option<&str>) {
+    match text.rsplit_once(LEASE_MARK) {
+        Some((reply, lease)) => (reply, Some(lease)),
+        None => (text, None),
+    }
 }
 
 /// The moment (Worker clock) a lease whose request was sent at `sent_ms` stops being used.
@@ -267,14 +295,18 @@ pub enum Local {
 }
 
 impl Held {
+    /// The config this lease decides with.
+    pub fn cfg(&self) -> &crate::policy::config::ServiceConfig {
+        self.fleet.cfg()
+    }
+
     /// Builds the local view from a lease whose request was sent at `sent_ms` (Worker clock).
     pub fn new(lease: Lease, sent_ms: u64) -> Result<Held, String> {
-        let cfg = config::parse_service(&lease.config, "", &Deployment::default()).map_err(
-            |errs| {
+        let cfg =
+            config::parse_service(&lease.config, "", &Deployment::default()).map_err(|errs| {
                 let first = errs.first().map(|e| format!("{}: {}", e.path, e.message));
                 format!("lease config unreadable: {}", first.unwrap_or_default())
-            },
-        )?;
+            })?;
         let secret = {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD

@@ -87,7 +87,10 @@ fn per_request_mode_grants_nothing_and_lease_carries_the_policy() {
     let per_request = object(json!({"decisions": {"mode": "per_request"}}), 1);
     let mut book = LeaseBook::new(0, 0);
     assert!(grant(&per_request, &mut book, 0, false, 0, false).is_none());
-    let f = object(json!({"retries": 2, "connection_error_handling": {"connection_timeout_ms": 700}}), 4);
+    let f = object(
+        json!({"retries": 2, "connection_error_handling": {"connection_timeout_ms": 700}}),
+        4,
+    );
     let l = lease(&f, &mut book, 0);
     let text = serde_json::to_string(&l).unwrap();
     assert_eq!(serde_json::from_str::<Lease>(&text).unwrap(), l);
@@ -100,11 +103,18 @@ fn per_request_mode_grants_nothing_and_lease_carries_the_policy() {
 
 #[test]
 fn local_round_robin_matches_weights_and_offsets_spread_workers() {
-    let f = object(json!({"backends": [{"url": "http://a", "weight": 3}, "http://b"]}), 1);
+    let f = object(
+        json!({"backends": [{"url": "http://a", "weight": 3}, "http://b"]}),
+        1,
+    );
     let mut book = LeaseBook::new(0, 0);
     let mut h = held(&f, &mut book, 0, 0);
     let picks: Vec<String> = (0..8).map(|i| url(&mut h, i).unwrap()).collect();
-    assert_eq!(picks.iter().filter(|u| *u == "http://a").count(), 6, "{picks:?}");
+    assert_eq!(
+        picks.iter().filter(|u| *u == "http://a").count(),
+        6,
+        "{picks:?}"
+    );
     // Two Workers with different offsets start on different backends.
     let even = object(json!({}), 1);
     let starts: Vec<String> = (0..3)
@@ -125,7 +135,11 @@ fn open_breaker_is_never_leased_and_its_trial_goes_to_the_object() {
     let mut book = LeaseBook::new(0, 0);
     let l = lease(&f, &mut book, 10);
     assert!(!l.backends[1].up, "open breaker is down in the lease");
-    assert_eq!(l.trial_in_ms, Some(1000 - 8), "trial due when the breaker's wait ends");
+    assert_eq!(
+        l.trial_in_ms,
+        Some(1000 - 8),
+        "trial due when the breaker's wait ends"
+    );
     let mut h = Held::new(l, 10).unwrap();
     for t in 10..400 {
         let r = first(&mut h, &RequestFacts::default(), t).unwrap();
@@ -161,12 +175,18 @@ fn local_ejection_lasts_for_the_rest_of_the_lease_and_survives_a_refresh() {
     // Refreshed half way (same config): b stays out until the first lease would have ended.
     let next = held(&f, &mut book, 500, 500);
     let (mut h, back) = h.replaced_by(next, 500);
-    assert!(back.is_empty(), "same generation: handed back with the next message");
+    assert!(
+        back.is_empty(),
+        "same generation: handed back with the next message"
+    );
     for t in 500..980 {
         assert_ne!(url(&mut h, t).as_deref(), Some("http://b"));
     }
     let after: Vec<String> = (980..986).map(|t| url(&mut h, t).unwrap()).collect();
-    assert!(after.iter().any(|u| u == "http://b"), "back after the old lease's end: {after:?}");
+    assert!(
+        after.iter().any(|u| u == "http://b"),
+        "back after the old lease's end: {after:?}"
+    );
     assert_eq!(h.take_superseded().len(), 1);
     // Every backend ejected: the panic plan still tries the enabled ones rather than refusing.
     for u in ["http://a", "http://b", "http://c"] {
@@ -185,14 +205,27 @@ fn a_new_generation_hands_old_leases_back_at_once() {
     let (b, back) = a.replaced_by(b, 500);
     assert!(back.is_empty());
     book.new_generation();
-    assert_eq!(book.fence_wait_ms(900), 600, "b was granted at 500 for 1000 ms");
-    let c = held(&object(json!({"backends": ["http://a"]}), 2), &mut book, 900, 900);
+    assert_eq!(
+        book.fence_wait_ms(900),
+        600,
+        "b was granted at 500 for 1000 ms"
+    );
+    let c = held(
+        &object(json!({"backends": ["http://a"]}), 2),
+        &mut book,
+        900,
+        900,
+    );
     let (c, back) = b.replaced_by(c, 900);
     assert_eq!(back.len(), 2, "both older leases go back now");
     assert_eq!(c.version, 2);
     book.hand_back(&back, 901);
     assert_eq!(book.counters.early_returns, 2);
-    assert_eq!(book.fence_wait_ms(901), 0, "handed back: nothing to wait for");
+    assert_eq!(
+        book.fence_wait_ms(901),
+        0,
+        "handed back: nothing to wait for"
+    );
 }
 
 #[test]
@@ -205,12 +238,18 @@ fn book_counts_expires_and_bounds() {
     assert_eq!(book.outstanding(100), 2);
     assert_eq!(book.outstanding(1000), 1, "the first expired at 1000");
     book.hand_back(&[l1.id, l2.id, 999], 1000);
-    assert_eq!(book.counters.early_returns, 1, "only a live lease counts as an early return");
+    assert_eq!(
+        book.counters.early_returns, 1,
+        "only a live lease counts as an early return"
+    );
     assert_eq!((book.counters.grants, book.counters.refreshes), (1, 1));
     for _ in 0..MAX_LEASES {
         book.grant(1000, 2000, true).unwrap();
     }
-    assert!(book.grant(1000, 2000, true).is_none(), "full: decide per request");
+    assert!(
+        book.grant(1000, 2000, true).is_none(),
+        "full: decide per request"
+    );
     assert_eq!(book.outstanding(3000), 0);
     // A new lifetime does not know what its predecessor granted: it fences for a lease's length.
     let mut fresh = LeaseBook::new(50_000, 1000);
@@ -239,7 +278,10 @@ fn sticky_pins_signed_under_a_lease_verify_at_the_object_and_back() {
     for t in 6..20 {
         let local = first(&mut h, &facts, t).unwrap();
         assert_eq!(local.attempts[0].url, pinned);
-        assert!(local.attempts[0].pin.is_none(), "a valid pin is not re-signed");
+        assert!(
+            local.attempts[0].pin.is_none(),
+            "a valid pin is not re-signed"
+        );
         let Verdict::Route(at_object) = obj.decide(&facts, t) else {
             panic!()
         };
@@ -269,7 +311,9 @@ fn geo_pools_are_chosen_locally() {
         ..Default::default()
     };
     for t in 0..10 {
-        assert!(first(&mut h, &eu, t).unwrap().attempts[0].url.starts_with("http://eu"));
+        assert!(first(&mut h, &eu, t).unwrap().attempts[0]
+            .url
+            .starts_with("http://eu"));
         assert_eq!(first(&mut h, &na, t).unwrap().attempts[0].url, "http://us1");
     }
 }
@@ -335,4 +379,18 @@ proptest! {
         // And the fence is not longer than one lease.
         prop_assert!(wait <= lease_ms);
     }
+}
+
+#[test]
+fn a_lease_rides_after_the_decision_reply() {
+    let f = object(json!({}), 1);
+    let mut book = LeaseBook::new(0, 0);
+    let l = lease(&f, &mut book, 0);
+    let reply = crate::policy::tail::reply(br#"{"kind":"route"}"#.to_vec(), Some("round robin"));
+    let both = String::from_utf8(attach(reply.clone(), Some(&l))).unwrap();
+    let (decision, text) = detach(&both);
+    assert_eq!(decision.as_bytes(), reply.as_slice());
+    assert_eq!(serde_json::from_str::<Lease>(text.unwrap()).unwrap(), l);
+    let alone = String::from_utf8(attach(reply.clone(), None)).unwrap();
+    assert_eq!(detach(&alone), (alone.as_str(), None));
 }

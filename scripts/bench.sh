@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 node tests/bench/bench.mjs "$@"
+node tests/bench/lease.mjs
 node tests/bench/steering.mjs
 node tests/bench/recovery.mjs
 node tests/bench/scrape.mjs

@@ -133,6 +133,19 @@ pub struct HostMetrics {
     pub config_version: u64,
     pub backends: Vec<BackendGauges>,
     pub counters: Counters,
+    /// Lease mode: leases granted, refreshed and handed back early in the object's lifetime,
+    /// and outstanding now.
+    #[serde(default)]
+    pub leases: LeaseMetrics,
+}
+
+/// A hostname's lease figures (all 0 in per-request mode).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaseMetrics {
+    pub grants: u64,
+    pub refreshes: u64,
+    pub early_returns: u64,
+    pub outstanding: u64,
 }
 
 /// The two exposition formats a scraper may ask for.
@@ -399,6 +412,38 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
     );
 
     w.family(
+        "flowbalance_lease_events_total",
+        "counter",
+        "Lease mode: leases granted to Workers holding none (grant), granted to replace a held one (refresh), and handed back before they expired (early_return). Reset when the object restarts.",
+    );
+    for h in hosts {
+        let l = &h.leases;
+        for (event, n) in [
+            ("grant", l.grants),
+            ("refresh", l.refreshes),
+            ("early_return", l.early_returns),
+        ] {
+            w.sample(
+                "flowbalance_lease_events_total",
+                &[("hostname", &h.hostname), ("event", event)],
+                n,
+            );
+        }
+    }
+    w.family(
+        "flowbalance_leases_outstanding",
+        "gauge",
+        "Lease mode: leases granted that may still be in use.",
+    );
+    for h in hosts {
+        w.sample(
+            "flowbalance_leases_outstanding",
+            &[("hostname", &h.hostname)],
+            h.leases.outstanding,
+        );
+    }
+
+    w.family(
         "flowbalance_config_version",
         "gauge",
         "The service's config version (0: from DEFAULT_BACKENDS).",
@@ -473,6 +518,12 @@ mod tests {
                 breaker: "half_open".into(),
             }],
             counters,
+            leases: LeaseMetrics {
+                grants: 2,
+                refreshes: 40,
+                early_returns: 1,
+                outstanding: 3,
+            },
         }
     }
 
@@ -576,6 +627,10 @@ mod tests {
         assert!(text.contains("flowbalance_circuit_breaker_state{hostname=\"a.test\",backend=\"http://b:1\",state=\"open\"} 0\n"));
         assert!(text.contains("flowbalance_health_checks_total{hostname=\"a.test\",backend=\"http://b:1\",result=\"success\"} 1\n"));
         assert!(text.contains("flowbalance_config_errors 2\n"));
+        assert!(text.contains(
+            "flowbalance_lease_events_total{hostname=\"a.test\",event=\"refresh\"} 40\n"
+        ));
+        assert!(text.contains("flowbalance_leases_outstanding{hostname=\"a.test\"} 3\n"));
         assert!(!text.contains("# EOF"));
         // Every sample line belongs to a family declared before it.
         let mut declared = vec![];

@@ -91,6 +91,10 @@ test("lease mode: even spread and 3:1 weights decided in the Worker, with few ca
     },
     { stepMs: 300, what: "all 300 requests counted by the object" },
   );
+  const prom = (await admin(lb, "/admin/metrics")).text;
+  const grants = /^flowbalance_lease_events_total\{hostname="even.test",event="grant"\} (\d+)$/m.exec(prom);
+  assert.ok(grants && Number(grants[1]) >= 1, `no lease grants in the metrics:\n${prom.slice(0, 400)}`);
+  assert.match(prom, /^flowbalance_leases_outstanding\{hostname="even.test"\} \d+$/m);
 });
 
 test("lease mode: sticky sessions pin locally, and re-pin once when the pinned backend dies", async (t) => {

@@ -4,7 +4,7 @@ use worker::*;
 
 use super::{Balancer, Service, KEY_METRICS, METRICS_SAVE_MS};
 use crate::policy::breaker::BreakerState;
-use crate::policy::metrics::{BackendGauges, HostMetrics};
+use crate::policy::metrics::{BackendGauges, HostMetrics, LeaseMetrics};
 
 impl Balancer {
     /// Stores the counters when they changed and `force` or METRICS_SAVE_MS have passed.
@@ -47,6 +47,15 @@ impl Balancer {
             config_version: fleet.version(),
             backends,
             counters: self.metrics.borrow().clone(),
+            leases: match &mut *self.leases.borrow_mut() {
+                Some(book) => LeaseMetrics {
+                    grants: book.counters.grants,
+                    refreshes: book.counters.refreshes,
+                    early_returns: book.counters.early_returns,
+                    outstanding: book.outstanding(Self::now()) as u64,
+                },
+                None => LeaseMetrics::default(),
+            },
         })
     }
 }

@@ -153,6 +153,14 @@ function renderBackends(body, host, head) {
     let steer = head.querySelector("#steering");
     if (!steer) head.append((steer = h("span", { class: "muted", id: "steering", title: "load_balancer.endpoint_steering and steering" })));
     steer.textContent = steering ? `Steering: ${steering}` : "";
+    const d = status.decisions;
+    let mode = head.querySelector("#decisions");
+    if (!mode) head.append((mode = h("span", { class: "muted", id: "decisions", title: "decisions.mode: where routing decisions are made" })));
+    mode.textContent = !d
+      ? ""
+      : d.mode === "lease"
+        ? `Decisions: lease mode (${d.lease_ms} ms), ${d.leases_outstanding} lease${d.leases_outstanding === 1 ? "" : "s"} outstanding`
+        : "Decisions: per request";
     mount(list, status.pools?.length ? poolsCard(status.pools) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
   };
   const refresh = async () => {

@@ -198,7 +198,13 @@ impl DurableObject for Balancer {
                     return self.status();
                 }
                 let host = self.host.borrow().clone().unwrap_or_default();
-                self.tails.open(&self.state, &req, &host)
+                let resp = self.tails.open(&self.state, &req, &host)?;
+                // Lease mode: leases granted before this tail say nobody listens. The tail is
+                // connected once they are gone, so every request decided after that is shown.
+                if resp.status_code() == 101 && self.lease_mode() {
+                    self.fence().await;
+                }
+                Ok(resp)
             }
             (Method::Post | Method::Put, "/config") => {
                 let if_match = match if_match(&req)? {
@@ -312,6 +318,10 @@ impl DurableObject for Balancer {
 impl Balancer {
     fn probing_enabled(&self) -> bool {
         matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg().health.enabled)
+    }
+
+    fn lease_mode(&self) -> bool {
+        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg().decisions.mode == DecisionMode::Lease)
     }
 
     fn fleet_ready(&self) -> bool {
@@ -504,13 +514,13 @@ impl Balancer {
 
     /// A lease on the current config (lease mode only), recorded in the book.
     fn grant(&self, now: u64, refresh: bool) -> Option<lease::Lease> {
+        if !self.lease_mode() {
+            return None;
+        }
         let service = self.service.borrow();
         let Some(Service::Ready(fleet)) = &*service else {
             return None;
         };
-        if fleet.cfg().decisions.mode != DecisionMode::Lease {
-            return None;
-        }
         let offset = self.rng.borrow_mut().next_u64() >> 32;
         let tailing = self.tails.listening(&self.state);
         let mut book = self.leases.borrow_mut();

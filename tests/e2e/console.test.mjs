@@ -307,14 +307,18 @@ test("console: an operator runs the balancer from the browser", async (t) => {
   });
 
   await t.test("pool health and steering on the service page, and requests in the live tail", async () => {
-    // new.test (the page shown now) becomes one failover pool.
-    const put = await lb.admin("/admin/services/new.test/config", { method: "PUT", body: JSON.stringify({ load_balancer: { steering: "failover" }, pools: [{ name: "primary", backends: [fresh.url] }] }) });
+    // new.test (the page shown now) becomes one failover pool, decided in lease mode.
+    const put = await lb.admin("/admin/services/new.test/config", {
+      method: "PUT",
+      body: JSON.stringify({ load_balancer: { steering: "failover" }, pools: [{ name: "primary", backends: [fresh.url] }], decisions: { mode: "lease", lease_ms: 500 } }),
+    });
     assert.equal(put.status, 200, await put.text());
     await page.getByRole("link", { name: "Backends", exact: true }).click();
     const pool = page.locator('#pools li[data-pool="primary"]');
     await waitFor(async () => (await pool.count()) === 1, { timeoutMs: 15000, what: "the Pools card" });
     assert.match(await pool.innerText(), /primary.*healthy.*1 \/ 1 healthy/s);
     assert.match(await page.locator("#steering").innerText(), /round robin within a pool · pools by failover/);
+    assert.match(await page.locator("#decisions").innerText(), /lease mode \(500 ms\)/);
 
     await page.getByRole("link", { name: "Live", exact: true }).click();
     await waitFor(async () => /Connected/.test(await page.locator("#live-state").innerText()), { what: "the tail connected" });

@@ -3,6 +3,8 @@
 // behave as in per-request mode, and what lease mode cannot do is refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import WebSocket from "ws";
+import { API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
@@ -339,4 +341,32 @@ test("lease mode refuses rate_limit and in-flight steering with a 400 naming bot
   const after = await admin(lb, cfgPath);
   assert.equal(after.body.version, before.body.version, "a refused config changed the version");
   assert.equal((await decisions(lb, "refuse.test")).mode, "per_request");
+});
+
+test("lease mode: a live tail opened while a lease is held sees every request decided after it connects", async (t) => {
+  const bs = await backendsFor(t, ["t1", "t2"]);
+  const lb = await serve(t, [{ hostname: "tail.test", backends: bs.map((b) => b.url), ...lease(1500) }]);
+  // The isolate holds a lease granted while nobody listened.
+  for (let i = 0; i < 5; i++) await backendOf(lb, "tail.test", `/before${i}`);
+  const u = new URL(lb.url);
+  const lines = [];
+  const ws = new WebSocket(`ws://${u.host}/admin/services/tail.test/tail`, { headers: { authorization: `Bearer ${API_SECRET}` } });
+  t.after(() => ws.close());
+  ws.on("message", (data) => {
+    const line = JSON.parse(String(data));
+    lines.push(line);
+    if (line.seq > 0) ws.send(String(line.seq));
+  });
+  ws.on("error", () => {});
+  await new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("unexpected-response", (_q, res) => reject(new Error(`tail refused: ${res.statusCode}`)));
+  });
+  for (let i = 0; i < 6; i++) await backendOf(lb, "tail.test", `/after${i}`);
+  await waitFor(() => lines.filter((l) => l.type === "request").length >= 6, { what: "six request lines" });
+  const paths = lines.filter((l) => l.type === "request").map((l) => l.path);
+  for (let i = 0; i < 6; i++) assert.ok(paths.includes(`/after${i}`), `no line for /after${i}: ${paths}`);
+  const line = lines.find((l) => l.path === "/after0");
+  assert.equal(line.status, 200);
+  assert.match(line.why, /round robin/);
 });

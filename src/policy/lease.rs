@@ -16,6 +16,10 @@ use crate::policy::fleet::{Fleet, RequestFacts};
 /// advances between I/O events, so it can lag real time by the CPU time of one request.
 pub const EXPIRY_MARGIN_MS: u64 = 20;
 
+/// While a breaker's trial is due but the object has not handed it out, a Worker asks the
+/// object at most every tenth of a lease (and no more often than this).
+pub const TRIAL_RETRY_MIN_MS: u64 = 10;
+
 /// The longest lease (`decisions.lease_ms` range).
 pub const MAX_LEASE_MS: u64 = 10_000;
 
@@ -100,12 +104,17 @@ pub fn grant(
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(fleet.secret())
     };
+    // The Worker needs no webhook settings (nor their signing secrets) to decide.
+    let mut config = fleet.cfg().to_value();
+    if let Some(m) = config.as_object_mut() {
+        m.remove("notifications");
+    }
     Some(Lease {
         id,
         version: fleet.version(),
         generation: book.generation(),
         lease_ms: d.lease_ms,
-        config: fleet.cfg().to_value(),
+        config,
         backends: fleet.lease_backends(now_ms),
         offset,
         secret,
@@ -420,6 +429,13 @@ impl Held {
         let mut old = self.take_superseded();
         old.push(self.id);
         let urgent = next.generation != self.generation;
+        // A trial was due and is still due: the object has not handed it out (its backend was
+        // not picked). Ask again only now and then, not with every request.
+        let still_due = |t: Option<u64>| t.is_some_and(|t| t <= now_ms);
+        if still_due(self.trial_at_ms) && still_due(next.trial_at_ms) {
+            next.trial_at_ms =
+                Some(now_ms.saturating_add((next.lease_ms / 10).max(TRIAL_RETRY_MIN_MS)));
+        }
         if !urgent {
             next.fleet.adopt_rotation(&self.fleet);
         }

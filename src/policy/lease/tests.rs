@@ -161,6 +161,41 @@ fn open_breaker_is_never_leased_and_its_trial_goes_to_the_object() {
 }
 
 #[test]
+fn a_due_trial_the_object_does_not_hand_out_is_asked_for_only_now_and_then() {
+    let mut f = object(json!({}), 1);
+    for t in 0..3 {
+        f.report(&failure("http://b"), t);
+    }
+    let mut book = LeaseBook::new(0, 0);
+    // Granted after the breaker's wait: the trial is due at once.
+    let mut h = Held::new(lease(&f, &mut book, 2000), 2000).unwrap();
+    assert!(url(&mut h, 2000).is_none(), "due: ask the object");
+    // The object's answer still has it due (its round robin picked another backend).
+    let (mut h, _) = h.replaced_by(Held::new(lease(&f, &mut book, 2001), 2001).unwrap(), 2001);
+    assert!(
+        url(&mut h, 2002).is_some(),
+        "not every request goes to the object"
+    );
+    assert!(url(&mut h, 2001 + 99).is_some());
+    assert!(
+        url(&mut h, 2001 + 100).is_none(),
+        "asks again a tenth of a lease later"
+    );
+}
+
+#[test]
+fn a_lease_carries_no_webhook_secrets() {
+    let f = object(
+        json!({"notifications": {"webhooks": [{"url": "https://hooks.example/x", "secret": "0123456789abcdef-secret"}]}}),
+        1,
+    );
+    let mut book = LeaseBook::new(0, 0);
+    let text = serde_json::to_string(&lease(&f, &mut book, 0)).unwrap();
+    assert!(!text.contains("0123456789abcdef-secret"));
+    assert!(!text.contains("hooks.example"));
+}
+
+#[test]
 fn local_ejection_lasts_for_the_rest_of_the_lease_and_survives_a_refresh() {
     let f = object(json!({}), 1);
     let mut book = LeaseBook::new(0, 0);

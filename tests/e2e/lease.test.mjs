@@ -7,6 +7,7 @@ import WebSocket from "ws";
 import { API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
+import { changeUnderLoad, sentAt } from "../support/load.mjs";
 
 const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
 const lease = (ms = 1000) => ({ decisions: { mode: "lease", lease_ms: ms } });
@@ -204,36 +205,14 @@ test("lease mode: a backend killed under a stream of GETs costs zero failed resp
 test("lease mode: a config change under load is fenced, so nothing decided after the 2xx reaches the removed backend", async (t) => {
   const [a, b, c] = await backendsFor(t, ["la", "lb", "lc"]);
   const lb = await serve(t, [{ hostname: "load.test", backends: [a, b, c].map((x) => x.url), ...lease(1000) }]);
-  const total = 600;
-  let sent = 0;
-  let changedAt = 0;
-  let change;
-  let writeMs = 0;
-  const failures = [];
-  const loop = async () => {
-    while (sent < total) {
-      const n = sent++;
-      if (n === 200) {
-        const t0 = Date.now();
-        change = admin(lb, "/admin/services/load.test/config", {
-          method: "POST",
-          body: { backends: [a.url, b.url], ...lease(1000) },
-        }).then((res) => {
-          changedAt = Date.now();
-          writeMs = changedAt - t0;
-          return res;
-        });
-      }
-      const res = await lb.fetch("load.test", `/l${n}?t=${Date.now()}`);
-      if (res.status !== 200) failures.push(`${n}: ${res.status} ${await res.text()}`);
-      else await res.arrayBuffer();
-    }
-  };
-  await Promise.all([loop(), loop(), loop(), loop()]);
-  const res = await change;
+  const { res, changedAt, writeMs, failures } = await changeUnderLoad(
+    lb,
+    "load.test",
+    { backends: [a.url, b.url], ...lease(1000) },
+    { total: 600, at: 200 },
+  );
   assert.equal(res.status, 200, res.text);
   assert.deepEqual(failures, [], "clients saw failures");
-  const sentAt = (r) => Number(new URL(r.url, "http://x").searchParams.get("t"));
   const all = [a, b, c].flatMap((x) => x.requests());
   assert.ok(all.filter((r) => sentAt(r) > changedAt).length >= 30, "too few requests after the change to test anything");
   assert.ok(c.requests().length > 0, "C never got traffic before the change");

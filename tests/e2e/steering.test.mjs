@@ -10,6 +10,7 @@ import path from "node:path";
 import { startBalancer, API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
+import { changeUnderLoad, sentAt } from "../support/load.mjs";
 
 // Probes far apart so they never interfere with the counts below (a test that needs probes sets its own).
 const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
@@ -455,31 +456,9 @@ test("backend operations: add, disable, reweight, remove; removing the last back
 test("a config change under load takes effect at once: nothing sent after the 2xx reaches the removed backend", async (t) => {
   const [a, b, c] = await backendsFor(t, ["la", "lb", "lc"]);
   const lb = await serve(t, [{ hostname: "load.test", backends: urls([a, b, c]) }]);
-  const total = 300;
-  let sent = 0;
-  let changedAt = 0;
-  let change;
-  const failures = [];
-  const loop = async () => {
-    while (sent < total) {
-      const n = sent++;
-      if (n === 100) {
-        change = admin(lb, "/admin/services/load.test/config", { method: "POST", body: { backends: [a.url, b.url] } }).then((res) => {
-          changedAt = Date.now();
-          return res;
-        });
-      }
-      // The send time rides in the URL, so the backend's record says when the client sent it.
-      const res = await lb.fetch("load.test", `/l${n}?t=${Date.now()}`);
-      if (res.status !== 200) failures.push(`${n}: ${res.status} ${await res.text()}`);
-      else await res.arrayBuffer();
-    }
-  };
-  await Promise.all([loop(), loop(), loop(), loop()]);
-  const res = await change;
+  const { res, changedAt, failures } = await changeUnderLoad(lb, "load.test", { backends: [a.url, b.url] });
   assert.equal(res.status, 200, res.text);
   assert.deepEqual(failures, [], "clients saw failures");
-  const sentAt = (r) => Number(new URL(r.url, "http://x").searchParams.get("t"));
   const all = [a, b, c].flatMap((x) => x.requests());
   const afterChange = all.filter((r) => sentAt(r) > changedAt);
   assert.ok(afterChange.length >= 30, `only ${afterChange.length} requests were sent after the change: not a test of anything`);

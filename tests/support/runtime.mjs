@@ -12,7 +12,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 export const API_SECRET = "test-secret-0123456789";
 
 // `buildDir`: another build of the Worker (a benchmark's baseline); default this checkout's.
-export async function startBalancer({ defaultBackends, bindings = {}, persistDir, buildDir = path.join(root, "build") } = {}) {
+// `miniflare`: extra Miniflare options (a profiler's inspectorPort).
+export async function startBalancer({ defaultBackends, bindings = {}, persistDir, buildDir = path.join(root, "build"), miniflare = {} } = {}) {
   const mf = new Miniflare({
     scriptPath: path.join(buildDir, "index.js"),
     modules: true,
@@ -35,6 +36,7 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
     port: 0,
     // FB_LOG=1 shows the Worker's console output while debugging a test.
     ...(process.env.FB_LOG ? { log: new Log(LogLevel.DEBUG) } : {}),
+    ...miniflare,
   });
   const url = await mf.ready;
   const db = await mf.getD1Database("DB");

@@ -1,11 +1,13 @@
 // `node tests/bench/profile.mjs`: where workerd's CPU per request goes, FlowBalance round robin against the bare
 // JS Worker -> Durable Object -> backend hop, from V8's sampling profiler (DevTools protocol through Miniflare's inspector).
 // Prints self time per request by function (wasm functions carry their Rust names) and by group.
+// PROFILE_BUILDS=dir1,dir2: instead, throughput and CPU of this build against other builds of the Worker (a
+// variant with one piece disabled) and the bare hop, in alternating rounds of one run.
 import autocannon from "autocannon";
 import { Miniflare } from "miniflare";
 import WebSocket from "ws";
 import { startBalancer } from "../support/runtime.mjs";
-import { startBackendProcess } from "./bench.mjs";
+import { compare, startBackendProcess } from "./bench.mjs";
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 5);
@@ -124,6 +126,24 @@ async function main() {
     defaultBackends: { activeHealthChecks: { interval: 60 }, services: [{ hostname: "bench.test", backends: urls }] },
     miniflare: { inspectorPort: 9302 },
   });
+  if (process.env.PROFILE_BUILDS) {
+    const others = [];
+    for (const dir of process.env.PROFILE_BUILDS.split(","))
+      others.push([dir, await startBalancer({ buildDir: dir, defaultBackends: { activeHealthChecks: { interval: 60 }, services: [{ hostname: "bench.test", backends: urls }] } })]);
+    const headers = { host: "bench.test" };
+    const rows = await compare([
+      { name: "bare hop", url: `${hopUrl.origin}/` },
+      { name: "FlowBalance (this build)", url: `http://${new URL(lb.url).host}/`, headers },
+      ...others.map(([dir, b]) => ({ name: `FlowBalance (${dir})`, url: `http://${new URL(b.url).host}/`, headers })),
+    ]);
+    console.log("| subject | req/s | CPU µs/req |\n|---|---:|---:|");
+    for (const r of rows) console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.cpuUsPerReq.toFixed(0)} |`);
+    for (const [, b] of others) await b.stop();
+    await hop.dispose();
+    await lb.stop();
+    child.kill();
+    return;
+  }
   try {
     const which = (process.env.PROFILE ?? "hop,fb").split(",");
     if (which.includes("hop")) report("bare JS Worker -> DO -> backend hop", await profile(9301, `${hopUrl.origin}/`, {}));

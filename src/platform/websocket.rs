@@ -20,13 +20,13 @@ const HANDSHAKE_HEADERS: [&str; 4] = [
     "sec-websocket-accept",
 ];
 
-/// True for a client asking to switch to WebSocket (`Upgrade: websocket`; the runtime does not
+/// True for a client asking to switch to WebSocket (its `Upgrade` header says `websocket`; the runtime does not
 /// show the `Connection` header, so `Upgrade` alone decides).
-pub fn is_upgrade(req: &Request) -> Result<bool> {
-    Ok(req.headers().get("upgrade")?.is_some_and(|u| {
+pub fn is_upgrade(upgrade: Option<&str>) -> bool {
+    upgrade.is_some_and(|u| {
         u.split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-    }))
+    })
 }
 
 /// Connects the client to the first backend of `route` that accepts the upgrade and relays the

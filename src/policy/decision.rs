@@ -118,6 +118,14 @@ pub struct Route {
     /// completion (`done`); only in steering modes that count requests in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<u64>,
+    /// The service steers by the client's geography: the Worker reads `request.cf` (costly)
+    /// only for such hostnames, and asks again with it when it had not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub geo: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

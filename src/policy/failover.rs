@@ -371,6 +371,7 @@ mod tests {
             ticket: None,
             cookie: None,
             affinity_header: None,
+            geo: false,
         }
     }
 

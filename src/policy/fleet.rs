@@ -539,6 +539,7 @@ impl Fleet {
             immediate_failover: self.cfg.connection.immediate_failover,
             panic,
             ticket: None,
+            geo: self.cfg.geo.is_some(),
             cookie: cookie_affinity.map(|a| CookieSpec {
                 name: a.cookie_name.to_string(),
                 ttl_s: a.ttl_s,

@@ -220,6 +220,7 @@ mod tests {
                 ttl_s: 60,
             }),
             affinity_header: None,
+            geo: false,
             ticket: None,
         }
     }

@@ -174,6 +174,7 @@ mod tests {
             panic: false,
             cookie: None,
             affinity_header: None,
+            geo: false,
             ticket: None,
         }
     }

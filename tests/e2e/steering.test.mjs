@@ -215,6 +215,31 @@ test("geo steering: country, then continent, then fallback; an unhealthy pool fa
   assert.deepEqual(await from({ country: "DE", continent: "EU" }), ["us1"]);
 });
 
+test("geo steering switched on by a config change steers the very next request", async (t) => {
+  const eu = await backendsFor(t, ["eu1"]);
+  const us = await backendsFor(t, ["us1"]);
+  const r = await balancerFor(t, { defaultBackends: { ...quiet, hostname: "geoswitch.test", backends: urls(us) } });
+  const de = { cf: { country: "DE", continent: "EU" } };
+  // Without geo steering the Worker learns not to read the client's geography (request.cf).
+  assert.equal(await backendOf(r, "geoswitch.test", "/a", de), "us1");
+  assert.equal(await backendOf(r, "geoswitch.test", "/b", de), "us1");
+  const res = await admin(r, "/admin/services/geoswitch.test/config", {
+    method: "PUT",
+    body: {
+      ...quiet,
+      pools: [
+        { name: "eu", backends: urls(eu) },
+        { name: "us", backends: urls(us) },
+      ],
+      geo_steering: { regions: { DE: "eu" }, fallback_pool: "us" },
+    },
+  });
+  assert.equal(res.status, 200, res.text);
+  // The first decision after the change says geo matters: the Worker asks again with it.
+  for (let i = 0; i < 3; i++) assert.equal(await backendOf(r, "geoswitch.test", `/c${i}`, de), "eu1");
+  assert.equal(await backendOf(r, "geoswitch.test", "/d", { cf: { country: "JP", continent: "AS" } }), "us1");
+});
+
 // ---- 5. config API: create, read, replace, list, delete ----
 
 test("config API: create a service, read it back with version and ETag, replace it via vars, list it, delete it", async (t) => {

@@ -1,11 +1,11 @@
 // `npm run bench`: throughput, latency and workerd CPU per request of the backend directly, a JS pass-through Worker, and FlowBalance.
 import autocannon from "autocannon";
-import { Miniflare } from "miniflare";
 import { fork } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startBalancer } from "../support/runtime.mjs";
+import { startBareHop, startPassThrough } from "./subjects.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
@@ -111,38 +111,12 @@ async function failoverRun() {
 
 async function main() {
   const { child, urls } = await startBackendProcess(3);
-  const passThrough = new Miniflare({
-    modules: true,
-    script: `export default { async fetch(req, env) {
-      const u = new URL(req.url);
-      return fetch(env.BACKEND + u.pathname + u.search, req);
-    } }`,
-    bindings: { BACKEND: urls[0] },
-    compatibilityDate: "2025-09-01",
-    host: "127.0.0.1",
-    port: 0,
-  });
-  const ptUrl = await passThrough.ready;
+  const passThrough = await startPassThrough(urls[0]);
+  const ptUrl = new URL(passThrough.url);
   // The floor of this architecture: the same Worker -> Durable Object -> backend hop in plain
   // JavaScript with no policy at all (round robin counter in memory).
-  const doHop = new Miniflare({
-    modules: true,
-    script: `export class Picker {
-      constructor() { this.i = 0; }
-      async fetch() { const urls = ${JSON.stringify(urls)}; return new Response(urls[this.i++ % urls.length]); }
-    }
-    export default { async fetch(req, env) {
-      const u = new URL(req.url);
-      const stub = env.PICKER.get(env.PICKER.idFromName(u.hostname));
-      const target = await (await stub.fetch("https://picker/decide")).text();
-      return fetch(target + u.pathname + u.search, req);
-    } }`,
-    durableObjects: { PICKER: { className: "Picker", useSQLite: true } },
-    compatibilityDate: "2025-09-01",
-    host: "127.0.0.1",
-    port: 0,
-  });
-  const doHopUrl = await doHop.ready;
+  const doHop = await startBareHop(urls);
+  const doHopUrl = new URL(doHop.url);
   const lb = await startBalancer({
     defaultBackends: {
       activeHealthChecks: { interval: 60 },
@@ -188,8 +162,8 @@ async function main() {
       )),
     );
   } finally {
-    await passThrough.dispose();
-    await doHop.dispose();
+    await passThrough.mf.dispose();
+    await doHop.mf.dispose();
     await lb.stop();
     child.kill();
   }

@@ -6,6 +6,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/setup.sh
 
+echo "== docs (fences, links, anchors)"
+node --test tests/docs/
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (host and wasm32)"

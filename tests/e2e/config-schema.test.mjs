@@ -1,19 +1,15 @@
-// The config is described once: every README example validates against the served JSON Schema and is accepted by the parser, and invalid ones are refused by both.
+// The config is described once: every docs example validates against the served JSON Schema and is accepted by the parser, and invalid ones are refused by both.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import Ajv2020 from "ajv/dist/2020.js";
+import { docFiles } from "../support/docs.mjs";
 import { startBalancer } from "../support/runtime.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-
-/** The ```json blocks the README marks with `<!-- example: DEFAULT_BACKENDS -->`. */
-function readmeExamples() {
-  const text = readFileSync(path.join(root, "README.md"), "utf8");
+/** The ```json blocks the README and the docs pages mark with `<!-- example: DEFAULT_BACKENDS -->`. */
+function docsExamples() {
   const re = /<!-- example: DEFAULT_BACKENDS -->\s*```json\n([\s\S]*?)```/g;
-  return [...text.matchAll(re)].map((m) => m[1]);
+  return docFiles().flatMap((file) => [...readFileSync(file, "utf8").matchAll(re)].map((m) => m[1]));
 }
 
 function firstHostname(config) {
@@ -38,17 +34,17 @@ async function parserAnswer(lb, text, host) {
   return { status: res.status, body: await res.json() };
 }
 
-test("every README config example passes the schema and the parser", async () => {
+test("every config example in the docs passes the schema and the parser", async () => {
   const lb = await startBalancer({ defaultBackends: "" });
   try {
     const validate = await validator(lb);
-    const examples = readmeExamples();
-    assert.ok(examples.length >= 3, `README marks ${examples.length} examples`);
+    const examples = docsExamples();
+    assert.ok(examples.length >= 6, `the docs mark ${examples.length} examples`);
     for (const text of examples) {
       const config = JSON.parse(text);
-      assert.ok(validate(config), `schema refused a README example: ${JSON.stringify(validate.errors)}\n${text}`);
+      assert.ok(validate(config), `schema refused a docs example: ${JSON.stringify(validate.errors)}\n${text}`);
       const { status, body } = await parserAnswer(lb, text, firstHostname(config));
-      assert.ok(status === 200 || status === 201, `parser refused a README example (${status}): ${JSON.stringify(body)}\n${text}`);
+      assert.ok(status === 200 || status === 201, `parser refused a docs example (${status}): ${JSON.stringify(body)}\n${text}`);
     }
   } finally {
     await lb.stop();

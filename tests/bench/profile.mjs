@@ -4,7 +4,7 @@
 // PROFILE_BUILDS=dir1,dir2: instead, throughput and CPU of this build against other builds of the Worker (a
 // variant with one piece disabled) and the bare hop, in alternating rounds of one run.
 import autocannon from "autocannon";
-import { Miniflare } from "miniflare";
+import { startBareHop } from "./subjects.mjs";
 import WebSocket from "ws";
 import { startBalancer } from "../support/runtime.mjs";
 import { compare, startBackendProcess } from "./bench.mjs";
@@ -103,25 +103,7 @@ function report(label, { rows, requests, rps }) {
 
 async function main() {
   const { child, urls } = await startBackendProcess(3);
-  const hop = new Miniflare({
-    modules: true,
-    script: `export class Picker {
-      constructor() { this.i = 0; }
-      async fetch() { const urls = ${JSON.stringify(urls)}; return new Response(urls[this.i++ % urls.length]); }
-    }
-    export default { async fetch(req, env) {
-      const u = new URL(req.url);
-      const stub = env.PICKER.get(env.PICKER.idFromName(u.hostname));
-      const target = await (await stub.fetch("https://picker/decide")).text();
-      return fetch(target + u.pathname + u.search, req);
-    } }`,
-    durableObjects: { PICKER: { className: "Picker", useSQLite: true } },
-    compatibilityDate: "2025-09-01",
-    host: "127.0.0.1",
-    port: 0,
-    inspectorPort: 9301,
-  });
-  const hopUrl = await hop.ready;
+  const { mf: hop, url: hopUrl } = await startBareHop(urls, 0, { inspectorPort: 9301 });
   const lb = await startBalancer({
     defaultBackends: { activeHealthChecks: { interval: 60 }, services: [{ hostname: "bench.test", backends: urls }] },
     miniflare: { inspectorPort: 9302 },
@@ -132,7 +114,7 @@ async function main() {
       others.push([dir, await startBalancer({ buildDir: dir, defaultBackends: { activeHealthChecks: { interval: 60 }, services: [{ hostname: "bench.test", backends: urls }] } })]);
     const headers = { host: "bench.test" };
     const rows = await compare([
-      { name: "bare hop", url: `${hopUrl.origin}/` },
+      { name: "bare hop", url: `${hopUrl}/` },
       { name: "FlowBalance (this build)", url: `http://${new URL(lb.url).host}/`, headers },
       ...others.map(([dir, b]) => ({ name: `FlowBalance (${dir})`, url: `http://${new URL(b.url).host}/`, headers })),
     ]);
@@ -146,7 +128,7 @@ async function main() {
   }
   try {
     const which = (process.env.PROFILE ?? "hop,fb").split(",");
-    if (which.includes("hop")) report("bare JS Worker -> DO -> backend hop", await profile(9301, `${hopUrl.origin}/`, {}));
+    if (which.includes("hop")) report("bare JS Worker -> DO -> backend hop", await profile(9301, `${hopUrl}/`, {}));
     if (which.includes("fb"))
       report("FlowBalance round robin", await profile(9302, `http://${new URL(lb.url).host}/`, { host: "bench.test" }));
   } finally {

@@ -19,11 +19,13 @@ export async function startPassThrough(backend) {
 /**
  * The floor of FlowBalance's architecture: the same Worker -> Durable Object -> backend hop in plain
  * JavaScript with no policy at all (a round-robin counter in the object's memory). `delayMs` adds a
- * wait inside the object on each call, as FB_TEST_OBJECT_DELAY_MS does for FlowBalance.
+ * wait inside the object on each call, as FB_TEST_OBJECT_DELAY_MS does for FlowBalance; `extra`
+ * adds Miniflare options (a profiler's inspectorPort).
  */
-export async function startBareHop(urls, delayMs = 0) {
+export async function startBareHop(urls, delayMs = 0, extra = {}) {
   const mf = new Miniflare({
     ...common,
+    ...extra,
     script: `export class Picker {
       constructor() { this.i = 0; }
       async fetch() {

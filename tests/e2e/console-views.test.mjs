@@ -21,8 +21,8 @@ function assertIntegers(text, what) {
 }
 
 test("console: add a backend, read health history, webhook deliveries and service-wide analytics", async (t) => {
-  const [g1, g2, g3] = await backendsFor(t, ["g1", "g2", "g3"]);
-  for (const b of [g1, g2, g3]) {
+  const [g1, g2, g3, g4] = await backendsFor(t, ["g1", "g2", "g3", "g4"]);
+  for (const b of [g1, g2, g3, g4]) {
     b.handler = (req, res) => {
       if (req.url.startsWith("/missing")) return res.writeHead(404, { "content-type": "text/plain" }).end("no such page");
       res.writeHead(200, { "content-type": "text/plain" }).end(b.name);
@@ -109,6 +109,32 @@ test("console: add a backend, read health history, webhook deliveries and servic
     await waitFor(async () => !/never/.test(await row.locator("td").nth(6).innerText()), { what: "the new backend's probe in the table" });
     await shot(page, "service-backends-add");
     w.check("the add-backend form");
+  });
+
+  await t.test("adding on top of a version someone else replaced is refused (412) and the table reloaded", async () => {
+    // Timers frozen: the table's 5 s refresh cannot pick the other write up before the submit.
+    const p2 = await page.context().newPage();
+    t.after(() => p2.close());
+    const w2 = watch(p2);
+    await p2.clock.install();
+    await p2.goto(`${base}#/services/views.test`);
+    await p2.locator(`#backends tr[data-backend="${g3.url}"]`).waitFor();
+    const theirs = await lb.admin("/admin/services/views.test/backends", { method: "PATCH", body: JSON.stringify({ url: g3.url, weight: 7 }) });
+    assert.equal(theirs.status, 200, await theirs.text());
+    const version = (await api(lb, "/admin/services/views.test/config")).version;
+    w2.allow("/admin/services/views.test/backends", 412);
+    const form = p2.locator("#add-backend");
+    await form.locator('input[name="url"]').fill(g4.url);
+    await form.getByRole("button", { name: "Add backend" }).click();
+    await waitFor(async () => /Someone else changed this service/.test(await p2.locator("#add-backend-message").innerText()), { what: "the 412 explained" });
+    assert.equal((await api(lb, "/admin/services/views.test/config")).version, version, "the stale add was stored");
+    // The table now shows their change; adding again goes on top of it.
+    await waitFor(async () => /\b7\b/.test(await p2.locator(`#backends tr[data-backend="${g3.url}"] td`).nth(4).innerText()), { what: "their weight in the reloaded table" });
+    await form.getByRole("button", { name: "Add backend" }).click();
+    await p2.locator(`#backends tr[data-backend="${g4.url}"]`).waitFor();
+    assert.equal((await api(lb, "/admin/services/views.test/config")).version, version + 1);
+    w2.check("the add-backend conflict");
+    await p2.close();
   });
 
   await t.test("the health history shows a backend going down, filtered by backend", async () => {

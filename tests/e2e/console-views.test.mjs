@@ -1,12 +1,10 @@
 // The console's service views beyond the basics, in headless Chromium against the built Worker: the add-backend form, the health history, webhook deliveries, service-wide analytics with the error breakdown, the config editor's syntax errors and the API docs' contents; and integers stay integers in the JSON the console reads.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { waitFor } from "../support/backends.mjs";
-import { backendsFor, balancerFor } from "../support/scoped.mjs";
-import { startOAuthFakes } from "../support/oauth-fakes.mjs";
+import { stopAll, waitFor } from "../support/backends.mjs";
+import { backendsFor } from "../support/scoped.mjs";
 import { startReceiver } from "../support/receiver.mjs";
-import { stopAll } from "../support/backends.mjs";
-import { api, browserFor, JWT_SECRET, logged, OPERATOR, shot, signIn, traffic, watch } from "../support/console.mjs";
+import { api, consoleFor, logged, shot, signIn, traffic, watch } from "../support/console.mjs";
 
 const HOOK_SECRET = "console-views-webhook-secret-0123";
 /** Fields that count or identify something: integers, never `6.0`. */
@@ -35,11 +33,9 @@ test("console: add a backend, read health history, webhook deliveries and servic
   const failing = await startReceiver("hook-failing", { secret: HOOK_SECRET });
   t.after(() => stopAll([ok, failing]));
   failing.handler = (req, res) => res.writeHead(500, { "content-type": "text/plain" }).end("receiver broken");
-  const fakes = await startOAuthFakes({ email: OPERATOR });
-  t.after(() => fakes.stop());
-  const lb = await balancerFor(t, {
-    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR },
-    defaultBackends: {
+  const { lb, base, page, w } = await consoleFor(
+    t,
+    {
       activeHealthChecks: { interval: 60, timeout: 2 },
       services: [
         {
@@ -50,13 +46,8 @@ test("console: add a backend, read health history, webhook deliveries and servic
         { hostname: "dead.test", backends: [goneUrl], retries: 0 },
       ],
     },
-  });
-  const base = lb.url.toString();
-  const browser = await browserFor(t);
-  const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
-  const w = watch(page);
-  w.allow("/auth/session", 401);
-  w.allow("/admin/services?window=60", 401);
+    { viewport: { width: 1280, height: 900 } },
+  );
   await signIn(page, base);
 
   await t.test("add a backend from the Backends tab, with errors at their fields", async () => {

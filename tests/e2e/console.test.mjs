@@ -5,8 +5,7 @@ import path from "node:path";
 import { API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
-import { startOAuthFakes } from "../support/oauth-fakes.mjs";
-import { api, browserFor, JWT_SECRET, logged, OPERATOR, shot, SHOTS, signIn, traffic, watch } from "../support/console.mjs";
+import { api, browserFor, consoleFor, logged, OPERATOR, shot, SHOTS, signIn, traffic, watch } from "../support/console.mjs";
 
 test("console: an operator runs the balancer from the browser", async (t) => {
   const shop = await backendsFor(t, ["s1", "s2", "s3"]);
@@ -18,27 +17,13 @@ test("console: an operator runs the balancer from the browser", async (t) => {
       res.writeHead(200, { "content-type": "application/json", "x-backend": b.name }).end(JSON.stringify({ backend: b.name }));
     };
   }
-  const fakes = await startOAuthFakes({ email: OPERATOR });
-  t.after(() => fakes.stop());
-  const lb = await balancerFor(t, {
-    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR },
-    defaultBackends: {
-      activeHealthChecks: { interval: 60, timeout: 2 },
-      services: [
-        { hostname: "shop.test", backends: shop.map((b) => b.url) },
-        { hostname: "api.test", backends: api1.map((b) => b.url), load_balancer: { session_affinity: { type: "cookie" } } },
-      ],
-    },
+  const { lb, base, browser, page, w } = await consoleFor(t, {
+    activeHealthChecks: { interval: 60, timeout: 2 },
+    services: [
+      { hostname: "shop.test", backends: shop.map((b) => b.url) },
+      { hostname: "api.test", backends: api1.map((b) => b.url), load_balancer: { session_affinity: { type: "cookie" } } },
+    ],
   });
-  const base = lb.url.toString();
-  const browser = await browserFor(t);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  const page = await context.newPage();
-  const w = watch(page);
-  // Before sign-in the console asks for its session, then whether the browser holds API
-  // credentials (Basic or an injected header): both 401.
-  w.allow("/auth/session", 401);
-  w.allow("/admin/services?window=60", 401);
 
   // Some traffic first, so the overview and the charts have something to show.
   assert.deepEqual(new Set(await traffic(lb, "shop.test", 30)), new Set([200]));

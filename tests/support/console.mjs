@@ -5,6 +5,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { waitFor } from "./backends.mjs";
+import { startOAuthFakes } from "./oauth-fakes.mjs";
+import { balancerFor } from "./scoped.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 /** Screenshots of each main screen (git-ignored). */
@@ -90,3 +92,23 @@ export async function signIn(page, base) {
   await page.getByRole("heading", { name: "Overview" }).waitFor();
 }
 
+
+/**
+ * A signed-out console for test `t`: the fake GitHub and Google, the Worker with `defaultBackends`
+ * and sign-in for OPERATOR, and a Chromium page under `watch` (the two 401s the console meets
+ * before sign-in are allowed). Returns { lb, base, browser, context, page, w }.
+ */
+export async function consoleFor(t, defaultBackends, { viewport = { width: 1280, height: 860 } } = {}) {
+  const fakes = await startOAuthFakes({ email: OPERATOR });
+  t.after(() => fakes.stop());
+  const lb = await balancerFor(t, { bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR }, defaultBackends });
+  const browser = await browserFor(t);
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const w = watch(page);
+  // Before sign-in the console asks for its session, then whether the browser holds API
+  // credentials (Basic or an injected header): both 401.
+  w.allow("/auth/session", 401);
+  w.allow("/admin/services?window=60", 401);
+  return { lb, base: lb.url.toString(), browser, context, page, w };
+}

@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# `npm run deploy`: builds, validates the config, applies the D1 migrations and deploys with wrangler;
+# `npm run deploy`: checks the D1 database id, builds, validates the config, applies the D1 migrations and deploys with wrangler;
 # exported settings override wrangler.toml [vars].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/progress.sh
+
+# First, before building or calling wrangler: a deploy with wrangler.toml's placeholder database id
+# would deploy a Worker whose request log and health history cannot work.
+PLACEHOLDER_D1_ID=00000000-0000-0000-0000-000000000000
+database_id="$(node scripts/wrangler-helper.cjs d1-id DB)"
+if [ -z "$database_id" ] || [ "$database_id" = "$PLACEHOLDER_D1_ID" ]; then
+  say "not deploying: wrangler.toml has no D1 database id for the DB binding (database_id = \"${database_id:-}\")." >&2
+  say "  1. Create the database once:  npx wrangler d1 create flowbalance" >&2
+  say "  2. Put the id it prints into wrangler.toml, [[d1_databases]] binding \"DB\": database_id = \"<id>\"" >&2
+  say "  3. Run 'npm run deploy' again (it applies the migrations, then deploys)." >&2
+  exit 1
+fi
+
 bash scripts/build.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -25,15 +38,6 @@ toml_backends="$(node scripts/wrangler-helper.cjs var DEFAULT_BACKENDS)"
 check_config "wrangler.toml [vars]" "$toml_backends"
 if [ -n "${DEFAULT_BACKENDS:-}" ]; then check_config "the environment" "$DEFAULT_BACKENDS"; fi
 
-# The one expected case: the database is not created yet (wrangler.toml still has the placeholder id).
-# Any other migration failure is real and stops the deploy.
-database_id="$(node scripts/wrangler-helper.cjs d1-id DB)"
-if [ "$database_id" = 00000000-0000-0000-0000-000000000000 ]; then
-  say "note: D1 migrations not applied: wrangler.toml's database_id is still the placeholder."
-  say "      Create the database with 'npx wrangler d1 create flowbalance', put the printed id into"
-  say "      database_id in wrangler.toml, then run 'npm run deploy' again (README, Deploying)."
-else
-  # CI=true: wrangler applies without an interactive confirmation prompt.
-  CI=true npx wrangler d1 migrations apply DB --remote
-fi
+# CI=true: wrangler applies without an interactive confirmation prompt.
+CI=true npx wrangler d1 migrations apply DB --remote
 npx wrangler deploy "${vars[@]}" "$@"

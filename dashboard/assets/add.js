@@ -1,7 +1,7 @@
 // Add a service: hostname, backends and the common options, sent to the same parser as every
 // config write; its errors are shown at the form field they belong to.
 import { api, get, svc } from "./api.js";
-import { h, mount, toast } from "./dom.js";
+import { clearFieldErrors, field, h, mount, showFieldError, toast } from "./dom.js";
 import { pretty } from "./diff.js";
 
 /** Which form field an error path belongs to (the longest matching prefix). */
@@ -18,7 +18,6 @@ const FIELD_OF = [
 ];
 
 export function renderAdd(main) {
-  const field = (name, label, input, hint) => h("label", { class: "field", "data-field": name }, h("span", {}, label), input, hint ? h("small", { class: "hint" }, hint) : null, h("small", { class: "field-error", role: "alert" }));
   const form = h(
     "form",
     { class: "card form-grid", id: "add-service", novalidate: true },
@@ -59,22 +58,10 @@ export function renderAdd(main) {
   form.addEventListener("input", show);
   show();
 
-  const clearErrors = () => {
-    for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
-    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
-  };
-  const fieldError = (path, text) => {
-    const name = FIELD_OF.find(([prefix]) => path === prefix || path.startsWith(`${prefix}.`) || path.startsWith(`${prefix}[`))?.[1];
-    const label = name && form.querySelector(`[data-field="${name}"]`);
-    if (!label) return false;
-    const out = label.querySelector(".field-error");
-    out.textContent = out.textContent ? `${out.textContent} ${text}` : text;
-    label.querySelector("input, textarea, select").setAttribute("aria-invalid", "true");
-    return true;
-  };
+  const fieldError = (path, text) => showFieldError(form, FIELD_OF.find(([prefix]) => path === prefix || path.startsWith(`${prefix}.`) || path.startsWith(`${prefix}[`))?.[1], text);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    clearErrors();
+    clearFieldErrors(form);
     mount(message);
     const cfg = build();
     if (!cfg.hostname) return fieldError("hostname", "required");

@@ -93,19 +93,47 @@ export function readable(cfg) {
   );
 }
 
-/** Errors at their paths; each one selects its place in the editor. */
-function errorList(errors, editor) {
+/** Line and column (from 1) of offset `pos` in `text`. */
+function lineColumn(text, pos) {
+  const before = text.slice(0, pos).split("\n");
+  return { line: before.length, column: before[before.length - 1].length + 1 };
+}
+
+/**
+ * Where JSON.parse stopped in `text`, and its message without the position: engines say
+ * "at position 1234" (V8, with "(line 53 column 5)" in newer versions) or "at line 53 column 5".
+ */
+export function syntaxError(text, error) {
+  const msg = String(error?.message ?? error);
+  let pos = null;
+  const offset = /at position (\d+)/.exec(msg);
+  const lc = /line (\d+) column (\d+)/.exec(msg);
+  if (offset) pos = Math.min(Number(offset[1]), text.length);
+  else if (lc) {
+    const lines = text.split("\n").slice(0, Number(lc[1]) - 1);
+    pos = Math.min(lines.reduce((n, l) => n + l.length + 1, 0) + Number(lc[2]) - 1, text.length);
+  }
+  const message = msg
+    .replace(/\s*\(line \d+ column \d+\)/, "")
+    .replace(/\s*(in JSON )?at position \d+/, "")
+    .replace(/\s*at line \d+ column \d+ of the JSON data/, "")
+    .replace(/^JSON\.parse: /, "");
+  return { pos: pos ?? text.length, message };
+}
+
+/** Errors at their paths (or at an offset `pos`); each one selects its place in the editor. */
+function errorList(errors, editor, title) {
   const at = locatePaths(editor.value);
-  const line = (pos) => editor.value.slice(0, pos).split("\n").length;
   return h(
     "div",
     { class: "card alert", id: "config-errors", role: "alert" },
-    h("h3", {}, errors.length === 1 ? "The server refused this config: 1 error" : `The server refused this config: ${errors.length} errors`),
+    h("h3", {}, title ?? (errors.length === 1 ? "The server refused this config: 1 error" : `The server refused this config: ${errors.length} errors`)),
     h(
       "ul",
       { class: "errors" },
       errors.map((e) => {
-        const pos = locate(at, e.path ?? "");
+        const pos = e.pos ?? locate(at, e.path ?? "");
+        const where = lineColumn(editor.value, pos);
         return h(
           "li",
           { "data-path": e.path ?? "" },
@@ -118,11 +146,14 @@ function errorList(errors, editor) {
                 editor.focus();
                 const end = editor.value.indexOf("\n", pos);
                 editor.setSelectionRange(pos, end < 0 ? editor.value.length : end);
+                // A selection alone does not scroll the textarea: bring its line into view.
+                const lineHeight = parseFloat(getComputedStyle(editor).lineHeight) || 18;
+                editor.scrollTop = Math.max(0, (where.line - 4) * lineHeight);
               },
             },
-            h("code", { class: "path" }, e.path || "(whole config)"),
+            e.pos == null ? h("code", { class: "path" }, e.path || "(whole config)") : `line ${where.line}, column ${where.column}`,
           ),
-          ` line ${line(pos)}: `,
+          e.pos == null ? ` line ${where.line}: ` : ": ",
           e.message,
         );
       }),
@@ -151,7 +182,8 @@ export function renderConfig(body, host) {
     try {
       parsed = JSON.parse(editor.value);
     } catch (e) {
-      return mount(result, errorList([{ path: "", message: `not JSON: ${e.message}` }], editor));
+      const { pos, message } = syntaxError(editor.value, e);
+      return mount(result, errorList([{ path: "", pos, message }], editor, "This is not valid JSON"));
     }
     try {
       const { body: v } = await api(svc(host, "/config/validate"), { method: "POST", body: parsed });

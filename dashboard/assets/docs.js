@@ -33,6 +33,54 @@ function schemaView(name, sc, doc) {
   );
 }
 
+/** The group an endpoint is listed under in the contents: its resource after the hostname. */
+function groupOf(path) {
+  const m = /^\/admin\/services\/\{hostname\}\/([^/]+)/.exec(path);
+  if (m) return `Service ${m[1].replace(/-/g, " ")}`;
+  if (path.startsWith("/admin/services")) return "Services";
+  return path.replace(/^\/admin\/?/, "").split("/")[0] || "admin";
+}
+
+/** Moves to a section of the page without touching the location hash (the console's router owns it). */
+function jump(id) {
+  return (e) => {
+    e.preventDefault();
+    const target = document.getElementById(id);
+    if (!target) return;
+    if (target.tagName === "DETAILS") target.open = true;
+    target.scrollIntoView({ block: "start" });
+    target.focus({ preventScroll: true });
+  };
+}
+
+/** The contents: every endpoint by group, then every schema, each a link to its section. */
+function contents(entries, schemaNames) {
+  const groups = new Map();
+  for (const e of entries) {
+    const g = groupOf(e.path);
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g).push(e);
+  }
+  return h(
+    "nav",
+    { class: "card toc", id: "docs-toc", "aria-label": "Contents" },
+    h("h2", {}, "Contents"),
+    h(
+      "div",
+      { class: "toc-groups" },
+      [...groups].map(([name, ops]) =>
+        h(
+          "section",
+          {},
+          h("h3", {}, name[0].toUpperCase() + name.slice(1)),
+          h("ul", {}, ops.map((o) => h("li", {}, h("a", { href: `#${o.id}`, onclick: jump(o.id) }, h("span", { class: `method m-${o.method}` }, o.method.toUpperCase()), " ", h("code", {}, o.path))))),
+        ),
+      ),
+      h("section", { class: "toc-all" }, h("h3", {}, "Schemas"), h("ul", { class: "toc-schemas" }, schemaNames.map((n) => h("li", {}, h("a", { href: `#schema-${n}`, onclick: jump(`schema-${n}`) }, h("code", {}, n)))))),
+    ),
+  );
+}
+
 export function renderDocs(main) {
   const out = h("div", {}, h("p", { class: "muted" }, "Loading the API description…"));
   mount(main, h("div", { class: "page-head" }, h("h1", {}, "API documentation"), h("a", { class: "button", href: `${root}/admin/openapi.json`, download: "openapi.json" }, "openapi.json")), out);
@@ -41,15 +89,18 @@ export function renderDocs(main) {
       const res = await fetch(`${root}/admin/openapi.json`, { credentials: "omit" });
       const doc = await res.json();
       const ops = [];
+      const entries = [];
       for (const [path, item] of Object.entries(doc.paths ?? {})) {
         for (const [method, op] of Object.entries(item)) {
           if (!["get", "post", "put", "patch", "delete"].includes(method)) continue;
           const params = (op.parameters ?? []).map((p) => (p.$ref ? doc.components?.parameters?.[ref(p)] : p)).filter(Boolean);
           const bodyRef = op.requestBody?.content?.["application/json"]?.schema;
+          const id = `op-${method}-${path}`;
+          entries.push({ id, method, path });
           ops.push(
             h(
               "section",
-              { class: "card op", id: `op-${method}-${path}` },
+              { class: "card op", id, tabindex: "-1" },
               h("h3", {}, h("span", { class: `method m-${method}` }, method.toUpperCase()), " ", h("code", {}, path)),
               op.summary ? h("p", {}, op.summary) : null,
               op.description ? h("p", { class: "muted" }, op.description) : null,
@@ -60,8 +111,9 @@ export function renderDocs(main) {
           );
         }
       }
-      const schemas = Object.entries(doc.components?.schemas ?? {}).map(([n, sc]) => schemaView(n, sc, doc));
-      mount(out, h("p", { class: "muted" }, `${doc.info?.title ?? "API"} ${doc.info?.version ?? ""}. ${doc.info?.description ?? ""}`), h("h2", {}, "Endpoints"), ops, h("h2", {}, "Schemas"), schemas);
+      const schemaEntries = Object.entries(doc.components?.schemas ?? {});
+      const schemas = schemaEntries.map(([n, sc]) => schemaView(n, sc, doc));
+      mount(out, h("p", { class: "muted" }, `${doc.info?.title ?? "API"} ${doc.info?.version ?? ""}. ${doc.info?.description ?? ""}`), contents(entries, schemaEntries.map(([n]) => n)), h("h2", {}, "Endpoints"), ops, h("h2", {}, "Schemas"), schemas);
     } catch (e) {
       mount(out, h("p", { class: "error" }, e.message));
     }

@@ -172,3 +172,24 @@ export function poll(fn, everyMs) {
     clearTimeout(timer);
   };
 }
+
+/** A labelled form field with an optional hint and a place for its error; `data-field` names it. */
+export function field(name, label, input, hint) {
+  return h("label", { class: "field", "data-field": name }, h("span", {}, label), input, hint ? h("small", { class: "hint" }, hint) : null, h("small", { class: "field-error", role: "alert" }));
+}
+
+/** Clears every field error shown in `form`. */
+export function clearFieldErrors(form) {
+  for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+}
+
+/** Shows `text` under field `name` of `form` (after any error already there); false when there is no such field. */
+export function showFieldError(form, name, text) {
+  const label = name && form.querySelector(`[data-field="${name}"]`);
+  if (!label) return false;
+  const out = label.querySelector(".field-error");
+  out.textContent = out.textContent ? `${out.textContent} ${text}` : text;
+  label.querySelector("input, textarea, select").setAttribute("aria-invalid", "true");
+  return true;
+}

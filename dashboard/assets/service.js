@@ -1,17 +1,21 @@
 // Service page: header, tabs, the backends table with its actions and health checks on demand,
-// the traffic charts and the audit trail. Configuration and the request log have their own modules.
+// the add-backend form, the traffic charts and the audit trail. Configuration, the request log, the
+// live tail and the health and webhook history have their own modules.
 import { api, get, svc } from "./api.js";
-import { ago, confirmDialog, h, mount, ms, pct, pill, poll, promptDialog, table, toast } from "./dom.js";
+import { ago, clearFieldErrors, confirmDialog, field, h, mount, ms, pct, pill, poll, promptDialog, rate, showFieldError, table, toast } from "./dom.js";
 import { legend, lineChart, PALETTE } from "./charts.js";
 import { renderConfig, renderVersions } from "./config.js";
 import { renderLogs } from "./logs.js";
 import { renderLive } from "./live.js";
+import { renderHealthHistory, renderWebhooks } from "./history.js";
 
 const TABS = [
   ["backends", "Backends"],
   ["analytics", "Analytics"],
   ["logs", "Request log"],
   ["live", "Live"],
+  ["health", "Health history"],
+  ["webhooks", "Webhooks"],
   ["config", "Configuration"],
   ["versions", "Versions"],
   ["audit", "Audit"],
@@ -26,7 +30,7 @@ export function renderService(main, host, tab) {
   );
   const body = h("div", { class: "tab-body" });
   mount(main, h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / ", host), head, tabs, body);
-  const views = { backends: renderBackends, analytics: renderAnalytics, logs: renderLogs, live: renderLive, config: renderConfig, versions: renderVersions, audit: renderAudit };
+  const views = { backends: renderBackends, analytics: renderAnalytics, logs: renderLogs, live: renderLive, health: renderHealthHistory, webhooks: renderWebhooks, config: renderConfig, versions: renderVersions, audit: renderAudit };
   return (views[tab] ?? renderBackends)(body, host, head);
 }
 
@@ -197,8 +201,58 @@ function renderBackends(body, host, head) {
     }
   });
   const get2 = async (p) => (await api(p, { method: "POST" })).body;
-  mount(body, h("div", { class: "toolbar" }, probeBtn, h("span", { class: "muted" }, "Refreshes every 5 s")), list, probeOut);
+  mount(body, h("div", { class: "toolbar" }, probeBtn, h("span", { class: "muted" }, "Refreshes every 5 s")), list, addBackendForm(host, () => status, refresh), probeOut);
   return poll(refresh, 5000);
+}
+
+/**
+ * Adds a backend through `POST .../backends`, on top of the version the table shows (If-Match).
+ * An error goes under its field: `url`, `weight`, `state`, or the new backend's entry
+ * (`backends[N].url`) when the whole config's check refused it.
+ */
+function addBackendForm(host, current, refresh) {
+  const form = h(
+    "form",
+    { class: "card form-grid compact", id: "add-backend", novalidate: true, "aria-labelledby": "add-backend-title" },
+    h("h2", { class: "wide", id: "add-backend-title" }, "Add a backend"),
+    field("url", "URL", h("input", { name: "url", placeholder: "https://origin-3.example.com", autocomplete: "off", spellcheck: "false" }), "http or https, with an optional port and path prefix."),
+    field("weight", "Weight", h("input", { name: "weight", type: "number", placeholder: "1", min: 1, max: 1000 })),
+    field("state", "State", h("select", { name: "state" }, h("option", { value: "enabled" }, "Enabled: takes traffic"), h("option", { value: "draining" }, "Draining: no new traffic"), h("option", { value: "disabled" }, "Disabled"))),
+    h("div", { class: "field" }, h("span", {}, " "), h("button", { type: "submit", class: "primary" }, "Add backend")),
+  );
+  const message = h("p", { class: "error wide", id: "add-backend-message", role: "alert" });
+  form.append(message);
+  const fieldOf = (path) => {
+    const inner = path.replace(/^(backends|pools\[\d+\]\.backends)\[\d+\]\.?/, "");
+    const name = inner.split(/[.[]/)[0] || "url";
+    return ["url", "weight", "state"].includes(name) ? name : null;
+  };
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearFieldErrors(form);
+    message.textContent = "";
+    const f = Object.fromEntries(new FormData(form));
+    const url = f.url.trim();
+    if (!url) return showFieldError(form, "url", "required: the backend's URL");
+    const backend = { url, state: f.state };
+    if (f.weight.trim() !== "") backend.weight = Number(f.weight);
+    const status = current();
+    if (!status) return (message.textContent = "The service is still loading; try again in a moment.");
+    try {
+      const { body: b } = await api(svc(host, "/backends"), { method: "POST", body: backend, ifMatch: status.version });
+      toast(`${url} added (version ${b.version})`);
+      form.reset();
+      await refresh();
+    } catch (err) {
+      if (err.status === 412) {
+        message.textContent = "Someone else changed this service just now; the table is reloaded. Check it and add again.";
+        return refresh();
+      }
+      const rest = err.errors.filter((x) => !showFieldError(form, fieldOf(x.path ?? ""), x.message));
+      if (rest.length || !err.errors.length) message.textContent = rest.length ? rest.map((x) => `${x.path ? `${x.path}: ` : ""}${x.message}`).join(" ") : err.message;
+    }
+  });
+  return form;
 }
 
 const WINDOWS = [
@@ -263,6 +317,7 @@ function charts(m, windowS, bucketS) {
   return h(
     "div",
     { class: "charts" },
+    serviceTotals(m.total, windowS),
     legend(names.map((n) => ({ name: n, color: color(n) }))),
     h(
       "div",
@@ -271,8 +326,51 @@ function charts(m, windowS, bucketS) {
       lineChart({ title: "Success rate (non-5xx)", series: series((p) => p?.success_rate ?? null), from, to, yMax: 1, format: (v) => `${Math.round(v * 100)}%` }),
       lineChart({ title: "Latency p95 (solid) and p50 (dashed)", series: [...series((p) => p?.p95_ms ?? null), ...series((p) => p?.p50_ms ?? null, { dashed: true })], from, to, format: (v) => ms(v) }),
     ),
-    h("section", { class: "card" }, h("h2", {}, "Totals over the window"), totals),
+    h("section", { class: "card" }, h("h2", {}, "By backend over the window"), totals),
+    errorBreakdown(m.errors_by_status ?? [], m.total),
   );
+}
+
+/** The whole service over the window: one tile per figure. */
+function serviceTotals(t, windowS) {
+  const tile = (label, value, kind) => h("div", { class: ["tile", kind], "data-total": label }, h("span", { class: "tile-label" }, label), h("strong", {}, value));
+  const errRate = t?.requests ? t.errors / t.requests : null;
+  return h(
+    "section",
+    { class: "tiles", id: "service-totals", "aria-label": "Service totals over the window" },
+    tile("Requests", t ? String(t.requests) : "0"),
+    tile("Per second", t ? rate(t.requests / windowS) : "–"),
+    tile("5xx errors", t ? String(t.errors) : "0", t?.errors ? "bad" : null),
+    tile("Error rate", errRate == null ? "–" : pct(errRate), errRate > 0.05 ? "bad" : errRate > 0 ? "warn" : null),
+    tile("p50 / p95 / p99", t ? `${ms(t.p50_ms)} / ${ms(t.p95_ms)} / ${ms(t.p99_ms)}` : "–"),
+    tile("Retried", t ? String(t.retried) : "0"),
+  );
+}
+
+/** What the error statuses were and who answered them (a backend, or FlowBalance when none could). */
+const SOURCE = { backend: "a backend", flowbalance: "FlowBalance (no backend answered)" };
+function errorBreakdown(rows, total) {
+  const head = h("h2", {}, "Errors by status");
+  if (!rows.length) return h("section", { class: "card", id: "error-breakdown" }, head, h("p", { class: "muted" }, "No 4xx or 5xx answers in this window."));
+  const max = Math.max(...rows.map((r) => r.requests));
+  const list = table(
+    ["Status", "Answered by", "Requests", "Share of all requests", ""],
+    rows.map((r) =>
+      h(
+        "tr",
+        { "data-status": r.status, "data-source": r.source },
+        h("td", { class: ["num", r.status >= 500 ? "bad-text" : "warn-text"] }, String(r.status)),
+        h("td", {}, SOURCE[r.source] ?? r.source),
+        h("td", { class: "num" }, String(r.requests)),
+        h("td", { class: "num" }, total?.requests ? pct(r.requests / total.requests) : "–"),
+        h("td", { class: "bar-cell" }, h("span", { class: ["bar", r.status >= 500 ? "bad" : "warn"], "data-width": Math.max(2, Math.round((r.requests / max) * 100)) })),
+      ),
+    ),
+    { id: "errors-table" },
+  );
+  // Set through the CSSOM: the CSP allows no inline style attributes.
+  for (const bar of list.querySelectorAll(".bar")) bar.style.width = `${bar.dataset.width}%`;
+  return h("section", { class: "card", id: "error-breakdown" }, head, list);
 }
 
 function renderAudit(body, host) {

@@ -195,18 +195,25 @@ async fn logs(req: &Request, env: &Env, host: &str) -> Result<Response> {
     }))
 }
 
-/// `GET /admin/services/{h}/metrics`: per-backend totals over a window, and buckets when asked.
+/// `GET /admin/services/{h}/metrics`: service-wide and per-backend totals over a window, the
+/// error statuses, and buckets when asked.
 async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Response> {
     let query = match MetricsQuery::parse(borrowed(&query_pairs(req)?)) {
         Ok(q) => q,
         Err(e) => return error_response(400, &e.to_string(), None),
     };
-    let (backends, series) = requestlog::metrics(env, host, &query).await?;
+    let ((backends, series), total, errors) = futures_util::try_join!(
+        requestlog::metrics(env, host, &query),
+        requestlog::service_total(env, host, query.window_s),
+        requestlog::errors_by_status(env, host, query.window_s),
+    )?;
     Response::from_json(&serde_json::json!({
         "hostname": host,
         "window_s": query.window_s,
         "bucket_s": query.bucket_s,
         "now_ms": Date::now().as_millis(),
+        "total": total,
+        "errors_by_status": errors,
         "backends": backends,
         "series": series,
     }))

@@ -31,6 +31,7 @@ assets!(
     ("config.js", JS),
     ("logs.js", JS),
     ("live.js", JS),
+    ("history.js", JS),
     ("add.js", JS),
     ("keys.js", JS),
     ("docs.js", JS),

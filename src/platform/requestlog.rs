@@ -85,7 +85,7 @@ async fn write(env: &Env, rows: &[LogRow]) -> Result<()> {
 /// A logged request as the log page shows it: the row plus its id, which paging continues from.
 #[derive(Serialize, Deserialize)]
 pub struct LoggedRequest {
-    pub id: f64,
+    pub id: u64,
     #[serde(flatten)]
     pub row: LogRow,
 }
@@ -113,7 +113,7 @@ pub async fn page(
         rows.last().map(|r| {
             Cursor {
                 ts_ms: r.row.ts_ms,
-                id: r.id as u64,
+                id: r.id,
             }
             .encode()
         })
@@ -137,18 +137,20 @@ const PERCENTILES: &str = "MIN(CASE WHEN rn * 100 >= n * 50 THEN latency_ms END)
      MIN(CASE WHEN rn * 100 >= n * 99 THEN latency_ms END) AS p99_ms";
 
 /// Requests, 5xx errors and latency of one group of rows (a backend, a bucket or a hostname).
+/// Counts and logged latencies are whole numbers, so they are integers in JSON too (D1 hands
+/// every number over as a JavaScript number; as f64 they would serialize as `6.0`).
 #[derive(Serialize, Deserialize)]
 pub struct Stats {
-    pub requests: f64,
-    pub errors: f64,
+    pub requests: u64,
+    pub errors: u64,
     /// Share of requests not answered with a 5xx, 0..=1.
     pub success_rate: Option<f64>,
     pub avg_latency_ms: Option<f64>,
-    pub max_latency_ms: Option<f64>,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub retried: f64,
+    pub max_latency_ms: Option<u64>,
+    pub p50_ms: Option<u64>,
+    pub p95_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+    pub retried: u64,
 }
 
 const STATS: &str = "COUNT(*) AS requests, SUM(status >= 500) AS errors, \
@@ -165,7 +167,7 @@ pub struct BackendMetrics {
 #[derive(Serialize, Deserialize)]
 pub struct BucketMetrics {
     pub backend: Option<String>,
-    pub t_ms: f64,
+    pub t_ms: u64,
     #[serde(flatten)]
     pub stats: Stats,
 }
@@ -222,17 +224,60 @@ pub struct HostMetrics {
 
 /// Every hostname's totals over the last `window_s` seconds, for the overview.
 pub async fn by_host(env: &Env, window_s: u64) -> Result<Vec<HostMetrics>> {
+    host_totals(env, window_s, None).await
+}
+
+/// One hostname's totals over the last `window_s` seconds (None: no requests in the window).
+pub async fn service_total(env: &Env, host: &str, window_s: u64) -> Result<Option<Stats>> {
+    let rows = host_totals(env, window_s, Some(host)).await?;
+    Ok(rows.into_iter().next().map(|r| r.stats))
+}
+
+/// Totals per hostname, of every hostname or of `only` one.
+async fn host_totals(env: &Env, window_s: u64, only: Option<&str>) -> Result<Vec<HostMetrics>> {
     let db = env.d1(DB_BINDING)?;
     let since = Date::now().as_millis().saturating_sub(window_s * 1000) as f64;
+    let filter = if only.is_some() {
+        " AND hostname = ?2"
+    } else {
+        ""
+    };
+    let mut binds = vec![JsValue::from_f64(since)];
+    binds.extend(only.map(JsValue::from_str));
     db.prepare(format!(
         "WITH w AS (SELECT hostname, status, latency_ms, attempts, \
          ROW_NUMBER() OVER (PARTITION BY hostname ORDER BY latency_ms) AS rn, \
          COUNT(*) OVER (PARTITION BY hostname) AS n \
-         FROM request_logs WHERE ts_ms >= ?1) \
+         FROM request_logs WHERE ts_ms >= ?1{filter}) \
          SELECT hostname, {STATS}, {PERCENTILES} FROM w GROUP BY hostname"
     ))
-    .bind(&[since.into()])?
+    .bind(&binds)?
     .all()
     .await?
     .results()
+}
+
+/// How many of a window's requests got one error status (4xx or 5xx) from one source: a
+/// `backend` answered it, or `flowbalance` did because no backend answered (no backend left,
+/// every attempt failed).
+#[derive(Serialize, Deserialize)]
+pub struct ErrorCount {
+    pub status: u16,
+    pub source: String,
+    pub requests: u64,
+}
+
+/// The error statuses of a hostname's requests over the last `window_s` seconds, most frequent first.
+pub async fn errors_by_status(env: &Env, host: &str, window_s: u64) -> Result<Vec<ErrorCount>> {
+    let since = Date::now().as_millis().saturating_sub(window_s * 1000) as f64;
+    env.d1(DB_BINDING)?
+        .prepare(
+            "SELECT status, CASE WHEN backend IS NULL THEN 'flowbalance' ELSE 'backend' END AS source, \
+             COUNT(*) AS requests FROM request_logs WHERE hostname = ?1 AND ts_ms >= ?2 AND status >= 400 \
+             GROUP BY status, source ORDER BY requests DESC, status",
+        )
+        .bind(&[host.into(), since.into()])?
+        .all()
+        .await?
+        .results()
 }

@@ -57,7 +57,7 @@ pub async fn forward(
                     JsFuture::from(fb_fetch_upgrade(&outbound, route.timeout_ms as f64)).await;
                 let latency_ms = Date::now().as_millis().saturating_sub(started);
                 let result = match fetched.map(JsCast::unchecked_into::<web_sys::Response>) {
-                    Ok(resp) if resp.status() == 101 && fb_has_socket(&resp) => {
+                    Ok(resp) if resp.status() == 101 && has_socket(&resp) => {
                         answered = Some((index, resp, latency_ms));
                         UpgradeResult::Switched
                     }
@@ -145,6 +145,15 @@ pub async fn forward(
     }
 }
 
+/// True when the response carries a WebSocket (a 101 from an upgrade fetch). Read here rather
+/// than in the snippet below: wasm-bindgen 0.2.130 lists a snippet module once per function it
+/// imports without glue, and a second such function made a duplicate key that esbuild warned
+/// about on every build and deploy.
+fn has_socket(resp: &web_sys::Response) -> bool {
+    js_sys::Reflect::get(resp, &wasm_bindgen::JsValue::from_str("webSocket"))
+        .is_ok_and(|ws| !ws.is_null() && !ws.is_undefined())
+}
+
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
 // The upgrade request, aborted if no answer comes within `timeoutMs`. The timer is cleared once
 // the backend answers: an abort signal still armed later would tear the connected socket down.
@@ -158,10 +167,6 @@ export async function fb_fetch_upgrade(req, timeoutMs) {
   } finally {
     clearTimeout(timer);
   }
-}
-
-export function fb_has_socket(resp) {
-  return resp.webSocket != null;
 }
 
 // Terminates the backend's socket and a new client socket here and copies messages both ways
@@ -219,9 +224,6 @@ function closeWith(ws, code, reason) {
 extern "C" {
     /// Promise of the backend's answer to the upgrade request (rejects after `timeout_ms`).
     fn fb_fetch_upgrade(req: &web_sys::Request, timeout_ms: f64) -> js_sys::Promise;
-
-    /// True when the response carries a WebSocket (a 101 from an upgrade fetch).
-    fn fb_has_socket(resp: &web_sys::Response) -> bool;
 
     /// `[client Response (101), Promise<string: "" or why the backend's side broke off>]`.
     fn fb_relay(resp: &web_sys::Response, cookie: Option<String>) -> js_sys::Array;

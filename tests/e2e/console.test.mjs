@@ -1,98 +1,11 @@
 // The operator console in a real headless Chromium against the built Worker in workerd and real loopback backends: every main screen driven like an operator, failing on any page error or unexpected failed request.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
-import { startOAuthFakes } from "../support/oauth-fakes.mjs";
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-/** Screenshots of each main screen (git-ignored). */
-export const SHOTS = path.join(root, "test-artifacts/screenshots");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const JWT_SECRET = "console-test-jwt-secret-0123456789abcdef";
-const OPERATOR = "ops@example.com";
-
-/** Starts Chromium for test `t`; closed when the test ends. */
-async function browserFor(t) {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--host-resolver-rules=MAP *.test 127.0.0.1"] });
-  t.after(() => browser.close());
-  return browser;
-}
-
-/**
- * Watches a page: console errors, uncaught exceptions, failed requests and responses >= 400 fail
- * the test unless announced with `allow(urlPart, status)` (a step that expects a refusal says so).
- */
-function watch(page) {
-  const problems = [];
-  const allowed = [];
-  const isAllowed = (url, status) => allowed.some((a) => url.includes(a.part) && (a.status === undefined || a.status === status));
-  page.on("console", (msg) => {
-    if (msg.type() !== "error") return;
-    // Chromium logs every >= 400 response; those are judged by the response listener below.
-    if (/Failed to load resource: the server responded with a status of (\d+)/.test(msg.text())) return;
-    problems.push(`console error: ${msg.text()}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("requestfailed", (r) => problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
-  page.on("response", (r) => {
-    if (r.status() >= 400 && !isAllowed(r.url(), r.status())) problems.push(`unexpected ${r.status()} for ${r.request().method()} ${r.url()}`);
-  });
-  return {
-    allow(part, status) {
-      allowed.push({ part, status });
-    },
-    check(step) {
-      // Reported once: a later step fails only for its own problems.
-      assert.deepEqual(problems.splice(0), [], `problems in the page during ${step}`);
-    },
-  };
-}
-
-async function shot(page, name) {
-  mkdirSync(SHOTS, { recursive: true });
-  // Earlier steps' notices would cover the screen.
-  await page.evaluate(() => document.getElementById("toasts")?.replaceChildren());
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
-
-/** Sends `n` requests to `host` and returns the HTTP statuses. */
-async function traffic(lb, host, n, pathname = "/", init = {}) {
-  const statuses = [];
-  for (let i = 0; i < n; i++) {
-    const res = await lb.fetch(host, typeof pathname === "function" ? pathname(i) : pathname, init);
-    await res.arrayBuffer();
-    statuses.push(res.status);
-  }
-  return statuses;
-}
-
-const api = async (lb, p, init) => (await lb.admin(p, init)).json();
-
-/** Sends one request per poll until the log holds `n` rows for `host` (rows are written in batches). */
-async function logged(lb, host, n) {
-  return waitFor(
-    async () => {
-      const { requests } = await api(lb, `/admin/services/${host}/logs?limit=1000`);
-      if (requests.length >= n) return requests;
-      await traffic(lb, host, 1, "/flush");
-      return null;
-    },
-    { timeoutMs: 20000, stepMs: 300, what: `${n} logged requests for ${host}` },
-  );
-}
-
-/** Signs in through the fake GitHub provider (tests/support/oauth-fakes.mjs), like an operator. */
-async function signIn(page, base) {
-  await page.goto(base);
-  await page.getByRole("link", { name: "Sign in with GitHub" }).click();
-  await page.getByRole("heading", { name: "Overview" }).waitFor();
-}
+import { api, browserFor, consoleFor, logged, OPERATOR, shot, SHOTS, signIn, traffic, watch } from "../support/console.mjs";
 
 test("console: an operator runs the balancer from the browser", async (t) => {
   const shop = await backendsFor(t, ["s1", "s2", "s3"]);
@@ -104,27 +17,13 @@ test("console: an operator runs the balancer from the browser", async (t) => {
       res.writeHead(200, { "content-type": "application/json", "x-backend": b.name }).end(JSON.stringify({ backend: b.name }));
     };
   }
-  const fakes = await startOAuthFakes({ email: OPERATOR });
-  t.after(() => fakes.stop());
-  const lb = await balancerFor(t, {
-    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR },
-    defaultBackends: {
-      activeHealthChecks: { interval: 60, timeout: 2 },
-      services: [
-        { hostname: "shop.test", backends: shop.map((b) => b.url) },
-        { hostname: "api.test", backends: api1.map((b) => b.url), load_balancer: { session_affinity: { type: "cookie" } } },
-      ],
-    },
+  const { lb, base, browser, page, w } = await consoleFor(t, {
+    activeHealthChecks: { interval: 60, timeout: 2 },
+    services: [
+      { hostname: "shop.test", backends: shop.map((b) => b.url) },
+      { hostname: "api.test", backends: api1.map((b) => b.url), load_balancer: { session_affinity: { type: "cookie" } } },
+    ],
   });
-  const base = lb.url.toString();
-  const browser = await browserFor(t);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  const page = await context.newPage();
-  const w = watch(page);
-  // Before sign-in the console asks for its session, then whether the browser holds API
-  // credentials (Basic or an injected header): both 401.
-  w.allow("/auth/session", 401);
-  w.allow("/admin/services?window=60", 401);
 
   // Some traffic first, so the overview and the charts have something to show.
   assert.deepEqual(new Set(await traffic(lb, "shop.test", 30)), new Set([200]));

@@ -1199,8 +1199,10 @@ impl Balancer {
         let deployed = self.deployed(&host);
         // Stored values read back with other number spellings (50 for 50.0): compare parsed.
         let source = |c: &serde_json::Value| {
-            let parsed = config::parse_service(c, "", &Deployment::default()).ok();
-            if parsed.is_some() && parsed == deployed {
+            let is_deployed = deployed.as_ref().is_some_and(|d| {
+                config::parse_service(c, "", &Deployment::default()).is_ok_and(|p| p == *d)
+            });
+            if is_deployed {
                 "DEFAULT_BACKENDS"
             } else {
                 "api"

@@ -171,75 +171,6 @@ impl DurableObject for Balancer {
         if path == tail_route::LINE_PATH {
             return self.tail_line(&mut req).await;
         }
-        // What went wrong inside (a storage error, say) is logged, never shown to the client.
-        match self.admin_route(req, &path).await {
-            Ok(resp) => Ok(resp),
-            Err(e) => {
-                let host = self.host.borrow().clone().unwrap_or_default();
-                console_error!("{host}: admin route {path} failed: {e}");
-                error_response(
-                    500,
-                    "FlowBalance internal error; the detail is in the Worker's log",
-                    None,
-                )
-            }
-        }
-    }
-
-    async fn alarm(&self) -> Result<Response> {
-        // Alarms are at-least-once: probing twice is harmless, a delivery is settled once, and
-        // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
-        *self.alarm_at.borrow_mut() = None;
-        self.ensure_loaded_from_storage().await?;
-        let now = Self::now();
-        let probe_due = self.probe_at.get().is_none_or(|at| at <= now + 25);
-        if self.fleet_ready() && self.probing_enabled() && probe_due {
-            self.probe_at.set(None);
-            if let Err(e) = self.probe_all().await {
-                console_error!("probe round failed: {e}");
-            }
-        }
-        if let Err(e) = self.deliver_due().await {
-            console_error!("webhook delivery round failed: {e}");
-        }
-        self.save_metrics(true).await?;
-        self.arm_next().await?;
-        Response::empty()
-    }
-
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
-        let text = match message {
-            WebSocketIncomingMessage::String(s) => s,
-            WebSocketIncomingMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-        };
-        self.tails.on_message(&ws, &text);
-        Ok(())
-    }
-
-    async fn websocket_close(
-        &self,
-        ws: WebSocket,
-        _code: usize,
-        _reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
-        self.tails.on_close(&ws);
-        Ok(())
-    }
-
-    async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
-        self.tails.on_close(&ws);
-        Ok(())
-    }
-}
-
-impl Balancer {
-    /// The admin routes, relayed by the Worker's admin surface.
-    async fn admin_route(&self, mut req: Request, path: &str) -> Result<Response> {
         if let Some(host) = req.headers().get("x-fb-host")? {
             self.ensure_loaded(&host).await?;
         } else {
@@ -254,7 +185,7 @@ impl Balancer {
             .and_then(|a| serde_json::from_str::<Actor>(&a).ok())
             .unwrap_or(Actor::new(ActorKind::ApiSecret, Some("unknown")));
         *self.actor.borrow_mut() = actor.label();
-        match (req.method(), path) {
+        match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
             (Method::Get, "/events") => self.events_view(),
             (Method::Post, "/events/test") => self.test_event().await,
@@ -347,6 +278,58 @@ impl Balancer {
         }
     }
 
+    async fn alarm(&self) -> Result<Response> {
+        // Alarms are at-least-once: probing twice is harmless, a delivery is settled once, and
+        // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
+        *self.alarm_at.borrow_mut() = None;
+        self.ensure_loaded_from_storage().await?;
+        let now = Self::now();
+        let probe_due = self.probe_at.get().is_none_or(|at| at <= now + 25);
+        if self.fleet_ready() && self.probing_enabled() && probe_due {
+            self.probe_at.set(None);
+            if let Err(e) = self.probe_all().await {
+                console_error!("probe round failed: {e}");
+            }
+        }
+        if let Err(e) = self.deliver_due().await {
+            console_error!("webhook delivery round failed: {e}");
+        }
+        self.save_metrics(true).await?;
+        self.arm_next().await?;
+        Response::empty()
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let text = match message {
+            WebSocketIncomingMessage::String(s) => s,
+            WebSocketIncomingMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        };
+        self.tails.on_message(&ws, &text);
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+        self.tails.on_close(&ws);
+        Ok(())
+    }
+}
+
+impl Balancer {
     fn probing_enabled(&self) -> bool {
         matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg().health.enabled)
     }

@@ -4,7 +4,6 @@ use futures_util::StreamExt;
 use worker::*;
 
 use crate::platform::accounts::{self, Call};
-use crate::platform::balancer;
 use crate::platform::{
     console, env_string, error_response, healthlog, metrics, object_stub, random_bytes, registry,
     requestlog, session, tail, throttle,
@@ -107,15 +106,16 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             Response::from_json(&serde_json::json!({ "hostname": host, "events": events }))
         }
         (Method::Get, ["admin", "services", host, "tail"]) => tail::relay(&req, env, host).await,
+        // The object validates: it knows the stored secrets a redacted value stands for.
         (Method::Post, ["admin", "services", host, "config", "validate"]) => {
-            validate(req, env, host).await
+            relay(req, env, host, "/config/validate", false, None).await
         }
         (
             Method::Get | Method::Post | Method::Put | Method::Delete,
             ["admin", "services", host, "config"],
         )
         | (Method::Get, ["admin", "services", host, "config", "history"])
-        | (Method::Post, ["admin", "services", host, "config", "rollback"])
+        | (Method::Post, ["admin", "services", host, "config", "rollback" | "reset"])
         | (
             Method::Post | Method::Patch | Method::Delete,
             ["admin", "services", host, "backends"],
@@ -219,37 +219,6 @@ async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Respons
     }))
 }
 
-/// `POST /admin/services/{h}/config/validate`: the parser a write would run, without storing:
-/// the canonical config (every default explicit, for a diff) or every error at its path.
-async fn validate(mut req: Request, env: &Env, host: &str) -> Result<Response> {
-    let host = match config::validate_hostname(host) {
-        Ok(h) => h,
-        Err(e) => return error_response(400, &format!("hostname: {e}"), None),
-    };
-    let text = match read_body(&mut req).await? {
-        Ok(text) => text,
-        Err(refused) => return Ok(refused),
-    };
-    let errors = match serde_json::from_str::<serde_json::Value>(&text) {
-        Err(e) => vec![config::ConfigError::new(
-            "",
-            format!("malformed JSON body: {e}"),
-        )],
-        Ok(body) => {
-            let ctx = registry::deployment_for(env, &host).await;
-            match config::parse_service_for_host(&body, &host, &ctx) {
-                Ok(cfg) => {
-                    return Response::from_json(
-                        &serde_json::json!({ "valid": true, "config": cfg.to_value() }),
-                    )
-                }
-                Err(errors) => errors,
-            }
-        }
-    };
-    balancer::invalid(errors)
-}
-
 /// An integer query parameter within bounds, or the 400 that names it and the allowed range.
 fn query_number(
     req: &Request,
@@ -319,7 +288,8 @@ async fn relay(
         return error_response(status.max(400), &text, None);
     };
     if records && (200..300).contains(&status) && method != Method::Get {
-        let deleted = method == Method::Delete && object_path == "/config";
+        // A DELETE that fell back to the deployed config answers a version, not `deleted`.
+        let deleted = body["deleted"].is_string();
         let version = body["version"].as_u64().unwrap_or(0);
         if let Err(e) = registry::record(env, &host, version, deleted).await {
             console_error!("service registry update for {host} failed: {e}");

@@ -30,11 +30,13 @@ use crate::policy::transitions::{self, HealthEvent};
 
 mod counters;
 mod outbox;
+mod store;
+
+use store::{history_key, ConfigWrite};
 
 const KEY_HOST: &str = "host";
 const KEY_CONFIG: &str = "config";
 const KEY_BACKENDS: &str = "backends";
-const KEY_HISTORY: &str = "history";
 /// Set when the API deleted the service, so DEFAULT_BACKENDS does not bring it back.
 const KEY_DELETED: &str = "deleted";
 /// The key that signs affinity cookies when AFFINITY_SECRET is unset.
@@ -116,6 +118,9 @@ pub struct Balancer {
     /// Test-only: every Worker call waits this long first, to simulate an object far away
     /// (`FB_TEST_OBJECT_DELAY_MS`; unset in any real deployment).
     test_delay_ms: u64,
+    /// Test-only: config writes fail in storage (`FB_TEST_OVERSIZE_WRITE`; unset in any real
+    /// deployment), to show that a failed write changes nothing.
+    test_oversize: bool,
 }
 
 impl DurableObject for Balancer {
@@ -144,6 +149,7 @@ impl DurableObject for Balancer {
             test_delay_ms: env_string(&env, "FB_TEST_OBJECT_DELAY_MS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            test_oversize: env_string(&env, "FB_TEST_OVERSIZE_WRITE").is_some(),
             env,
         }
     }
@@ -193,6 +199,14 @@ impl DurableObject for Balancer {
                 Response::from_json(&serde_json::json!({ "results": results }))
             }
             (Method::Get, "/config") => self.get_config(),
+            (Method::Post, "/config/validate") => match read_json(&mut req).await? {
+                Ok(body) => self.validate_config(body).await,
+                Err(resp) => Ok(resp),
+            },
+            (Method::Post, "/config/reset") => match if_match(&req)? {
+                Ok(m) => self.reset(m, actor).await,
+                Err(resp) => Ok(resp),
+            },
             (Method::Get, tail_route::OPEN_PATH) => {
                 if !self.fleet_ready() {
                     return self.status();
@@ -365,6 +379,7 @@ impl Balancer {
 
     async fn load(&self) -> Result<()> {
         let host = self.host.borrow().clone().unwrap_or_default();
+        self.migrate_history().await;
         let stored: Option<StoredConfig> = self.state.storage().get(KEY_CONFIG).await?;
         let deleted: Option<bool> = self.state.storage().get(KEY_DELETED).await?;
         let saved: Vec<BackendRecord> = self
@@ -845,16 +860,12 @@ impl Balancer {
     fn get_config(&self) -> Result<Response> {
         match self.current() {
             Some((version, cfg, _)) => {
-                let source = if version == 0 {
-                    "DEFAULT_BACKENDS"
-                } else {
-                    "api"
-                };
+                let value = cfg.to_value();
                 let mut resp = Response::from_json(&serde_json::json!({
                     "hostname": cfg.hostname,
                     "version": version,
-                    "source": source,
-                    "config": cfg.to_value(),
+                    "source": self.source_of(&cfg),
+                    "config": config::redacted(&value),
                 }))?;
                 resp.headers_mut().set("etag", &format!("\"{version}\""))?;
                 Ok(resp)
@@ -863,18 +874,10 @@ impl Balancer {
         }
     }
 
-    async fn load_history(&self) -> Result<Vec<HistoryEntry>> {
-        Ok(self
-            .state
-            .storage()
-            .get(KEY_HISTORY)
-            .await?
-            .unwrap_or_default())
-    }
-
-    /// Stores a new config version, then answers. The in-memory fleet is swapped before the
-    /// write is awaited: the output gate holds every response (this one and any decision made
-    /// with the new config) until the write is durable, so no later decision sees the old config.
+    /// Stores a new config version, then answers. Storage comes first, in one transaction (config,
+    /// history entry, audit entry, the webhook event in the outbox): only once it is stored does
+    /// the in-memory fleet change, so a failed write leaves memory, version and storage as they
+    /// were. The output gate still holds the answer until the write is durable.
     async fn commit(
         &self,
         cfg: ServiceConfig,
@@ -882,70 +885,175 @@ impl Balancer {
         change: Change,
         restored: Option<u64>,
     ) -> Result<Response> {
+        if let Err(message) = cfg.check_size() {
+            return too_large(&message);
+        }
         let (version, records) = match self.current() {
             Some((v, _, r)) => (v, r),
             None => (self.stored_version().await?, vec![]),
         };
         let next = version + 1;
+        let now = Self::now();
         let value = cfg.to_value();
-        let mut history = self.load_history().await?;
-        history.push(HistoryEntry {
-            version: next,
-            ts_ms: Self::now(),
-            config: value.clone(),
-        });
-        if history.len() > HISTORY_LEN {
-            history.drain(..history.len() - HISTORY_LEN);
-        }
+        let source = self.source_of(&cfg);
+        let host = cfg.hostname.to_string();
         let trail = self.audit_with(change, Some(next)).await?;
-        let host = cfg.hostname.clone();
+        // The change's event goes into a copy of the outbox, stored with the config.
+        let mut outbox = self.outbox.borrow().clone();
+        let dropped = self.queue_config_change(&mut outbox, &cfg, version, next, restored, now);
+        if env_string(&self.env, "AFFINITY_SECRET").is_none() {
+            self.affinity_key();
+        }
+        let affinity_key = self
+            .affinity_key_unsaved
+            .get()
+            .then(|| self.affinity_key.borrow().clone())
+            .flatten();
+        let write = ConfigWrite {
+            config: Some(StoredConfig {
+                version: next,
+                config: value.clone(),
+            }),
+            history: Some(HistoryEntry {
+                version: next,
+                ts_ms: now,
+                config: value.clone(),
+            }),
+            host: Some(host.clone()),
+            outbox: Some(serde_json::to_string(&outbox)?),
+            audit: Some(trail),
+            affinity_key,
+            deleted: Some(false),
+            // Versions only grow by one: exactly one falls out of the kept window.
+            delete: next
+                .checked_sub(HISTORY_LEN as u64)
+                .filter(|&v| v > 0)
+                .map(history_key)
+                .into_iter()
+                .collect(),
+            oversize: self.test_oversize,
+        };
+        if let Err(e) = write.run(self.state.storage()).await {
+            return not_stored(&host, &e);
+        }
+        // Stored: now memory follows.
+        self.affinity_key_unsaved.set(false);
         {
             let all = cfg.all_backends();
             let urls: Vec<&str> = all.iter().map(|b| b.url.as_str()).collect();
-            self.metrics.borrow_mut().retain_backends(&urls);
+            let mut metrics = self.metrics.borrow_mut();
+            metrics.retain_backends(&urls);
+            if dropped > 0 {
+                metrics.record_delivery("dropped", dropped);
+            }
         }
+        self.metrics_dirty.set(true);
+        *self.outbox.borrow_mut() = outbox;
+        self.outbox_dirty.set(false);
         let mut fleet = self.fleet(cfg, next, &records);
         if let Some(Service::Ready(old)) = &*self.service.borrow() {
             fleet.adopt_load(old);
         }
         *self.service.borrow_mut() = Some(Service::Ready(Box::new(fleet)));
-        self.raise_config_change(version, next, restored);
-        let outbox = serde_json::to_string(&*self.outbox.borrow())?;
-        self.outbox_dirty.set(false);
-        let storage = self.state.storage();
-        // One put_multiple, so config and history land together. Built as a plain object:
-        // serde_wasm_bindgen would turn a JSON map into a JS Map, which storage ignores.
-        let entries = js_sys::Object::new();
-        let stored = StoredConfig {
-            version: next,
-            config: value.clone(),
-        };
-        for (key, val) in [
-            (KEY_CONFIG, serde_wasm_bindgen::to_value(&stored)),
-            (KEY_HISTORY, serde_wasm_bindgen::to_value(&history)),
-            (KEY_HOST, serde_wasm_bindgen::to_value(&host)),
-            (KEY_OUTBOX, Ok(outbox.into())),
-            (KEY_AUDIT, serde_wasm_bindgen::to_value(&trail)),
-        ] {
-            js_sys::Reflect::set(
-                &entries,
-                &key.into(),
-                &val.map_err(|e| Error::RustError(e.to_string()))?,
-            )?;
-        }
-        storage.put_multiple_raw(entries).await?;
-        storage.delete(KEY_DELETED).await?;
-        self.save_affinity_key().await?;
         *self.alarm_at.borrow_mut() = None;
-        self.watchdog(Self::now()).await?;
-        self.wake_for_deliveries().await?;
+        // The change is stored and live: an alarm that cannot be set now is set by the watchdog
+        // on a later request, so this write is not reported as failed.
+        let armed = match self.watchdog(now).await {
+            Ok(()) => self.wake_for_deliveries().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = armed {
+            console_error!("{host}: alarm after config version {next} not set: {e}");
+        }
         self.config_event(next, "changed");
         self.fence().await;
-        let mut resp =
-            Response::from_json(&serde_json::json!({ "version": next, "config": value }))?
-                .with_status(status);
+        let mut resp = Response::from_json(&serde_json::json!({
+            "version": next,
+            "source": source,
+            "config": config::redacted(&value),
+        }))?
+        .with_status(status);
         resp.headers_mut().set("etag", &format!("\"{next}\""))?;
         Ok(resp)
+    }
+
+    /// This hostname's config in DEFAULT_BACKENDS (the deployed config), if it has one.
+    fn deployed(&self, host: &str) -> Option<ServiceConfig> {
+        registry::defaults(&self.env)
+            .services
+            .iter()
+            .find(|s| s.hostname == host)
+            .cloned()
+    }
+
+    /// `DEFAULT_BACKENDS` when `cfg` is the deployed config, else `api`.
+    fn source_of(&self, cfg: &ServiceConfig) -> &'static str {
+        match self.deployed(cfg.hostname.as_str()) {
+            Some(d) if d == *cfg => "DEFAULT_BACKENDS",
+            _ => "api",
+        }
+    }
+
+    /// `POST /config/reset` (and rollback to version 0, and DELETE of an API config when a
+    /// deployed one exists): stores the deployed config as a new version.
+    async fn reset(&self, if_match: Option<IfMatch>, actor: Actor) -> Result<Response> {
+        if let Some(refused) = self.unmet(if_match.as_ref()) {
+            return refused;
+        }
+        let summary = "restored the deployed config (DEFAULT_BACKENDS)".to_string();
+        self.reset_to_deployed(actor, summary).await
+    }
+
+    async fn reset_to_deployed(&self, actor: Actor, summary: String) -> Result<Response> {
+        let host = self.host.borrow().clone().unwrap_or_default();
+        let Some(deployed) = self.deployed(&host) else {
+            let defaults = registry::defaults(&self.env);
+            let why = if defaults.errors.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = defaults.errors.iter().map(|e| e.to_string()).collect();
+                format!(" (DEFAULT_BACKENDS has errors: {})", list.join("; "))
+            };
+            let (status, what) = if self.fleet_ready() {
+                (409, "its config was made through the API")
+            } else {
+                (404, "no service is configured here")
+            };
+            return error_response(
+                status,
+                &format!("\"{host}\" has no deployed config to reset to: DEFAULT_BACKENDS does not describe it{why}; {what}"),
+                None,
+            );
+        };
+        let status = if self.fleet_ready() { 200 } else { 201 };
+        match config::parse_service(&deployed.to_value(), "", &self.deployment(&host).await) {
+            Ok(cfg) => {
+                let change = Change {
+                    actor,
+                    action: "config.reset",
+                    summary,
+                };
+                self.commit(cfg, status, change, Some(0)).await
+            }
+            Err(errs) => invalid(errs),
+        }
+    }
+
+    /// `POST /config/validate`: what a write of `body` would store (secrets redacted), or every
+    /// error at its path; nothing is stored.
+    async fn validate_config(&self, mut body: serde_json::Value) -> Result<Response> {
+        let host = self.host.borrow().clone().unwrap_or_default();
+        let stored = self.current().map(|(_, c, _)| c);
+        config::restore_secrets(&mut body, stored.as_ref());
+        match config::parse_service_for_host(&body, &host, &self.deployment(&host).await) {
+            Ok(cfg) => match cfg.check_size() {
+                Ok(_) => Response::from_json(
+                    &serde_json::json!({ "valid": true, "config": config::redacted(&cfg.to_value()) }),
+                ),
+                Err(message) => too_large(&message),
+            },
+            Err(errs) => invalid(errs),
+        }
     }
 
     /// The 412 when the request's If-Match does not hold for the current config. Each write checks
@@ -959,16 +1067,6 @@ impl Balancer {
         }
     }
 
-    /// The version a deleted or never-configured service would continue from.
-    async fn stored_version(&self) -> Result<u64> {
-        Ok(self
-            .load_history()
-            .await?
-            .last()
-            .map(|h| h.version)
-            .unwrap_or(0))
-    }
-
     async fn put_config(
         &self,
         body: &serde_json::Value,
@@ -979,9 +1077,12 @@ impl Balancer {
             return refused;
         }
         let host = self.host.borrow().clone().unwrap_or_default();
-        match config::parse_service_for_host(body, &host, &self.deployment(&host).await) {
+        let stored = self.current().map(|(_, c, _)| c);
+        let mut body = body.clone();
+        config::restore_secrets(&mut body, stored.as_ref());
+        match config::parse_service_for_host(&body, &host, &self.deployment(&host).await) {
             Ok(cfg) => {
-                let old = self.current().map(|(_, c, _)| c.to_value());
+                let old = stored.map(|c| c.to_value());
                 let change = Change {
                     actor,
                     action: if old.is_none() {
@@ -1029,42 +1130,75 @@ impl Balancer {
         }
     }
 
+    /// `DELETE /config`: removes what the API stored. A hostname with a deployed config that
+    /// differs from the live one falls back to it (a new version); otherwise the service is
+    /// deleted (421 to clients, versions kept so a new config continues the numbering).
     async fn delete_config(&self, if_match: Option<IfMatch>, actor: Actor) -> Result<Response> {
-        let Some((version, _, _)) = self.current() else {
+        let Some((version, cfg, _)) = self.current() else {
             return self.status();
         };
         if let Some(refused) = self.unmet(if_match.as_ref()) {
             return refused;
         }
         let host = self.host.borrow().clone().unwrap_or_default();
-        *self.service.borrow_mut() = Some(Service::Missing(unknown_host(&host)));
-        let storage = self.state.storage();
-        storage
-            .delete_multiple(vec![KEY_CONFIG, KEY_BACKENDS])
-            .await?;
-        storage.put(KEY_DELETED, true).await?;
+        if self.deployed(&host).is_some_and(|d| d != cfg) {
+            let summary = format!(
+                "deleted the API config (was version {version}); the deployed config (DEFAULT_BACKENDS) serves again"
+            );
+            return self.reset_to_deployed(actor, summary).await;
+        }
         let change = Change {
             actor,
             action: "config.deleted",
             summary: format!("deleted the service (was version {version})"),
         };
-        let trail = self.audit_with(change, Some(version)).await?;
-        storage.put(KEY_AUDIT, trail).await?;
-        storage.delete_alarm().await?;
+        let write = ConfigWrite {
+            audit: Some(self.audit_with(change, Some(version)).await?),
+            deleted: Some(true),
+            delete: vec![KEY_CONFIG.to_string(), KEY_BACKENDS.to_string()],
+            oversize: self.test_oversize,
+            ..ConfigWrite::default()
+        };
+        if let Err(e) = write.run(self.state.storage()).await {
+            return not_stored(&host, &e);
+        }
+        *self.service.borrow_mut() = Some(Service::Missing(unknown_host(&host)));
         *self.alarm_at.borrow_mut() = None;
+        if let Err(e) = self.state.storage().delete_alarm().await {
+            // Harmless: an alarm of a service without config finds nothing to probe.
+            console_error!("{host}: alarm not deleted with the service: {e}");
+        }
         self.config_event(version, "deleted");
         self.fence().await;
         Response::from_json(&serde_json::json!({ "deleted": host, "version": version }))
     }
 
+    /// `GET /config/history`: the kept versions, newest first, and last the deployed config
+    /// (version 0) when DEFAULT_BACKENDS describes this hostname; secrets redacted.
     async fn history(&self) -> Result<Response> {
         let history = self.load_history().await?;
         let current = self.current().map(|(v, _, _)| v);
-        let versions: Vec<serde_json::Value> = history
+        let host = self.host.borrow().clone().unwrap_or_default();
+        let deployed = self.deployed(&host);
+        // Stored values read back with other number spellings (50 for 50.0): compare parsed.
+        let source = |c: &serde_json::Value| {
+            let is_deployed = deployed.as_ref().is_some_and(|d| {
+                config::parse_service(c, "", &Deployment::default()).is_ok_and(|p| p == *d)
+            });
+            if is_deployed {
+                "DEFAULT_BACKENDS"
+            } else {
+                "api"
+            }
+        };
+        let mut versions: Vec<serde_json::Value> = history
             .iter()
             .rev()
-            .map(|h| serde_json::json!({ "version": h.version, "ts_ms": h.ts_ms, "current": Some(h.version) == current, "config": h.config }))
+            .map(|h| serde_json::json!({ "version": h.version, "ts_ms": h.ts_ms, "current": Some(h.version) == current, "source": source(&h.config), "config": config::redacted(&h.config) }))
             .collect();
+        if let Some(d) = &deployed {
+            versions.push(serde_json::json!({ "version": 0, "ts_ms": null, "current": current == Some(0), "source": "DEFAULT_BACKENDS", "config": config::redacted(&d.to_value()) }));
+        }
         Response::from_json(&serde_json::json!({ "current": current, "versions": versions }))
     }
 
@@ -1083,9 +1217,17 @@ impl Balancer {
                 "required: the integer version to restore (see config/history)",
             )]);
         };
+        let host = self.host.borrow().clone().unwrap_or_default();
+        if version == 0 && self.deployed(&host).is_some() {
+            let summary = "rolled back to version 0, the deployed config (DEFAULT_BACKENDS)";
+            return self.reset_to_deployed(actor, summary.to_string()).await;
+        }
         let history = self.load_history().await?;
         let Some(entry) = history.iter().find(|h| h.version == version) else {
-            let kept: Vec<String> = history.iter().map(|h| h.version.to_string()).collect();
+            let mut kept: Vec<String> = history.iter().map(|h| h.version.to_string()).collect();
+            if self.deployed(&host).is_some() {
+                kept.insert(0, "0 (the deployed config)".to_string());
+            }
             return invalid(vec![err(
                 "version",
                 format!(
@@ -1178,6 +1320,27 @@ pub(crate) fn invalid(errors: Vec<config::ConfigError>) -> Result<Response> {
         "status": 400,
     }))?
     .with_status(400))
+}
+
+/// 413: the config is over MAX_CONFIG_BYTES; nothing was stored.
+fn too_large(message: &str) -> Result<Response> {
+    Ok(Response::from_json(&serde_json::json!({
+        "error": message,
+        "limit_bytes": config::MAX_CONFIG_BYTES,
+        "status": 413,
+    }))?
+    .with_status(413))
+}
+
+/// 503: storage refused a config write. Nothing changed (the write is one transaction and memory
+/// follows only a stored write); the storage's own message goes to the log, not the client.
+fn not_stored(host: &str, e: &Error) -> Result<Response> {
+    console_error!("{host}: config write not stored: {e}");
+    error_response(
+        503,
+        "the config could not be stored; nothing changed. Retry, and see the Worker's log if it persists",
+        None,
+    )
 }
 
 /// 412: the write's If-Match does not name the current config version; nothing was stored.
@@ -1277,7 +1440,7 @@ fn status_view(
         "healthy_backends": up,
         "total_backends": total,
         "backends": backends,
-        "config": fleet.cfg().to_value(),
+        "config": config::redacted(&fleet.cfg().to_value()),
     })
 }
 

@@ -47,9 +47,16 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     } else {
         edge::balance(req, &env, &ctx, &host).await
     };
-    // An error must never become the runtime's exception page.
+    // An error must never become the runtime's exception page, nor show a client what went
+    // wrong inside (a storage or runtime message): that goes to the log.
     result.or_else(|e| {
-        error_response(502, &format!("FlowBalance internal error: {e}"), None).map(Into::into)
+        console_error!("{host}{path}: {e}");
+        error_response(
+            502,
+            "FlowBalance internal error; the detail is in the Worker's log",
+            None,
+        )
+        .map(Into::into)
     })
 }
 

@@ -30,6 +30,11 @@ pub const DEFAULT_AFFINITY_TTL_S: u64 = 3600;
 pub const DEFAULT_MINIMUM_HEALTHY: u32 = 1;
 /// Backends per service (top level and pools together): keeps decisions and status bounded.
 pub const MAX_BACKENDS: usize = 1000;
+/// The largest config stored, in bytes of canonical JSON (`ServiceConfig::to_value`). A SQLite-backed
+/// Durable Object stores at most 2 MB per key and value; the config and each of its history
+/// entries are separate values, so 256 KiB leaves room for the storage encoding (up to two bytes
+/// a character) while fitting MAX_BACKENDS backends with long URLs, pools and webhooks.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 /// Errors reported for one input before giving up (a huge broken body must not loop long).
 pub(crate) const MAX_ERRORS: usize = 100;
 
@@ -686,6 +691,19 @@ impl ServiceConfig {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// The size of the canonical JSON, checked against MAX_CONFIG_BYTES: Err names both.
+    pub fn check_size(&self) -> Result<usize, String> {
+        let size = serde_json::to_string(self).map_or(0, |s| s.len());
+        if size > MAX_CONFIG_BYTES {
+            Err(format!(
+                "config too large: {size} bytes of canonical JSON; the limit is {MAX_CONFIG_BYTES} bytes ({} KiB)",
+                MAX_CONFIG_BYTES / 1024
+            ))
+        } else {
+            Ok(size)
+        }
+    }
+
     pub fn breaker(&self) -> &BreakerConfig {
         &self.passive.circuit_breaker
     }
@@ -851,6 +869,11 @@ impl ServiceConfig {
                 (None, WebhookFormat::Json) => errs.push((
                     extend(&wp, key("secret")),
                     format!("required for format \"json\" (at least {MIN_WEBHOOK_SECRET} characters): receivers verify X-FlowBalance-Signature with it"),
+                    None,
+                )),
+                (Some(s), _) if secrets::is_redacted(s) => errs.push((
+                    extend(&wp, key("secret")),
+                    format!("{s:?} is the redacted form of a secret, and no webhook secret of the stored config matches it; send the secret itself"),
                     None,
                 )),
                 (Some(s), _) if s.chars().count() < MIN_WEBHOOK_SECRET => errs.push((
@@ -1565,11 +1588,13 @@ pub fn parse_service_for_host(
 mod names;
 #[cfg(not(target_arch = "wasm32"))]
 mod schema;
+mod secrets;
 mod typed;
 
 pub use names::{validate_backend_url, validate_hostname};
 #[cfg(not(target_arch = "wasm32"))]
 pub use schema::schemas;
+pub use secrets::{redact, redacted, restore_secrets, REDACTED_PREFIX};
 use typed::{extend, join, key, typed, Issue, Seg, SAME};
 pub use typed::{from_value, parse_json};
 

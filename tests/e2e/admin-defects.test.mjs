@@ -146,6 +146,7 @@ test("If-Match: malformed values are 400 naming the header, unmatched tags 412, 
     const other = [
       { what: "delete config", path: cfgPath, method: "DELETE" },
       { what: "rollback", path: `${cfgPath}/rollback`, method: "POST", body: { version: 1 } },
+      { what: "reset", path: `${cfgPath}/reset`, method: "POST" },
       { what: "add backend", path: "/admin/services/im.test/backends", method: "POST", body: { url: "http://127.0.0.1:9" } },
       { what: "remove backend", path: `/admin/services/im.test/backends?url=${encodeURIComponent(b2.url)}`, method: "DELETE" },
     ];
@@ -157,7 +158,8 @@ test("If-Match: malformed values are 400 naming the header, unmatched tags 412, 
       }
     }
     res = await admin(lb, `${cfgPath}/history`);
-    assert.deepEqual(res.body.versions.map((v) => v.version), [3, 2, 1]);
+    // Version 0 last: the deployed config (DEFAULT_BACKENDS), restorable like a kept version.
+    assert.deepEqual(res.body.versions.map((v) => v.version), [3, 2, 1, 0]);
     assert.equal((await (await lb.fetch("im.test", "/")).json()).backend, "im2");
 
     // "*" needs a current config: a hostname without one is not created.

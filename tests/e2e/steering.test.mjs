@@ -389,7 +389,8 @@ test("config history lists accepted versions newest first; rollback restores an 
   assert.equal(res.status, 200, res.text);
   assert.equal(res.body.current, 2);
   let versions = res.body.versions.map((v) => v.version);
-  assert.deepEqual(versions, [2, 1], `history after two changes: ${res.text}`);
+  // Version 0 last: the deployed config (DEFAULT_BACKENDS).
+  assert.deepEqual(versions, [2, 1, 0], `history after two changes: ${res.text}`);
   assert.equal(res.body.versions[0].current, true);
   assert.deepEqual(res.body.versions[1].config.backends.map((b) => b.url ?? b), [h2.url]);
 
@@ -402,7 +403,7 @@ test("config history lists accepted versions newest first; rollback restores an 
   assert.deepEqual(res.body.config.backends.map((b) => b.url ?? b), [h2.url]);
   res = await admin(lb, `${cfgPath}/history`);
   versions = res.body.versions.map((v) => v.version);
-  assert.deepEqual(versions, [3, 2, 1]);
+  assert.deepEqual(versions, [3, 2, 1, 0]);
 
   // Rollback honours If-Match too.
   res = await admin(lb, `${cfgPath}/rollback`, { method: "POST", body: { version: 2 }, headers: { "if-match": '"1"' } });
@@ -629,6 +630,7 @@ test("OpenAPI: the document is valid 3.x and every route it lists exists", async
     "put /admin/services/{hostname}/config": { body: { backends: [p1.url, p2.url] }, headers: stale },
     "delete /admin/services/{hostname}/config": { headers: stale },
     "post /admin/services/{hostname}/config/rollback": { body: { version: 999999 } },
+    "post /admin/services/{hostname}/config/reset": { headers: stale },
     "post /admin/services/{hostname}/backends": { body: { url: "http://127.0.0.1:9" }, headers: stale },
     "patch /admin/services/{hostname}/backends": { body: { url: p2.url, weight: 2 }, headers: stale },
     "delete /admin/services/{hostname}/backends": { query: `?url=${encodeURIComponent(p2.url)}`, headers: stale },

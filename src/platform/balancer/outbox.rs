@@ -5,8 +5,16 @@ use worker::*;
 use super::{err, invalid, random_bytes, Balancer, Service, KEY_OUTBOX};
 use crate::platform::webhook;
 use crate::policy::breaker::BreakerState;
-use crate::policy::config::{BackendState, EventKind};
-use crate::policy::notify::{self, BackendView, Cause};
+use crate::policy::config::{BackendState, EventKind, ServiceConfig};
+use crate::policy::notify::{self, BackendView, Cause, Outbox};
+
+/// A new event id: 16 random bytes in hex.
+fn event_id() -> String {
+    random_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 impl Balancer {
     /// The backends as the notifier sees them, when a webhook could care (else no cost).
@@ -50,10 +58,7 @@ impl Balancer {
             Some(Service::Ready(f)) => (f.cfg().hostname.to_string(), f.cfg().webhooks().to_vec()),
             _ => return 0,
         };
-        let id: String = random_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = event_id();
         let mut outbox = self.outbox.borrow_mut();
         let dropped = outbox.push(id.clone(), kind, &host, details, &hooks, Self::now());
         if dropped > 0 {
@@ -70,8 +75,17 @@ impl Balancer {
     }
 
     /// Queues `config.changed` (or `config.rolled_back` when `restored` names the version
-    /// brought back) for the config just swapped in; the caller stores the outbox with it.
-    pub(super) fn raise_config_change(&self, previous: u64, version: u64, restored: Option<u64>) {
+    /// brought back; 0 is the deployed config) in `outbox` for the config `cfg` about to be
+    /// stored: the caller stores this outbox with the config. Returns how many events it dropped.
+    pub(super) fn queue_config_change(
+        &self,
+        outbox: &mut Outbox,
+        cfg: &ServiceConfig,
+        previous: u64,
+        version: u64,
+        restored: Option<u64>,
+        now_ms: u64,
+    ) -> u64 {
         let actor = self.actor.borrow().clone();
         let (kind, details) = match restored {
             Some(v) => (
@@ -83,7 +97,15 @@ impl Balancer {
                 serde_json::json!({"version": version, "previous_version": previous, "actor": actor}),
             ),
         };
-        self.raise(Some(kind), details);
+        let host = cfg.hostname.to_string();
+        outbox.push(
+            event_id(),
+            Some(kind),
+            &host,
+            details,
+            cfg.webhooks(),
+            now_ms,
+        )
     }
 
     /// Stores the outbox if it changed and wakes the alarm for deliveries that are due.

@@ -751,6 +751,37 @@ fn services_are_bounded_in_backends() {
 }
 
 #[test]
+fn config_size_is_limited_and_the_largest_service_fits() {
+    // MAX_BACKENDS backends with long URLs and weights, in the canonical form: under the limit.
+    let big: Vec<Value> = (0..MAX_BACKENDS)
+        .map(|i| serde_json::json!({"url": format!("https://backend-{i:04}.eu-west.internal.example.com:8443/app"), "weight": 7, "state": "draining"}))
+        .collect();
+    let cfg = parse_service(
+        &serde_json::json!({"hostname": "a.com", "backends": big}),
+        "",
+    )
+    .unwrap();
+    let size = cfg.check_size().expect("the largest service fits");
+    assert!(size > 64 * 1024, "{size}");
+    // A config over the limit names its size and the limit.
+    let mut huge = cfg.clone();
+    huge.pools = vec![
+        serde_json::from_value(
+            serde_json::json!({"name": "p", "backends": cfg.to_value()["backends"].clone()})
+        )
+        .unwrap();
+        3
+    ];
+    let err = huge.check_size().expect_err("over the limit");
+    let canonical = serde_json::to_string(&huge.to_value()).unwrap().len();
+    assert!(canonical > MAX_CONFIG_BYTES);
+    assert!(
+        err.contains(&canonical.to_string()) && err.contains("262144 bytes (256 KiB)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_keys_and_many_errors_in_one_entry_are_all_reported() {
     let e = errs_of(
         r#"{"hostname": "a.com", "backends": [{"url": "ftp://x", "weight": 0, "colour": 1}, "http://ok", 7]}"#,

@@ -24,6 +24,7 @@ pub mod monitor;
 pub mod notify;
 pub mod oauth;
 pub mod precondition;
+pub mod prefix;
 pub mod ratelimit;
 pub mod retention;
 pub mod retry;

@@ -107,7 +107,7 @@ test("console: an operator runs the balancer from the browser", async (t) => {
   const fakes = await startOAuthFakes({ email: OPERATOR });
   t.after(() => fakes.stop());
   const lb = await balancerFor(t, {
-    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR },
+    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR, ADMIN_PREFIX_HOSTNAMES: "shop.test" },
     defaultBackends: {
       activeHealthChecks: { interval: 60, timeout: 2 },
       services: [
@@ -435,4 +435,11 @@ test("console: the sign-in screen shows a sign-in error as text, never as HTML",
   await page.getByRole("button", { name: "Use key" }).click();
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   w.check("the sign-in screen");
+  // With an API key the Live tab says it needs a session, and nothing claims to be waiting.
+  await page.goto(`${lb.url}#/services/x.test/live`);
+  await page.locator("#live-closed").waitFor();
+  assert.match(await page.locator("#live-closed").innerText(), /needs a signed-in session/);
+  assert.equal(await page.locator("#live-lines").count(), 0, "an empty tail list (\"Waiting for requests…\") is shown");
+  assert.doesNotMatch(await page.locator(".tab-body").innerText(), /Waiting|Connecting/);
+  w.check("the Live tab without a session");
 });

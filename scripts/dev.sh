@@ -30,7 +30,9 @@ cargo run -q --bin flowbalance-check
 
 # Exported settings win over wrangler.toml [vars]. Only non-secret ones go on the command line.
 args=(--var "DEFAULT_BACKENDS:$DEFAULT_BACKENDS")
-if [ -n "${ADMIN_HOSTNAME:-}" ]; then args+=(--var "ADMIN_HOSTNAME:$ADMIN_HOSTNAME"); fi
+for name in ADMIN_HOSTNAME ADMIN_PREFIX_HOSTNAMES; do
+  if [ -n "${!name:-}" ]; then args+=(--var "$name:${!name}"); fi
+done
 if [ -z "${API_SECRET:-}" ] && ! grep -qs '^API_SECRET=' .dev.vars; then
   API_SECRET="$(node -e 'console.log(require("crypto").randomBytes(24).toString("base64url"))')"
   printf 'API_SECRET=%s\n' "$API_SECRET" >> .dev.vars

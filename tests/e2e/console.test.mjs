@@ -443,3 +443,24 @@ test("console: the sign-in screen shows a sign-in error as text, never as HTML",
   assert.doesNotMatch(await page.locator(".tab-body").innerText(), /Waiting|Connecting/);
   w.check("the Live tab without a session");
 });
+
+test("console: with JWT_SECRET and WEB_AUTH_* alone (npm run dev), the sign-in page names no problem and the password form signs in", async (t) => {
+  const [b] = await backendsFor(t, ["p1"]);
+  const lb = await balancerFor(t, {
+    defaultBackends: { hostname: "p.test", backends: [b.url] },
+    bindings: { JWT_SECRET, WEB_AUTH_USERNAME: "admin", WEB_AUTH_PASSWORD: "dev-password" },
+  });
+  const browser = await browserFor(t);
+  const page = await browser.newPage();
+  const w = watch(page);
+  w.allow("/auth/session", 401);
+  w.allow("/admin/services?window=60", 401);
+  await page.goto(String(lb.url));
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  assert.equal(await page.locator("ul.problems").count(), 0, await page.locator("main").innerText());
+  await page.getByLabel("Username").fill("admin");
+  await page.getByLabel("Password", { exact: true }).fill("dev-password");
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  w.check("the password sign-in");
+});

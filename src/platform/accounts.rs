@@ -5,12 +5,12 @@
 //! that must never be evicted; separate objects also keep a login storm from queueing key checks.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use worker::*;
 
 use crate::policy::audit::{self, Actor, Entry};
+use crate::policy::expiring::{ExpiringSet, Overflow};
 use crate::policy::keys::{ApiKey, KeyRing};
 use crate::policy::session::Standing;
 
@@ -73,8 +73,8 @@ pub struct Accounts {
     epoch_ms: Cell<u64>,
     ring: RefCell<KeyRing>,
     audit: RefCell<Vec<Entry>>,
-    used_states: RefCell<BTreeMap<String, u64>>,
-    revoked: RefCell<BTreeMap<String, u64>>,
+    used_states: RefCell<ExpiringSet>,
+    revoked: RefCell<ExpiringSet>,
 }
 
 impl DurableObject for Accounts {
@@ -85,8 +85,8 @@ impl DurableObject for Accounts {
             epoch_ms: Cell::new(0),
             ring: RefCell::new(KeyRing::default()),
             audit: RefCell::new(Vec::new()),
-            used_states: RefCell::new(BTreeMap::new()),
-            revoked: RefCell::new(BTreeMap::new()),
+            used_states: RefCell::new(ExpiringSet::new(STATES_MAX)),
+            revoked: RefCell::new(ExpiringSet::new(REVOKED_MAX)),
         }
     }
 
@@ -99,11 +99,7 @@ impl DurableObject for Accounts {
         let now = Date::now().as_millis();
         match call {
             Call::Standing { jti } => {
-                let revoked = self
-                    .revoked
-                    .borrow()
-                    .get(&jti)
-                    .is_some_and(|exp| *exp > now / 1000);
+                let revoked = self.revoked.borrow().contains(&jti, now / 1000);
                 Response::from_json(
                     &serde_json::json!({ "epoch_ms": self.epoch_ms.get(), "revoked": revoked }),
                 )
@@ -206,9 +202,8 @@ impl Accounts {
         let keys: Option<String> = storage.get(KEY_KEYS).await?;
         let audit: Option<String> = storage.get(KEY_AUDIT).await?;
         let now_s = Date::now().as_millis() / 1000;
-        let (states, mut expired) = self.load_expiring(STATE_PREFIX, now_s).await?;
-        let (revoked, gone) = self.load_expiring(REVOKED_PREFIX, now_s).await?;
-        expired.extend(gone);
+        let states = self.load_expiring(STATE_PREFIX).await?;
+        let revoked = self.load_expiring(REVOKED_PREFIX).await?;
         if self.loaded.replace(true) {
             return Ok(());
         }
@@ -228,75 +223,56 @@ impl Accounts {
             }
             None => Vec::new(),
         };
-        *self.used_states.borrow_mut() = states;
-        *self.revoked.borrow_mut() = revoked;
+        let mut expired = keys_of(
+            STATE_PREFIX,
+            self.used_states.borrow_mut().restore(states, now_s),
+        );
+        expired.extend(keys_of(
+            REVOKED_PREFIX,
+            self.revoked.borrow_mut().restore(revoked, now_s),
+        ));
         delete_keys(&storage, expired).await
     }
 
-    /// The unexpired entries stored under `prefix` (name to expiry in seconds), and the storage
-    /// keys of the expired ones.
-    async fn load_expiring(
-        &self,
-        prefix: &str,
-        now_s: u64,
-    ) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+    /// The entries stored under `prefix`: name (without the prefix) and expiry in seconds.
+    async fn load_expiring(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let stored = self
             .state
             .storage()
             .list_with_options(ListOptions::new().prefix(prefix))
             .await?;
-        let mut live = BTreeMap::new();
-        let mut expired = Vec::new();
+        let mut out = Vec::new();
         for entry in stored.entries() {
             let pair = js_sys::Array::from(&entry?);
             let (Some(key), Some(exp)) = (pair.get(0).as_string(), pair.get(1).as_f64()) else {
                 continue;
             };
-            if (exp as u64) <= now_s {
-                expired.push(key);
-            } else if let Some(s) = key.strip_prefix(prefix) {
-                live.insert(s.to_string(), exp as u64);
+            if let Some(name) = key.strip_prefix(prefix) {
+                out.push((name.to_string(), exp as u64));
             }
         }
-        Ok((live, expired))
+        Ok(out)
     }
 
-    /// Remembers a signed-out session id until the session would have expired; prunes expired
-    /// ids; past `REVOKED_MAX` moves the epoch instead and forgets the list (fail closed).
+    /// Remembers a signed-out session id until the session would have expired. Past
+    /// `REVOKED_MAX` the epoch moves instead and the list is forgotten: every earlier session is
+    /// signed out, never one wrongly let back in (fail closed).
     async fn revoke_session(&self, jti: String, exp_s: u64, now_ms: u64) -> Result<()> {
         let storage = self.state.storage();
         let now_s = now_ms / 1000;
-        let (gone, overflow) = {
-            let mut revoked = self.revoked.borrow_mut();
-            let gone: Vec<String> = revoked
-                .iter()
-                .filter(|(_, exp)| **exp <= now_s)
-                .map(|(j, _)| j.clone())
-                .collect();
-            for j in &gone {
-                revoked.remove(j);
-            }
-            (gone, revoked.len() >= REVOKED_MAX)
-        };
-        if overflow {
-            let all: Vec<String> = std::mem::take(&mut *self.revoked.borrow_mut())
-                .into_keys()
-                .chain(gone)
-                .map(|j| format!("{REVOKED_PREFIX}{j}"))
-                .collect();
+        let r = self
+            .revoked
+            .borrow_mut()
+            .insert(&jti, exp_s, now_s, Overflow::Refuse);
+        let mut gone = keys_of(REVOKED_PREFIX, r.dropped);
+        if r.full {
+            gone.extend(keys_of(REVOKED_PREFIX, self.revoked.borrow_mut().clear()));
             self.epoch_ms.set(now_ms);
             storage.put(KEY_EPOCH, now_ms as f64).await?;
-            delete_keys(&storage, all).await?;
             console_log!("{REVOKED_MAX} signed-out sessions remembered: moved the epoch instead");
-            return Ok(());
         }
-        let keys: Vec<String> = gone
-            .iter()
-            .map(|j| format!("{REVOKED_PREFIX}{j}"))
-            .collect();
-        delete_keys(&storage, keys).await?;
-        if exp_s > now_s {
-            self.revoked.borrow_mut().insert(jti.clone(), exp_s);
+        delete_keys(&storage, gone).await?;
+        if r.added {
             storage
                 .put(&format!("{REVOKED_PREFIX}{jti}"), exp_s as f64)
                 .await?;
@@ -321,42 +297,29 @@ impl Accounts {
     }
 
     /// True the first time `state` is presented; a replay (even with a valid cookie) is false.
+    /// Past `STATES_MAX` the soonest-expiring are forgotten (their codes are one-time anyway).
     async fn consume_state(&self, state: String, exp_s: u64, now_s: u64) -> Result<bool> {
         let storage = self.state.storage();
-        let expired: Vec<String> = {
-            let mut used = self.used_states.borrow_mut();
-            if used.contains_key(&state) {
-                return Ok(false);
-            }
-            let mut gone: Vec<String> = used
-                .iter()
-                .filter(|(_, exp)| **exp <= now_s)
-                .map(|(s, _)| s.clone())
-                .collect();
-            for s in &gone {
-                used.remove(s);
-            }
-            // Past the bound, the soonest-expiring go first (their codes are one-time anyway).
-            while used.len() >= STATES_MAX {
-                let Some(s) = used.iter().min_by_key(|(_, e)| **e).map(|(s, _)| s.clone()) else {
-                    break;
-                };
-                used.remove(&s);
-                gone.push(s);
-            }
-            used.insert(state.clone(), exp_s);
-            gone
-        };
-        let keys: Vec<String> = expired
-            .iter()
-            .map(|s| format!("{STATE_PREFIX}{s}"))
-            .collect();
-        delete_keys(&storage, keys).await?;
-        storage
-            .put(&format!("{STATE_PREFIX}{state}"), exp_s as f64)
-            .await?;
-        Ok(true)
+        if self.used_states.borrow().contains(&state, now_s) {
+            return Ok(false);
+        }
+        let r = self
+            .used_states
+            .borrow_mut()
+            .insert(&state, exp_s, now_s, Overflow::EvictSoonest);
+        delete_keys(&storage, keys_of(STATE_PREFIX, r.dropped)).await?;
+        if r.added {
+            storage
+                .put(&format!("{STATE_PREFIX}{state}"), exp_s as f64)
+                .await?;
+        }
+        Ok(r.added)
     }
+}
+
+/// Storage keys of `names` under `prefix`.
+fn keys_of(prefix: &str, names: Vec<String>) -> Vec<String> {
+    names.into_iter().map(|n| format!("{prefix}{n}")).collect()
 }
 
 /// Deletes `keys`, at most 128 per call (the storage API's limit for one delete).

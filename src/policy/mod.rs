@@ -9,6 +9,7 @@ pub mod changes;
 pub mod clients;
 pub mod config;
 pub mod decision;
+pub mod expiring;
 pub mod failover;
 pub mod fleet;
 pub mod forwarding;

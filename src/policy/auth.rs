@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::policy::clients::{client_network, make_room};
+use crate::policy::clients::{bounded_key, client_network, make_room};
 
 /// Constant time for equal lengths. On different lengths it still walks `a` (against itself) so
 /// the time depends only on `a.len()`, never on where the content differs.
@@ -211,15 +211,6 @@ impl Default for Throttle {
     }
 }
 
-/// A claimed identity as the throttle keys it: bounded like a client key.
-fn identity_key(identity: &str) -> String {
-    let mut end = identity.len().min(crate::policy::clients::MAX_CLIENT_KEY);
-    while !identity.is_char_boundary(end) {
-        end -= 1;
-    }
-    identity[..end].to_string()
-}
-
 impl Throttle {
     pub fn new(free: u32, window_ms: u64, max_clients: usize) -> Self {
         Throttle {
@@ -301,7 +292,7 @@ impl Throttle {
         }
         s.failures = s.failures.saturating_add(1);
         s.last_failure_ms = now_ms;
-        if let Some(id) = identity.map(identity_key) {
+        if let Some(id) = identity.map(|i| bounded_key(i).to_string()) {
             if s.by_identity.contains_key(&id) || s.by_identity.len() < MAX_IDENTITIES {
                 let n = s.by_identity.entry(id).or_insert(0);
                 *n = n.saturating_add(1);
@@ -324,7 +315,7 @@ impl Throttle {
     /// login costs no storage write.
     pub fn record_success(&mut self, client: &str, identity: Option<&str>) -> Changes {
         let client = client_network(client);
-        let Some(id) = identity.map(identity_key) else {
+        let Some(id) = identity.map(|i| bounded_key(i).to_string()) else {
             return Changes::default();
         };
         let Some(s) = self.clients.get_mut(&client) else {

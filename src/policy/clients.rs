@@ -22,14 +22,18 @@ pub fn canonical_ip(raw: &str) -> String {
         .unwrap_or(raw);
     match bare.parse::<IpAddr>() {
         Ok(ip) => canonical(ip).to_string(),
-        Err(_) => {
-            let mut end = raw.len().min(MAX_CLIENT_KEY);
-            while !raw.is_char_boundary(end) {
-                end -= 1;
-            }
-            raw[..end].trim_end().to_string()
-        }
+        Err(_) => bounded_key(raw).trim_end().to_string(),
     }
+}
+
+/// `raw` cut to at most `MAX_CLIENT_KEY` bytes, on a character boundary: any caller-chosen value
+/// that keys a table entry (a client that is not an address, a claimed user name).
+pub fn bounded_key(raw: &str) -> &str {
+    let mut end = raw.len().min(MAX_CLIENT_KEY);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
 }
 
 /// The unit a login throttle counts: one IPv4 address, or one IPv6 /64 (an end site is handed at

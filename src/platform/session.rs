@@ -604,7 +604,7 @@ async fn logout(mut req: Request, env: &Env, root: &str, everywhere: bool) -> Re
         // by this browser.
         Call::RevokeSession {
             jti: claims.jti.clone(),
-            exp_s: claims.reg.exp,
+            exp_s: session::revoked_until(&claims),
         }
     };
     let (status, _) = accounts::call(env, &call).await?;

@@ -132,6 +132,12 @@ pub fn verify(key: &Key, token: &str, host: &str, now_ms: u64) -> Result<Claims,
     Ok(claims)
 }
 
+/// Until when a signed-out session's id must be remembered: as long as the verifier would still
+/// accept the token (its expiry plus the clock-skew leeway).
+pub fn revoked_until(claims: &Claims) -> u64 {
+    claims.reg.exp.saturating_add(jwt::LEEWAY_S)
+}
+
 /// A verified session still stands: not revoked by its logout, not issued before a sign-out
 /// everywhere, and its subject still allowed (`allowed`: the allow-list as configured now).
 pub fn admit(claims: &Claims, standing: Standing, allowed: bool) -> Result<(), String> {
@@ -306,6 +312,9 @@ mod tests {
         assert!(admit(&c, fine, false)
             .unwrap_err()
             .contains("no longer an authorized user"));
+        // Remembered for as long as the verifier would accept the token.
+        assert!(verify(&key(), &t, "lb.example.com", (revoked_until(&c) - 1) * 1000).is_ok());
+        assert!(verify(&key(), &t, "lb.example.com", revoked_until(&c) * 1000).is_err());
         // A token without an id cannot be revoked: refused.
         let mut c = c;
         c.jti = String::new();

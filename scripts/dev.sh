@@ -30,13 +30,24 @@ cargo run -q --bin flowbalance-check
 
 # Exported settings win over wrangler.toml [vars]. Only non-secret ones go on the command line.
 args=(--var "DEFAULT_BACKENDS:$DEFAULT_BACKENDS")
-if [ -n "${ADMIN_HOSTNAME:-}" ]; then args+=(--var "ADMIN_HOSTNAME:$ADMIN_HOSTNAME"); fi
+for name in ADMIN_HOSTNAME ADMIN_PREFIX_HOSTNAMES; do
+  if [ -n "${!name:-}" ]; then args+=(--var "$name:${!name}"); fi
+done
 if [ -z "${API_SECRET:-}" ] && ! grep -qs '^API_SECRET=' .dev.vars; then
   API_SECRET="$(node -e 'console.log(require("crypto").randomBytes(24).toString("base64url"))')"
   printf 'API_SECRET=%s\n' "$API_SECRET" >> .dev.vars
   echo "Generated a local API_SECRET in .dev.vars: $API_SECRET"
 fi
 API_SECRET="${API_SECRET:-$(grep '^API_SECRET=' .dev.vars | head -1 | cut -d= -f2-)}"
+# The console's sessions are signed with JWT_SECRET: without it nobody can sign in. Generated like
+# API_SECRET, straight into .dev.vars (never on a command line) and not printed: nobody types it.
+if [ -z "${JWT_SECRET:-}" ] && ! grep -qs '^JWT_SECRET=' .dev.vars; then
+  node -e 'process.stdout.write("JWT_SECRET=" + require("crypto").randomBytes(32).toString("base64url") + "\n")' >> .dev.vars
+  echo "Generated a local JWT_SECRET in .dev.vars"
+fi
+if [ -z "${WEB_AUTH_USERNAME:-}" ] && ! grep -qs '^WEB_AUTH_USERNAME=' .dev.vars; then
+  echo "To sign in to the console with a password, add WEB_AUTH_USERNAME and WEB_AUTH_PASSWORD to .dev.vars"
+fi
 
 # Secrets come from .dev.vars, which wrangler reads itself. Exported ones must win without appearing
 # in any process's arguments (`ps` shows those to every user): they go, merged over .dev.vars, into a

@@ -51,10 +51,10 @@ export function renderLive(body, host) {
 
   if (auth.mode !== "session") {
     // A browser WebSocket cannot send an Authorization header; the tail needs the session cookie.
-    state.textContent = "";
-    pauseBtn.disabled = true;
+    // Only the notice: an empty list would read "Waiting for requests…" for a tail never opened.
     mount(closed, "The live tail needs a signed-in session: a browser cannot send an API key on a WebSocket. Use websocat or the example in the README.");
     closed.hidden = false;
+    mount(body, closed);
     return () => {};
   }
 

@@ -52,7 +52,9 @@ export async function renderLogin(app, { onSignedIn, message } = {}) {
       )
     : null;
   const problems = [...(providers?.problems ?? []).map(String)];
-  if (providers?.authorized_users_empty && !problems.some((p) => p.includes("AUTHORIZED_USERS"))) problems.push("AUTHORIZED_USERS is empty: nobody can sign in with GitHub or Google.");
+  // Only a problem when GitHub or Google sign-in is on: the password form needs no allow-list.
+  const oauthOn = providers?.github?.enabled || providers?.google?.enabled;
+  if (oauthOn && providers?.authorized_users_empty && !problems.some((p) => p.includes("AUTHORIZED_USERS"))) problems.push("AUTHORIZED_USERS is empty: nobody can sign in with GitHub or Google.");
   if (!providers) problems.push("Sign-in with GitHub, Google or a password is not set up on this deployment; use an API key.");
 
   const keyInput = h("input", { type: "password", autocomplete: "off", "aria-label": "API key", placeholder: "fbk_… or API_SECRET" });

@@ -1,8 +1,15 @@
 //! Validates DEFAULT_BACKENDS before the runtime starts, so `npm run dev` reports config errors up front.
 
 use flowbalance::policy::config::{parse_default_backends, Deployment};
+use flowbalance::policy::prefix::parse_hostnames;
 
 fn main() {
+    // Fail closed in the Worker (the prefix stays off), but say so before it starts.
+    let prefix_hosts = std::env::var("ADMIN_PREFIX_HOSTNAMES").ok();
+    if let Err(e) = parse_hostnames(prefix_hosts.as_deref()) {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
     let text = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("DEFAULT_BACKENDS").ok())

@@ -1,17 +1,18 @@
-//! The deployment-wide `Accounts` Durable Object: the sign-out-everywhere epoch, the named API keys (hashes only), one-time OAuth states and the deployment audit trail (key and session changes).
+//! The deployment-wide `Accounts` Durable Object: the sign-out-everywhere epoch, the ids of sessions signed out before they expire, the named API keys (hashes only), one-time OAuth states and the deployment audit trail (key and session changes).
 //!
 //! A class of its own rather than more duties for `LoginThrottle`: the throttle is written on
 //! every failed login from anywhere and may forget clients, while this object holds credentials
 //! that must never be evicted; separate objects also keep a login storm from queueing key checks.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use worker::*;
 
 use crate::policy::audit::{self, Actor, Entry};
+use crate::policy::expiring::{ExpiringSet, Overflow};
 use crate::policy::keys::{ApiKey, KeyRing};
+use crate::policy::session::Standing;
 
 /// The Durable Object namespace binding of the accounts object.
 pub const ACCOUNTS_BINDING: &str = "ACCOUNTS";
@@ -26,19 +27,43 @@ const STATE_PREFIX: &str = "state:";
 const AUDIT_LEN: usize = 200;
 /// Used states remembered at most (each only until it expires anyway).
 const STATES_MAX: usize = 10_000;
+/// Prefix of one signed-out session id (value: the session's expiry in seconds).
+const REVOKED_PREFIX: &str = "revoked:";
+/// Signed-out sessions remembered at most (each only until it expires). Past the bound the
+/// epoch moves instead: every earlier session is signed out, never one wrongly let back in.
+const REVOKED_MAX: usize = 10_000;
 
 /// A message from the Worker to the accounts object.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Call {
-    Epoch,
-    VerifyKey { hash: String },
+    /// Where a verified session stands: the epoch and whether its id was signed out.
+    Standing {
+        jti: String,
+    },
+    RevokeSession {
+        jti: String,
+        exp_s: u64,
+    },
+    VerifyKey {
+        hash: String,
+    },
     ListKeys,
-    AddKey { key: ApiKey },
-    RevokeKey { id: String, actor: Actor },
-    SignOutEverywhere { actor: Actor },
+    AddKey {
+        key: ApiKey,
+    },
+    RevokeKey {
+        id: String,
+        actor: Actor,
+    },
+    SignOutEverywhere {
+        actor: Actor,
+    },
     Audit,
-    ConsumeState { state: String, exp_s: u64 },
+    ConsumeState {
+        state: String,
+        exp_s: u64,
+    },
 }
 
 #[durable_object]
@@ -48,7 +73,8 @@ pub struct Accounts {
     epoch_ms: Cell<u64>,
     ring: RefCell<KeyRing>,
     audit: RefCell<Vec<Entry>>,
-    used_states: RefCell<BTreeMap<String, u64>>,
+    used_states: RefCell<ExpiringSet>,
+    revoked: RefCell<ExpiringSet>,
 }
 
 impl DurableObject for Accounts {
@@ -59,7 +85,8 @@ impl DurableObject for Accounts {
             epoch_ms: Cell::new(0),
             ring: RefCell::new(KeyRing::default()),
             audit: RefCell::new(Vec::new()),
-            used_states: RefCell::new(BTreeMap::new()),
+            used_states: RefCell::new(ExpiringSet::new(STATES_MAX)),
+            revoked: RefCell::new(ExpiringSet::new(REVOKED_MAX)),
         }
     }
 
@@ -71,8 +98,15 @@ impl DurableObject for Accounts {
         self.load().await?;
         let now = Date::now().as_millis();
         match call {
-            Call::Epoch => {
-                Response::from_json(&serde_json::json!({ "epoch_ms": self.epoch_ms.get() }))
+            Call::Standing { jti } => {
+                let revoked = self.revoked.borrow().contains(&jti, now / 1000);
+                Response::from_json(
+                    &serde_json::json!({ "epoch_ms": self.epoch_ms.get(), "revoked": revoked }),
+                )
+            }
+            Call::RevokeSession { jti, exp_s } => {
+                self.revoke_session(jti, exp_s, now).await?;
+                Response::from_json(&serde_json::json!({ "revoked": true }))
             }
             Call::VerifyKey { hash } => {
                 let found = self.ring.borrow().find(&hash).cloned();
@@ -167,23 +201,9 @@ impl Accounts {
         let epoch: Option<f64> = storage.get(KEY_EPOCH).await?;
         let keys: Option<String> = storage.get(KEY_KEYS).await?;
         let audit: Option<String> = storage.get(KEY_AUDIT).await?;
-        let stored = storage
-            .list_with_options(ListOptions::new().prefix(STATE_PREFIX))
-            .await?;
         let now_s = Date::now().as_millis() / 1000;
-        let mut states = BTreeMap::new();
-        let mut expired = Vec::new();
-        for entry in stored.entries() {
-            let pair = js_sys::Array::from(&entry?);
-            let (Some(key), Some(exp)) = (pair.get(0).as_string(), pair.get(1).as_f64()) else {
-                continue;
-            };
-            if (exp as u64) <= now_s {
-                expired.push(key);
-            } else if let Some(s) = key.strip_prefix(STATE_PREFIX) {
-                states.insert(s.to_string(), exp as u64);
-            }
-        }
+        let states = self.load_expiring(STATE_PREFIX).await?;
+        let revoked = self.load_expiring(REVOKED_PREFIX).await?;
         if self.loaded.replace(true) {
             return Ok(());
         }
@@ -203,9 +223,59 @@ impl Accounts {
             }
             None => Vec::new(),
         };
-        *self.used_states.borrow_mut() = states;
-        if !expired.is_empty() {
-            storage.delete_multiple(expired).await?;
+        let mut expired = keys_of(
+            STATE_PREFIX,
+            self.used_states.borrow_mut().restore(states, now_s),
+        );
+        expired.extend(keys_of(
+            REVOKED_PREFIX,
+            self.revoked.borrow_mut().restore(revoked, now_s),
+        ));
+        delete_keys(&storage, expired).await
+    }
+
+    /// The entries stored under `prefix`: name (without the prefix) and expiry in seconds.
+    async fn load_expiring(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let stored = self
+            .state
+            .storage()
+            .list_with_options(ListOptions::new().prefix(prefix))
+            .await?;
+        let mut out = Vec::new();
+        for entry in stored.entries() {
+            let pair = js_sys::Array::from(&entry?);
+            let (Some(key), Some(exp)) = (pair.get(0).as_string(), pair.get(1).as_f64()) else {
+                continue;
+            };
+            if let Some(name) = key.strip_prefix(prefix) {
+                out.push((name.to_string(), exp as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers a signed-out session id until the session would have expired. Past
+    /// `REVOKED_MAX` the epoch moves instead and the list is forgotten: every earlier session is
+    /// signed out, never one wrongly let back in (fail closed).
+    async fn revoke_session(&self, jti: String, exp_s: u64, now_ms: u64) -> Result<()> {
+        let storage = self.state.storage();
+        let now_s = now_ms / 1000;
+        let r = self
+            .revoked
+            .borrow_mut()
+            .insert(&jti, exp_s, now_s, Overflow::Refuse);
+        let mut gone = keys_of(REVOKED_PREFIX, r.dropped);
+        if r.full {
+            gone.extend(keys_of(REVOKED_PREFIX, self.revoked.borrow_mut().clear()));
+            self.epoch_ms.set(now_ms);
+            storage.put(KEY_EPOCH, now_ms as f64).await?;
+            console_log!("{REVOKED_MAX} signed-out sessions remembered: moved the epoch instead");
+        }
+        delete_keys(&storage, gone).await?;
+        if r.added {
+            storage
+                .put(&format!("{REVOKED_PREFIX}{jti}"), exp_s as f64)
+                .await?;
         }
         Ok(())
     }
@@ -227,44 +297,37 @@ impl Accounts {
     }
 
     /// True the first time `state` is presented; a replay (even with a valid cookie) is false.
+    /// Past `STATES_MAX` the soonest-expiring are forgotten (their codes are one-time anyway).
     async fn consume_state(&self, state: String, exp_s: u64, now_s: u64) -> Result<bool> {
         let storage = self.state.storage();
-        let expired: Vec<String> = {
-            let mut used = self.used_states.borrow_mut();
-            if used.contains_key(&state) {
-                return Ok(false);
-            }
-            let mut gone: Vec<String> = used
-                .iter()
-                .filter(|(_, exp)| **exp <= now_s)
-                .map(|(s, _)| s.clone())
-                .collect();
-            for s in &gone {
-                used.remove(s);
-            }
-            // Past the bound, the soonest-expiring go first (their codes are one-time anyway).
-            while used.len() >= STATES_MAX {
-                let Some(s) = used.iter().min_by_key(|(_, e)| **e).map(|(s, _)| s.clone()) else {
-                    break;
-                };
-                used.remove(&s);
-                gone.push(s);
-            }
-            used.insert(state.clone(), exp_s);
-            gone
-        };
-        if !expired.is_empty() {
-            let keys: Vec<String> = expired
-                .iter()
-                .map(|s| format!("{STATE_PREFIX}{s}"))
-                .collect();
-            storage.delete_multiple(keys).await?;
+        if self.used_states.borrow().contains(&state, now_s) {
+            return Ok(false);
         }
-        storage
-            .put(&format!("{STATE_PREFIX}{state}"), exp_s as f64)
-            .await?;
-        Ok(true)
+        let r = self
+            .used_states
+            .borrow_mut()
+            .insert(&state, exp_s, now_s, Overflow::EvictSoonest);
+        delete_keys(&storage, keys_of(STATE_PREFIX, r.dropped)).await?;
+        if r.added {
+            storage
+                .put(&format!("{STATE_PREFIX}{state}"), exp_s as f64)
+                .await?;
+        }
+        Ok(r.added)
     }
+}
+
+/// Storage keys of `names` under `prefix`.
+fn keys_of(prefix: &str, names: Vec<String>) -> Vec<String> {
+    names.into_iter().map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// Deletes `keys`, at most 128 per call (the storage API's limit for one delete).
+async fn delete_keys(storage: &Storage, keys: Vec<String>) -> Result<()> {
+    for chunk in keys.chunks(128) {
+        storage.delete_multiple(chunk.to_vec()).await?;
+    }
+    Ok(())
 }
 
 /// Sends one call to the accounts object; answers its status and JSON body.
@@ -283,10 +346,15 @@ pub async fn call(env: &Env, msg: &Call) -> Result<(u16, serde_json::Value)> {
     Ok((status, body))
 }
 
-/// The sign-out-everywhere epoch (ms): sessions issued before it are refused.
-pub async fn epoch_ms(env: &Env) -> Result<u64> {
-    let (_, body) = call(env, &Call::Epoch).await?;
-    Ok(body["epoch_ms"].as_u64().unwrap_or(0))
+/// Where a verified session stands (the sign-out-everywhere epoch and whether its id was signed
+/// out), in one call to the object.
+pub async fn standing(env: &Env, jti: &str) -> Result<Standing> {
+    let (_, body) = call(env, &Call::Standing { jti: jti.into() }).await?;
+    Ok(Standing {
+        epoch_ms: body["epoch_ms"].as_u64().unwrap_or(0),
+        // Fail closed: an answer without the flag counts as signed out.
+        revoked: body["revoked"].as_bool().unwrap_or(true),
+    })
 }
 
 /// The live key with this hash (and its use noted), if any.

@@ -15,9 +15,9 @@ use crate::policy::keys::{self, ApiKey, Grant};
 use crate::policy::logquery::{
     LogQuery, MetricsQuery, ServiceHealth, DEFAULT_METRICS_WINDOW_S, MAX_METRICS_WINDOW_S,
 };
+use crate::policy::prefix;
 
-/// On any balanced hostname, paths under this prefix reach the admin surface instead of a backend.
-pub const RESERVED_PREFIX: &str = "/__lb_admin__";
+pub use crate::policy::prefix::RESERVED_PREFIX;
 
 /// Admin request bodies above this many bytes are refused with 413 (a config is a few KiB).
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
@@ -25,6 +25,32 @@ const MAX_ADMIN_BODY: usize = 1024 * 1024;
 /// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
 pub fn is_admin_host(host: &str, env: &Env) -> bool {
     registry::defaults(env).deployment.is_admin_host(host)
+}
+
+thread_local! {
+    /// `ADMIN_PREFIX_HOSTNAMES`, read once per isolate (bindings never change within one).
+    static PREFIX_HOSTS: std::cell::OnceCell<Vec<String>> = const { std::cell::OnceCell::new() };
+}
+
+/// Whether the balanced hostname `host` serves the reserved prefix (`ADMIN_PREFIX_HOSTNAMES`).
+/// Off unless listed: with it on, every backend of `host` shares an origin with the console.
+/// An unreadable setting keeps it off everywhere (fail closed) and says why in the log.
+pub fn prefix_enabled(host: &str, env: &Env) -> bool {
+    PREFIX_HOSTS.with(|hosts| {
+        hosts
+            .get_or_init(|| {
+                match prefix::parse_hostnames(env_string(env, "ADMIN_PREFIX_HOSTNAMES").as_deref())
+                {
+                    Ok(list) => list,
+                    Err(e) => {
+                        console_error!("{e}");
+                        Vec::new()
+                    }
+                }
+            })
+            .iter()
+            .any(|h| h == host)
+    })
 }
 
 pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
@@ -440,7 +466,13 @@ pub async fn authorize(req: &Request, env: &Env) -> Result<std::result::Result<C
             .get("cf-connecting-ip")?
             .unwrap_or_else(|| "unknown".to_string());
         let ok = matches!(outcome, AuthOutcome::Ok);
-        if let Some(wait_s) = throttle::login_attempt(env, &client, ok).await? {
+        // A Basic guess is attributed to the user it names; a bearer token proves no guessed
+        // identity, so its success clears nothing.
+        let identity = match &creds {
+            Credentials::Basic { user, .. } => Some(user.as_str()),
+            _ => None,
+        };
+        if let Some(wait_s) = throttle::login_attempt(env, &client, ok, identity).await? {
             return error_response(
                 429,
                 "too many failed login attempts from this address; wait before retrying",

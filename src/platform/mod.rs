@@ -25,6 +25,7 @@ use worker::*;
 
 use crate::policy::config::Deployment;
 use crate::policy::forwarding::{host_and_path, UrlParts};
+use crate::policy::prefix::{self, Reserved};
 
 /// The Durable Object namespace binding that holds one object per hostname.
 pub const BALANCER_BINDING: &str = "BALANCER";
@@ -37,9 +38,27 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let (host, path) = host_and_path(&url);
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let path = path.to_string();
-    let result = if let Some(rest) = path.strip_prefix(admin::RESERVED_PREFIX) {
+    let own_host = admin::is_admin_host(&host, &env);
+    // The prefix is served on the Worker's own hostnames and on the balanced hostnames the
+    // operator listed; everywhere else every path, variants included, goes to the backends.
+    let reserved = if own_host || admin::prefix_enabled(&host, &env) {
+        prefix::classify(&path)
+    } else {
+        Reserved::Outside
+    };
+    let result = if let Reserved::Exact(rest) = reserved {
         admin::handle(req.into(), &env, rest).await.map(Into::into)
-    } else if admin::is_admin_host(&host, &env) {
+    } else if reserved == Reserved::Variant {
+        error_response(
+            404,
+            &format!(
+                "path: {path:?} is a variant spelling of the reserved prefix; the admin surface is only at {}/ (exact spelling)",
+                prefix::RESERVED_PREFIX
+            ),
+            None,
+        )
+        .map(Into::into)
+    } else if own_host {
         admin::handle(req.into(), &env, &path).await.map(Into::into)
     } else if let Some(r) = registry::unserved(&env, &host).await {
         // Answered here: an unknown hostname must not create a Durable Object.

@@ -11,10 +11,11 @@ use crate::platform::{env_string, error_response, fetch_with_timeout, random_byt
 use crate::policy::affinity::cookie_value;
 use crate::policy::audit::{Actor, ActorKind};
 use crate::policy::auth::{self, AuthOutcome, Credentials, Secrets};
+use crate::policy::jwt::Key;
 use crate::policy::oauth::{
     self, FlowState, Provider, Settings, SignInError, STATE_COOKIE, STATE_TTL_S,
 };
-use crate::policy::session::{self, Claims, Via, COOKIE};
+use crate::policy::session::{self, Claims, NewSession, Via, COOKIE};
 
 /// How long the Worker waits for each provider answer.
 const PROVIDER_TIMEOUT_MS: u64 = 10_000;
@@ -141,8 +142,43 @@ pub async fn current(
         Ok(k) => k,
         Err(why) => return Ok(Some(Err((*why).to_string()))),
     };
-    let epoch = accounts::epoch_ms(env).await?;
-    Ok(Some(session::check(key, token, now_ms(), epoch)))
+    // Signature, expiry and hostname first: a forged token never reaches the accounts object.
+    let claims = match session::verify(key, token, &host_of(req)?, now_ms()) {
+        Ok(c) => c,
+        Err(why) => return Ok(Some(Err(why))),
+    };
+    let standing = accounts::standing(env, &claims.jti).await?;
+    let allowed = s.still_allows(claims.via, &claims.reg.sub);
+    Ok(Some(
+        session::admit(&claims, standing, allowed).map(|()| claims),
+    ))
+}
+
+/// The hostname a request was sent to, as sessions are bound to it.
+fn host_of(req: &Request) -> Result<String> {
+    let url = req.url()?;
+    Ok(url
+        .host_str()
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_ascii_lowercase())
+}
+
+/// A new session cookie value for `sub` on this request's hostname.
+fn new_session(req: &Request, key: &Key, sub: &str, via: Via, ttl: u64) -> Result<String> {
+    let (token, _) = session::issue(
+        key,
+        NewSession {
+            sub,
+            via,
+            host: &host_of(req)?,
+            jti: oauth::random_token(&secure_random()?),
+            csrf: oauth::random_token(&secure_random()?),
+        },
+        now_ms(),
+        ttl,
+    );
+    Ok(token)
 }
 
 /// The actor a session acts as.
@@ -285,13 +321,25 @@ async fn callback(req: &Request, env: &Env, root: &str, p: Provider) -> Result<R
             let Ok((key, ttl)) = s.signer() else {
                 return fail(302, root, SignInError::NoJwtSecret, &[clear]);
             };
-            let csrf = oauth::random_token(&secure_random()?);
-            let (token, _) = session::issue(key, &email, p.via(), csrf, now_ms(), ttl);
+            let token = new_session(req, key, &email, p.via(), ttl)?;
             let cookie = session::set_cookie(COOKIE, &token, &session_path(root), ttl, https);
             redirect(302, &format!("{root}/"), &[cookie, clear])
         }
         Err(e) => {
             console_log!("{} sign-in refused: {}", p.as_str(), e.code());
+            // An unauthenticated caller's failed callbacks count as failed logins of its
+            // address, so forging them is throttled like guessing a password. A provider that
+            // is down is nobody's attempt.
+            let counted = !matches!(e, SignInError::Throttled | SignInError::ProviderUnreachable);
+            let e = if counted
+                && throttle::login_attempt(env, &client_of(req)?, false, None)
+                    .await?
+                    .is_some()
+            {
+                SignInError::Throttled
+            } else {
+                e
+            };
             fail(302, root, e, &[clear])
         }
     }
@@ -332,6 +380,17 @@ async fn finish(
         Err(_) if param("error").is_some() => return Ok(Err(SignInError::ProviderError)),
         Err(e) => return Ok(Err(e)),
     };
+    // Nothing is stored for a callback that cannot finish (a provider error, no code) or from
+    // a client that is locked out: the one-time state is recorded only past these checks.
+    if param("error").is_some() {
+        return Ok(Err(SignInError::ProviderError));
+    }
+    let Some(code) = param("code").filter(|c| !c.is_empty()) else {
+        return Ok(Err(SignInError::ProviderError));
+    };
+    if throttle::locked_out(env, &client_of(req)?).await?.is_some() {
+        return Ok(Err(SignInError::Throttled));
+    }
     let (_, body) = accounts::call(
         env,
         &Call::ConsumeState {
@@ -343,12 +402,6 @@ async fn finish(
     if body["fresh"] != true {
         return Ok(Err(SignInError::StateUsed));
     }
-    if param("error").is_some() {
-        return Ok(Err(SignInError::ProviderError));
-    }
-    let Some(code) = param("code").filter(|c| !c.is_empty()) else {
-        return Ok(Err(SignInError::ProviderError));
-    };
     let redirect_uri = oauth::redirect_uri(origin, root, p);
     let form = oauth::token_form(
         client_id,
@@ -494,7 +547,8 @@ async fn password(mut req: Request, env: &Env, root: &str) -> Result<Response> {
         password: field(&form, "password").unwrap_or_default().to_string(),
     };
     let ok = auth::check(&secrets, &creds) == AuthOutcome::Ok;
-    if throttle::login_attempt(env, &client_of(&req)?, ok)
+    let identity = field(&form, "username").unwrap_or_default();
+    if throttle::login_attempt(env, &client_of(&req)?, ok, Some(identity))
         .await?
         .is_some()
     {
@@ -506,8 +560,7 @@ async fn password(mut req: Request, env: &Env, root: &str) -> Result<Response> {
     let Credentials::Basic { user, .. } = creds else {
         return fail(303, root, SignInError::BadCredentials, &[]);
     };
-    let csrf = oauth::random_token(&secure_random()?);
-    let (token, _) = session::issue(key, &user, Via::Password, csrf, now_ms(), ttl);
+    let token = new_session(&req, key, &user, Via::Password, ttl)?;
     redirect(
         303,
         &format!("{root}/"),
@@ -521,7 +574,8 @@ async fn password(mut req: Request, env: &Env, root: &str) -> Result<Response> {
     )
 }
 
-/// Logout clears the cookie; logout-all also moves the epoch so every earlier session is refused.
+/// Logout signs this session out server-side (its id is refused until it expires) and clears the
+/// cookie; logout-all moves the epoch instead, so every earlier session is refused.
 /// Both need a live session and pass the CSRF check (header or form field `csrf`).
 async fn logout(mut req: Request, env: &Env, root: &str, everywhere: bool) -> Result<Response> {
     let (_, https) = origin(&req)?;
@@ -541,14 +595,22 @@ async fn logout(mut req: Request, env: &Env, root: &str, everywhere: bool) -> Re
     if let Some(refused) = csrf_refusal(&req, &claims, field(&form, "csrf"))? {
         return Ok(refused);
     }
-    if everywhere {
-        accounts::call(
-            env,
-            &Call::SignOutEverywhere {
-                actor: actor(&claims),
-            },
-        )
-        .await?;
+    let call = if everywhere {
+        Call::SignOutEverywhere {
+            actor: actor(&claims),
+        }
+    } else {
+        // The token stays refused server-side until it would have expired, not only forgotten
+        // by this browser.
+        Call::RevokeSession {
+            jti: claims.jti.clone(),
+            exp_s: session::revoked_until(&claims),
+        }
+    };
+    let (status, _) = accounts::call(env, &call).await?;
+    if status != 200 {
+        console_error!("sign-out failed in the accounts object: status {status}");
+        return error_response(503, "sign-out could not be recorded; try again", None);
     }
     redirect(303, &format!("{root}/"), &[clear])
 }

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use serde::{Deserialize, Serialize};
 use worker::*;
 
-use crate::policy::auth::{Changes, Strikes, Throttle};
+use crate::policy::auth::{Attempt, Changes, Strikes, Throttle};
 
 /// The Durable Object namespace binding of the login throttle.
 pub const THROTTLE_BINDING: &str = "THROTTLE";
@@ -14,11 +14,14 @@ const THROTTLE_OBJECT: &str = "login";
 /// Storage key prefix of one client's strikes (the suffix is its canonical address).
 const CLIENT_PREFIX: &str = "client:";
 
-/// The Worker's message: one login attempt and whether its credentials were right.
+/// The Worker's message: one login attempt, whether its credentials were right (None: only ask
+/// whether the client is locked out), and the credential identity it claimed, if any.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LoginAttempt {
     pub client: String,
-    pub ok: bool,
+    pub ok: Option<bool>,
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 /// The throttle's answer: a wait while the client is locked out (the attempt was refused).
@@ -50,10 +53,21 @@ impl DurableObject for LoginThrottle {
         };
         let now = Date::now().as_millis();
         self.load(now).await?;
-        let result = self
-            .throttle
-            .borrow_mut()
-            .attempt(&attempt.client, attempt.ok, now);
+        let result = match attempt.ok {
+            None => self
+                .throttle
+                .borrow()
+                .check(&attempt.client, now)
+                .map(|()| Changes::default()),
+            Some(ok) => self.throttle.borrow_mut().attempt(
+                &attempt.client,
+                Attempt {
+                    ok,
+                    identity: attempt.identity.as_deref(),
+                },
+                now,
+            ),
+        };
         let verdict = match result {
             Ok(changes) => {
                 self.store(changes).await?;
@@ -124,14 +138,35 @@ impl LoginThrottle {
 }
 
 /// Reports one login attempt to the throttle; Some(seconds to wait) while the client is locked
-/// out (then the attempt is refused whatever its credentials).
-pub async fn login_attempt(env: &Env, client: &str, ok: bool) -> Result<Option<u64>> {
+/// out (then the attempt is refused whatever its credentials). `identity` is the credential
+/// identity the attempt claimed (a user name): a success clears only that identity's failures.
+pub async fn login_attempt(
+    env: &Env,
+    client: &str,
+    ok: bool,
+    identity: Option<&str>,
+) -> Result<Option<u64>> {
+    send(env, client, Some(ok), identity).await
+}
+
+/// Some(seconds to wait) while the client is locked out; records nothing.
+pub async fn locked_out(env: &Env, client: &str) -> Result<Option<u64>> {
+    send(env, client, None, None).await
+}
+
+async fn send(
+    env: &Env,
+    client: &str,
+    ok: Option<bool>,
+    identity: Option<&str>,
+) -> Result<Option<u64>> {
     let stub = env
         .durable_object(THROTTLE_BINDING)?
         .get_by_name(THROTTLE_OBJECT)?;
     let body = serde_json::to_string(&LoginAttempt {
         client: client.to_string(),
         ok,
+        identity: identity.map(str::to_string),
     })?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::policy::clients::{canonical_ip, make_room};
+use crate::policy::clients::{bounded_key, client_network, make_room};
 
 /// Constant time for equal lengths. On different lengths it still walks `a` (against itself) so
 /// the time depends only on `a.len()`, never on where the content differs.
@@ -157,12 +157,19 @@ pub fn check(secrets: &Secrets, creds: &Credentials) -> AuthOutcome {
 const BACKOFF_START_MS: u64 = 1_000;
 const BACKOFF_MAX_MS: u64 = 15 * 60 * 1_000;
 
-/// One client's failed logins: the unit the throttle keeps, in memory and in storage.
+/// Credential identities whose failures one client entry tells apart; further ones still count
+/// toward the client's lockout but no success can clear them.
+const MAX_IDENTITIES: usize = 8;
+
+/// One client's failed logins: the unit the throttle keeps, in memory and in storage. `failures`
+/// is the total; `by_identity` the part of it attributed to a credential identity (a user name).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Strikes {
     failures: u32,
     last_failure_ms: u64,
     blocked_until_ms: u64,
+    #[serde(default)]
+    by_identity: BTreeMap<String, u32>,
 }
 
 /// What one recorded attempt changed, for a caller that mirrors the table in storage: at most
@@ -173,11 +180,23 @@ pub struct Changes {
     pub delete: Vec<String>,
 }
 
-/// Brute-force throttle per client address, canonicalised first (`canonical_ip`) so spellings of
-/// one address count together. After `free` failures, each further attempt is refused until a
-/// backoff passes (1 s, doubling, capped at 15 min). The count is forgotten once a client stays
-/// quiet for a whole window after its last failure or block, so a persistent attacker keeps
-/// escalating while a user who mistyped a few times is forgiven. Success clears.
+/// One login attempt as the throttle sees it. `identity` is the credential identity the attempt
+/// claimed (the user name of Basic auth or the password form); None when the attempt cannot be
+/// attributed to a credential (a bearer token, an OAuth callback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt<'a> {
+    pub ok: bool,
+    pub identity: Option<&'a str>,
+}
+
+/// Brute-force throttle per client (`client_network`: an IPv4 address or an IPv6 /64, so
+/// spellings of one address and rotation inside a /64 count together). After `free` failures,
+/// each further attempt is refused until a backoff passes (1 s, doubling, capped at 15 min),
+/// whatever its credentials. The count is forgotten once a client stays quiet for a whole window
+/// after its last failure or block, so a persistent attacker keeps escalating while a user who
+/// mistyped a few times is forgiven. A success clears only the failures of the identity it
+/// proved: a valid read key (a bearer success proves no guessed identity) clears nothing, so
+/// guesses interleaved with successes of another credential still lock the client out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Throttle {
     free: u32,
@@ -231,25 +250,25 @@ impl Throttle {
 
     /// One login attempt: `Err(retry_after_ms)` while the client is locked out (nothing is
     /// recorded then), else the attempt is recorded and its changes returned.
-    pub fn attempt(&mut self, client: &str, ok: bool, now_ms: u64) -> Result<Changes, u64> {
+    pub fn attempt(&mut self, client: &str, attempt: Attempt, now_ms: u64) -> Result<Changes, u64> {
         self.check(client, now_ms)?;
-        Ok(if ok {
-            self.record_success(client)
+        Ok(if attempt.ok {
+            self.record_success(client, attempt.identity)
         } else {
-            self.record_failure(client, now_ms)
+            self.record_failure(client, attempt.identity, now_ms)
         })
     }
 
     /// `Err(retry_after_ms)` while the client is inside a backoff.
     pub fn check(&self, client: &str, now_ms: u64) -> Result<(), u64> {
-        match self.clients.get(&canonical_ip(client)) {
+        match self.clients.get(&client_network(client)) {
             Some(s) if s.blocked_until_ms > now_ms => Err(s.blocked_until_ms - now_ms),
             _ => Ok(()),
         }
     }
 
-    pub fn record_failure(&mut self, client: &str, now_ms: u64) -> Changes {
-        let client = canonical_ip(client);
+    pub fn record_failure(&mut self, client: &str, identity: Option<&str>, now_ms: u64) -> Changes {
+        let client = client_network(client);
         let mut delete = Vec::new();
         if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
             delete = self.make_room(now_ms);
@@ -264,13 +283,21 @@ impl Throttle {
             failures: 0,
             last_failure_ms: now_ms,
             blocked_until_ms: 0,
+            by_identity: BTreeMap::new(),
         });
         if stale {
             s.failures = 0;
             s.blocked_until_ms = 0;
+            s.by_identity.clear();
         }
         s.failures = s.failures.saturating_add(1);
         s.last_failure_ms = now_ms;
+        if let Some(id) = identity.map(|i| bounded_key(i).to_string()) {
+            if s.by_identity.contains_key(&id) || s.by_identity.len() < MAX_IDENTITIES {
+                let n = s.by_identity.entry(id).or_insert(0);
+                *n = n.saturating_add(1);
+            }
+        }
         if s.failures >= free {
             // The `free`-th failure blocks for 1 s, each further one doubles, capped.
             let doublings = (s.failures - free).min(20);
@@ -283,17 +310,31 @@ impl Throttle {
         }
     }
 
-    /// Clears the client; the change is empty when there was nothing to clear, so a routine
-    /// successful login costs no storage write.
-    pub fn record_success(&mut self, client: &str) -> Changes {
-        let client = canonical_ip(client);
+    /// Clears the failures `identity` made from this client, and only those (None clears
+    /// nothing). The change is empty when there was nothing to clear, so a routine successful
+    /// login costs no storage write.
+    pub fn record_success(&mut self, client: &str, identity: Option<&str>) -> Changes {
+        let client = client_network(client);
+        let Some(id) = identity.map(|i| bounded_key(i).to_string()) else {
+            return Changes::default();
+        };
+        let Some(s) = self.clients.get_mut(&client) else {
+            return Changes::default();
+        };
+        let Some(n) = s.by_identity.remove(&id) else {
+            return Changes::default();
+        };
+        s.failures = s.failures.saturating_sub(n);
+        if s.failures == 0 {
+            self.clients.remove(&client);
+            return Changes {
+                put: None,
+                delete: vec![client],
+            };
+        }
         Changes {
-            put: None,
-            delete: self
-                .clients
-                .remove(&client)
-                .map(|_| vec![client])
-                .unwrap_or_default(),
+            put: Some((client, s.clone())),
+            delete: vec![],
         }
     }
 
@@ -456,10 +497,10 @@ mod tests {
         let mut now = 0;
         for _ in 0..2 {
             assert_eq!(t.check("ip", now), Ok(()));
-            t.record_failure("ip", now);
+            t.record_failure("ip", None, now);
         }
         // Third failure uses up the free attempts: blocked 1 s.
-        t.record_failure("ip", now);
+        t.record_failure("ip", None, now);
         assert_eq!(t.check("ip", now), Err(1_000));
         assert_eq!(t.check("ip", now + 999), Err(1));
         assert_eq!(t.check("other", now), Ok(()));
@@ -473,26 +514,25 @@ mod tests {
                 .map(|s| s.blocked_until_ms)
                 .unwrap_or(now);
             assert_eq!(t.check("ip", now), Ok(()));
-            t.record_failure("ip", now);
+            t.record_failure("ip", None, now);
             got.push(t.check("ip", now).unwrap_err());
             expected.push((1_000u64 << k).min(BACKOFF_MAX_MS));
         }
         assert_eq!(got, expected);
         assert_eq!(*got.last().unwrap(), 900_000);
-        // Success clears.
-        t.record_success("ip");
-        assert_eq!(t.check("ip", now), Ok(()));
-        assert!(t.is_empty());
+        // A success that proves no identity clears nothing; here every failure was unattributed.
+        assert_eq!(t.record_success("ip", Some("admin")), Changes::default());
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
     fn throttle_forgets_after_quiet_window() {
         let mut t = Throttle::new(2, 1_000, 10);
-        t.record_failure("ip", 0);
+        t.record_failure("ip", None, 0);
         // Quiet for a whole window: count restarts, so this is failure 1 again.
-        t.record_failure("ip", 1_000);
+        t.record_failure("ip", None, 1_000);
         assert_eq!(t.check("ip", 1_000), Ok(()));
-        t.record_failure("ip", 1_500);
+        t.record_failure("ip", None, 1_500);
         assert_eq!(t.check("ip", 1_500), Err(1_000));
     }
 
@@ -500,7 +540,7 @@ mod tests {
     fn throttle_memory_is_bounded() {
         let mut t = Throttle::new(1, 60_000, 3);
         for i in 0..10u64 {
-            t.record_failure(&format!("c{i}"), i);
+            t.record_failure(&format!("c{i}"), None, i);
             assert!(t.len() <= 3);
         }
         // Oldest evicted, newest kept.
@@ -511,33 +551,44 @@ mod tests {
     #[test]
     fn spellings_of_one_address_count_together() {
         let mut t = Throttle::new(2, 60_000, 10);
-        t.record_failure("::ffff:1.2.3.4", 0);
-        t.record_failure("1.2.3.4", 0);
+        t.record_failure("::ffff:1.2.3.4", None, 0);
+        t.record_failure("1.2.3.4", None, 0);
         assert_eq!(t.check("1.2.3.4", 0), Err(1_000));
         assert_eq!(t.check("::FFFF:1.2.3.4", 0), Err(1_000));
-        t.record_failure("2001:0DB8:0:0::1", 0);
-        t.record_failure("2001:db8::1", 0);
+        t.record_failure("2001:0DB8:0:0::1", None, 0);
+        t.record_failure("2001:db8::1", None, 0);
         assert_eq!(t.check("[2001:db8::1]", 0), Err(1_000));
         assert_eq!(t.len(), 2);
+        // Rotating inside one /64 is one client; the next /64 is another.
+        assert_eq!(t.check("2001:db8::ffff:1", 0), Err(1_000));
+        assert_eq!(t.check("2001:db8:0:1::1", 0), Ok(()));
     }
 
     #[test]
     fn changes_name_what_to_store() {
         let mut t = Throttle::new(1, 60_000, 2);
         // A success with nothing to clear writes nothing.
-        assert_eq!(t.attempt("::ffff:9.9.9.9", true, 0), Ok(Changes::default()));
-        let c = t.attempt("::ffff:9.9.9.9", false, 0).unwrap();
+        let ok = Attempt {
+            ok: true,
+            identity: Some("u"),
+        };
+        let bad = Attempt {
+            ok: false,
+            identity: Some("u"),
+        };
+        assert_eq!(t.attempt("::ffff:9.9.9.9", ok, 0), Ok(Changes::default()));
+        let c = t.attempt("::ffff:9.9.9.9", bad, 0).unwrap();
         assert_eq!(c.put.as_ref().map(|(k, _)| k.as_str()), Some("9.9.9.9"));
         assert!(c.delete.is_empty());
         // Locked out: refused and nothing recorded, even with the right credentials.
-        assert_eq!(t.attempt("9.9.9.9", true, 10), Err(990));
+        assert_eq!(t.attempt("9.9.9.9", ok, 10), Err(990));
         assert_eq!(t.len(), 1);
         // A full table evicts the oldest, and says so.
-        t.record_failure("a", 5);
-        let c = t.record_failure("b", 6);
+        t.record_failure("a", None, 5);
+        let c = t.record_failure("b", Some("u"), 6);
         assert_eq!(c.delete, ["9.9.9.9"]);
-        // Success after the backoff clears and deletes.
-        let c = t.attempt("b", true, 5_000).unwrap();
+        // Success of the same identity after the backoff clears and deletes.
+        let c = t.attempt("b", ok, 5_000).unwrap();
         assert_eq!(
             c,
             Changes {
@@ -550,14 +601,14 @@ mod tests {
     #[test]
     fn restore_keeps_live_entries_and_drops_forgiven_ones() {
         let mut t = Throttle::new(1, 1_000, 2);
-        let live = t.record_failure("live", 10).put.unwrap();
-        let old = t.record_failure("old", 0).put.unwrap();
+        let live = t.record_failure("live", None, 10).put.unwrap();
+        let old = t.record_failure("old", None, 0).put.unwrap();
         let mut fresh = Throttle::new(1, 1_000, 2);
         // At 2_005 "old" (quiet since its block ended at 1_000) is forgiven; "live" (1_010) is not.
         let dropped = fresh.restore([live.clone(), old.clone()], 2_005);
         assert_eq!(dropped, ["old"]);
         assert_eq!(fresh.len(), 1);
-        fresh.record_failure("live", 2_005);
+        fresh.record_failure("live", None, 2_005);
         assert_eq!(
             fresh.check("live", 2_005),
             Err(2_000),
@@ -566,6 +617,80 @@ mod tests {
         // Beyond the bound: not taken back.
         let mut small = Throttle::new(1, 60_000, 1);
         assert_eq!(small.restore([live, old], 0), ["old"]);
+    }
+
+    #[test]
+    fn a_success_clears_only_the_failures_of_the_identity_it_proved() {
+        let bearer_ok = Attempt {
+            ok: true,
+            identity: None,
+        };
+        let guess = Attempt {
+            ok: false,
+            identity: Some("admin"),
+        };
+        // The attack: wrong Basic guesses interleaved with a valid read key's successes.
+        let mut t = Throttle::new(5, 60_000, 10);
+        for i in 0..5u64 {
+            assert_eq!(
+                t.attempt("198.51.100.7", bearer_ok, i),
+                Ok(Changes::default())
+            );
+            assert!(t.attempt("198.51.100.7", guess, i).is_ok(), "guess {i}");
+        }
+        // The fifth guess locked the client: the sixth is refused, and so is the valid key.
+        assert_eq!(t.attempt("198.51.100.7", guess, 5), Err(999));
+        assert_eq!(t.attempt("198.51.100.7", bearer_ok, 5), Err(999));
+
+        // Failures of an identity are cleared by a success of that identity only.
+        let mut t = Throttle::new(5, 60_000, 10);
+        t.record_failure("c", Some("admin"), 0);
+        t.record_failure("c", Some("admin"), 0);
+        t.record_failure("c", Some("other"), 0);
+        t.record_failure("c", None, 0);
+        assert!(t.record_success("c", None).put.is_none());
+        assert_eq!(t.record_success("c", Some("nobody")), Changes::default());
+        let c = t.record_success("c", Some("admin"));
+        assert_eq!(c.put.map(|(_, s)| s.failures), Some(2));
+        t.record_failure("c", None, 0);
+        t.record_failure("c", None, 0);
+        t.record_failure("c", None, 0);
+        assert!(
+            t.check("c", 0).is_err(),
+            "the two cleared no longer count, the rest do"
+        );
+        // Clearing the last attributed failures of a client deletes it.
+        let mut t = Throttle::new(5, 60_000, 10);
+        t.record_failure("d", Some("admin"), 0);
+        assert_eq!(
+            t.record_success("d", Some("admin")),
+            Changes {
+                put: None,
+                delete: vec!["d".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn identities_per_client_are_bounded() {
+        let mut t = Throttle::new(100, 60_000, 10);
+        for i in 0..20 {
+            t.record_failure("c", Some(&format!("user{i}")), 0);
+        }
+        let s = t.clients.get("c").unwrap();
+        assert_eq!(s.failures, 20);
+        assert_eq!(s.by_identity.len(), MAX_IDENTITIES);
+        // Beyond the bound an identity's failures still count but cannot be cleared.
+        t.record_success("c", Some("user19"));
+        assert_eq!(t.clients.get("c").unwrap().failures, 20);
+    }
+
+    #[test]
+    fn strikes_stored_before_identities_still_load() {
+        let old: Strikes =
+            serde_json::from_str(r#"{"failures":3,"last_failure_ms":1,"blocked_until_ms":0}"#)
+                .unwrap();
+        assert!(old.by_identity.is_empty());
     }
 
     proptest! {

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnet::Ipv6Net;
+
 use crate::policy::access::canonical;
 
 /// The longest key kept for a client value that is not an IP address (in bytes).
@@ -20,13 +22,30 @@ pub fn canonical_ip(raw: &str) -> String {
         .unwrap_or(raw);
     match bare.parse::<IpAddr>() {
         Ok(ip) => canonical(ip).to_string(),
-        Err(_) => {
-            let mut end = raw.len().min(MAX_CLIENT_KEY);
-            while !raw.is_char_boundary(end) {
-                end -= 1;
-            }
-            raw[..end].trim_end().to_string()
-        }
+        Err(_) => bounded_key(raw).trim_end().to_string(),
+    }
+}
+
+/// `raw` cut to at most `MAX_CLIENT_KEY` bytes, on a character boundary: any caller-chosen value
+/// that keys a table entry (a client that is not an address, a claimed user name).
+pub fn bounded_key(raw: &str) -> &str {
+    let mut end = raw.len().min(MAX_CLIENT_KEY);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
+}
+
+/// The unit a login throttle counts: one IPv4 address, or one IPv6 /64 (an end site is handed at
+/// least a /64, so rotating addresses inside it must not buy fresh attempts). Other values are
+/// keyed as [`canonical_ip`] keys them.
+pub fn client_network(raw: &str) -> String {
+    let key = canonical_ip(raw);
+    match key.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => Ipv6Net::new(v6, 64)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or(key),
+        _ => key,
     }
 }
 
@@ -103,6 +122,23 @@ mod tests {
         ] {
             assert_eq!(canonical_ip(raw), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_ipv4_per_address() {
+        for (raw, want) in [
+            ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+            ("[2001:DB8:1:2:0:0:0:9]", "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+            ("::1", "::/64"),
+            ("1.2.3.4", "1.2.3.4"),
+            ("::ffff:1.2.3.4", "1.2.3.4"),
+            ("unknown", "unknown"),
+        ] {
+            assert_eq!(client_network(raw), want, "{raw}");
+        }
+        assert_ne!(client_network("1.2.3.4"), client_network("1.2.3.5"));
     }
 
     #[test]

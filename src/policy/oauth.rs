@@ -344,6 +344,18 @@ impl Settings {
         out
     }
 
+    /// Whether a session's subject is still allowed as configured now: a password session's user
+    /// is still WEB_AUTH_USERNAME, an OAuth session's email still in AUTHORIZED_USERS.
+    pub fn still_allows(&self, via: session::Via, sub: &str) -> bool {
+        match via {
+            session::Via::Password => self
+                .password
+                .as_ref()
+                .is_some_and(|(user, _)| ct_eq(user.as_bytes(), sub.as_bytes())),
+            session::Via::Github | session::Via::Google => self.allows(sub),
+        }
+    }
+
     /// Whether `email` is in AUTHORIZED_USERS (case-insensitive, exact).
     pub fn allows(&self, email: &str) -> bool {
         let email = email.trim().to_lowercase();
@@ -606,6 +618,21 @@ mod tests {
 
         let s = settings(&[("JWT_SECRET", "short"), ("SESSION_TTL", "forever")]);
         assert!(s.problems().iter().any(|m| m.contains("SESSION_TTL")));
+    }
+
+    #[test]
+    fn sessions_are_rechecked_against_the_current_allow_list() {
+        let s = settings(&[
+            ("AUTHORIZED_USERS", "ops@example.com"),
+            ("WEB_AUTH_USERNAME", "admin"),
+            ("WEB_AUTH_PASSWORD", "pw"),
+        ]);
+        assert!(s.still_allows(session::Via::Github, "ops@example.com"));
+        assert!(!s.still_allows(session::Via::Google, "gone@example.com"));
+        assert!(s.still_allows(session::Via::Password, "admin"));
+        assert!(!s.still_allows(session::Via::Password, "ops@example.com"));
+        let no_password = settings(&[("AUTHORIZED_USERS", "ops@example.com")]);
+        assert!(!no_password.still_allows(session::Via::Password, "admin"));
     }
 
     #[test]

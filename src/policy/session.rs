@@ -46,16 +46,32 @@ impl Via {
     }
 }
 
-/// The session token's claims: the registered ones plus the sign-in method, the CSRF token the
-/// console echoes on writes, and the issue time in ms (the sign-out-everywhere epoch is in ms, so
-/// a session started in the same second after it stays valid).
+/// The session token's claims: the registered ones plus the token's id (what logout revokes),
+/// the sign-in method, the CSRF token the console echoes on writes, and the issue time in ms (the
+/// sign-out-everywhere epoch is in ms, so a session started in the same second after it stays
+/// valid).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     #[serde(flatten)]
     pub reg: Registered,
+    pub jti: String,
     pub via: Via,
     pub csrf: String,
     pub iat_ms: u64,
+}
+
+/// The audience a session is issued for and checked against: the hostname it was signed in on,
+/// so a session from one hostname is refused under another hostname's prefix (RFC 8725 §3.9).
+pub fn audience(host: &str) -> String {
+    format!("{AUDIENCE}:{host}")
+}
+
+/// What the server remembers against a verified session: the sign-out-everywhere epoch and
+/// whether its id was revoked by a logout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub epoch_ms: u64,
+    pub revoked: bool,
 }
 
 impl AsRef<Registered> for Claims {
@@ -64,48 +80,80 @@ impl AsRef<Registered> for Claims {
     }
 }
 
-/// A new session for `sub` (an email, or the password user), valid for `ttl_s` from `now_ms`.
-pub fn issue(
-    key: &Key,
-    sub: &str,
-    via: Via,
-    csrf: String,
-    now_ms: u64,
-    ttl_s: u64,
-) -> (String, Claims) {
+/// What a new session is: who, how, for which hostname, its id and CSRF token.
+pub struct NewSession<'a> {
+    pub sub: &'a str,
+    pub via: Via,
+    pub host: &'a str,
+    pub jti: String,
+    pub csrf: String,
+}
+
+/// A new session valid for `ttl_s` from `now_ms`.
+pub fn issue(key: &Key, new: NewSession, now_ms: u64, ttl_s: u64) -> (String, Claims) {
     let now_s = now_ms / 1000;
     let claims = Claims {
         reg: Registered {
             iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            sub: sub.into(),
+            aud: audience(new.host),
+            sub: new.sub.into(),
             iat: now_s,
             nbf: now_s,
             exp: now_s + ttl_s,
         },
-        via,
-        csrf,
+        jti: new.jti,
+        via: new.via,
+        csrf: new.csrf,
         iat_ms: now_ms,
     };
     (jwt::sign(key, &claims), claims)
 }
 
-/// The session's claims, or why it is refused (bad token, or issued before `epoch_ms`).
-pub fn check(key: &Key, token: &str, now_ms: u64, epoch_ms: u64) -> Result<Claims, String> {
+/// The session's claims if the token is ours, unexpired and for `host`; or why it is refused.
+/// Nothing stored is consulted yet: see [`admit`].
+pub fn verify(key: &Key, token: &str, host: &str, now_ms: u64) -> Result<Claims, String> {
+    let aud = audience(host);
     let claims: Claims = jwt::verify(
         key,
         token,
         Expect {
             iss: ISSUER,
-            aud: AUDIENCE,
+            aud: &aud,
             now_s: now_ms / 1000,
         },
     )
-    .map_err(|e| e.to_string())?;
-    if claims.iat_ms < epoch_ms {
-        return Err("session was revoked by \"sign out everywhere\"".into());
+    .map_err(|e| match e {
+        jwt::JwtError::Audience => format!("token was not issued for {host}"),
+        e => e.to_string(),
+    })?;
+    if claims.jti.is_empty() {
+        return Err("token has no id (jti)".into());
     }
     Ok(claims)
+}
+
+/// Until when a signed-out session's id must be remembered: as long as the verifier would still
+/// accept the token (its expiry plus the clock-skew leeway).
+pub fn revoked_until(claims: &Claims) -> u64 {
+    claims.reg.exp.saturating_add(jwt::LEEWAY_S)
+}
+
+/// A verified session still stands: not revoked by its logout, not issued before a sign-out
+/// everywhere, and its subject still allowed (`allowed`: the allow-list as configured now).
+pub fn admit(claims: &Claims, standing: Standing, allowed: bool) -> Result<(), String> {
+    if standing.revoked {
+        return Err("session was signed out".into());
+    }
+    if claims.iat_ms < standing.epoch_ms {
+        return Err("session was revoked by \"sign out everywhere\"".into());
+    }
+    if !allowed {
+        return Err(format!(
+            "{} is no longer an authorized user",
+            claims.reg.sub
+        ));
+    }
+    Ok(())
 }
 
 /// A `Set-Cookie` value: HttpOnly and SameSite=Lax always (Lax, so the provider's top-level
@@ -156,6 +204,42 @@ mod tests {
         Key::new(Some("0123456789abcdef0123456789abcdef")).unwrap()
     }
 
+    fn issue(
+        key: &Key,
+        sub: &str,
+        via: Via,
+        csrf: String,
+        now_ms: u64,
+        ttl_s: u64,
+    ) -> (String, Claims) {
+        super::issue(
+            key,
+            NewSession {
+                sub,
+                via,
+                host: "lb.example.com",
+                jti: "id-1".into(),
+                csrf,
+            },
+            now_ms,
+            ttl_s,
+        )
+    }
+
+    /// Verified and admitted with nothing revoked.
+    fn check(key: &Key, token: &str, now_ms: u64, epoch_ms: u64) -> Result<Claims, String> {
+        let c = verify(key, token, "lb.example.com", now_ms)?;
+        admit(
+            &c,
+            Standing {
+                epoch_ms,
+                revoked: false,
+            },
+            true,
+        )?;
+        Ok(c)
+    }
+
     #[test]
     fn ttl_is_validated() {
         assert_eq!(parse_ttl(None), Ok(DEFAULT_TTL_S));
@@ -202,7 +286,42 @@ mod tests {
         let t = jwt::sign(&key(), &c);
         assert!(check(&key(), &t, NOW_MS, 0)
             .unwrap_err()
-            .contains("audience"));
+            .contains("not issued for"));
+    }
+
+    #[test]
+    fn a_session_is_bound_to_its_hostname() {
+        let (t, c) = issue(&key(), "a@b.c", Via::Github, "x".into(), NOW_MS, 3600);
+        assert_eq!(c.reg.aud, "flowbalance-admin:lb.example.com");
+        assert!(verify(&key(), &t, "lb.example.com", NOW_MS).is_ok());
+        let e = verify(&key(), &t, "app.example.com", NOW_MS).unwrap_err();
+        assert!(e.contains("not issued for app.example.com"), "{e}");
+    }
+
+    #[test]
+    fn a_signed_out_or_no_longer_allowed_session_is_refused() {
+        let (t, c) = issue(&key(), "a@b.c", Via::Github, "x".into(), NOW_MS, 3600);
+        assert_eq!(verify(&key(), &t, "lb.example.com", NOW_MS), Ok(c.clone()));
+        let fine = Standing::default();
+        assert_eq!(admit(&c, fine, true), Ok(()));
+        let out = Standing {
+            revoked: true,
+            ..fine
+        };
+        assert!(admit(&c, out, true).unwrap_err().contains("signed out"));
+        assert!(admit(&c, fine, false)
+            .unwrap_err()
+            .contains("no longer an authorized user"));
+        // Remembered for as long as the verifier would accept the token.
+        assert!(verify(&key(), &t, "lb.example.com", (revoked_until(&c) - 1) * 1000).is_ok());
+        assert!(verify(&key(), &t, "lb.example.com", revoked_until(&c) * 1000).is_err());
+        // A token without an id cannot be revoked: refused.
+        let mut c = c;
+        c.jti = String::new();
+        let t = jwt::sign(&key(), &c);
+        assert!(verify(&key(), &t, "lb.example.com", NOW_MS)
+            .unwrap_err()
+            .contains("jti"));
     }
 
     #[test]

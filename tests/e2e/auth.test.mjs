@@ -1,4 +1,4 @@
-// End to end: console sign-in (GitHub and Google against loopback fake providers, the password form), sessions and their JWT checks, logout and sign-out-everywhere, CSRF, ENABLE_WEB_INTERFACE=false, named API keys and the audit trail.
+// End to end: console sign-in (GitHub and Google against loopback fake providers, the password form), sessions and their JWT checks, logout and sign-out-everywhere, CSRF, the login throttle, the reserved prefix on balanced hostnames, ENABLE_WEB_INTERFACE=false, named API keys and the audit trail.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -12,15 +12,21 @@ const WEB_USER = "admin";
 const WEB_PASSWORD = "correct horse battery staple";
 const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
 
-let fakes, backend, lb;
+let fakes, backend, other, lb;
 
 before(async () => {
   fakes = await startOAuthFakes();
   backend = await startBackend("auth-b1");
+  other = await startBackend("auth-other");
   lb = await startBalancer({
-    defaultBackends: [{ hostname: "app.test", backends: [backend.url], ...quiet }],
+    defaultBackends: [
+      { hostname: "app.test", backends: [backend.url], ...quiet },
+      // Not in ADMIN_PREFIX_HOSTNAMES: the reserved prefix is off there.
+      { hostname: "plain.test", backends: [other.url], ...quiet },
+    ],
     bindings: {
       ...fakes.env,
+      ADMIN_PREFIX_HOSTNAMES: "app.test",
       JWT_SECRET,
       SESSION_TTL: "3600",
       AUTHORIZED_USERS: "ops@example.com, Second@Example.com",
@@ -33,12 +39,16 @@ before(async () => {
 after(async () => {
   await lb?.stop();
   await backend?.kill();
+  await other?.kill();
   await fakes?.stop();
 });
 
-/** A browser: a cookie jar (name, value, path), manual redirects, the Worker for every non-loopback host. */
+let browsers = 0;
+
+/** A browser: a cookie jar (name, value, path), manual redirects, the Worker for every non-loopback host.
+ * Each has its own address unless given one: failed sign-ins count against the address (the login throttle). */
 class Browser {
-  constructor(ip = "192.0.2.10") {
+  constructor(ip = `198.18.${++browsers >> 8}.${browsers & 255}`) {
     this.jar = new Map();
     this.ip = ip;
   }
@@ -116,7 +126,7 @@ function jwt(claims, { secret = JWT_SECRET, header = { alg: "HS256", typ: "JWT" 
 
 function claims(over = {}) {
   const now = Math.floor(Date.now() / 1000);
-  return { iss: "flowbalance", aud: "flowbalance-admin", sub: "ops@example.com", iat: now, nbf: now, exp: now + 600, via: "github", csrf: "t", iat_ms: Date.now(), ...over };
+  return { iss: "flowbalance", aud: "flowbalance-admin:localhost", sub: "ops@example.com", iat: now, nbf: now, exp: now + 600, jti: `forged-${Math.random()}`, via: "github", csrf: "t", iat_ms: Date.now(), ...over };
 }
 
 async function sessionWith(token) {
@@ -179,7 +189,7 @@ test("GitHub sign-in: state + PKCE S256, code exchanged server-side, HttpOnly se
   assert.ok(Math.abs(info.json.expires_at - (Date.now() + 3600_000)) < 60_000, `expires_at ${info.json.expires_at}`);
   const services = await b.request("http://localhost/admin/services");
   assert.equal(services.status, 200, services.text);
-  assert.deepEqual(services.json.services.map((s) => s.hostname), ["app.test"]);
+  assert.deepEqual(services.json.services.map((s) => s.hostname), ["app.test", "plain.test"]);
 });
 
 test("Google sign-in: userinfo email_verified, allow list matched case-insensitively", async () => {
@@ -318,6 +328,9 @@ test("tampered, expired, alg none, wrong-aud, wrong-secret and kid JWTs are refu
     "alg HS512": jwt(claims(), { header: { alg: "HS512", typ: "JWT" } }),
     "kid header": jwt(claims(), { header: { alg: "HS256", typ: "JWT", kid: "other" } }),
     "wrong aud": jwt(claims({ aud: "someone-else" })),
+    "the old shared aud": jwt(claims({ aud: "flowbalance-admin" })),
+    "another hostname's aud": jwt(claims({ aud: "flowbalance-admin:app.test" })),
+    "no jti": jwt(claims({ jti: undefined })),
     "wrong iss": jwt(claims({ iss: "evil" })),
     "wrong secret": jwt(claims(), { secret: "another-secret-another-secret-0123" }),
   };
@@ -366,6 +379,56 @@ test("logout clears the cookie; sign out everywhere revokes every earlier sessio
   // The deployment trail names who signed everyone out.
   const trail = await lb.admin("/admin/audit").then((r) => r.json());
   assert.ok(trail.entries.some((e) => e.action === "sessions.revoked" && e.actor.kind === "session" && e.actor.name === "ops@example.com"));
+});
+
+test("logout revokes the token server-side: the same cookie replayed is refused until it expires", async () => {
+  fakes.setUser("github", { email: "ops@example.com" });
+  const b = new Browser();
+  await signIn(b, "github");
+  const token = b.cookie("fb_session");
+  const other = new Browser();
+  await signIn(other, "github");
+  const csrf = (await b.request("http://localhost/auth/session")).json.csrf_token;
+  const out = await b.request("http://localhost/auth/logout", { method: "POST", headers: { origin: "http://localhost", "x-csrf-token": csrf } });
+  assert.equal(out.status, 303, out.text);
+  // The browser forgot it; a copy of the token is refused by the console and by the API.
+  const replayed = await sessionWith(token);
+  assert.equal(replayed.status, 401);
+  assert.match((await replayed.json()).error, /signed out/);
+  const api = await lb.mf.dispatchFetch("http://localhost/admin/services", { headers: { cookie: `fb_session=${token}` } });
+  assert.equal(api.status, 401);
+  await api.text();
+  // Only that session: another one of the same user still works.
+  assert.equal((await other.request("http://localhost/auth/session")).status, 200);
+});
+
+test("a user removed from AUTHORIZED_USERS (or a changed WEB_AUTH_USERNAME) loses access at the next request", async () => {
+  fakes.setUser("github", { email: "second@example.com" });
+  const b = new Browser();
+  await signIn(b, "github");
+  const oauthToken = b.cookie("fb_session");
+  const p = new Browser("198.51.100.90");
+  await p.post("http://localhost/auth/password", { username: WEB_USER, password: WEB_PASSWORD });
+  const passwordToken = p.cookie("fb_session");
+  assert.equal((await sessionWith(oauthToken)).status, 200, "control: the session works");
+  assert.equal((await sessionWith(passwordToken)).status, 200, "control: the password session works");
+  // The same deployment (same JWT_SECRET), redeployed with the allow-list shortened and another password user.
+  const after = await startBalancer({
+    defaultBackends: [{ hostname: "app.test", backends: [backend.url], ...quiet }],
+    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: "ops@example.com", WEB_AUTH_USERNAME: "someone-else", WEB_AUTH_PASSWORD: WEB_PASSWORD },
+  });
+  try {
+    for (const token of [oauthToken, passwordToken]) {
+      const res = await after.mf.dispatchFetch("http://localhost/auth/session", { headers: { cookie: `fb_session=${token}` } });
+      assert.equal(res.status, 401);
+      assert.match((await res.json()).error, /no longer an authorized user/);
+      const api = await after.mf.dispatchFetch("http://localhost/admin/services", { headers: { cookie: `fb_session=${token}` } });
+      assert.equal(api.status, 401);
+      await api.text();
+    }
+  } finally {
+    await after.stop();
+  }
 });
 
 test("CSRF: a cookie-authenticated write needs the token and a same-origin request", async () => {
@@ -577,7 +640,7 @@ test("audit trail names who changed what: key name, Basic user, signed-in email,
 test("ENABLE_WEB_INTERFACE=false: console and /auth routes 404, sessions ignored, the API keeps working", async () => {
   const off = await startBalancer({
     defaultBackends: [{ hostname: "app.test", backends: [backend.url], ...quiet }],
-    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: "ops@example.com", ENABLE_WEB_INTERFACE: "false" },
+    bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: "ops@example.com", ENABLE_WEB_INTERFACE: "false", ADMIN_PREFIX_HOSTNAMES: "app.test" },
   });
   try {
     for (const url of ["http://localhost/", "http://localhost/auth/providers", "http://localhost/auth/github/login", "http://localhost/auth/github/callback?code=x&state=y", "http://app.test/__lb_admin__/auth/providers", "http://app.test/__lb_admin__/"]) {
@@ -627,4 +690,145 @@ test("a short JWT_SECRET, an empty AUTHORIZED_USERS and a plain-http provider UR
   } finally {
     await bad.stop();
   }
+});
+
+// ---- the login throttle ----
+
+/** An admin API request from `ip` with `authorization`; answers the status. */
+async function apiStatus(ip, authorization) {
+  const res = await lb.mf.dispatchFetch("http://localhost/admin/services/app.test", { headers: { authorization, "cf-connecting-ip": ip } });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+const basicAuth = (user, password) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+
+test("a success clears only its own credential's failures: guesses between read-key calls still lock out at the 6th", async () => {
+  const key = (await api("/admin/keys", { method: "POST", body: { name: "throttle-reader", scope: "read" } })).json.key;
+  const read = `Bearer ${key}`;
+  // Basic guesses, a wrong API_SECRET, and the password form, each interleaved with the read key.
+  const guesses = {
+    "192.0.2.201": () => apiStatus("192.0.2.201", basicAuth(WEB_USER, "guess")),
+    "192.0.2.202": () => apiStatus("192.0.2.202", "Bearer not-the-api-secret"),
+    "192.0.2.203": async () => {
+      const res = await new Browser("192.0.2.203").post("http://localhost/auth/password", { username: WEB_USER, password: "guess" });
+      return errorOf(res);
+    },
+  };
+  for (const [ip, guess] of Object.entries(guesses)) {
+    const seen = [];
+    for (let i = 0; i < 5; i++) {
+      assert.equal(await apiStatus(ip, read), 200, `${ip}: the read key before guess ${i + 1}`);
+      seen.push(await guess());
+    }
+    seen.push(await guess());
+    const wrong = seen[0];
+    assert.ok([401, "bad_credentials"].includes(wrong), `${ip}: ${seen}`);
+    assert.deepEqual(seen, [...Array(5).fill(wrong), wrong === 401 ? 429 : "throttled"], `${ip}: lockout at the 6th guess`);
+    // Locked out: every credential is refused, the valid read key too.
+    assert.equal(await apiStatus(ip, read), 429, `${ip}: the read key while locked out`);
+  }
+});
+
+test("IPv6 clients are counted per /64: rotating addresses inside it buys no attempts; IPv4 per address", async () => {
+  const statuses = [];
+  for (let i = 1; i <= 12; i++) statuses.push(await apiStatus(`2001:db8:17:64::${i.toString(16)}`, basicAuth(WEB_USER, `guess-${i}`)));
+  assert.deepEqual(statuses, [...Array(5).fill(401), ...Array(7).fill(429)]);
+  // The next /64 and a neighbouring IPv4 address are other clients.
+  assert.equal(await apiStatus("2001:db8:17:65::1", basicAuth(WEB_USER, WEB_PASSWORD)), 200);
+  for (let i = 1; i <= 5; i++) assert.equal(await apiStatus("192.0.2.220", basicAuth(WEB_USER, `g${i}`)), 401);
+  assert.equal(await apiStatus("192.0.2.220", basicAuth(WEB_USER, "g6")), 429);
+  assert.equal(await apiStatus("192.0.2.221", basicAuth(WEB_USER, WEB_PASSWORD)), 200);
+});
+
+// ---- forged OAuth callbacks ----
+
+/** Sends the accounts object the Worker's own "consume this state" call: fresh means it was never stored. */
+async function stateWasUnused(state) {
+  const ns = await lb.mf.getDurableObjectNamespace("ACCOUNTS");
+  const res = await ns.get(ns.idFromName("accounts")).fetch("https://accounts/call", {
+    method: "POST",
+    body: JSON.stringify({ op: "consume_state", state, exp_s: Math.floor(Date.now() / 1000) + 600 }),
+  });
+  return (await res.json()).fresh === true;
+}
+
+test("forged callbacks (a real state cookie, no code) store nothing and are throttled", async () => {
+  const b = new Browser("203.0.113.77");
+  const codes = [];
+  const states = [];
+  for (let i = 0; i < 300; i++) {
+    const start = await b.request("http://localhost/auth/github/login");
+    const state = new URL(start.location).searchParams.get("state");
+    states.push(state);
+    codes.push(errorOf(await b.request(`http://localhost/auth/github/callback?state=${encodeURIComponent(state)}`)));
+  }
+  assert.deepEqual(codes.slice(0, 5), Array(5).fill("provider_error"));
+  assert.ok(codes.slice(5).every((c) => c === "throttled" || c === "provider_error"), codes.join(","));
+  assert.ok(codes.filter((c) => c === "throttled").length >= 290, `throttled ${codes.filter((c) => c === "throttled").length} of 300`);
+  // None of the 300 states was stored by the accounts object.
+  const unused = [];
+  for (const s of states) unused.push(await stateWasUnused(s));
+  assert.equal(unused.filter((u) => !u).length, 0, "forged callbacks stored states");
+  // With a made-up code, from a fresh address: the five free failures reach the accounts object
+  // (and fail at the provider); from then on a throttled answer has stored nothing.
+  const c = new Browser("203.0.113.78");
+  const outcomes = [];
+  for (let i = 0; i < 20; i++) {
+    const start = await c.request("http://localhost/auth/github/login");
+    const state = new URL(start.location).searchParams.get("state");
+    const code = errorOf(await c.request(`http://localhost/auth/github/callback?state=${state}&code=made-up`));
+    outcomes.push({ code, stored: !(await stateWasUnused(state)) });
+  }
+  assert.deepEqual(outcomes.slice(0, 5).map((o) => o.code), Array(5).fill("exchange_failed"));
+  const throttled = outcomes.filter((o) => o.code === "throttled");
+  assert.ok(throttled.length >= 10, JSON.stringify(outcomes));
+  assert.ok(throttled.every((o) => !o.stored), `a throttled callback stored its state: ${JSON.stringify(outcomes)}`);
+});
+
+// ---- the reserved prefix on balanced hostnames ----
+
+test("the reserved prefix is off on a balanced hostname unless ADMIN_PREFIX_HOSTNAMES lists it", async () => {
+  const before = backend.requests().length;
+  // Not listed: the prefix and its variants are ordinary paths of the hostname, balanced to its backend.
+  for (const p of ["/__lb_admin__/", "/__lb_admin__/auth/session", "/__lb_admin__/admin/services", "/__LB_ADMIN__/", "/%5F%5Flb_admin__/", "//__lb_admin__/"]) {
+    const res = await lb.fetch("plain.test", p, { headers: { authorization: `Bearer ${API_SECRET}` } });
+    assert.equal(res.status, 200, p);
+    const echo = await res.json();
+    assert.equal(echo.backend, "auth-other", p);
+    assert.equal(echo.url, p);
+  }
+  // Listed: the exact spelling is the admin surface; variants get a 404 naming it and never reach the backend.
+  const served = await lb.fetch("app.test", "/__lb_admin__/admin/services/app.test", { headers: { authorization: `Bearer ${API_SECRET}` } });
+  assert.equal(served.status, 200);
+  assert.equal((await served.json()).hostname, "app.test");
+  for (const p of ["/__LB_ADMIN__/", "/__Lb_Admin__/admin/services", "/%5F%5Flb_admin__/", "/%5f%5flb_admin__/auth/session", "//__lb_admin__/", "///__lb_admin__/admin/keys"]) {
+    const res = await lb.fetch("app.test", p, { headers: { authorization: `Bearer ${API_SECRET}` } });
+    assert.equal(res.status, 404, p);
+    const body = await res.json();
+    assert.match(body.error, /variant spelling of the reserved prefix; the admin surface is only at \/__lb_admin__\//, p);
+  }
+  // Paths that only look alike are the backend's.
+  const near = await lb.fetch("app.test", "/__lb_admin__x/");
+  assert.equal((await near.json()).url, "/__lb_admin__x/");
+  assert.equal(backend.requests().length, before + 1, "only /__lb_admin__x/ reached the backend");
+});
+
+test("a session is bound to its hostname: the admin host's cookie is refused under a balanced hostname's prefix", async () => {
+  fakes.setUser("github", { email: "ops@example.com" });
+  const b = new Browser();
+  await signIn(b, "github");
+  const token = b.cookie("fb_session");
+  assert.equal((await sessionWith(token)).status, 200, "control: valid on the admin host");
+  for (const url of ["http://app.test/__lb_admin__/auth/session", "http://app.test/__lb_admin__/admin/services"]) {
+    const res = await lb.mf.dispatchFetch(url, { headers: { cookie: `fb_session=${token}` } });
+    assert.equal(res.status, 401, url);
+    assert.match((await res.json()).error, /not issued for app\.test/);
+  }
+  // And the other way round: a session from app.test's prefix is refused on the admin host.
+  const c = new Browser();
+  await signIn(c, "github", undefined, "http://app.test", "/__lb_admin__");
+  const appToken = c.cookie("fb_session");
+  assert.equal((await c.request("http://app.test/__lb_admin__/auth/session")).status, 200);
+  assert.equal((await sessionWith(appToken)).status, 401);
 });

@@ -5,7 +5,7 @@ import path from "node:path";
 import { API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
-import { api, browserFor, consoleFor, logged, OPERATOR, shot, SHOTS, signIn, traffic, watch } from "../support/console.mjs";
+import { api, browserFor, consoleFor, JWT_SECRET, logged, OPERATOR, shot, SHOTS, signIn, traffic, watch } from "../support/console.mjs";
 
 test("console: an operator runs the balancer from the browser", async (t) => {
   const shop = await backendsFor(t, ["s1", "s2", "s3"]);
@@ -23,7 +23,7 @@ test("console: an operator runs the balancer from the browser", async (t) => {
       { hostname: "shop.test", backends: shop.map((b) => b.url) },
       { hostname: "api.test", backends: api1.map((b) => b.url), load_balancer: { session_affinity: { type: "cookie" } } },
     ],
-  });
+  }, { bindings: { ADMIN_PREFIX_HOSTNAMES: "shop.test" } });
 
   // Some traffic first, so the overview and the charts have something to show.
   assert.deepEqual(new Set(await traffic(lb, "shop.test", 30)), new Set([200]));
@@ -334,4 +334,32 @@ test("console: the sign-in screen shows a sign-in error as text, never as HTML",
   await page.getByRole("button", { name: "Use key" }).click();
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   w.check("the sign-in screen");
+  // With an API key the Live tab says it needs a session, and nothing claims to be waiting.
+  await page.goto(`${lb.url}#/services/x.test/live`);
+  await page.locator("#live-closed").waitFor();
+  assert.match(await page.locator("#live-closed").innerText(), /needs a signed-in session/);
+  assert.equal(await page.locator("#live-lines").count(), 0, "an empty tail list (\"Waiting for requests…\") is shown");
+  assert.doesNotMatch(await page.locator(".tab-body").innerText(), /Waiting|Connecting/);
+  w.check("the Live tab without a session");
+});
+
+test("console: with JWT_SECRET and WEB_AUTH_* alone (npm run dev), the sign-in page names no problem and the password form signs in", async (t) => {
+  const [b] = await backendsFor(t, ["p1"]);
+  const lb = await balancerFor(t, {
+    defaultBackends: { hostname: "p.test", backends: [b.url] },
+    bindings: { JWT_SECRET, WEB_AUTH_USERNAME: "admin", WEB_AUTH_PASSWORD: "dev-password" },
+  });
+  const browser = await browserFor(t);
+  const page = await browser.newPage();
+  const w = watch(page);
+  w.allow("/auth/session", 401);
+  w.allow("/admin/services?window=60", 401);
+  await page.goto(String(lb.url));
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  assert.equal(await page.locator("ul.problems").count(), 0, await page.locator("main").innerText());
+  await page.getByLabel("Username").fill("admin");
+  await page.getByLabel("Password", { exact: true }).fill("dev-password");
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  w.check("the password sign-in");
 });

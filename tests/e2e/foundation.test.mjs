@@ -26,6 +26,8 @@ async function setup(t) {
         { hostname: "based.test", backends: [`${based.url}/base/`] },
       ],
     },
+    // The reserved prefix is off on balanced hostnames unless listed.
+    bindings: { ADMIN_PREFIX_HOSTNAMES: "svc-a.test,svc-b.test" },
   });
   return { lb, a, b, based };
 }

@@ -98,10 +98,10 @@ export async function signIn(page, base) {
  * and sign-in for OPERATOR, and a Chromium page under `watch` (the two 401s the console meets
  * before sign-in are allowed). Returns { lb, base, browser, context, page, w }.
  */
-export async function consoleFor(t, defaultBackends, { viewport = { width: 1280, height: 860 } } = {}) {
+export async function consoleFor(t, defaultBackends, { viewport = { width: 1280, height: 860 }, bindings = {} } = {}) {
   const fakes = await startOAuthFakes({ email: OPERATOR });
   t.after(() => fakes.stop());
-  const lb = await balancerFor(t, { bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR }, defaultBackends });
+  const lb = await balancerFor(t, { bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR, ...bindings }, defaultBackends });
   const browser = await browserFor(t);
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();

@@ -21,22 +21,25 @@ bash scripts/build.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 vars=()
-for name in DEFAULT_BACKENDS ADMIN_HOSTNAME; do
+for name in DEFAULT_BACKENDS ADMIN_HOSTNAME ADMIN_PREFIX_HOSTNAMES; do
   if [ -n "${!name:-}" ]; then vars+=(--var "$name:${!name}"); fi
 done
 
 # Both configs are checked: the exported one is deployed now, and the one in wrangler.toml is
 # deployed by the next run without the export.
 check_config() {
-  say "checking DEFAULT_BACKENDS from $1"
-  if ! DEFAULT_BACKENDS="$2" cargo run -q --bin flowbalance-check; then
-    say "not deploying: fix DEFAULT_BACKENDS in $1" >&2
+  say "checking DEFAULT_BACKENDS and ADMIN_PREFIX_HOSTNAMES from $1"
+  if ! DEFAULT_BACKENDS="$2" ADMIN_PREFIX_HOSTNAMES="$3" cargo run -q --bin flowbalance-check; then
+    say "not deploying: fix DEFAULT_BACKENDS or ADMIN_PREFIX_HOSTNAMES in $1" >&2
     exit 1
   fi
 }
 toml_backends="$(node scripts/wrangler-helper.cjs var DEFAULT_BACKENDS)"
-check_config "wrangler.toml [vars]" "$toml_backends"
-if [ -n "${DEFAULT_BACKENDS:-}" ]; then check_config "the environment" "$DEFAULT_BACKENDS"; fi
+toml_prefix_hosts="$(node scripts/wrangler-helper.cjs var ADMIN_PREFIX_HOSTNAMES)"
+check_config "wrangler.toml [vars]" "$toml_backends" "$toml_prefix_hosts"
+if [ -n "${DEFAULT_BACKENDS:-}${ADMIN_PREFIX_HOSTNAMES:-}" ]; then
+  check_config "the environment" "${DEFAULT_BACKENDS:-$toml_backends}" "${ADMIN_PREFIX_HOSTNAMES:-$toml_prefix_hosts}"
+fi
 
 # CI=true: wrangler applies without an interactive confirmation prompt.
 CI=true npx wrangler d1 migrations apply DB --remote

@@ -255,7 +255,7 @@ export function renderConfig(body, host) {
         "section",
         { class: "card danger-zone" },
         h("h2", {}, "Delete this service"),
-        h("p", {}, "The hostname stops being balanced at once (421 to clients). Its versions are kept, so adding it again continues the history."),
+        h("p", {}, "The hostname stops being balanced at once (421 to clients), unless DEFAULT_BACKENDS has a config for it: then that deployed config serves again, as a new version. Its versions are kept, so adding it again continues the history."),
         h("button", { type: "button", class: "danger", id: "delete-service", onclick: remove }, "Delete service…"),
       ),
     );
@@ -265,12 +265,18 @@ export function renderConfig(body, host) {
     } else reset();
   };
   const remove = async () => {
-    const ok = await confirmDialog({ title: `Delete ${host}?`, body: h("p", {}, "Requests to this hostname will be refused."), confirm: "Delete service", danger: true, typed: host });
+    const ok = await confirmDialog({ title: `Delete ${host}?`, body: h("p", {}, "Requests to this hostname will be refused, unless DEFAULT_BACKENDS has a config for it (then that config serves again)."), confirm: "Delete service", danger: true, typed: host });
     if (!ok) return;
     try {
-      await api(svc(host, "/config"), { method: "DELETE", ifMatch: stored.version });
-      toast(`${host} deleted`);
-      location.hash = "#/";
+      const { body: b } = await api(svc(host, "/config"), { method: "DELETE", ifMatch: stored.version });
+      if (b.deleted) {
+        toast(`${host} deleted`);
+        location.hash = "#/";
+      } else {
+        toast(`${host} is back on its deployed config (version ${b.version})`);
+        await load();
+        draw();
+      }
     } catch (e) {
       toast(e.status === 412 ? "Someone else changed this service; reload and try again." : e.message, "bad");
     }
@@ -326,7 +332,7 @@ export function renderVersions(body, host) {
         ),
       ),
     );
-    mount(out, h("p", { class: "muted" }, "The last versions written through the API; rolling back writes a new version."), table(["Version", "Saved", "Size", ""], rows, { id: "versions" }));
+    mount(out, h("p", { class: "muted" }, "The last versions written through the API, and version 0: the deployed config (DEFAULT_BACKENDS). Rolling back writes a new version."), table(["Version", "Saved", "Size", ""], rows, { id: "versions" }));
   };
   load().catch((e) => mount(out, h("p", { class: "error" }, e.message)));
   return () => {};

@@ -254,4 +254,23 @@ test("console: add a backend, read health history, webhook deliveries and servic
     await waitFor(async () => page.locator('[id="schema-Backend"]').evaluate((d) => d.open), { what: "the schema opened" });
     w.check("the API docs contents");
   });
+
+  await t.test("deleting an API-edited service with a deployed config puts the deployed config back", async () => {
+    const before = await api(lb, "/admin/services/views.test/config");
+    assert.equal(before.source, "api", "the add-backend step above edited views.test through the API");
+    await page.goto(`${base}#/services/views.test/config`);
+    await page.locator("#delete-service").click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Type views.test to confirm").fill("views.test");
+    await dialog.getByRole("button", { name: "Delete service" }).click();
+    await waitFor(async () => /back on its deployed config/.test(await page.locator("#toasts").innerText()), { what: "the fall-back notice" });
+    const after = await api(lb, "/admin/services/views.test/config");
+    assert.equal(after.source, "DEFAULT_BACKENDS");
+    assert.equal(after.version, before.version + 1, "the deployed config came back as a new version");
+    assert.deepEqual(after.config.backends.map((b) => b.url).sort(), [g1.url, g2.url].sort());
+    // The page stays on the service and shows the restored version.
+    assert.match(new URL(page.url()).hash, /^#\/services\/views\.test/);
+    await waitFor(async () => (await page.locator("#config-editor").inputValue()).includes(g2.url), { what: "the editor showing the deployed config" });
+    w.check("deleting back to the deployed config");
+  });
 });

@@ -216,3 +216,18 @@ test("a tcp monitor with `port` checks that port, not the backend's", async (t) 
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error, /activeHealthChecks\.expected_body: only for http and https monitors/);
 });
+
+test("probe schedule: a failing backend is re-probed within seconds while a healthy one keeps its own interval", async (t) => {
+  const [good, bad] = await backendsFor(t, ["good", "bad"]);
+  bad.onProbe = (req, res) => res.writeHead(500).end("down");
+  // interval 4 s (±10%): a failing backend is re-probed every 2 s, the healthy one is not.
+  const lb = await setup(t, [good.url, bad.url], { path: "/health", interval: 4 });
+  await waitFor(async () => !backendStatus(await status(lb), bad.url).healthy, { what: "bad marked down by its probes", timeoutMs: 15000 });
+  const since = Date.now();
+  const after = (b) => b.probes().filter((p) => p.at >= since).length;
+  // Six re-probes of the failing backend take about 12 s: three of the healthy one's intervals.
+  await waitFor(() => after(bad) >= 6, { what: "six re-probes of bad", timeoutMs: 20000, stepMs: 50 });
+  const elapsed = Date.now() - since;
+  const n = after(good);
+  assert.ok(n >= 1 && n <= Math.ceil(elapsed / 3600) + 1, `good probed ${n} times in ${elapsed} ms (interval 4 s), bad ${after(bad)}`);
+});

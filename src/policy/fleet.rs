@@ -13,7 +13,7 @@ use crate::policy::config::{
 };
 use crate::policy::decision::{Attempt, CookieSpec, Outcome, Reject, Route, Verdict};
 use crate::policy::geo;
-use crate::policy::health::{self, Health};
+use crate::policy::health::{self, BackendHealth, Health, ServiceHealth};
 use crate::policy::lease::LeasedBackend;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::retry::RetryBudget;
@@ -129,8 +129,6 @@ pub struct Fleet {
     /// When each backend's next probe is due (ms), in memory only; None: not scheduled yet.
     /// Each backend keeps its own cadence, so one failing backend does not hurry the others.
     probe_due: Vec<Option<u64>>,
-    /// Backends this fleet has that its predecessor did not: probed at once, not an interval later.
-    added: Vec<bool>,
 }
 
 impl Fleet {
@@ -149,10 +147,6 @@ impl Fleet {
             .collect();
         // A backend the fleet did not have before (not the first config) ramps up gently.
         let ramp_new = !saved.is_empty();
-        let added: Vec<bool> = all
-            .iter()
-            .map(|(url, _, _)| ramp_new && !saved.iter().any(|r| &r.url == url))
-            .collect();
         let backends = all
             .iter()
             .map(|(url, _, _)| {
@@ -214,7 +208,6 @@ impl Fleet {
             next_ticket: now_ms << 12,
             rng: SplitMix64(now_ms),
             probe_due: vec![None; all.len()],
-            added,
         }
     }
 
@@ -907,7 +900,7 @@ impl Fleet {
         b.health_path = r.discovered_path.clone();
         let changed = self.apply_probe(target.index, r.ok, r.latency_ms, r.error.clone(), now_ms);
         let b = &self.backends[target.index];
-        if b.suspect || !b.health.healthy {
+        if b.suspect || !b.health.healthy || b.health.consecutive_fail > 0 {
             // Failing: confirm (or clear) it within seconds rather than an interval later.
             self.probe_sooner(target.index, now_ms);
         }
@@ -932,7 +925,8 @@ impl Fleet {
     }
 
     /// When the earliest probe is due (ms), or None when active checks are off. A backend not
-    /// scheduled yet is due an interval (±10%) from now, or at once when this config added it.
+    /// scheduled yet is due an interval (±10%) from now, or at once when it was never probed
+    /// (new, or just added by a config change), so its health is not unknown for long.
     pub fn next_probe_at(&mut self, now_ms: u64, rng: &mut impl Rng) -> Option<u64> {
         let h = &self.cfg.health;
         if !h.enabled {
@@ -943,7 +937,7 @@ impl Fleet {
             .filter(|&i| self.states[i] != BackendState::Disabled)
             .map(|i| {
                 *self.probe_due[i].get_or_insert_with(|| {
-                    if self.added[i] && self.backends[i].last_probe_ms.is_none() {
+                    if self.backends[i].last_probe_ms.is_none() {
                         now_ms
                     } else {
                         now_ms + health::jitter_ms(interval, rng)
@@ -961,6 +955,28 @@ impl Fleet {
         (up, self.backends.len())
     }
 
+    /// Backend `i` as operators see it: down when its probes or breaker keep traffic from it,
+    /// unknown until active checks have probed it once, else healthy.
+    fn backend_health(&self, i: usize) -> BackendHealth {
+        let b = &self.backends[i];
+        if !b.health.healthy || b.breaker.state != BreakerState::Closed {
+            BackendHealth::Unhealthy
+        } else if self.cfg.health.enabled && b.last_probe_ms.is_none() {
+            BackendHealth::Unknown
+        } else {
+            BackendHealth::Healthy
+        }
+    }
+
+    /// The service's health over the backends that should take new traffic (enabled ones).
+    pub fn service_health(&self) -> ServiceHealth {
+        let serving: Vec<BackendHealth> = (0..self.backends.len())
+            .filter(|&i| self.states[i] == BackendState::Enabled)
+            .map(|i| self.backend_health(i))
+            .collect();
+        ServiceHealth::of(&serving)
+    }
+
     /// Per-backend facts for the status view (the platform shapes them into JSON).
     pub fn backend_status(&self, now_ms: u64) -> Vec<BackendStatus<'_>> {
         let params = self.breaker_params();
@@ -969,6 +985,7 @@ impl Fleet {
             .enumerate()
             .map(|(i, b)| BackendStatus {
                 record: b,
+                health: self.backend_health(i),
                 weight: self.weights[i],
                 effective_weight: f64::from(self.effective_weight(i, now_ms))
                     / f64::from(WEIGHT_SCALE),
@@ -1012,6 +1029,7 @@ pub struct ProbeOutcome {
 /// One backend as the status view shows it.
 pub struct BackendStatus<'a> {
     pub record: &'a BackendRecord,
+    pub health: BackendHealth,
     pub weight: u32,
     /// The weight in use now (lower while slow start ramps the backend up).
     pub effective_weight: f64,
@@ -1724,10 +1742,18 @@ mod tests {
     fn a_backend_a_config_change_adds_is_probed_at_once_and_the_others_keep_their_schedule() {
         let mut f = two_backends();
         let mut rng = SplitMix64(1);
+        assert_eq!(
+            f.next_probe_at(0, &mut rng),
+            Some(0),
+            "never probed: at once"
+        );
+        for t in f.take_probe_plan(0, false, &mut rng).targets {
+            f.apply_probe(t.index, true, 1, None, 0);
+        }
         let first = f.next_probe_at(0, &mut rng).unwrap();
         assert!(
             (4_500..=5_500).contains(&first),
-            "first round one interval in: {first}"
+            "then one interval on: {first}"
         );
         let cfg = parse_service(
             &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://new"],
@@ -1756,5 +1782,36 @@ mod tests {
         assert!(!fail(&mut f, "http://a", 1).reprobe_soon);
         assert!(f.take_probe_plan(10, false, &mut rng).targets.is_empty());
         assert_eq!(f.take_probe_plan(10, true, &mut rng).targets.len(), 3);
+    }
+
+    #[test]
+    fn draining_a_healthy_backend_leaves_the_service_healthy_and_unprobed_backends_are_unknown() {
+        let mut f =
+            fleet(json!({"backends": ["http://a", {"url": "http://b", "state": "draining"}]}));
+        let health = |f: &Fleet| -> Vec<BackendHealth> {
+            f.backend_status(0).iter().map(|s| s.health).collect()
+        };
+        assert_eq!(health(&f), [BackendHealth::Unknown, BackendHealth::Unknown]);
+        assert_eq!(f.service_health(), ServiceHealth::Unknown);
+        // Unknown is a view: traffic still goes to a backend never probed.
+        assert_eq!(first(&mut f, 1), "http://a");
+        f.apply_probe(0, true, 1, None, 10);
+        f.apply_probe(1, true, 1, None, 10);
+        assert_eq!(health(&f), [BackendHealth::Healthy, BackendHealth::Healthy]);
+        assert_eq!(
+            f.service_health(),
+            ServiceHealth::Healthy,
+            "b drains: not one that should take traffic"
+        );
+        // A draining backend that goes down does not degrade the service either; a serving one does.
+        f.apply_probe(1, false, 1, None, 20);
+        f.apply_probe(1, false, 1, None, 30);
+        assert_eq!(f.service_health(), ServiceHealth::Healthy);
+        f.apply_probe(0, false, 1, None, 20);
+        f.apply_probe(0, false, 1, None, 30);
+        assert_eq!(f.service_health(), ServiceHealth::Critical);
+        // Without active checks nothing waits for a probe.
+        let g = fleet(json!({"activeHealthChecks": {"enabled": false}}));
+        assert_eq!(g.service_health(), ServiceHealth::Healthy);
     }
 }

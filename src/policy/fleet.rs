@@ -61,10 +61,15 @@ pub struct BackendRecord {
     /// When the backend (re)joined traffic; it ramps up over `slow_start` from here.
     #[serde(default)]
     pub ramp_start_ms: Option<u64>,
+    /// Added to a running service and not yet seen answering a probe: it takes no traffic
+    /// until its first good probe (Envoy's `ignore_new_hosts_until_first_hc`), so a backend
+    /// added dead costs no client a failed attempt. A service's first config starts without.
+    #[serde(default)]
+    pub probation: bool,
 }
 
 impl BackendRecord {
-    fn new(url: &str, ramp_start_ms: Option<u64>) -> Self {
+    fn new(url: &str, ramp_start_ms: Option<u64>, probation: bool) -> Self {
         BackendRecord {
             url: url.to_string(),
             health: Health::new(),
@@ -76,6 +81,7 @@ impl BackendRecord {
             latency_ms: None,
             suspect: false,
             ramp_start_ms,
+            probation,
         }
     }
 }
@@ -154,7 +160,11 @@ impl Fleet {
                     .iter()
                     .find(|r| &r.url == url)
                     .cloned()
-                    .unwrap_or_else(|| BackendRecord::new(url, ramp_new.then_some(now_ms)))
+                    .unwrap_or_else(|| {
+                        // Only active checks can end a probation.
+                        let probation = ramp_new && cfg.health.enabled;
+                        BackendRecord::new(url, ramp_new.then_some(now_ms), probation)
+                    })
             })
             .collect();
         let index_of = |url: &str| all.iter().position(|(u, _, _)| u == url);
@@ -218,6 +228,7 @@ impl Fleet {
         (0..self.backends.len())
             .map(|i| LeasedBackend {
                 up: self.backends[i].health.healthy
+                    && !self.backends[i].probation
                     && self.backends[i].breaker.state == BreakerState::Closed,
                 weight: self.effective_weight(i, now_ms),
             })
@@ -345,6 +356,7 @@ impl Fleet {
     fn eligible(&self, i: usize, now_ms: u64, params: &BreakerConfig) -> bool {
         self.states[i] == BackendState::Enabled
             && self.backends[i].health.healthy
+            && !self.backends[i].probation
             && self.backends[i].breaker.available(now_ms, params)
     }
 
@@ -353,6 +365,7 @@ impl Fleet {
     fn failover_ok(&self, i: usize) -> bool {
         self.states[i] == BackendState::Enabled
             && self.backends[i].health.healthy
+            && !self.backends[i].probation
             && self.backends[i].breaker.state == BreakerState::Closed
     }
 
@@ -660,6 +673,7 @@ impl Fleet {
             self.pin_ids[i] == backend_id
                 && self.states[i] != BackendState::Disabled
                 && self.backends[i].health.healthy
+                && !self.backends[i].probation
                 && self.backends[i].breaker.state == BreakerState::Closed
         })
     }
@@ -815,14 +829,15 @@ impl Fleet {
             return false;
         };
         b.last_probe_ms = Some(now_ms);
+        let joined = ok && std::mem::replace(&mut b.probation, false);
         if ok {
             b.latency_ms = Some(latency_ms as f64);
         } else {
             b.last_error = error;
             b.last_failure_ms = now_ms;
         }
-        let mut flipped = b.health.observe(ok, up, down);
-        let mut rejoined = flipped && b.health.healthy;
+        let mut flipped = b.health.observe(ok, up, down) || joined;
+        let mut rejoined = (flipped && b.health.healthy) || joined;
         // Recovery follows the probes: `consecutive_up` good ones close the breaker too.
         if ok && b.health.healthy && b.health.consecutive_ok >= up.max(1) {
             let closed = b.breaker.close_on_probes().is_some();
@@ -963,6 +978,8 @@ impl Fleet {
             BackendHealth::Unhealthy
         } else if self.cfg.health.enabled && b.last_probe_ms.is_none() {
             BackendHealth::Unknown
+        } else if b.probation {
+            BackendHealth::Unhealthy
         } else {
             BackendHealth::Healthy
         }
@@ -1383,6 +1400,7 @@ mod tests {
         )
         .unwrap();
         let mut g = Fleet::new(cfg, 2, &saved, b"secret", 2000);
+        g.apply_probe(2, true, 1, None, 2000); // c's first good probe lets it join
         let picks: Vec<String> = (0..100).map(|i| first(&mut g, 2001 + i)).collect();
         assert!(
             picks.iter().filter(|u| *u == "http://c").count() <= 2,
@@ -1813,5 +1831,52 @@ mod tests {
         // Without active checks nothing waits for a probe.
         let g = fleet(json!({"activeHealthChecks": {"enabled": false}}));
         assert_eq!(g.service_health(), ServiceHealth::Healthy);
+    }
+
+    #[test]
+    fn a_backend_added_to_a_running_service_takes_traffic_after_its_first_good_probe() {
+        let f = fleet(json!({"backends": ["http://a", "http://b"]}));
+        assert!(
+            f.records().iter().all(|r| !r.probation),
+            "a first config starts eligible"
+        );
+        let cfg = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://dead"]}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        let mut g = Fleet::new(cfg.clone(), 2, f.records(), b"secret", 1_000);
+        // Every request, and every failover candidate, avoids the backend nobody has seen answer.
+        for i in 0..30 {
+            let r = route(&mut g, 1_000 + i);
+            assert!(r.attempts.iter().all(|a| a.url != "http://dead"), "{r:?}");
+            assert_eq!(r.attempts.len(), 2);
+        }
+        assert_eq!(g.summary(), (2, 3));
+        assert!(!g.lease_backends(1_000)[2].up);
+        assert_eq!(g.backend_status(1_000)[2].health, BackendHealth::Unknown);
+        // A failed probe keeps it out (health still "up" by the thresholds); a good one lets it in.
+        g.apply_probe(2, false, 1, Some("connection refused".into()), 1_100);
+        assert!(g.records()[2].health.healthy && g.records()[2].probation);
+        assert_eq!(g.backend_status(1_100)[2].health, BackendHealth::Unhealthy);
+        let saved = g.records().to_vec();
+        assert!((0..30).all(|i| first(&mut g, 1_200 + i) != "http://dead"));
+        assert!(
+            g.apply_probe(2, true, 1, None, 1_300),
+            "joining is persisted"
+        );
+        assert!((0..30).any(|i| first(&mut g, 1_400 + i) == "http://dead"));
+        // Kept across a restart (restored by URL), and not imposed without active checks.
+        let h = Fleet::new(cfg.clone(), 2, &saved, b"s", 0);
+        assert!(h.records()[2].probation);
+        let off = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://a", "http://new"],
+                    "activeHealthChecks": {"enabled": false}}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        assert!(!Fleet::new(off, 3, f.records(), b"s", 0).records()[1].probation);
     }
 }

@@ -20,7 +20,7 @@ use crate::policy::config::{self, ActiveHealth, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::lease::{self, LeaseBook, LeaseReply, LeaseRequest};
-use crate::policy::metrics::Counters;
+use crate::policy::metrics::{Answered, Counters};
 use crate::policy::monitor::MonitorType;
 use crate::policy::notify::{Cause, Outbox};
 use crate::policy::precondition::IfMatch;
@@ -461,8 +461,9 @@ impl Balancer {
         let host = msg.host;
         self.ensure_loaded(&host).await?;
         let now = Self::now();
-        // Completions and successes the Worker batched since its last decision ride along.
+        // Completions, successes and client responses the Worker batched ride along.
         self.complete(&msg.done);
+        self.record_answered(&msg.answered);
         if !msg.successes.is_empty() {
             self.apply_outcomes(&msg.successes).await?;
         }
@@ -579,8 +580,17 @@ impl Balancer {
         self.ensure_loaded(&msg.host).await?;
         self.watchdog(Self::now()).await?;
         self.complete(&msg.done);
+        self.record_answered(&msg.answered);
         self.apply_outcomes(&msg.outcomes).await?;
         Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Counts responses a Worker gave clients; stored with the other counters, not per message.
+    fn record_answered(&self, answered: &[Answered]) {
+        if !answered.is_empty() {
+            self.metrics.borrow_mut().record_answered(answered);
+            self.metrics_dirty.set(true);
+        }
     }
 
     /// Requests that finished no longer count as outstanding.

@@ -474,6 +474,7 @@ impl Balancer {
             continent: msg.continent,
             cookies: msg.cookies,
             affinity_header: msg.affinity_key,
+            streamed_body: msg.streamed_body,
         };
         let verdict = match &mut *self.service.borrow_mut() {
             Some(Service::Ready(fleet)) => fleet.decide(&facts, now),

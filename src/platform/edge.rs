@@ -391,6 +391,7 @@ pub async fn balance(
                 continent: incoming.continent.clone(),
                 cookies: incoming.cookies.clone(),
                 affinity_header: incoming.affinity_key.clone(),
+                streamed_body: streams_body(&req, &incoming),
             };
             lease::decide_local(host, &facts)
         })
@@ -735,6 +736,7 @@ async fn decide(
         continent: incoming.continent.take(),
         cookies: incoming.cookies.take(),
         affinity_key: incoming.affinity_key.take(),
+        streamed_body: streams_body(req, incoming),
         successes: take_successes(host, false),
         done: take_done(host),
         answered: take_answered(host),
@@ -869,6 +871,23 @@ pub async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: V
         if let Err(e) = stub.fetch_with_request(req).await {
             console_error!("reporting outcomes for {host} failed: {e}");
         }
+    }
+}
+
+/// Whether the request's body will stream to the backend rather than be buffered (see
+/// [`read_body`]): such a request cannot be replayed on another backend.
+fn streams_body(req: &web_sys::Request, incoming: &Incoming) -> bool {
+    let method = incoming.method.as_str();
+    if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+        return false;
+    }
+    match incoming
+        .content_length
+        .as_deref()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(n) => n > REPLAY_BODY_CAP,
+        None => req.body().is_some(),
     }
 }
 

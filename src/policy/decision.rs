@@ -24,6 +24,9 @@ pub struct DecideRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_key: Option<String>,
     /// Carried as one JSON text: a query pair holds a string.
+    /// The request's body streams: it cannot be replayed (see `RequestFacts::streamed_body`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub streamed_body: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "json_text")]
     pub successes: Vec<Outcome>,
     /// Tickets of this Worker instance's requests that finished since its last message.
@@ -222,6 +225,7 @@ mod tests {
             continent: Some("EU".into()),
             cookies: Some("fb=1; x=2&y=%3".into()),
             affinity_key: Some("user 7".into()),
+            streamed_body: true,
             successes: vec![Outcome {
                 url: "http://b:1/?a=1&b=2".into(),
                 failure: None,

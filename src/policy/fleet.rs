@@ -61,15 +61,16 @@ pub struct BackendRecord {
     /// When the backend (re)joined traffic; it ramps up over `slow_start` from here.
     #[serde(default)]
     pub ramp_start_ms: Option<u64>,
-    /// Added to a running service and not yet seen answering a probe: it takes no traffic
-    /// until its first good probe (Envoy's `ignore_new_hosts_until_first_hc`), so a backend
-    /// added dead costs no client a failed attempt. A service's first config starts without.
+    /// Added to a running service and not yet seen answering (a good probe or a success): it
+    /// takes traffic, but not the first attempt of a request whose body cannot be replayed
+    /// while a proven backend can take it, so a backend added dead costs no such request its
+    /// only attempt. A service's first config starts proven.
     #[serde(default)]
-    pub probation: bool,
+    pub unproven: bool,
 }
 
 impl BackendRecord {
-    fn new(url: &str, ramp_start_ms: Option<u64>, probation: bool) -> Self {
+    fn new(url: &str, ramp_start_ms: Option<u64>, unproven: bool) -> Self {
         BackendRecord {
             url: url.to_string(),
             health: Health::new(),
@@ -81,7 +82,7 @@ impl BackendRecord {
             latency_ms: None,
             suspect: false,
             ramp_start_ms,
-            probation,
+            unproven,
         }
     }
 }
@@ -96,6 +97,9 @@ pub struct RequestFacts {
     pub cookies: Option<String>,
     /// The value of the affinity header (for `type: header`).
     pub affinity_header: Option<String>,
+    /// The request's body streams (no length, or too long to buffer): it cannot be replayed
+    /// on another backend, so its first attempt avoids unproven backends when it can.
+    pub streamed_body: bool,
 }
 
 /// What a reported outcome changed, so the platform knows what to persist or schedule.
@@ -161,9 +165,7 @@ impl Fleet {
                     .find(|r| &r.url == url)
                     .cloned()
                     .unwrap_or_else(|| {
-                        // Only active checks can end a probation.
-                        let probation = ramp_new && cfg.health.enabled;
-                        BackendRecord::new(url, ramp_new.then_some(now_ms), probation)
+                        BackendRecord::new(url, ramp_new.then_some(now_ms), ramp_new)
                     })
             })
             .collect();
@@ -228,7 +230,6 @@ impl Fleet {
         (0..self.backends.len())
             .map(|i| LeasedBackend {
                 up: self.backends[i].health.healthy
-                    && !self.backends[i].probation
                     && self.backends[i].breaker.state == BreakerState::Closed,
                 weight: self.effective_weight(i, now_ms),
             })
@@ -356,7 +357,6 @@ impl Fleet {
     fn eligible(&self, i: usize, now_ms: u64, params: &BreakerConfig) -> bool {
         self.states[i] == BackendState::Enabled
             && self.backends[i].health.healthy
-            && !self.backends[i].probation
             && self.backends[i].breaker.available(now_ms, params)
     }
 
@@ -365,7 +365,6 @@ impl Fleet {
     fn failover_ok(&self, i: usize) -> bool {
         self.states[i] == BackendState::Enabled
             && self.backends[i].health.healthy
-            && !self.backends[i].probation
             && self.backends[i].breaker.state == BreakerState::Closed
     }
 
@@ -673,7 +672,6 @@ impl Fleet {
             self.pin_ids[i] == backend_id
                 && self.states[i] != BackendState::Disabled
                 && self.backends[i].health.healthy
-                && !self.backends[i].probation
                 && self.backends[i].breaker.state == BreakerState::Closed
         })
     }
@@ -687,10 +685,18 @@ impl Fleet {
         now_ms: u64,
         params: &BreakerConfig,
     ) -> Option<usize> {
-        let eligible: Vec<bool> = members
+        let mut eligible: Vec<bool> = members
             .iter()
             .map(|&i| self.eligible(i, now_ms, params))
             .collect();
+        if facts.streamed_body {
+            let proven: Vec<bool> = (0..members.len())
+                .map(|k| eligible[k] && !self.backends[members[k]].unproven)
+                .collect();
+            if proven.contains(&true) {
+                eligible = proven;
+            }
+        }
         let client = facts.client_ip.as_deref().map(canonical_ip);
         let key = self.cfg.affinity().and_then(|a| match a.kind {
             AffinityKind::Header => facts.affinity_header.clone(),
@@ -788,9 +794,11 @@ impl Fleet {
             None => latency,
         });
         let transition = match &outcome.failure {
-            None => b
-                .breaker
-                .on_successes(outcome.count.max(1), now_ms, &params),
+            None => {
+                b.unproven = false;
+                b.breaker
+                    .on_successes(outcome.count.max(1), now_ms, &params)
+            }
             Some(reason) => {
                 b.last_error = Some(reason.clone());
                 b.last_failure_ms = now_ms;
@@ -829,15 +837,17 @@ impl Fleet {
             return false;
         };
         b.last_probe_ms = Some(now_ms);
-        let joined = ok && std::mem::replace(&mut b.probation, false);
+        if ok {
+            b.unproven = false;
+        }
         if ok {
             b.latency_ms = Some(latency_ms as f64);
         } else {
             b.last_error = error;
             b.last_failure_ms = now_ms;
         }
-        let mut flipped = b.health.observe(ok, up, down) || joined;
-        let mut rejoined = (flipped && b.health.healthy) || joined;
+        let mut flipped = b.health.observe(ok, up, down);
+        let mut rejoined = flipped && b.health.healthy;
         // Recovery follows the probes: `consecutive_up` good ones close the breaker too.
         if ok && b.health.healthy && b.health.consecutive_ok >= up.max(1) {
             let closed = b.breaker.close_on_probes().is_some();
@@ -978,8 +988,6 @@ impl Fleet {
             BackendHealth::Unhealthy
         } else if self.cfg.health.enabled && b.last_probe_ms.is_none() {
             BackendHealth::Unknown
-        } else if b.probation {
-            BackendHealth::Unhealthy
         } else {
             BackendHealth::Healthy
         }
@@ -1400,7 +1408,6 @@ mod tests {
         )
         .unwrap();
         let mut g = Fleet::new(cfg, 2, &saved, b"secret", 2000);
-        g.apply_probe(2, true, 1, None, 2000); // c's first good probe lets it join
         let picks: Vec<String> = (0..100).map(|i| first(&mut g, 2001 + i)).collect();
         assert!(
             picks.iter().filter(|u| *u == "http://c").count() <= 2,
@@ -1834,11 +1841,11 @@ mod tests {
     }
 
     #[test]
-    fn a_backend_added_to_a_running_service_takes_traffic_after_its_first_good_probe() {
+    fn a_request_that_cannot_be_replayed_avoids_a_backend_nobody_has_seen_answer() {
         let f = fleet(json!({"backends": ["http://a", "http://b"]}));
         assert!(
-            f.records().iter().all(|r| !r.probation),
-            "a first config starts eligible"
+            f.records().iter().all(|r| !r.unproven),
+            "a first config starts proven"
         );
         let cfg = parse_service(
             &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://dead"]}),
@@ -1847,36 +1854,40 @@ mod tests {
         )
         .unwrap();
         let mut g = Fleet::new(cfg.clone(), 2, f.records(), b"secret", 1_000);
-        // Every request, and every failover candidate, avoids the backend nobody has seen answer.
-        for i in 0..30 {
-            let r = route(&mut g, 1_000 + i);
-            assert!(r.attempts.iter().all(|a| a.url != "http://dead"), "{r:?}");
-            assert_eq!(r.attempts.len(), 2);
-        }
-        assert_eq!(g.summary(), (2, 3));
-        assert!(!g.lease_backends(1_000)[2].up);
-        assert_eq!(g.backend_status(1_000)[2].health, BackendHealth::Unknown);
-        // A failed probe keeps it out (health still "up" by the thresholds); a good one lets it in.
-        g.apply_probe(2, false, 1, Some("connection refused".into()), 1_100);
-        assert!(g.records()[2].health.healthy && g.records()[2].probation);
-        assert_eq!(g.backend_status(1_100)[2].health, BackendHealth::Unhealthy);
+        let streamed = RequestFacts {
+            streamed_body: true,
+            ..Default::default()
+        };
+        let firsts = |g: &mut Fleet, facts: &RequestFacts, at: u64| -> Vec<String> {
+            (0..30)
+                .map(|i| match g.decide(facts, at + i) {
+                    Verdict::Route(r) => r.attempts[0].url.clone(),
+                    v => panic!("{v:?}"),
+                })
+                .collect()
+        };
+        // Backends still start eligible: other requests reach it (and fail over if it is dead).
+        assert!(firsts(&mut g, &RequestFacts::default(), 1_000).contains(&"http://dead".into()));
+        assert!(!firsts(&mut g, &streamed, 1_100).contains(&"http://dead".into()));
+        assert_eq!(g.summary(), (3, 3));
+        // A failed probe proves nothing; a good one (or a success) does. Kept across restarts.
+        g.apply_probe(2, false, 1, Some("connection refused".into()), 1_200);
+        assert!(g.records()[2].unproven);
         let saved = g.records().to_vec();
-        assert!((0..30).all(|i| first(&mut g, 1_200 + i) != "http://dead"));
-        assert!(
-            g.apply_probe(2, true, 1, None, 1_300),
-            "joining is persisted"
-        );
-        assert!((0..30).any(|i| first(&mut g, 1_400 + i) == "http://dead"));
-        // Kept across a restart (restored by URL), and not imposed without active checks.
-        let h = Fleet::new(cfg.clone(), 2, &saved, b"s", 0);
-        assert!(h.records()[2].probation);
-        let off = parse_service(
-            &json!({"hostname": "svc.test", "backends": ["http://a", "http://new"],
-                    "activeHealthChecks": {"enabled": false}}),
+        assert!(Fleet::new(cfg.clone(), 2, &saved, b"s", 0).records()[2].unproven);
+        g.apply_probe(2, true, 1, None, 1_300);
+        assert!(firsts(&mut g, &streamed, 1_400).contains(&"http://dead".into()));
+        let mut h = Fleet::new(cfg, 2, &saved, b"s", 0);
+        h.report(&ok_outcome("http://dead", 1), 5);
+        assert!(!h.records()[2].unproven);
+        // With only unproven backends to pick from, they are picked.
+        let only = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://n1", "http://n2"]}),
             "",
             &Deployment::default(),
         )
         .unwrap();
-        assert!(!Fleet::new(off, 3, f.records(), b"s", 0).records()[1].probation);
+        let mut n = Fleet::new(only, 3, f.records(), b"s", 0);
+        assert!(matches!(n.decide(&streamed, 1), Verdict::Route(_)));
     }
 }

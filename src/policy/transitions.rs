@@ -114,7 +114,7 @@ mod tests {
             latency_ms: None,
             suspect: false,
             ramp_start_ms: None,
-            probation: false,
+            unproven: false,
         }
     }
 

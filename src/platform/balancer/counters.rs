@@ -32,7 +32,6 @@ impl Balancer {
             .map(|s| BackendGauges {
                 url: s.record.url.clone(),
                 up: s.record.health.healthy
-                    && !s.record.probation
                     && !matches!(s.record.breaker.state, BreakerState::Open { .. }),
                 weight: s.effective_weight,
                 breaker: match s.record.breaker.state {

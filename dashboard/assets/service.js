@@ -37,6 +37,7 @@ export function renderService(main, host, tab) {
 /** Health of a backend as a pill. */
 function healthPill(b) {
   if (b.state === "disabled") return pill("disabled", "off");
+  if (b.health === "unknown") return pill("unknown", "off");
   return b.healthy ? pill("healthy", "ok") : pill("unhealthy", "bad");
 }
 
@@ -149,7 +150,7 @@ function renderBackends(body, host, head) {
       ),
     );
     const pillEl = head.querySelector(".pill");
-    const health = status.healthy_backends === 0 ? ["critical", "bad"] : status.healthy_backends < status.total_backends ? ["degraded", "warn"] : ["healthy", "ok"];
+    const health = [status.health, HEALTH_KIND[status.health] ?? "off"];
     if (pillEl) pillEl.replaceWith(pill(...health));
     else head.append(pill(...health), h("span", { class: "muted" }, `config v${status.version}`));
     head.querySelector(".muted").textContent = status.version === 0 ? "config from DEFAULT_BACKENDS" : `config v${status.version}`;

@@ -20,7 +20,7 @@ use crate::policy::config::{self, ActiveHealth, Deployment, ServiceConfig};
 use crate::policy::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
 use crate::policy::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
 use crate::policy::lease::{self, LeaseBook, LeaseReply, LeaseRequest};
-use crate::policy::metrics::Counters;
+use crate::policy::metrics::{Answered, Counters};
 use crate::policy::monitor::MonitorType;
 use crate::policy::notify::{Cause, Outbox};
 use crate::policy::precondition::IfMatch;
@@ -104,8 +104,6 @@ pub struct Balancer {
     /// Webhook deliveries not yet finished (and recent finished ones), mirrored in storage.
     outbox: RefCell<Outbox>,
     outbox_dirty: Cell<bool>,
-    /// When the next probe round is due (the alarm also wakes for webhook deliveries).
-    probe_at: Cell<Option<u64>>,
     /// Who made the config change being handled (`x-fb-actor` from the admin relay).
     actor: RefCell<String>,
     /// Live tails (hibernatable WebSockets) of this hostname.
@@ -141,7 +139,6 @@ impl DurableObject for Balancer {
             metrics_saved_ms: Cell::new(Date::now().as_millis()),
             outbox: RefCell::new(Outbox::default()),
             outbox_dirty: Cell::new(false),
-            probe_at: Cell::new(None),
             actor: RefCell::new("api".to_string()),
             tails: Tails::default(),
             last_probes: RefCell::new(HashMap::new()),
@@ -195,7 +192,7 @@ impl DurableObject for Balancer {
                 if !self.fleet_ready() {
                     return self.status();
                 }
-                let results = self.probe_all().await?;
+                let results = self.probe(true).await?;
                 Response::from_json(&serde_json::json!({ "results": results }))
             }
             (Method::Get, "/config") => self.get_config(),
@@ -283,11 +280,8 @@ impl DurableObject for Balancer {
         // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
-        let now = Self::now();
-        let probe_due = self.probe_at.get().is_none_or(|at| at <= now + 25);
-        if self.fleet_ready() && self.probing_enabled() && probe_due {
-            self.probe_at.set(None);
-            if let Err(e) = self.probe_all().await {
+        if self.fleet_ready() && self.probing_enabled() {
+            if let Err(e) = self.probe(false).await {
                 console_error!("probe round failed: {e}");
             }
         }
@@ -482,8 +476,9 @@ impl Balancer {
         let host = msg.host;
         self.ensure_loaded(&host).await?;
         let now = Self::now();
-        // Completions and successes the Worker batched since its last decision ride along.
+        // Completions, successes and client responses the Worker batched ride along.
         self.complete(&msg.done);
+        self.record_answered(&msg.answered);
         if !msg.successes.is_empty() {
             self.apply_outcomes(&msg.successes).await?;
         }
@@ -494,6 +489,7 @@ impl Balancer {
             continent: msg.continent,
             cookies: msg.cookies,
             affinity_header: msg.affinity_key,
+            streamed_body: msg.streamed_body,
         };
         let verdict = match &mut *self.service.borrow_mut() {
             Some(Service::Ready(fleet)) => fleet.decide(&facts, now),
@@ -600,8 +596,17 @@ impl Balancer {
         self.ensure_loaded(&msg.host).await?;
         self.watchdog(Self::now()).await?;
         self.complete(&msg.done);
+        self.record_answered(&msg.answered);
         self.apply_outcomes(&msg.outcomes).await?;
         Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Counts responses a Worker gave clients; stored with the other counters, not per message.
+    fn record_answered(&self, answered: &[Answered]) {
+        if !answered.is_empty() {
+            self.metrics.borrow_mut().record_answered(answered);
+            self.metrics_dirty.set(true);
+        }
     }
 
     /// Requests that finished no longer count as outstanding.
@@ -670,7 +675,11 @@ impl Balancer {
         match known {
             Some(at) if at + 30_000 > now => Ok(()),
             _ => match self.state.storage().get_alarm().await? {
-                Some(at) if at as u64 + 30_000 > now => {
+                // Kept unless a probe is due before it (a config change just added a backend).
+                Some(at)
+                    if at as u64 + 30_000 > now
+                        && self.next_probe_at(now).is_none_or(|p| at as u64 <= p) =>
+                {
                     *self.alarm_at.borrow_mut() = Some(at as u64);
                     Ok(())
                 }
@@ -679,23 +688,18 @@ impl Balancer {
         }
     }
 
-    /// Sets the alarm for the earlier of the next probe round and the next webhook delivery.
+    /// When the earliest probe is due, or None without active checks.
+    fn next_probe_at(&self, now: u64) -> Option<u64> {
+        match &mut *self.service.borrow_mut() {
+            Some(Service::Ready(fleet)) => fleet.next_probe_at(now, &mut *self.rng.borrow_mut()),
+            _ => None,
+        }
+    }
+
+    /// Sets the alarm for the earlier of the next due probe and the next webhook delivery.
     async fn arm_next(&self) -> Result<()> {
         let now = Self::now();
-        let probe = match self.probe_at.get() {
-            Some(at) if at > now && self.probing_enabled() => Some(at),
-            _ => {
-                let delay = match &*self.service.borrow() {
-                    Some(Service::Ready(fleet)) => {
-                        fleet.next_probe_delay_ms(&mut *self.rng.borrow_mut())
-                    }
-                    _ => None,
-                };
-                let at = delay.map(|d| now + d);
-                self.probe_at.set(at);
-                at
-            }
-        };
+        let probe = self.next_probe_at(now);
         let next = [probe, self.outbox.borrow().next_due()]
             .into_iter()
             .flatten()
@@ -753,22 +757,15 @@ impl Balancer {
         self.save_metrics(false).await
     }
 
-    /// A suspect backend is probed within seconds, not at the next full interval.
+    /// A suspect backend's probe moved earlier: the alarm wakes for it unless it wakes sooner anyway.
     async fn reprobe_soon(&self, now: u64) -> Result<()> {
-        let soon = match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => fleet.reprobe_delay_ms(),
-            _ => None,
-        };
-        let Some(soon) = soon else {
+        let Some(due) = self.next_probe_at(now) else {
             return Ok(());
         };
-        if self.probe_at.get().is_none_or(|at| at > now + soon) {
-            self.probe_at.set(Some(now + soon));
-        }
         let known = *self.alarm_at.borrow();
         match known {
-            Some(at) if at <= now + soon => Ok(()),
-            _ => self.set_alarm_in(soon).await,
+            Some(at) if at <= due => Ok(()),
+            _ => self.set_alarm_in(due.saturating_sub(now)).await,
         }
     }
 
@@ -793,12 +790,19 @@ impl Balancer {
         self.state.storage().put_multiple_raw(entries).await
     }
 
-    /// Probes every enabled backend in parallel; applies results and persists flips.
-    async fn probe_all(&self) -> Result<Vec<ProbeResult>> {
-        let plan = match &*self.service.borrow() {
-            Some(Service::Ready(fleet)) => fleet.probe_plan(),
+    /// Probes the backends due now (`all`: every backend not disabled) in parallel; applies
+    /// results and persists flips.
+    async fn probe(&self, all: bool) -> Result<Vec<ProbeResult>> {
+        let now = Self::now();
+        let plan = match &mut *self.service.borrow_mut() {
+            Some(Service::Ready(fleet)) => {
+                fleet.take_probe_plan(now, all, &mut *self.rng.borrow_mut())
+            }
             _ => return Ok(vec![]),
         };
+        if plan.targets.is_empty() {
+            return Ok(vec![]);
+        }
         let monitor = match &*self.service.borrow() {
             Some(Service::Ready(fleet)) => fleet.cfg().health.clone(),
             _ => return Ok(vec![]),
@@ -818,8 +822,11 @@ impl Balancer {
             self.metrics_dirty.set(true);
         }
         {
+            // A round covers the backends due; results of backends the config dropped go.
             let mut last = self.last_probes.borrow_mut();
-            last.retain(|url, _| plan.targets.iter().any(|t| &t.url == url));
+            if let Some(Service::Ready(fleet)) = &*self.service.borrow() {
+                last.retain(|url, _| fleet.records().iter().any(|b| &b.url == url));
+            }
             for r in &results {
                 last.insert(r.url.clone(), (now, r.clone()));
             }
@@ -1405,6 +1412,7 @@ fn status_view(
                 "weight": s.weight,
                 "effective_weight": s.effective_weight,
                 "state": s.state,
+                "health": s.health,
                 "healthy": b.health.healthy,
                 "breaker": breaker,
                 "breaker_open_until_ms": open_until,
@@ -1437,6 +1445,7 @@ fn status_view(
         "endpoint_steering": lb.endpoint_steering,
         "steering": lb.steering,
         "pools": pools,
+        "health": fleet.service_health().as_str(),
         "healthy_backends": up,
         "total_backends": total,
         "backends": backends,

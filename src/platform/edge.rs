@@ -1,7 +1,7 @@
 //! The balanced request path: ask the hostname's Durable Object for a decision, drive the failover plan's attempts, stream the answer back, report outcomes.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
@@ -10,7 +10,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::*;
 
 use crate::platform::lease;
-use crate::platform::requestlog::{self, LogRow};
+use crate::platform::requestlog::{self, FailedAttempt, LogRow};
 use crate::platform::tail as tail_route;
 use crate::platform::websocket;
 use crate::platform::{
@@ -23,7 +23,7 @@ use crate::policy::fleet::RequestFacts;
 use crate::policy::forwarding::{
     backend_url, connection_tokens, forwarded_for, host_and_path, path_and_query, HOP_BY_HOP,
 };
-use crate::policy::metrics;
+use crate::policy::metrics::{self, Answered, Source};
 use crate::policy::retry::REPLAY_BODY_CAP;
 use crate::policy::rng::SplitMix64;
 use crate::policy::tail::{self, RequestLine};
@@ -143,6 +143,79 @@ pub fn complete(env: &Env, ctx: &Context, host: &str, ticket: Option<u64>) {
     }
 }
 
+/// Responses given to one hostname's clients, not yet sent to its object.
+#[derive(Default)]
+struct PendingAnswers {
+    tally: BTreeMap<(u16, Source), u32>,
+    /// A flush timer is running for this hostname.
+    timer: bool,
+    /// When a message to the object last carried the tally.
+    carried_ms: u64,
+}
+
+/// Answers not carried by a decision or report within this long go in a report of their own.
+const ANSWER_FLUSH_MS: u64 = 1000;
+
+/// Counts a response given to a client of `host` for `flowbalance_responses_total`. The tally
+/// rides on this isolate's next decision or report for the hostname; a timer sends what no
+/// message carried once the hostname has been quiet for [`ANSWER_FLUSH_MS`] (or after
+/// [`DONE_FLUSH_ROUNDS`] of them under steady traffic).
+pub fn count_answer(env: &Env, ctx: &Context, host: &str, code: u16, source: Source) {
+    let arm = ANSWERED.with(|a| {
+        let mut a = a.borrow_mut();
+        let p = a.entry(host.to_string()).or_default();
+        *p.tally.entry((code, source)).or_default() += 1;
+        !std::mem::replace(&mut p.timer, true)
+    });
+    if !arm {
+        return;
+    }
+    let env = env.clone();
+    let host = host.to_string();
+    ctx.wait_until(async move {
+        for round in 1..=DONE_FLUSH_ROUNDS {
+            Delay::from(Duration::from_millis(ANSWER_FLUSH_MS)).await;
+            // Ok(true): send now; Ok(false): nothing left; Err: messages are flowing, look again.
+            let due = ANSWERED.with(|a| {
+                let mut a = a.borrow_mut();
+                let Some(p) = a.get_mut(&host) else {
+                    return Ok(false);
+                };
+                let idle = now_ms().saturating_sub(p.carried_ms) >= ANSWER_FLUSH_MS;
+                if p.tally.is_empty() || idle || round == DONE_FLUSH_ROUNDS {
+                    p.timer = false;
+                    return Ok(!p.tally.is_empty());
+                }
+                Err(())
+            });
+            match due {
+                Ok(true) => return send_reports(&env, &host, Vec::new(), Vec::new()).await,
+                Ok(false) => return,
+                Err(()) => {}
+            }
+        }
+    });
+}
+
+/// The answers to carry on a message to the object now.
+fn take_answered(host: &str) -> Vec<Answered> {
+    ANSWERED.with(|a| {
+        let mut a = a.borrow_mut();
+        let Some(p) = a.get_mut(host) else {
+            return Vec::new();
+        };
+        p.carried_ms = now_ms();
+        std::mem::take(&mut p.tally)
+            .into_iter()
+            .map(|((code, source), count)| Answered {
+                code,
+                source,
+                count,
+            })
+            .collect()
+    })
+}
+
 /// The tickets to carry on a message to the object now.
 fn take_done(host: &str) -> Vec<u64> {
     DONE.with(|d| {
@@ -158,6 +231,8 @@ fn take_done(host: &str) -> Vec<u64> {
 thread_local! {
     /// Finished requests' tickets per hostname (see [`complete`]).
     static DONE: RefCell<HashMap<String, PendingDone>> = RefCell::new(HashMap::new());
+    /// Responses given to clients per hostname, carried like successes (see [`count_answer`]).
+    static ANSWERED: RefCell<HashMap<String, PendingAnswers>> = RefCell::new(HashMap::new());
     /// Successful outcomes per hostname, batched here and carried on the next decision request,
     /// so a healthy request costs no extra Durable Object round trip.
     static PENDING_OK: RefCell<HashMap<String, SuccessTally>> = RefCell::new(HashMap::new());
@@ -296,6 +371,7 @@ pub async fn balance(
     });
     let mut incoming = Incoming::read(&req, key_header.as_deref(), geo);
     if incoming.hop {
+        count_answer(env, ctx, host, 508, Source::Flowbalance);
         return error_response(
             508,
             &format!(
@@ -315,6 +391,7 @@ pub async fn balance(
                 continent: incoming.continent.clone(),
                 cookies: incoming.cookies.clone(),
                 affinity_header: incoming.affinity_key.clone(),
+                streamed_body: streams_body(&req, &incoming),
             };
             lease::decide_local(host, &facts)
         })
@@ -340,6 +417,7 @@ pub async fn balance(
                 };
                 tail_route::report_line(env, ctx, host, line);
             }
+            count_answer(env, ctx, host, r.status, Source::Flowbalance);
             return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
     };
@@ -355,8 +433,27 @@ pub async fn balance(
     let pq = path_and_query(url).to_string();
     let started = now_ms();
     let path = host_and_path(url).1.to_string();
-    let (resp, backend, attempts) = if websocket::is_upgrade(upgrade.as_deref()) {
-        websocket::forward(env, ctx, host, https, &pq, headers, route).await?
+    let Forwarded {
+        resp,
+        backend,
+        attempts,
+        source,
+        failed,
+    } = if websocket::is_upgrade(upgrade.as_deref()) {
+        let (resp, backend, attempts) =
+            websocket::forward(env, ctx, host, https, &pq, headers, route).await?;
+        let source = if backend.is_some() {
+            Source::Backend
+        } else {
+            Source::Flowbalance
+        };
+        Forwarded {
+            resp,
+            backend,
+            attempts,
+            source,
+            failed: Vec::new(),
+        }
     } else {
         forward(ForwardCtx {
             env,
@@ -371,6 +468,7 @@ pub async fn balance(
         })
         .await?
     };
+    count_answer(env, ctx, host, resp.status(), source);
     let row = LogRow {
         ts_ms: started,
         hostname: host.to_string(),
@@ -380,6 +478,7 @@ pub async fn balance(
         backend,
         attempts,
         latency_ms: now_ms().saturating_sub(started),
+        failed,
     };
     // Only while a tail listens (the decision said why): its line goes to the object.
     if let Some(why) = tailing {
@@ -411,10 +510,21 @@ struct ForwardCtx<'a> {
     route: Route,
 }
 
+/// What a forwarded request ended with.
+struct Forwarded {
+    resp: web_sys::Response,
+    /// The backend whose answer (or broken body) the client got.
+    backend: Option<String>,
+    attempts: u32,
+    /// Whether the client got a backend's own answer or one FlowBalance made.
+    source: Source,
+    /// The attempts that failed, each charged to its backend in the request log.
+    failed: Vec<FailedAttempt>,
+}
+
 /// Drives the request's [`FailoverPlan`]: performs the attempts and checks it asks for, then
-/// answers as it says. Returns the response, the backend that produced it (if any) and how
-/// many attempts were made.
-async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<String>, u32)> {
+/// answers as it says.
+async fn forward(mut f: ForwardCtx<'_>) -> Result<Forwarded> {
     let mut plan = FailoverPlan::new(&f.route, f.host, &f.method, f.body.replayable());
     // The latest response with a final status: the plan may answer with it.
     let mut answered: Option<(usize, web_sys::Response)> = None;
@@ -466,6 +576,15 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
     };
     let tries = plan.tries();
     let mut outcomes = plan.take_outcomes();
+    let failed: Vec<FailedAttempt> = outcomes
+        .iter()
+        .filter(|o| o.failure.is_some())
+        .map(|o| FailedAttempt {
+            backend: o.url.clone(),
+            status: o.status,
+            latency_ms: o.latency_ms,
+        })
+        .collect();
     let ticket = f.route.ticket;
     match answer {
         Answer::Backend(index) => {
@@ -511,11 +630,13 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
                         "backend {url} of \"{}\" broke its response body off: {broken}",
                         f.host
                     );
-                    return Ok((
-                        error_response(502, &message, None)?.into(),
-                        Some(url),
-                        tries,
-                    ));
+                    return Ok(Forwarded {
+                        resp: error_response(502, &message, None)?.into(),
+                        backend: Some(url),
+                        attempts: tries,
+                        source: Source::Flowbalance,
+                        failed,
+                    });
                 }
                 (Some(outcome), None) if done.is_undefined() => {
                     flush_reports(f.env, f.ctx, f.host, body_reports(f.host, outcome, ""))
@@ -528,7 +649,13 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
                     done.unchecked_into(),
                 ),
             }
-            Ok((parts.get(0).unchecked_into(), Some(url), tries))
+            Ok(Forwarded {
+                resp: parts.get(0).unchecked_into(),
+                backend: Some(url),
+                attempts: tries,
+                source: Source::Backend,
+                failed,
+            })
         }
         Answer::Failed {
             status,
@@ -540,11 +667,13 @@ async fn forward(mut f: ForwardCtx<'_>) -> Result<(web_sys::Response, Option<Str
             }
             complete(f.env, f.ctx, f.host, ticket);
             flush_reports(f.env, f.ctx, f.host, outcomes);
-            Ok((
-                error_response(status, &message, retry_after_s)?.into(),
-                None,
-                tries,
-            ))
+            Ok(Forwarded {
+                resp: error_response(status, &message, retry_after_s)?.into(),
+                backend: None,
+                attempts: tries,
+                source: Source::Flowbalance,
+                failed,
+            })
         }
     }
 }
@@ -607,8 +736,10 @@ async fn decide(
         continent: incoming.continent.take(),
         cookies: incoming.cookies.take(),
         affinity_key: incoming.affinity_key.take(),
+        streamed_body: streams_body(req, incoming),
         successes: take_successes(host, false),
         done: take_done(host),
+        answered: take_answered(host),
     };
     let (mut verdict, mut tailing) = ask(env, &msg).await?;
     // First request of this instance (or the first after a config change) for a hostname whose
@@ -631,6 +762,7 @@ async fn decide(
             // Already applied by the first ask; the first ask's own ticket is given back, as
             // its route is dropped.
             msg.successes.clear();
+            msg.answered.clear();
             msg.done = ticket.iter().copied().collect();
             msg.affinity_key = more.affinity_key;
             msg.country = more.country;
@@ -717,13 +849,14 @@ pub(super) fn flush_reports(env: &Env, ctx: &Context, host: &str, reports: Vec<O
 /// Sends outcomes and finished requests' tickets to the object (`POST /report`).
 pub async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
     // Lease mode: failures eject the backend here at once, and the reply is a fresh lease.
-    if done.is_empty() && lease::holding(host) {
+    if done.is_empty() && !outcomes.is_empty() && lease::holding(host) {
         return lease::report(env, host, outcomes).await;
     }
     let msg = ReportRequest {
         host: host.to_string(),
         outcomes,
         done,
+        answered: take_answered(host),
     };
     let Ok(body) = serde_json::to_string(&msg) else {
         return;
@@ -738,6 +871,23 @@ pub async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: V
         if let Err(e) = stub.fetch_with_request(req).await {
             console_error!("reporting outcomes for {host} failed: {e}");
         }
+    }
+}
+
+/// Whether the request's body will stream to the backend rather than be buffered (see
+/// [`read_body`]): such a request cannot be replayed on another backend.
+fn streams_body(req: &web_sys::Request, incoming: &Incoming) -> bool {
+    let method = incoming.method.as_str();
+    if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+        return false;
+    }
+    match incoming
+        .content_length
+        .as_deref()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(n) => n > REPLAY_BODY_CAP,
+        None => req.body().is_some(),
     }
 }
 

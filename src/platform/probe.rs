@@ -6,8 +6,9 @@ use futures_util::future::{select, Either};
 use serde::Serialize;
 use worker::*;
 
-use crate::platform::{cancel_body, fetch_raw, js_message, FetchFailure};
+use crate::platform::{cancel_body, fetch_raw, js_message, refuses_connections, FetchFailure};
 use crate::policy::config::ActiveHealth;
+use crate::policy::failover::LostKind;
 use crate::policy::forwarding::backend_url;
 use crate::policy::health::{discover, Discovery};
 use crate::policy::monitor::{
@@ -38,6 +39,18 @@ struct Answer {
     location: Option<String>,
 }
 
+/// Why a probe's connection failed: the runtime's message when it says, else what a fresh
+/// connection shows (workerd words a refusal and a reset alike).
+async fn lost(url: &str, message: &str, timeout_ms: u64) -> String {
+    match LostKind::of(message) {
+        LostKind::Unknown => LostKind::checked(
+            refuses_connections(url, timeout_ms.min(1000)).await,
+            message,
+        ),
+        kind => kind.reason(message),
+    }
+}
+
 /// Sends one probe request (redirects are never followed by the runtime: see [`check`]).
 async fn request(
     url: &str,
@@ -59,10 +72,12 @@ async fn request(
     init.set_headers(headers.as_ref());
     init.set_redirect(web_sys::RequestRedirect::Manual);
     let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| js_message(&e))?;
-    let resp = fetch_raw(&req, timeout_ms).await.map_err(|e| match e {
-        FetchFailure::Timeout => format!("no answer within {timeout_ms} ms"),
-        other => other.to_string(),
-    })?;
+    let resp = match fetch_raw(&req, timeout_ms).await {
+        Ok(resp) => resp,
+        Err(FetchFailure::Timeout) => return Err(format!("no answer within {timeout_ms} ms")),
+        Err(FetchFailure::Network(message)) => return Err(lost(url, &message, timeout_ms).await),
+        Err(other) => return Err(other.to_string()),
+    };
     let status = resp.status();
     let location = resp.headers().get("location").ok().flatten();
     let body = if m.expected_body.is_some() {

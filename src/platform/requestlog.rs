@@ -23,6 +23,19 @@ pub struct LogRow {
     pub backend: Option<String>,
     pub attempts: u32,
     pub latency_ms: u64,
+    /// Attempts of this request that failed (at other backends, or at the same before a retry):
+    /// each is stored in `failed_attempts` and counts against its backend in the metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedAttempt>,
+}
+
+/// One failed attempt of a logged request: its backend, the status it answered (none when the
+/// connection failed or timed out) and how long it took.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub backend: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
 }
 
 thread_local! {
@@ -74,6 +87,27 @@ async fn write(env: &Env, rows: &[LogRow]) -> Result<()> {
                  SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'method', j.value ->> 'path', \
                  j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms' \
                  FROM json_each(?1) AS j",
+            )
+            .bind(&[JsValue::from_str(&json)])?,
+        );
+    }
+    // Failures are few: one more statement only when a batch has any.
+    let failed: Vec<serde_json::Value> = rows
+        .iter()
+        .flat_map(|r| {
+            r.failed.iter().map(|f| {
+                serde_json::json!({ "ts_ms": r.ts_ms, "hostname": r.hostname, "backend": f.backend,
+                                    "status": f.status, "latency_ms": f.latency_ms })
+            })
+        })
+        .collect();
+    for chunk in failed.chunks(ROWS_PER_STATEMENT) {
+        let json = serde_json::to_string(chunk)?;
+        statements.push(
+            db.prepare(
+                "INSERT INTO failed_attempts (ts_ms, hostname, backend, status, latency_ms) \
+                 SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'backend', \
+                 j.value ->> 'status', j.value ->> 'latency_ms' FROM json_each(?1) AS j",
             )
             .bind(&[JsValue::from_str(&json)])?,
         );
@@ -172,8 +206,16 @@ pub struct BucketMetrics {
     pub stats: Stats,
 }
 
+/// The window's attempts per backend: each logged request at the backend that answered it,
+/// and each failed attempt at the backend that failed it (a failure with no HTTP answer counts
+/// as a 502), so a backend's errors include those another backend covered for.
+const ATTEMPTS: &str = "SELECT backend, ts_ms, status, latency_ms, attempts FROM request_logs \
+     WHERE hostname = ?1 AND ts_ms >= ?2 UNION ALL \
+     SELECT backend, ts_ms, COALESCE(status, 502), latency_ms, 1 FROM failed_attempts \
+     WHERE hostname = ?1 AND ts_ms >= ?2";
+
 /// Per-backend totals over the last `window_s`, and per-backend buckets when `bucket_s` is set;
-/// counts and percentiles are computed by SQLite over the window's rows.
+/// counts and percentiles are computed by SQLite over the window's attempts ([`ATTEMPTS`]).
 pub async fn metrics(
     env: &Env,
     host: &str,
@@ -188,7 +230,7 @@ pub async fn metrics(
             "WITH w AS (SELECT backend, status, latency_ms, attempts, \
              ROW_NUMBER() OVER (PARTITION BY backend ORDER BY latency_ms) AS rn, \
              COUNT(*) OVER (PARTITION BY backend) AS n \
-             FROM request_logs WHERE hostname = ?1 AND ts_ms >= ?2) \
+             FROM ({ATTEMPTS})) \
              SELECT backend, {STATS}, {PERCENTILES} FROM w GROUP BY backend ORDER BY backend"
         ))
         .bind(&[host.into(), since.into()])?
@@ -204,8 +246,7 @@ pub async fn metrics(
             "WITH w AS (SELECT backend, t_ms, status, latency_ms, attempts, \
              ROW_NUMBER() OVER (PARTITION BY backend, t_ms ORDER BY latency_ms) AS rn, \
              COUNT(*) OVER (PARTITION BY backend, t_ms) AS n \
-             FROM (SELECT *, CAST(ts_ms / ?3 AS INTEGER) * ?3 AS t_ms FROM request_logs \
-             WHERE hostname = ?1 AND ts_ms >= ?2)) \
+             FROM (SELECT *, CAST(ts_ms / ?3 AS INTEGER) * ?3 AS t_ms FROM ({ATTEMPTS}))) \
              SELECT backend, t_ms, {STATS}, {PERCENTILES} FROM w GROUP BY backend, t_ms ORDER BY backend, t_ms"
         ))
         .bind(&[host.into(), since.into(), bucket_ms.into()])?

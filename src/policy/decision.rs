@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::metrics::Answered;
+
 /// Worker -> Durable Object, `GET /decide?<this as query pairs>`: the request facts a decision
 /// needs, plus the successes the Worker batched since its last decision. A URL query is the
 /// cheapest form to write and read on every request (no Headers object, no body to await).
@@ -22,11 +24,17 @@ pub struct DecideRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_key: Option<String>,
     /// Carried as one JSON text: a query pair holds a string.
+    /// The request's body streams: it cannot be replayed (see `RequestFacts::streamed_body`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub streamed_body: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "json_text")]
     pub successes: Vec<Outcome>,
     /// Tickets of this Worker instance's requests that finished since its last message.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "id_list")]
     pub done: Vec<u64>,
+    /// Responses this Worker gave clients of the hostname since its last message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "answered_text")]
+    pub answered: Vec<Answered>,
 }
 
 impl DecideRequest {
@@ -61,6 +69,19 @@ mod id_list {
 }
 
 /// A list of outcomes as one JSON text (inside a query pair).
+mod answered_text {
+    use super::Answered;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Answered], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Answered::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Answered>, D::Error> {
+        Answered::decode(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 mod json_text {
     use super::Outcome;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -86,6 +107,9 @@ pub struct ReportRequest {
     /// Tickets of finished requests (see [`Route::ticket`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<u64>,
+    /// Responses the Worker gave clients (see [`DecideRequest::answered`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<Answered>,
 }
 
 /// The Durable Object's answer to "where does this request go?".
@@ -201,6 +225,7 @@ mod tests {
             continent: Some("EU".into()),
             cookies: Some("fb=1; x=2&y=%3".into()),
             affinity_key: Some("user 7".into()),
+            streamed_body: true,
             successes: vec![Outcome {
                 url: "http://b:1/?a=1&b=2".into(),
                 failure: None,
@@ -212,6 +237,11 @@ mod tests {
                 retry_reason: None,
             }],
             done: vec![17, 4_000_000_000_000],
+            answered: vec![Answered {
+                code: 508,
+                source: crate::policy::metrics::Source::Flowbalance,
+                count: 2,
+            }],
         };
         let text = full.to_query();
         assert_eq!(DecideRequest::from_query(&text).unwrap(), full);
@@ -229,6 +259,7 @@ mod tests {
             host: "a.test".into(),
             outcomes: vec![],
             done: vec![3],
+            answered: vec![],
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ReportRequest>(&text).unwrap(), r);

@@ -17,7 +17,8 @@ pub enum AttemptResult {
     Invalid(u16),
     /// No response headers within the timeout.
     Timeout,
-    /// The connection failed or was lost; workerd reports a refusal and a reset alike.
+    /// The connection failed or was lost, with the runtime's message (workerd says "Network
+    /// connection lost." for a refusal and a reset alike: see [`LostKind`]).
     Lost(String),
     /// The client's own request body failed (it hung up mid-upload): nothing to blame a backend for.
     ClientAborted,
@@ -33,9 +34,9 @@ pub enum Step {
         wait_ms: u64,
         trial: bool,
     },
-    /// A non-idempotent request with a replayable body lost its connection: find out whether
-    /// the backend refuses fresh TCP connections (then it never took the request) and call
-    /// [`FailoverPlan::on_refused_check`].
+    /// A connection was lost and the runtime's message does not say how: find out whether the
+    /// backend refuses fresh TCP connections (then it never took the request, and a POST may be
+    /// replayed; either way the reason names it) and call [`FailoverPlan::on_refused_check`].
     CheckRefused(String),
     /// Done: what the client gets.
     Answer(Answer),
@@ -167,9 +168,12 @@ impl FailoverPlan {
             }
             AttemptResult::Timeout => Failure::Timeout,
             AttemptResult::Lost(message) => {
-                let failure = if self.idempotent {
-                    Failure::Connect
-                } else if self.replayable && self.could_retry(&Failure::Connect) {
+                let kind = LostKind::of(&message);
+                // A POST that cannot be resent anyway needs no check: nothing depends on it.
+                let check = kind == LostKind::Unknown
+                    && (self.idempotent
+                        || (self.replayable && self.could_retry(&Failure::Connect)));
+                if check {
                     self.pending = Some(PendingLost {
                         index,
                         latency_ms,
@@ -177,11 +181,14 @@ impl FailoverPlan {
                     });
                     let url = self.urls.get(index).map(|u| u.0.clone());
                     return Step::CheckRefused(url.unwrap_or_default());
+                }
+                let failure = if self.idempotent || kind.unreached() {
+                    Failure::Connect
                 } else {
-                    // Cannot be resent anyway: no need to find out whether it arrived.
+                    // It may have arrived: never replayed.
                     Failure::Timeout
                 };
-                let why = lost(&failure, &message);
+                let why = kind.reason(&message);
                 self.record(index, latency_ms, Some(why), None, Some(&failure));
                 return self.after_failure(failure, rng);
             }
@@ -202,12 +209,12 @@ impl FailoverPlan {
         let Some(p) = self.pending.take() else {
             return self.finish();
         };
-        let failure = if refused {
+        let failure = if refused || self.idempotent {
             Failure::Connect
         } else {
             Failure::Timeout
         };
-        let why = lost(&failure, &p.message);
+        let why = LostKind::checked(refused, &p.message);
         self.record(p.index, p.latency_ms, Some(why), None, Some(&failure));
         self.after_failure(failure, rng)
     }
@@ -327,7 +334,7 @@ impl FailoverPlan {
 fn describe(f: &Failure) -> String {
     match f {
         Failure::Connect => "connection failed".to_string(),
-        Failure::Timeout => "timeout or connection lost".to_string(),
+        Failure::Timeout => "no response within the connection timeout".to_string(),
         Failure::Status(s) => format!("status {s}"),
     }
 }
@@ -342,8 +349,63 @@ fn reason_label(f: &Failure) -> String {
     }
 }
 
-fn lost(f: &Failure, message: &str) -> String {
-    format!("{}: {message}", describe(f))
+/// What a runtime's message says of a connection that failed or was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostKind {
+    Refused,
+    Reset,
+    /// The hostname did not resolve.
+    Dns,
+    /// The TLS handshake or certificate failed.
+    Tls,
+    /// The message does not say (workerd's "Network connection lost." covers a refusal, a
+    /// reset and a drop mid-response alike).
+    Unknown,
+}
+
+impl LostKind {
+    /// Classifies a runtime's fetch or socket error message (workerd, Node, curl wordings).
+    pub fn of(message: &str) -> LostKind {
+        let m = message.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+        if has(&["refused"]) {
+            LostKind::Refused
+        } else if has(&["reset", "broken pipe"]) {
+            LostKind::Reset
+        } else if has(&["dns", "resolve", "name or service not known", "enotfound"]) {
+            LostKind::Dns
+        } else if has(&["tls", "ssl", "certificate", "handshake"]) {
+            LostKind::Tls
+        } else {
+            LostKind::Unknown
+        }
+    }
+
+    /// The reason for an `Unknown` loss once a fresh connection showed whether the backend
+    /// refuses connections.
+    pub fn checked(refused: bool, message: &str) -> String {
+        if refused {
+            LostKind::Refused.reason(message)
+        } else {
+            format!("connection lost (the backend accepts new connections): {message}")
+        }
+    }
+
+    /// True when the request cannot have reached the backend's application.
+    pub fn unreached(self) -> bool {
+        matches!(self, LostKind::Refused | LostKind::Dns | LostKind::Tls)
+    }
+
+    /// The reason shown to operators and clients: what is known, then the runtime's words.
+    pub fn reason(self, message: &str) -> String {
+        match self {
+            LostKind::Refused => "connection refused".to_string(),
+            LostKind::Reset => format!("connection reset: {message}"),
+            LostKind::Dns => format!("DNS lookup failed: {message}"),
+            LostKind::Tls => format!("TLS handshake failed: {message}"),
+            LostKind::Unknown => format!("connection lost or refused (not told which): {message}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -436,7 +498,10 @@ mod tests {
                 "b" => AttemptResult::Lost("Network connection lost.".into()),
                 _ => AttemptResult::Answered(200),
             },
-            |_| unreachable!("idempotent requests need no refusal check"),
+            |u| {
+                assert_eq!(u, "b", "only the ambiguous loss is checked");
+                true
+            },
         );
         // A 503 backs off (seeded jitter); a lost connection of a GET fails over at once.
         assert_eq!(tried, [("a".into(), 0), ("b".into(), 10), ("c".into(), 0)]);
@@ -445,11 +510,7 @@ mod tests {
         let failures: Vec<Option<&str>> = o.iter().map(|o| o.failure.as_deref()).collect();
         assert_eq!(
             failures,
-            [
-                Some("status 503"),
-                Some("connection failed: Network connection lost."),
-                None
-            ]
+            [Some("status 503"), Some("connection refused"), None]
         );
         assert_eq!(
             o.iter().map(|o| o.retry).collect::<Vec<_>>(),
@@ -514,7 +575,7 @@ mod tests {
                 assert_eq!(status, 503);
                 assert_eq!(
                     message,
-                    "no backend of \"h.test\" could answer: 1 attempt(s) failed, last: timeout or connection lost: x"
+                    "no backend of \"h.test\" could answer: 1 attempt(s) failed, last: connection lost (the backend accepts new connections): x"
                 );
             }
             a => panic!("{a:?}"),
@@ -548,15 +609,19 @@ mod tests {
     }
 
     #[test]
-    fn streamed_body_is_sent_once_without_a_refusal_check() {
+    fn streamed_body_is_sent_once_even_to_a_refusing_backend() {
+        // An idempotent request's loss is checked only to name its cause.
         let mut p = FailoverPlan::new(&route(&["a", "b"], 3, 3), "h.test", "PUT", false);
-        let (tried, answer) = drive(
+        let (tried, answer) = drive(&mut p, |_| AttemptResult::Lost("x".into()), |_| true);
+        assert_eq!(urls(&tried), ["a"]);
+        assert!(matches!(answer, Answer::Failed { status: 503, .. }));
+        let mut p = FailoverPlan::new(&route(&["a", "b"], 3, 3), "h.test", "PATCH", false);
+        let (tried, _) = drive(
             &mut p,
             |_| AttemptResult::Lost("x".into()),
             |_| panic!("no check: a streamed body cannot be resent"),
         );
         assert_eq!(urls(&tried), ["a"]);
-        assert!(matches!(answer, Answer::Failed { status: 503, .. }));
     }
 
     #[test]
@@ -684,7 +749,8 @@ mod tests {
                         plan.on_result(index, results[of(&url)].clone(), 1, &mut rng)
                     }
                     Step::CheckRefused(url) => {
-                        prop_assert!(!idempotent && replayable);
+                        // Idempotent: only to name the cause. Otherwise only when a replay could follow.
+                        prop_assert!(idempotent || replayable);
                         plan.on_refused_check(refused[of(&url)], &mut rng)
                     }
                     Step::Answer(a) => break a,
@@ -711,5 +777,73 @@ mod tests {
             // One report per attempt.
             prop_assert_eq!(plan.take_outcomes().len(), tried.len());
         }
+    }
+
+    #[test]
+    fn runtime_messages_are_classified_and_say_what_is_known() {
+        for (message, kind) in [
+            ("connect(): Connection refused", LostKind::Refused),
+            ("ECONNREFUSED 127.0.0.1:9", LostKind::Refused),
+            ("Connection reset by peer", LostKind::Reset),
+            ("write EPIPE: broken pipe", LostKind::Reset),
+            ("DNS lookup failed.", LostKind::Dns),
+            ("getaddrinfo ENOTFOUND nope.invalid", LostKind::Dns),
+            ("TLS peer's certificate is not trusted", LostKind::Tls),
+            ("Network connection lost.", LostKind::Unknown),
+            ("", LostKind::Unknown),
+        ] {
+            assert_eq!(LostKind::of(message), kind, "{message:?}");
+        }
+        assert_eq!(LostKind::Refused.reason("x"), "connection refused");
+        assert_eq!(
+            LostKind::Unknown.reason("Network connection lost."),
+            "connection lost or refused (not told which): Network connection lost."
+        );
+        assert!(LostKind::Dns.unreached() && !LostKind::Reset.unreached());
+    }
+
+    #[test]
+    fn a_refusal_the_message_names_needs_no_check_and_a_reset_post_is_not_replayed() {
+        let mut p = FailoverPlan::new(&route(&["a", "b"], 0, 1), "h.test", "POST", true);
+        let (tried, answer) = drive(
+            &mut p,
+            |u| match u {
+                "a" => AttemptResult::Lost("connect(): Connection refused".into()),
+                _ => AttemptResult::Answered(201),
+            },
+            |_| panic!("the message said refused"),
+        );
+        assert_eq!((urls(&tried), answer), (vec!["a", "b"], Answer::Backend(1)));
+        assert_eq!(
+            p.take_outcomes()[0].failure.as_deref(),
+            Some("connection refused")
+        );
+        let mut p = FailoverPlan::new(&route(&["a", "b"], 0, 1), "h.test", "POST", true);
+        let (tried, _) = drive(
+            &mut p,
+            |_| AttemptResult::Lost("Connection reset by peer".into()),
+            |_| panic!("the message said reset"),
+        );
+        assert_eq!(urls(&tried), ["a"]);
+    }
+
+    #[test]
+    fn a_lost_get_is_checked_only_to_name_the_cause() {
+        let mut p = FailoverPlan::new(&route(&["a", "b"], 0, 1), "h.test", "GET", true);
+        let (tried, answer) = drive(
+            &mut p,
+            |_| AttemptResult::Lost("Network connection lost.".into()),
+            |u| u == "a",
+        );
+        assert_eq!(urls(&tried), ["a", "b"], "a GET fails over either way");
+        let Answer::Failed { message, .. } = answer else {
+            panic!("{answer:?}")
+        };
+        assert!(
+            message.ends_with("last: connection lost (the backend accepts new connections): Network connection lost."),
+            "{message}"
+        );
+        let o = p.take_outcomes();
+        assert_eq!(o[0].failure.as_deref(), Some("connection refused"));
     }
 }

@@ -13,7 +13,7 @@ use crate::policy::config::{
 };
 use crate::policy::decision::{Attempt, CookieSpec, Outcome, Reject, Route, Verdict};
 use crate::policy::geo;
-use crate::policy::health::{self, Health};
+use crate::policy::health::{self, BackendHealth, Health, ServiceHealth};
 use crate::policy::lease::LeasedBackend;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::retry::RetryBudget;
@@ -29,6 +29,8 @@ const WEIGHT_SCALE: u32 = 100;
 const TICKET_GRACE_MS: u64 = 10_000;
 /// In-flight requests tracked per hostname; beyond this the oldest entry is dropped.
 const MAX_TICKETS: usize = 100_000;
+/// A probe due this soon is taken with the round being made now: an alarm may fire a little early.
+const PROBE_SLACK_MS: u64 = 25;
 
 /// One counted request: the backend it was decided for and when it stops counting.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,10 +61,16 @@ pub struct BackendRecord {
     /// When the backend (re)joined traffic; it ramps up over `slow_start` from here.
     #[serde(default)]
     pub ramp_start_ms: Option<u64>,
+    /// Added to a running service and not yet seen answering (a good probe or a success): it
+    /// takes traffic, but not the first attempt of a request whose body cannot be replayed
+    /// while a proven backend can take it, so a backend added dead costs no such request its
+    /// only attempt. A service's first config starts proven.
+    #[serde(default)]
+    pub unproven: bool,
 }
 
 impl BackendRecord {
-    fn new(url: &str, ramp_start_ms: Option<u64>) -> Self {
+    fn new(url: &str, ramp_start_ms: Option<u64>, unproven: bool) -> Self {
         BackendRecord {
             url: url.to_string(),
             health: Health::new(),
@@ -74,6 +82,7 @@ impl BackendRecord {
             latency_ms: None,
             suspect: false,
             ramp_start_ms,
+            unproven,
         }
     }
 }
@@ -88,6 +97,9 @@ pub struct RequestFacts {
     pub cookies: Option<String>,
     /// The value of the affinity header (for `type: header`).
     pub affinity_header: Option<String>,
+    /// The request's body streams (no length, or too long to buffer): it cannot be replayed
+    /// on another backend, so its first attempt avoids unproven backends when it can.
+    pub streamed_body: bool,
 }
 
 /// What a reported outcome changed, so the platform knows what to persist or schedule.
@@ -95,7 +107,7 @@ pub struct RequestFacts {
 pub struct Changes {
     /// Persisted state changed (a breaker or health transition).
     pub persist: bool,
-    /// A backend became suspect: probe it soon instead of at the next full interval.
+    /// A backend became suspect and its next probe moved earlier: re-arm the alarm.
     pub reprobe_soon: bool,
 }
 
@@ -124,6 +136,9 @@ pub struct Fleet {
     next_ticket: u64,
     /// Draws for p2c; seeded from the construction time, reseeded by the platform.
     rng: SplitMix64,
+    /// When each backend's next probe is due (ms), in memory only; None: not scheduled yet.
+    /// Each backend keeps its own cadence, so one failing backend does not hurry the others.
+    probe_due: Vec<Option<u64>>,
 }
 
 impl Fleet {
@@ -149,7 +164,9 @@ impl Fleet {
                     .iter()
                     .find(|r| &r.url == url)
                     .cloned()
-                    .unwrap_or_else(|| BackendRecord::new(url, ramp_new.then_some(now_ms)))
+                    .unwrap_or_else(|| {
+                        BackendRecord::new(url, ramp_new.then_some(now_ms), ramp_new)
+                    })
             })
             .collect();
         let index_of = |url: &str| all.iter().position(|(u, _, _)| u == url);
@@ -202,6 +219,7 @@ impl Fleet {
             // for one of this lifetime (at most 4096 decisions per ms on average keep them apart).
             next_ticket: now_ms << 12,
             rng: SplitMix64(now_ms),
+            probe_due: vec![None; all.len()],
         }
     }
 
@@ -313,11 +331,13 @@ impl Fleet {
     }
 
     /// Keeps what the previous config's fleet knew of load (requests in flight, response times)
-    /// for the backends both have, so a config change does not forget them.
+    /// and when each backend is due for its next probe, for the backends both have, so a config
+    /// change does not forget them.
     pub fn adopt_load(&mut self, old: &Fleet) {
         for (i, b) in self.backends.iter().enumerate() {
             if let Some(j) = old.index_of(&b.url) {
                 self.load[i].ewma = old.load[j].ewma;
+                self.probe_due[i] = old.probe_due[j];
             }
         }
         for (&id, t) in &old.tickets {
@@ -665,10 +685,18 @@ impl Fleet {
         now_ms: u64,
         params: &BreakerConfig,
     ) -> Option<usize> {
-        let eligible: Vec<bool> = members
+        let mut eligible: Vec<bool> = members
             .iter()
             .map(|&i| self.eligible(i, now_ms, params))
             .collect();
+        if facts.streamed_body {
+            let proven: Vec<bool> = (0..members.len())
+                .map(|k| eligible[k] && !self.backends[members[k]].unproven)
+                .collect();
+            if proven.contains(&true) {
+                eligible = proven;
+            }
+        }
         let client = facts.client_ip.as_deref().map(canonical_ip);
         let key = self.cfg.affinity().and_then(|a| match a.kind {
             AffinityKind::Header => facts.affinity_header.clone(),
@@ -766,16 +794,15 @@ impl Fleet {
             None => latency,
         });
         let transition = match &outcome.failure {
-            None => b
-                .breaker
-                .on_successes(outcome.count.max(1), now_ms, &params),
+            None => {
+                b.unproven = false;
+                b.breaker
+                    .on_successes(outcome.count.max(1), now_ms, &params)
+            }
             Some(reason) => {
                 b.last_error = Some(reason.clone());
                 b.last_failure_ms = now_ms;
-                if !b.suspect {
-                    b.suspect = true;
-                    changes.reprobe_soon = true;
-                }
+                b.suspect = true;
                 b.breaker.on_failure(now_ms, &params)
             }
         };
@@ -784,9 +811,10 @@ impl Fleet {
             if t == Transition::Closed {
                 b.ramp_start_ms = Some(now_ms);
             }
-            if matches!(t, Transition::Opened { .. }) {
-                changes.reprobe_soon = true;
-            }
+        }
+        if outcome.failure.is_some() {
+            // Only this backend is probed early; the others keep their own schedule.
+            changes.reprobe_soon = self.probe_sooner(i, now_ms);
         }
         changes
     }
@@ -809,6 +837,9 @@ impl Fleet {
             return false;
         };
         b.last_probe_ms = Some(now_ms);
+        if ok {
+            b.unproven = false;
+        }
         if ok {
             b.latency_ms = Some(latency_ms as f64);
         } else {
@@ -854,19 +885,28 @@ impl Fleet {
         self.version
     }
 
-    /// What the next probe round covers: every backend not disabled, with the path discovery
-    /// found for it (the monitor itself comes from the config).
-    pub fn probe_plan(&self) -> ProbePlan {
-        ProbePlan {
-            targets: (0..self.backends.len())
-                .filter(|&i| self.states[i] != BackendState::Disabled)
-                .map(|i| ProbeTarget {
-                    index: i,
-                    url: self.backends[i].url.clone(),
-                    discovered_path: self.backends[i].health_path.clone(),
-                })
-                .collect(),
+    /// The backends to probe now, each rescheduled one interval (±10%) ahead: those due by
+    /// `now_ms`, or with `all` every backend not disabled (a probe asked for by an operator).
+    /// Disabled backends are never probed. The path discovery found rides along.
+    pub fn take_probe_plan(&mut self, now_ms: u64, all: bool, rng: &mut impl Rng) -> ProbePlan {
+        let interval = self.cfg.health.interval_ms;
+        let mut targets = Vec::new();
+        for i in 0..self.backends.len() {
+            if self.states[i] == BackendState::Disabled {
+                continue;
+            }
+            let due = self.probe_due[i].is_none_or(|at| at <= now_ms + PROBE_SLACK_MS);
+            if !(all || (due && self.cfg.health.enabled)) {
+                continue;
+            }
+            self.probe_due[i] = Some(now_ms + health::jitter_ms(interval, rng));
+            targets.push(ProbeTarget {
+                index: i,
+                url: self.backends[i].url.clone(),
+                discovered_path: self.backends[i].health_path.clone(),
+            });
         }
+        ProbePlan { targets }
     }
 
     /// Applies one probe of `target`; true when something worth persisting changed. A result
@@ -883,29 +923,53 @@ impl Fleet {
         let b = &mut self.backends[target.index];
         let path_changed = b.health_path != r.discovered_path;
         b.health_path = r.discovered_path.clone();
-        self.apply_probe(target.index, r.ok, r.latency_ms, r.error.clone(), now_ms) || path_changed
+        let changed = self.apply_probe(target.index, r.ok, r.latency_ms, r.error.clone(), now_ms);
+        let b = &self.backends[target.index];
+        if b.suspect || !b.health.healthy || b.health.consecutive_fail > 0 {
+            // Failing: confirm (or clear) it within seconds rather than an interval later.
+            self.probe_sooner(target.index, now_ms);
+        }
+        changed || path_changed
     }
 
-    /// Delay until the next probe round, or None when active checks are off. Suspect or down
-    /// backends are re-probed within seconds rather than at the next full interval.
-    pub fn next_probe_delay_ms(&self, rng: &mut impl Rng) -> Option<u64> {
+    /// Moves backend `i`'s next probe to within [`health::suspect_reprobe_ms`] of `now_ms`;
+    /// true when that is earlier than it was due (the platform then re-arms its alarm).
+    fn probe_sooner(&mut self, i: usize, now_ms: u64) -> bool {
+        let h = &self.cfg.health;
+        if !h.enabled || self.states[i] == BackendState::Disabled {
+            return false;
+        }
+        let soon = now_ms + health::suspect_reprobe_ms(h.interval_ms);
+        match self.probe_due[i] {
+            Some(at) if at <= soon => false,
+            _ => {
+                self.probe_due[i] = Some(soon);
+                true
+            }
+        }
+    }
+
+    /// When the earliest probe is due (ms), or None when active checks are off. A backend not
+    /// scheduled yet is due an interval (±10%) from now, or at once when it was never probed
+    /// (new, or just added by a config change), so its health is not unknown for long.
+    pub fn next_probe_at(&mut self, now_ms: u64, rng: &mut impl Rng) -> Option<u64> {
         let h = &self.cfg.health;
         if !h.enabled {
             return None;
         }
-        let delay = health::jitter_ms(h.interval_ms, rng);
-        let suspect = self.backends.iter().any(|b| b.suspect || !b.health.healthy);
-        Some(if suspect {
-            delay.min(health::suspect_reprobe_ms(h.interval_ms))
-        } else {
-            delay
-        })
-    }
-
-    /// How soon a backend a real request just failed on is probed, or None without active checks.
-    pub fn reprobe_delay_ms(&self) -> Option<u64> {
-        let h = &self.cfg.health;
-        h.enabled.then(|| health::suspect_reprobe_ms(h.interval_ms))
+        let interval = h.interval_ms;
+        (0..self.backends.len())
+            .filter(|&i| self.states[i] != BackendState::Disabled)
+            .map(|i| {
+                *self.probe_due[i].get_or_insert_with(|| {
+                    if self.backends[i].last_probe_ms.is_none() {
+                        now_ms
+                    } else {
+                        now_ms + health::jitter_ms(interval, rng)
+                    }
+                })
+            })
+            .min()
     }
 
     /// Backends taking new traffic now (enabled, healthy, breaker closed), and how many there are.
@@ -916,6 +980,28 @@ impl Fleet {
         (up, self.backends.len())
     }
 
+    /// Backend `i` as operators see it: down when its probes or breaker keep traffic from it,
+    /// unknown until active checks have probed it once, else healthy.
+    fn backend_health(&self, i: usize) -> BackendHealth {
+        let b = &self.backends[i];
+        if !b.health.healthy || b.breaker.state != BreakerState::Closed {
+            BackendHealth::Unhealthy
+        } else if self.cfg.health.enabled && b.last_probe_ms.is_none() {
+            BackendHealth::Unknown
+        } else {
+            BackendHealth::Healthy
+        }
+    }
+
+    /// The service's health over the backends that should take new traffic (enabled ones).
+    pub fn service_health(&self) -> ServiceHealth {
+        let serving: Vec<BackendHealth> = (0..self.backends.len())
+            .filter(|&i| self.states[i] == BackendState::Enabled)
+            .map(|i| self.backend_health(i))
+            .collect();
+        ServiceHealth::of(&serving)
+    }
+
     /// Per-backend facts for the status view (the platform shapes them into JSON).
     pub fn backend_status(&self, now_ms: u64) -> Vec<BackendStatus<'_>> {
         let params = self.breaker_params();
@@ -924,6 +1010,7 @@ impl Fleet {
             .enumerate()
             .map(|(i, b)| BackendStatus {
                 record: b,
+                health: self.backend_health(i),
                 weight: self.weights[i],
                 effective_weight: f64::from(self.effective_weight(i, now_ms))
                     / f64::from(WEIGHT_SCALE),
@@ -967,6 +1054,7 @@ pub struct ProbeOutcome {
 /// One backend as the status view shows it.
 pub struct BackendStatus<'a> {
     pub record: &'a BackendRecord,
+    pub health: BackendHealth,
     pub weight: u32,
     /// The weight in use now (lower while slow start ramps the backend up).
     pub effective_weight: f64,
@@ -1275,7 +1363,7 @@ mod tests {
         }
         assert!((0..30).all(|i| first(&mut f, 10 + i) != "http://a"));
         assert_eq!(
-            f.next_probe_delay_ms(&mut crate::policy::rng::SplitMix64(1)),
+            f.next_probe_at(0, &mut crate::policy::rng::SplitMix64(1)),
             None
         );
     }
@@ -1579,5 +1667,227 @@ mod tests {
             [1, 0],
             "a's ticket followed it to its new index"
         );
+    }
+
+    /// The object's alarm loop from `from_ms` to `until_ms`: it wakes at the earliest due probe
+    /// and probes only the backends due (`up(url)`: does it answer); `failures` are failed real
+    /// requests (time, backend) reported in between. Returns each backend's probe times.
+    fn run_probes(
+        f: &mut Fleet,
+        from_ms: u64,
+        until_ms: u64,
+        up: impl Fn(&str) -> bool,
+        failures: &[(u64, &str)],
+    ) -> BTreeMap<String, Vec<u64>> {
+        let mut rng = SplitMix64(42);
+        let mut probed: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut failures = failures.iter().peekable();
+        let mut now = from_ms;
+        loop {
+            let at = f.next_probe_at(now, &mut rng).unwrap().max(now);
+            if let Some(&&(t, url)) = failures.peek() {
+                if t <= at && t <= until_ms {
+                    failures.next();
+                    now = t;
+                    fail(f, url, t);
+                    continue;
+                }
+            }
+            if at > until_ms {
+                return probed;
+            }
+            now = at;
+            let plan = f.take_probe_plan(now, false, &mut rng);
+            assert!(!plan.targets.is_empty(), "woke at {now} with nothing due");
+            for t in &plan.targets {
+                probed.entry(t.url.clone()).or_default().push(now);
+                let outcome = ProbeOutcome {
+                    ok: up(&t.url),
+                    latency_ms: 1,
+                    error: None,
+                    discovered_path: None,
+                };
+                f.apply_probe_result(t, &outcome, now);
+            }
+        }
+    }
+
+    fn two_backends() -> Fleet {
+        fleet(json!({
+            "backends": ["http://a", "http://b"],
+            "activeHealthChecks": {"interval": 5, "consecutive_up": 2, "consecutive_down": 2},
+        }))
+    }
+
+    #[test]
+    fn a_failing_backend_does_not_hurry_the_probes_of_the_others() {
+        let mut f = two_backends();
+        // b is dead (its probes fail) and real requests keep failing on it too.
+        let failures: Vec<(u64, &str)> = (1..30).map(|s| (s * 1000, "http://b")).collect();
+        let probed = run_probes(&mut f, 0, 30_000, |u| u != "http://b", &failures);
+        let a = &probed["http://a"];
+        assert!(
+            (5..=7).contains(&a.len()),
+            "healthy a probed {} times: {a:?}",
+            a.len()
+        );
+        for gap in a.windows(2).map(|w| w[1] - w[0]) {
+            assert!((4_500..=5_500).contains(&gap), "a's interval ±10%: {a:?}");
+        }
+        let b = &probed["http://b"];
+        assert!(b.len() >= 12, "failing b re-probed within 2 s: {b:?}");
+        for gap in b.windows(2).map(|w| w[1] - w[0]) {
+            assert!(gap <= 2_000, "b waited {gap} ms: {b:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_backend_a_real_request_failed_on_is_probed_early() {
+        let mut f = two_backends();
+        // Both answer probes; one real request fails on b at 7.3 s.
+        let probed = run_probes(&mut f, 0, 30_000, |_| true, &[(7_300, "http://b")]);
+        let b = &probed["http://b"];
+        let next = b.iter().find(|&&t| t > 7_300).copied().unwrap();
+        assert!(
+            next <= 9_300,
+            "b re-probed {} ms after the failure: {b:?}",
+            next - 7_300
+        );
+        let a = &probed["http://a"];
+        assert!((5..=7).contains(&a.len()), "a kept its interval: {a:?}");
+        // Once b's probes clear it (consecutive_up good ones), it is back on its interval.
+        let late: Vec<u64> = b.windows(2).map(|w| w[1] - w[0]).skip(4).collect();
+        assert!(
+            late.iter().all(|&g| g >= 4_500),
+            "b back to its interval: {b:?}"
+        );
+    }
+
+    #[test]
+    fn a_backend_a_config_change_adds_is_probed_at_once_and_the_others_keep_their_schedule() {
+        let mut f = two_backends();
+        let mut rng = SplitMix64(1);
+        assert_eq!(
+            f.next_probe_at(0, &mut rng),
+            Some(0),
+            "never probed: at once"
+        );
+        for t in f.take_probe_plan(0, false, &mut rng).targets {
+            f.apply_probe(t.index, true, 1, None, 0);
+        }
+        let first = f.next_probe_at(0, &mut rng).unwrap();
+        assert!(
+            (4_500..=5_500).contains(&first),
+            "then one interval on: {first}"
+        );
+        let cfg = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://new"],
+                    "activeHealthChecks": {"interval": 5}}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        let mut g = Fleet::new(cfg, 2, f.records(), b"secret", 1_000);
+        g.adopt_load(&f);
+        assert_eq!(g.next_probe_at(1_000, &mut rng), Some(1_000));
+        let plan = g.take_probe_plan(1_000, false, &mut rng);
+        let urls: Vec<&str> = plan.targets.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(urls, ["http://new"]);
+        assert_eq!(g.next_probe_at(1_000, &mut rng), Some(first));
+        // An operator's probe takes every backend, disabled ones excepted.
+        let all = g.take_probe_plan(1_000, true, &mut rng);
+        assert_eq!(all.targets.len(), 3);
+    }
+
+    #[test]
+    fn without_active_checks_nothing_is_scheduled_but_an_operator_may_probe() {
+        let mut f = fleet(json!({"activeHealthChecks": {"enabled": false}}));
+        let mut rng = SplitMix64(1);
+        assert_eq!(f.next_probe_at(0, &mut rng), None);
+        assert!(!fail(&mut f, "http://a", 1).reprobe_soon);
+        assert!(f.take_probe_plan(10, false, &mut rng).targets.is_empty());
+        assert_eq!(f.take_probe_plan(10, true, &mut rng).targets.len(), 3);
+    }
+
+    #[test]
+    fn draining_a_healthy_backend_leaves_the_service_healthy_and_unprobed_backends_are_unknown() {
+        let mut f =
+            fleet(json!({"backends": ["http://a", {"url": "http://b", "state": "draining"}]}));
+        let health = |f: &Fleet| -> Vec<BackendHealth> {
+            f.backend_status(0).iter().map(|s| s.health).collect()
+        };
+        assert_eq!(health(&f), [BackendHealth::Unknown, BackendHealth::Unknown]);
+        assert_eq!(f.service_health(), ServiceHealth::Unknown);
+        // Unknown is a view: traffic still goes to a backend never probed.
+        assert_eq!(first(&mut f, 1), "http://a");
+        f.apply_probe(0, true, 1, None, 10);
+        f.apply_probe(1, true, 1, None, 10);
+        assert_eq!(health(&f), [BackendHealth::Healthy, BackendHealth::Healthy]);
+        assert_eq!(
+            f.service_health(),
+            ServiceHealth::Healthy,
+            "b drains: not one that should take traffic"
+        );
+        // A draining backend that goes down does not degrade the service either; a serving one does.
+        f.apply_probe(1, false, 1, None, 20);
+        f.apply_probe(1, false, 1, None, 30);
+        assert_eq!(f.service_health(), ServiceHealth::Healthy);
+        f.apply_probe(0, false, 1, None, 20);
+        f.apply_probe(0, false, 1, None, 30);
+        assert_eq!(f.service_health(), ServiceHealth::Critical);
+        // Without active checks nothing waits for a probe.
+        let g = fleet(json!({"activeHealthChecks": {"enabled": false}}));
+        assert_eq!(g.service_health(), ServiceHealth::Healthy);
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_replayed_avoids_a_backend_nobody_has_seen_answer() {
+        let f = fleet(json!({"backends": ["http://a", "http://b"]}));
+        assert!(
+            f.records().iter().all(|r| !r.unproven),
+            "a first config starts proven"
+        );
+        let cfg = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://dead"]}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        let mut g = Fleet::new(cfg.clone(), 2, f.records(), b"secret", 1_000);
+        let streamed = RequestFacts {
+            streamed_body: true,
+            ..Default::default()
+        };
+        let firsts = |g: &mut Fleet, facts: &RequestFacts, at: u64| -> Vec<String> {
+            (0..30)
+                .map(|i| match g.decide(facts, at + i) {
+                    Verdict::Route(r) => r.attempts[0].url.clone(),
+                    v => panic!("{v:?}"),
+                })
+                .collect()
+        };
+        // Backends still start eligible: other requests reach it (and fail over if it is dead).
+        assert!(firsts(&mut g, &RequestFacts::default(), 1_000).contains(&"http://dead".into()));
+        assert!(!firsts(&mut g, &streamed, 1_100).contains(&"http://dead".into()));
+        assert_eq!(g.summary(), (3, 3));
+        // A failed probe proves nothing; a good one (or a success) does. Kept across restarts.
+        g.apply_probe(2, false, 1, Some("connection refused".into()), 1_200);
+        assert!(g.records()[2].unproven);
+        let saved = g.records().to_vec();
+        assert!(Fleet::new(cfg.clone(), 2, &saved, b"s", 0).records()[2].unproven);
+        g.apply_probe(2, true, 1, None, 1_300);
+        assert!(firsts(&mut g, &streamed, 1_400).contains(&"http://dead".into()));
+        let mut h = Fleet::new(cfg, 2, &saved, b"s", 0);
+        h.report(&ok_outcome("http://dead", 1), 5);
+        assert!(!h.records()[2].unproven);
+        // With only unproven backends to pick from, they are picked.
+        let only = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://n1", "http://n2"]}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        let mut n = Fleet::new(only, 3, f.records(), b"s", 0);
+        assert!(matches!(n.decide(&streamed, 1), Verdict::Route(_)));
     }
 }

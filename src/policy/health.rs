@@ -52,6 +52,59 @@ impl Health {
     }
 }
 
+/// A backend's health as operators see it: up or down as probes and breaker say, or unknown
+/// while active checks have not probed it yet (it takes traffic meanwhile: see [`Health::new`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendHealth {
+    Healthy,
+    Unhealthy,
+    Unknown,
+}
+
+/// A service's health, like a Cloudflare pool's, over the backends that should take new
+/// traffic (enabled ones: draining and disabled backends take none, so they do not count):
+/// every one is up (healthy), some are down (degraded), none is up (critical), or none is
+/// down but some have no probe result yet (unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceHealth {
+    Healthy,
+    Degraded,
+    Critical,
+    Unknown,
+}
+
+impl ServiceHealth {
+    /// `serving`: the health of each backend that should take new traffic.
+    pub fn of(serving: &[BackendHealth]) -> ServiceHealth {
+        let count = |h: BackendHealth| serving.iter().filter(|&&b| b == h).count();
+        let (up, down, unknown) = (
+            count(BackendHealth::Healthy),
+            count(BackendHealth::Unhealthy),
+            count(BackendHealth::Unknown),
+        );
+        if up == 0 && unknown == 0 {
+            ServiceHealth::Critical
+        } else if down > 0 {
+            ServiceHealth::Degraded
+        } else if unknown > 0 {
+            ServiceHealth::Unknown
+        } else {
+            ServiceHealth::Healthy
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceHealth::Healthy => "healthy",
+            ServiceHealth::Degraded => "degraded",
+            ServiceHealth::Critical => "critical",
+            ServiceHealth::Unknown => "unknown",
+        }
+    }
+}
+
 /// Paths tried, in order, when no health path is configured.
 pub const DISCOVERY_PATHS: [&str; 3] = ["/health", "/healthz", "/status"];
 
@@ -295,5 +348,18 @@ mod tests {
             let d = jitter_ms(interval, &mut r);
             prop_assert!(d * 10 >= interval * 9 && d * 10 <= interval * 11);
         }
+    }
+
+    #[test]
+    fn service_health_counts_only_backends_that_should_take_traffic() {
+        use BackendHealth::{Healthy as Up, Unhealthy as Down, Unknown};
+        assert_eq!(ServiceHealth::of(&[Up, Up]), ServiceHealth::Healthy);
+        assert_eq!(ServiceHealth::of(&[Up, Down]), ServiceHealth::Degraded);
+        assert_eq!(ServiceHealth::of(&[Down, Down]), ServiceHealth::Critical);
+        assert_eq!(ServiceHealth::of(&[]), ServiceHealth::Critical);
+        assert_eq!(ServiceHealth::of(&[Up, Unknown]), ServiceHealth::Unknown);
+        assert_eq!(ServiceHealth::of(&[Unknown]), ServiceHealth::Unknown);
+        assert_eq!(ServiceHealth::of(&[Down, Unknown]), ServiceHealth::Degraded);
+        assert_eq!(ServiceHealth::Unknown.as_str(), "unknown");
     }
 }

@@ -267,35 +267,6 @@ impl MetricsQuery {
     }
 }
 
-/// A service's health as the overview shows it, like a Cloudflare pool: every backend that
-/// should take traffic is up (healthy), some are down (degraded), or none is up (critical).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceHealth {
-    Healthy,
-    Degraded,
-    Critical,
-}
-
-impl ServiceHealth {
-    pub fn of(up: u64, total: u64) -> ServiceHealth {
-        if up == 0 {
-            ServiceHealth::Critical
-        } else if up < total {
-            ServiceHealth::Degraded
-        } else {
-            ServiceHealth::Healthy
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceHealth::Healthy => "healthy",
-            ServiceHealth::Degraded => "degraded",
-            ServiceHealth::Critical => "critical",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,13 +406,5 @@ mod tests {
             assert_eq!(e.param, param, "{q:?}");
             assert!(e.message.contains(needle), "{q:?}: {e}");
         }
-    }
-
-    #[test]
-    fn service_health_follows_backends_up() {
-        assert_eq!(ServiceHealth::of(3, 3), ServiceHealth::Healthy);
-        assert_eq!(ServiceHealth::of(1, 3), ServiceHealth::Degraded);
-        assert_eq!(ServiceHealth::of(0, 3), ServiceHealth::Critical);
-        assert_eq!(ServiceHealth::of(0, 0), ServiceHealth::Critical);
     }
 }

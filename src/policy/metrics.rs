@@ -28,6 +28,80 @@ pub fn code_class(status: Option<u16>) -> String {
     }
 }
 
+/// Who made a response a client got: a backend's own answer, or FlowBalance's (a rule's
+/// 403/429, a loop's 508, 502/503 when no backend could answer, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Backend,
+    Flowbalance,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Backend => "backend",
+            Source::Flowbalance => "flowbalance",
+        }
+    }
+}
+
+/// `count` responses with status `code` from `source`, tallied by a Worker and carried to the
+/// hostname's object on its next decision or report (never a message of their own per request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    pub code: u16,
+    pub source: Source,
+    pub count: u32,
+}
+
+impl Answered {
+    /// Compact text for a decide query: `200b12.503f1` (code, `b`ackend or `f`lowbalance, count).
+    pub fn encode(list: &[Answered]) -> String {
+        let parts: Vec<String> = list
+            .iter()
+            .map(|a| {
+                let s = if a.source == Source::Backend {
+                    'b'
+                } else {
+                    'f'
+                };
+                format!("{}{s}{}", a.code, a.count)
+            })
+            .collect();
+        parts.join(".")
+    }
+
+    pub fn decode(text: &str) -> Result<Vec<Answered>, String> {
+        text.split('.')
+            .map(|part| {
+                let at = part
+                    .find(['b', 'f'])
+                    .ok_or_else(|| format!("answered: no source in {part:?}"))?;
+                let code: u16 = part[..at]
+                    .parse()
+                    .map_err(|_| format!("answered: bad code in {part:?}"))?;
+                let count: u32 = part[at + 1..]
+                    .parse()
+                    .map_err(|_| format!("answered: bad count in {part:?}"))?;
+                if !(100..=599).contains(&code) {
+                    return Err(format!("answered: code {code} is not an HTTP status"));
+                }
+                let source = if &part[at..=at] == "b" {
+                    Source::Backend
+                } else {
+                    Source::Flowbalance
+                };
+                Ok(Answered {
+                    code,
+                    source,
+                    count,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Counters of one backend.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackendCounters {
@@ -64,6 +138,9 @@ pub struct Counters {
     /// Webhook delivery attempts by result (`delivered`, `failed`, `given_up`, `dropped`).
     #[serde(default)]
     pub webhook_deliveries: BTreeMap<String, u64>,
+    /// What clients got, keyed `"<code> <source>"` (a JSON map needs text keys).
+    #[serde(default)]
+    pub responses: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -91,6 +168,14 @@ impl Counters {
             429 => self.rate_limited += 1,
             403 => self.access_denied += 1,
             _ => {}
+        }
+    }
+
+    /// Counts responses clients got (a Worker's batch).
+    pub fn record_answered(&mut self, list: &[Answered]) {
+        for a in list {
+            let key = format!("{} {}", a.code, a.source.as_str());
+            *self.responses.entry(key).or_default() += u64::from(a.count);
         }
     }
 
@@ -258,6 +343,28 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
                     n,
                 );
             }
+        }
+    }
+
+    w.family(
+        "flowbalance_responses_total",
+        "counter",
+        "Responses clients got, by status code and by who made them (backend, or flowbalance: rules, loops, no backend). 421 for unknown hostnames is not counted.",
+    );
+    for h in hosts {
+        for (key, n) in &h.counters.responses {
+            let Some((code, source)) = key.split_once(' ') else {
+                continue;
+            };
+            w.sample(
+                "flowbalance_responses_total",
+                &[
+                    ("hostname", &h.hostname),
+                    ("code", code),
+                    ("source", source),
+                ],
+                n,
+            );
         }
     }
 
@@ -680,5 +787,45 @@ mod tests {
         assert_eq!(back, c);
         c.retain_backends(&["http://other"]);
         assert!(c.backends.is_empty());
+    }
+
+    #[test]
+    fn client_responses_travel_compactly_and_render_by_code_and_source() {
+        let list = [
+            Answered {
+                code: 200,
+                source: Source::Backend,
+                count: 12,
+            },
+            Answered {
+                code: 503,
+                source: Source::Flowbalance,
+                count: 1,
+            },
+        ];
+        let text = Answered::encode(&list);
+        assert_eq!(text, "200b12.503f1");
+        assert_eq!(Answered::decode(&text).unwrap(), list);
+        for bad in ["", "200", "x b1", "200b", "99b1", "200bx", "200q1"] {
+            assert!(Answered::decode(bad).is_err(), "{bad:?}");
+        }
+        let mut c = Counters::default();
+        c.record_answered(&list);
+        c.record_answered(&list[..1]);
+        let h = HostMetrics {
+            hostname: "a.test".into(),
+            config_version: 1,
+            backends: vec![],
+            counters: c,
+            leases: LeaseMetrics::default(),
+        };
+        let text = render(&[h], 0, Format::Text);
+        assert!(text.contains("# TYPE flowbalance_responses_total counter\n"));
+        assert!(text.contains(
+            "flowbalance_responses_total{hostname=\"a.test\",code=\"200\",source=\"backend\"} 24\n"
+        ));
+        assert!(text.contains(
+            "flowbalance_responses_total{hostname=\"a.test\",code=\"503\",source=\"flowbalance\"} 1\n"
+        ));
     }
 }

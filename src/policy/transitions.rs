@@ -114,6 +114,7 @@ mod tests {
             latency_ms: None,
             suspect: false,
             ramp_start_ms: None,
+            unproven: false,
         }
     }
 

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::decision::{Outcome, Route};
-use super::failover::{Answer, Step};
+use super::failover::{Answer, LostKind, Step};
 use super::retry::is_failure_status;
 
 /// What one upgrade attempt produced.
@@ -69,7 +69,8 @@ impl UpgradePlan {
                 self.record(index, latency_ms, failure, Some(status));
             }
             UpgradeResult::Lost(message) => {
-                self.last_failure = format!("connection failed: {message}");
+                // No fresh-connection check here: an upgrade fails over whatever the cause.
+                self.last_failure = LostKind::of(&message).reason(&message);
                 self.record(index, latency_ms, Some(self.last_failure.clone()), None);
             }
         }

@@ -1,6 +1,7 @@
 // End to end: the request log's filters and paging, and metrics with percentiles and buckets computed by SQLite in D1, against rows of known values.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { waitFor } from "../support/backends.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
 const B1 = "http://127.0.0.1:9/one";
@@ -131,8 +132,12 @@ test("metrics: per-backend counts, success rate and nearest-rank p50/p95/p99 ove
   assert.ok(short.body.backends.every((b) => b.requests < 100), JSON.stringify(short.body.backends));
 
   // The overview reads the same log per hostname.
-  const list = await json(lb, "/admin/services?window=900");
-  const svc = list.body.services.find((s) => s.hostname === "log.test");
+  // Its health is unknown until the first probe, which the first look at the object starts.
+  const svc = await waitFor(async () => {
+    const list = await json(lb, "/admin/services?window=900");
+    const s = list.body.services.find((x) => x.hostname === "log.test");
+    return s.health === "unknown" ? null : s;
+  }, { what: "the first probe's result" });
   assert.equal(svc.traffic.requests, 120);
   assert.equal(svc.health, "healthy");
 

@@ -216,3 +216,55 @@ test("a tcp monitor with `port` checks that port, not the backend's", async (t) 
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error, /activeHealthChecks\.expected_body: only for http and https monitors/);
 });
+
+test("probe schedule: a failing backend is re-probed within seconds while a healthy one keeps its own interval", async (t) => {
+  const [good, bad] = await backendsFor(t, ["good", "bad"]);
+  bad.onProbe = (req, res) => res.writeHead(500).end("down");
+  // interval 4 s (±10%): a failing backend is re-probed every 2 s, the healthy one is not.
+  const lb = await setup(t, [good.url, bad.url], { path: "/health", interval: 4 });
+  await waitFor(async () => !backendStatus(await status(lb), bad.url).healthy, { what: "bad marked down by its probes", timeoutMs: 15000 });
+  const since = Date.now();
+  const after = (b) => b.probes().filter((p) => p.at >= since).length;
+  // Six re-probes of the failing backend take about 12 s: three of the healthy one's intervals.
+  await waitFor(() => after(bad) >= 6, { what: "six re-probes of bad", timeoutMs: 20000, stepMs: 50 });
+  const elapsed = Date.now() - since;
+  const n = after(good);
+  assert.ok(n >= 1 && n <= Math.ceil(elapsed / 3600) + 1, `good probed ${n} times in ${elapsed} ms (interval 4 s), bad ${after(bad)}`);
+});
+
+test("service health: a backend not probed yet is unknown (and still takes traffic); a draining one does not degrade the service", async (t) => {
+  const [a, b] = await backendsFor(t, ["a", "b"]);
+  const held = [];
+  b.onProbe = (req, res) => held.push(res); // b's first probe waits for the test
+  const lb = await setup(t, [a.url, b.url], { path: "/health", timeout: 5 });
+  const overview = async () => (await (await lb.admin("/admin/services")).json()).services.find((s) => s.hostname === "app.test");
+  // The first request wakes the object, which probes at once; that round waits on b's probe,
+  // so there is no result yet for either backend.
+  await waitFor(async () => (await status(lb)) && held.length > 0, { what: "b's first probe" });
+  let st = await status(lb);
+  assert.deepEqual(st.backends.map((x) => [x.health, x.healthy]), [["unknown", true], ["unknown", true]]);
+  assert.equal(backendStatus(st, b.url).last_probe_ms, null);
+  assert.equal(st.health, "unknown");
+  assert.equal((await overview()).health, "unknown");
+  const served = new Set();
+  for (let i = 0; i < 6; i++) served.add((await (await lb.fetch("app.test", `/u${i}`)).json()).backend);
+  assert.ok(served.has("b"), "a backend not probed yet takes traffic");
+  b.onProbe = null;
+  for (const res of held) res.writeHead(200).end("ok");
+  st = await waitFor(async () => {
+    const s = await status(lb);
+    return s.health === "healthy" ? s : null;
+  }, { what: "b's probe result" });
+  assert.equal(backendStatus(st, b.url).health, "healthy");
+  // Draining a healthy backend: it takes no new traffic, so it is not one the service misses.
+  const res = await lb.admin("/admin/services/app.test/backends", {
+    method: "PATCH",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ url: b.url, state: "draining" }),
+  });
+  assert.equal(res.status, 200, await res.text());
+  st = await status(lb);
+  assert.equal(backendStatus(st, b.url).state, "draining");
+  assert.equal(st.health, "healthy");
+  assert.equal((await overview()).health, "healthy");
+});

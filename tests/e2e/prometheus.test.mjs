@@ -45,10 +45,16 @@ test("Prometheus scrapes requests, retries, failovers, health checks, limits and
     }
     // Successes travel batched; a request that meets the 503 backend reports at once and
     // carries every batched success with it, so end on one.
+    let flushes = 0;
     for (let i = 0, before = bs[2].requests().length; bs[2].requests().length === before; i++) {
       assert.ok(i < 5, "round robin reaches the 503 backend");
       await (await lb.fetch("app.test", `/flush/${i}`)).arrayBuffer();
+      flushes++;
     }
+    // A request that came back through a backend pointing at the balancer: FlowBalance's 508.
+    const loop = await lb.fetch("app.test", "/loop", { headers: { "x-flowbalance-hop": "1" } });
+    assert.equal(loop.status, 508);
+    await loop.arrayBuffer();
     const via503 = bs[2].requests().length;
     const served = bs[0].requests().length + bs[1].requests().length;
     assert.ok(via503 >= 10, `503 backend saw ${via503}`);
@@ -121,6 +127,14 @@ scrape_configs:
     await expect(`flowbalance_failovers_total{${job},hostname="app.test"}`, via503);
     await expect(`sum(flowbalance_request_duration_seconds_count{${job},hostname="app.test"})`, served + via503);
     await expect(`flowbalance_rate_limited_total{${job},hostname="limited.test"}`, 3);
+    // What clients got: backends' answers and FlowBalance's own, by code (retried 503s are not among them).
+    const responses = (host, code, source) => `flowbalance_responses_total{${job},hostname="${host}",code="${code}",source="${source}"}`;
+    await expect(responses("app.test", 200, "backend"), 30 + flushes);
+    await expect(`sum(flowbalance_responses_total{${job},hostname="app.test",code="503"})`, undefined);
+    await expect(responses("app.test", 508, "flowbalance"), 1);
+    await expect(responses("limited.test", 200, "backend"), 2);
+    await expect(responses("limited.test", 429, "flowbalance"), 3);
+    await expect(responses("limited.test", 403, "flowbalance"), 1);
     await expect(`flowbalance_access_denied_total{${job},hostname="limited.test"}`, 1);
     await expect(`flowbalance_backend_up{${job},hostname="app.test",backend="${bs[0].url}"}`, 1);
     await expect(`flowbalance_circuit_breaker_state{${job},hostname="app.test",backend="${bs[0].url}",state="closed"}`, 1);

@@ -130,3 +130,46 @@ test("health history: a killed backend's down and its revival's up are stored in
     await lb.stop();
   }
 });
+
+test("a failed attempt counts against the backend that failed it, and a refused connection is named so", async () => {
+  const bs = await startBackends(2);
+  const lb = await startBalancer({
+    defaultBackends: {
+      hostname: "fail.test",
+      backends: bs.map((b) => b.url),
+      retries: 1,
+      // Probes and the breaker stay out of the way: every request meets the dead backend's turn.
+      activeHealthChecks: { enabled: false },
+      passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000 } },
+    },
+  });
+  try {
+    await bs[0].kill(); // its port now refuses connections
+    const SENT = 10;
+    for (let i = 0; i < SENT; i++) {
+      const res = await lb.fetch("fail.test", `/f${i}`);
+      assert.equal(res.status, 200, "the other backend covers");
+      await res.arrayBuffer();
+    }
+    const metrics = async () => (await (await lb.admin("/admin/services/fail.test/metrics?window=300")).json()).backends;
+    const dead = await waitFor(async () => (await metrics()).find((b) => b.backend === bs[0].url && b.requests >= SENT / 2), {
+      what: "the dead backend's failed attempts in the metrics",
+    });
+    assert.equal(dead.errors, dead.requests, "every attempt at the dead backend failed");
+    const alive = (await metrics()).find((b) => b.backend === bs[1].url);
+    assert.equal(alive.requests, SENT);
+    assert.equal(alive.errors, 0);
+    // The log keeps one row per client request, answered by the live backend.
+    await waitFor(async () => (await logged(lb, "fail.test")) === SENT, { what: `${SENT} rows` });
+    // Why: a refused connection, in those words, in the status view and in a 503 once both are down.
+    const st = await (await lb.admin("/admin/services/fail.test")).json();
+    assert.equal(st.backends.find((b) => b.url === bs[0].url).last_error, "connection refused");
+    await bs[1].kill();
+    const res = await lb.fetch("fail.test", "/none");
+    assert.equal(res.status, 503);
+    assert.match((await res.json()).error, /last: connection refused/);
+  } finally {
+    await stopAll(bs);
+    await lb.stop();
+  }
+});

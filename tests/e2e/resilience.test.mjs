@@ -257,3 +257,44 @@ test("health and breaker state survive a runtime restart", async (t) => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** A loopback port nothing listens on (bound, then closed): connections to it are refused. */
+async function closedPort() {
+  const net = await import("node:net");
+  const server = net.createServer();
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+test("a dead backend added to a healthy service costs no POST a 503", async (t) => {
+  const bs = await backendsFor(t, ["a", "b"]);
+  // The defaults, as an operator would have them: probes every 60 s, one retry, two connection retries.
+  const lb = await balancerFor(t, { defaultBackends: { hostname: "app.test", backends: bs.map((b) => b.url) } });
+  // Even POSTs as curl sends them (a small body with its length, which FlowBalance buffers and
+  // may replay once the backend is known to refuse), odd ones streamed without a length (as
+  // fetch() sends a stream): those cannot be replayed, so only avoiding the dead backend helps.
+  const post = async (i) => {
+    const body = JSON.stringify({ i });
+    if (i % 2 === 0) return lb.raw("app.test", `/p${i}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+    const res = await lb.fetch("app.test", `/p${i}`, { method: "POST", body: new Blob([body]).stream(), duplex: "half" });
+    return { status: res.status, body: await res.text() };
+  };
+  assert.equal((await post(0)).status, 200);
+  assert.equal((await post(1)).status, 200);
+  const dead = `http://127.0.0.1:${await closedPort()}`;
+  const added = await lb.admin("/admin/services/app.test/backends", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ url: dead }) });
+  assert.equal(added.status, 200, await added.text());
+  // At once, 300 POSTs, 10 at a time.
+  const statuses = {};
+  const failures = [];
+  for (let wave = 0; wave < 30; wave++) {
+    const answers = await Promise.all(Array.from({ length: 10 }, (_, k) => post(wave * 10 + k + 1)));
+    for (const res of answers) {
+      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      if (res.status !== 200 && failures.length < 3) failures.push(res.body);
+    }
+  }
+  assert.deepEqual(statuses, { 200: 300 }, failures.join("\n"));
+});

@@ -64,22 +64,27 @@ export async function api(path, { method = "GET", body, ifMatch, headers = {} } 
 /** GET returning only the body. */
 export const get = async (path) => (await api(path)).body;
 
+/** Asks the Worker who this browser is: always a 200, `signed_in` true or false. */
+async function whoami(init) {
+  const res = await fetch(`${root}/auth/whoami`, { ...init, headers: { accept: "application/json", ...(init.headers ?? {}) } }).catch(() => null);
+  return res?.ok ? res.json() : null;
+}
+
 /**
- * Finds out whether this browser is signed in: a session cookie first (/auth/session), then API
- * credentials (a key pasted into the console, or an Authorization header the browser is made to send).
+ * Finds out whether this browser is signed in: a session cookie (or an Authorization header the
+ * browser is made to send) first, then a key pasted into the console. Nothing here answers 401:
+ * a signed-out console leaves no error in the browser's log.
  */
 export async function detectAuth() {
   Object.assign(auth, { mode: null, user: "", via: "", csrf: "", expiresAt: null });
-  const session = await fetch(`${root}/auth/session`, { credentials: "same-origin", headers: { accept: "application/json" } }).catch(() => null);
-  if (session?.ok) {
-    const b = await session.json();
-    Object.assign(auth, { mode: "session", user: b.email || b.user || b.sub || "", via: b.via || "", csrf: b.csrf_token || "", expiresAt: b.expires_at ?? null });
+  const first = await whoami({ credentials: "same-origin" });
+  if (first?.signed_in && first.mode === "session") {
+    Object.assign(auth, { mode: "session", user: first.email || first.user || first.sub || "", via: first.via || "", csrf: first.csrf_token || "", expiresAt: first.expires_at ?? null });
     return true;
   }
-  const probe = await fetch(`${root}/admin/services?window=60`, { credentials: "omit", headers: { accept: "application/json", ...keyHeaders() } }).catch(() => null);
-  if (probe?.ok) {
-    await probe.arrayBuffer();
-    const pasted = Boolean(sessionStorage.getItem(KEY_STORE));
+  const pasted = Boolean(sessionStorage.getItem(KEY_STORE));
+  const found = first?.signed_in ? first : pasted ? await whoami({ credentials: "omit", headers: keyHeaders() }) : null;
+  if (found?.signed_in) {
     Object.assign(auth, { mode: "credentials", user: pasted ? "API key" : "API credentials", via: "api" });
     return true;
   }

@@ -73,6 +73,9 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
             None,
         );
     }
+    if path == "/auth/whoami" && req.method() == Method::Get {
+        return whoami(&req, env).await;
+    }
     if path.starts_with("/auth/") {
         let root = if req.path().starts_with(RESERVED_PREFIX) {
             RESERVED_PREFIX
@@ -404,6 +407,37 @@ impl Caller {
             Ok(()) => Ok(None),
             Err(why) => error_response(403, &format!("forbidden: {why}"), None).map(Some),
         }
+    }
+}
+
+/// `GET /auth/whoami`: whether this browser is signed in, answered 200 either way, so a signed-out
+/// console asks without an error in its log. A session cookie answers for itself; credentials
+/// (a pasted key, Basic) go through `authorize`, throttle included, as any admin call would.
+async fn whoami(req: &Request, env: &Env) -> Result<Response> {
+    let nobody = |reason: String| {
+        session::no_store_json(&serde_json::json!({ "signed_in": false, "reason": reason }))
+    };
+    if req.headers().get("authorization")?.is_none() {
+        return match session::current(req, env).await? {
+            Some(Ok(claims)) => {
+                let mut view = session::session_view(&claims);
+                view["signed_in"] = true.into();
+                view["mode"] = "session".into();
+                session::no_store_json(&view)
+            }
+            Some(Err(why)) => nobody(format!("session {why}")),
+            None => nobody("no session and no credentials".into()),
+        };
+    }
+    match authorize(req, env).await? {
+        Ok(caller) => session::no_store_json(&serde_json::json!({
+            "signed_in": true,
+            "mode": "credentials",
+            "actor": caller.actor.label(),
+        })),
+        // A lockout or an unconfigured API keeps its status: the console shows why.
+        Err(resp) if matches!(resp.status_code(), 429 | 503) => Ok(resp),
+        Err(_) => nobody("invalid credentials".into()),
     }
 }
 

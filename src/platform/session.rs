@@ -225,23 +225,31 @@ pub fn csrf_refusal(
 
 async fn session_info(req: &Request, env: &Env) -> Result<Response> {
     match current(req, env).await? {
-        Some(Ok(c)) => {
-            let who = if c.via == Via::Password {
-                "user"
-            } else {
-                "email"
-            };
-            no_store(Response::from_json(&serde_json::json!({
-                who: c.reg.sub,
-                "sub": c.reg.sub,
-                "via": c.via.as_str(),
-                "csrf_token": c.csrf,
-                "expires_at": c.reg.exp * 1000,
-            }))?)
-        }
+        Some(Ok(c)) => no_store(Response::from_json(&session_view(&c))?),
         Some(Err(why)) => error_response(401, &format!("not signed in: {why}"), None),
         None => error_response(401, "not signed in", None),
     }
+}
+
+/// What the console learns of its session: who, how, its CSRF token and when it ends.
+pub fn session_view(c: &Claims) -> serde_json::Value {
+    let who = if c.via == Via::Password {
+        "user"
+    } else {
+        "email"
+    };
+    serde_json::json!({
+        who: c.reg.sub,
+        "sub": c.reg.sub,
+        "via": c.via.as_str(),
+        "csrf_token": c.csrf,
+        "expires_at": c.reg.exp * 1000,
+    })
+}
+
+/// A JSON answer that no cache keeps.
+pub fn no_store_json(body: &serde_json::Value) -> Result<Response> {
+    no_store(Response::from_json(body)?)
 }
 
 /// A redirect (302 or 303) to `location` with the given cookies.

@@ -832,3 +832,29 @@ test("a session is bound to its hostname: the admin host's cookie is refused und
   assert.equal((await c.request("http://app.test/__lb_admin__/auth/session")).status, 200);
   assert.equal((await sessionWith(appToken)).status, 401);
 });
+
+test("GET /auth/whoami answers 200 whoever asks: signed out, a session, a key, a wrong key (which still counts toward the throttle)", async () => {
+  const nobody = await new Browser().request("http://localhost/auth/whoami");
+  assert.equal(nobody.status, 200, nobody.text);
+  assert.equal(nobody.json.signed_in, false);
+  assert.equal(nobody.headers.get("cache-control"), "no-store");
+
+  const b = new Browser();
+  await signIn(b, "github");
+  const me = await b.request("http://localhost/auth/whoami");
+  assert.equal(me.status, 200);
+  assert.deepEqual([me.json.signed_in, me.json.mode, me.json.email], [true, "session", "ops@example.com"]);
+  assert.equal(me.json.csrf_token, (await b.request("http://localhost/auth/session")).json.csrf_token);
+
+  const keyed = await new Browser().request("http://localhost/auth/whoami", { headers: { authorization: `Bearer ${API_SECRET}` } });
+  assert.deepEqual([keyed.status, keyed.json.signed_in, keyed.json.mode], [200, true, "credentials"]);
+
+  // A wrong key is "not signed in", not a 401; guessing through whoami is still throttled.
+  const guesser = new Browser();
+  const statuses = [];
+  for (let i = 0; i < 6; i++) {
+    const r = await guesser.request("http://localhost/auth/whoami", { headers: { authorization: "Bearer fbk_wrong-guess" } });
+    statuses.push(r.status === 200 ? `200 ${r.json.signed_in}` : String(r.status));
+  }
+  assert.deepEqual(statuses, ["200 false", "200 false", "200 false", "200 false", "200 false", "429"]);
+});

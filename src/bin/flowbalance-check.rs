@@ -1,7 +1,7 @@
 //! Validates DEFAULT_BACKENDS before the runtime starts, so `npm run dev` reports config errors up front.
 
-use flowbalance::policy::config::{parse_default_backends, Deployment};
-use flowbalance::policy::prefix::parse_hostnames;
+use flowbalance::policy::access::prefix::parse_hostnames;
+use flowbalance::policy::control::config::{parse_default_backends, Deployment};
 
 fn main() {
     // Fail closed in the Worker (the prefix stays off), but say so before it starts.

@@ -1,31 +1,18 @@
 //! Platform glue: the Worker's fetch entry point, shared helpers for env and outbound fetch.
 
-mod accounts;
-mod admin;
-mod balancer;
-mod console;
-mod edge;
-mod healthlog;
-mod lease;
-mod metrics;
-mod probe;
-mod registry;
-mod requestlog;
-mod retention;
-mod session;
-mod tail;
-mod throttle;
-mod webhook;
-mod websocket;
+pub mod admin;
+pub mod edge;
+pub mod object;
+pub mod store;
 
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use worker::*;
 
-use crate::policy::config::Deployment;
-use crate::policy::forwarding::{host_and_path, UrlParts};
-use crate::policy::prefix::{self, Reserved};
+use crate::policy::access::prefix::{self, Reserved};
+use crate::policy::control::config::Deployment;
+use crate::policy::traffic::forwarding::{host_and_path, UrlParts};
 
 /// The Durable Object namespace binding that holds one object per hostname.
 pub const BALANCER_BINDING: &str = "BALANCER";
@@ -38,16 +25,18 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let (host, path) = host_and_path(&url);
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let path = path.to_string();
-    let own_host = admin::is_admin_host(&host, &env);
+    let own_host = admin::routes::is_admin_host(&host, &env);
     // The prefix is served on the Worker's own hostnames and on the balanced hostnames the
     // operator listed; everywhere else every path, variants included, goes to the backends.
-    let reserved = if own_host || admin::prefix_enabled(&host, &env) {
+    let reserved = if own_host || admin::routes::prefix_enabled(&host, &env) {
         prefix::classify(&path)
     } else {
         Reserved::Outside
     };
     let result = if let Reserved::Exact(rest) = reserved {
-        admin::handle(req.into(), &env, rest).await.map(Into::into)
+        admin::routes::handle(req.into(), &env, rest)
+            .await
+            .map(Into::into)
     } else if reserved == Reserved::Variant {
         error_response(
             404,
@@ -59,12 +48,14 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         )
         .map(Into::into)
     } else if own_host {
-        admin::handle(req.into(), &env, &path).await.map(Into::into)
-    } else if let Some(r) = registry::unserved(&env, &host).await {
+        admin::routes::handle(req.into(), &env, &path)
+            .await
+            .map(Into::into)
+    } else if let Some(r) = store::registry::unserved(&env, &host).await {
         // Answered here: an unknown hostname must not create a Durable Object.
         error_response(r.status, &r.message, r.retry_after_s).map(Into::into)
     } else {
-        edge::balance(req, &env, &ctx, &host).await
+        edge::balance::balance(req, &env, &ctx, &host).await
     };
     // An error must never become the runtime's exception page, nor show a client what went
     // wrong inside (a storage or runtime message): that goes to the log.
@@ -115,7 +106,7 @@ pub fn error_response(status: u16, message: &str, retry_after_s: Option<u64>) ->
 /// What configs are checked against here: the admin hostname and the hostnames balanced by
 /// DEFAULT_BACKENDS (`registered` adds those created through the API).
 pub fn deployment(env: &Env, registered: Vec<String>) -> Deployment {
-    let mut ctx = registry::defaults(env).deployment.clone();
+    let mut ctx = store::registry::defaults(env).deployment.clone();
     ctx.balanced.extend(registered);
     ctx
 }

@@ -1,0 +1,61 @@
+//! The Balancer's request and probe counters: stored periodically, shown to `/admin/metrics`.
+
+use worker::*;
+
+use super::{Balancer, Service, KEY_METRICS, METRICS_SAVE_MS};
+use crate::policy::health::breaker::BreakerState;
+use crate::policy::telemetry::metrics::{BackendGauges, HostMetrics, LeaseMetrics};
+
+impl Balancer {
+    /// Stores the counters when they changed and `force` or METRICS_SAVE_MS have passed.
+    pub(super) async fn save_metrics(&self, force: bool) -> Result<()> {
+        let now = Self::now();
+        let due = force || now.saturating_sub(self.metrics_saved_ms.get()) >= METRICS_SAVE_MS;
+        if !self.metrics_dirty.get() || !due {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&*self.metrics.borrow())?;
+        self.metrics_dirty.set(false);
+        self.metrics_saved_ms.set(now);
+        self.state.storage().put(KEY_METRICS, text).await
+    }
+
+    /// This hostname's counters and gauges for `/admin/metrics`.
+    pub(super) fn metrics_view(&self) -> Result<Response> {
+        let service = self.service.borrow();
+        let Some(Service::Ready(fleet)) = &*service else {
+            return self.status();
+        };
+        let backends = fleet
+            .backend_status(Self::now())
+            .iter()
+            .map(|s| BackendGauges {
+                url: s.record.url.clone(),
+                up: s.record.health.healthy
+                    && !matches!(s.record.breaker.state, BreakerState::Open { .. }),
+                weight: s.effective_weight,
+                breaker: match s.record.breaker.state {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open { .. } => "open",
+                    BreakerState::HalfOpen { .. } => "half_open",
+                }
+                .to_string(),
+            })
+            .collect();
+        Response::from_json(&HostMetrics {
+            hostname: fleet.cfg().hostname.to_string(),
+            config_version: fleet.version(),
+            backends,
+            counters: self.metrics.borrow().clone(),
+            leases: match &mut *self.leases.borrow_mut() {
+                Some(book) => LeaseMetrics {
+                    grants: book.counters.grants,
+                    refreshes: book.counters.refreshes,
+                    early_returns: book.counters.early_returns,
+                    outstanding: book.outstanding(Self::now()) as u64,
+                },
+                None => LeaseMetrics::default(),
+            },
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! The per-hostname Durable Object and what runs inside it.
+//!
+//! Owns the `Balancer` object (config and its storage, live backend state, decisions, leases,
+//! counters, the webhook outbox), its probes, webhook deliveries and the live tail's sockets.
+//! Uses `store` for the health history and registry, `admin` for the audit actor header.
+
+pub mod balancer;
+pub mod probe;
+pub mod tail;
+pub mod webhook;

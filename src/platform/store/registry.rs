@@ -1,0 +1,185 @@
+//! Which hostnames have a service: DEFAULT_BACKENDS (parsed once per isolate) and the D1 registry of services the admin API created or deleted.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use wasm_bindgen::JsValue;
+use worker::*;
+
+use crate::platform::env_string;
+use crate::policy::control::config::{self, ConfigError, Deployment, ServiceConfig};
+use crate::policy::traffic::decision::Reject;
+
+const DB_BINDING: &str = "DB";
+/// Registered hostnames remembered per isolate; past this the memory starts over.
+const REGISTERED_MAX: usize = 10_000;
+
+/// DEFAULT_BACKENDS as parsed, and the deployment it describes (ADMIN_HOSTNAME and the hostnames
+/// it balances). An isolate's bindings never change, so this is read once per isolate.
+pub struct Defaults {
+    hostnames: HashSet<String>,
+    pub deployment: Deployment,
+    pub services: Vec<ServiceConfig>,
+    pub errors: Vec<ConfigError>,
+}
+
+thread_local! {
+    static DEFAULTS: RefCell<Option<Rc<Defaults>>> = const { RefCell::new(None) };
+    /// Hostnames the D1 registry has listed: their Durable Object holds their state and answers
+    /// for them from then on (421 once deleted), so they need no second lookup. Only "exists" is
+    /// remembered: a service the API creates must work at the very next request on any isolate.
+    static REGISTERED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// DEFAULT_BACKENDS, parsed partially (one service's mistake does not take the others down).
+pub fn defaults(env: &Env) -> Rc<Defaults> {
+    DEFAULTS.with(|cache| {
+        cache
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                let text = env_string(env, "DEFAULT_BACKENDS").unwrap_or_default();
+                let admin = Deployment::new(env_string(env, "ADMIN_HOSTNAME").as_deref(), vec![]);
+                let (services, errors) = if text.trim().is_empty() {
+                    (vec![], vec![])
+                } else {
+                    config::parse_default_backends_partial(&text, &admin)
+                };
+                let hostnames: HashSet<String> =
+                    services.iter().map(|s| s.hostname.to_string()).collect();
+                let mut deployment = admin;
+                deployment.balanced.extend(config::default_hostnames(&text));
+                Rc::new(Defaults {
+                    hostnames,
+                    deployment,
+                    services,
+                    errors,
+                })
+            })
+            .clone()
+    })
+}
+
+/// The refusal the Worker answers itself when no service is configured for `host`, so an unknown
+/// hostname never reaches (and never creates) a Durable Object; None when the hostname's object
+/// should decide. D1 is read only for hostnames not in DEFAULT_BACKENDS.
+pub async fn unserved(env: &Env, host: &str) -> Option<Reject> {
+    let defaults = defaults(env);
+    if defaults.hostnames.contains(host) || REGISTERED.with(|r| r.borrow().contains(host)) {
+        return None;
+    }
+    match registered(env, host).await {
+        Ok(true) => {
+            REGISTERED.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.len() >= REGISTERED_MAX {
+                    r.clear();
+                }
+                r.insert(host.to_string());
+            });
+            None
+        }
+        Ok(false) if defaults.errors.is_empty() => Some(unknown_host(host)),
+        // The hostname may be the service DEFAULT_BACKENDS failed to describe.
+        Ok(false) => Some(config_error(host, "DEFAULT_BACKENDS", &defaults.errors)),
+        Err(e) => {
+            // Without the registry, the object (which knows its own state) decides.
+            console_error!("service registry unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// Whether the admin API created a service for `host` that has not been deleted.
+async fn registered(env: &Env, host: &str) -> Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct Found {
+        deleted: f64,
+    }
+    let row: Option<Found> = env
+        .d1(DB_BINDING)?
+        .prepare("SELECT deleted FROM services WHERE hostname = ?1")
+        .bind(&[JsValue::from_str(host)])?
+        .first(None)
+        .await?;
+    Ok(row.is_some_and(|r| r.deleted == 0.0))
+}
+
+/// Records a config write (or a delete) for `host`.
+pub async fn record(env: &Env, host: &str, version: u64, deleted: bool) -> Result<()> {
+    let db = env.d1(DB_BINDING)?;
+    db.prepare(
+        "INSERT INTO services (hostname, version, updated_ms, deleted) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT(hostname) DO UPDATE SET version = excluded.version, updated_ms = excluded.updated_ms, deleted = excluded.deleted",
+    )
+    // D1 binds JS numbers: versions and millisecond times as f64, not i32.
+    .bind(&[
+        JsValue::from_str(host),
+        JsValue::from_f64(version as f64),
+        JsValue::from_f64(Date::now().as_millis() as f64),
+        JsValue::from_f64(if deleted { 1.0 } else { 0.0 }),
+    ])?
+    .run()
+    .await?;
+    Ok(())
+}
+
+/// The deployment a config for `host` is checked against: every balanced hostname, including
+/// those created through the API (the D1 registry) and `host` itself.
+pub async fn deployment_for(env: &Env, host: &str) -> Deployment {
+    let mut registered: Vec<String> = match list(env).await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter(|(_, deleted)| !deleted)
+            .map(|(h, _)| h)
+            .collect(),
+        Err(e) => {
+            console_error!("service registry unavailable: {e}");
+            vec![]
+        }
+    };
+    registered.push(host.to_string());
+    crate::platform::deployment(env, registered)
+}
+
+#[derive(serde::Deserialize)]
+struct Row {
+    hostname: String,
+    deleted: f64,
+}
+
+/// Every hostname the API has touched, with whether it is deleted.
+pub async fn list(env: &Env) -> Result<Vec<(String, bool)>> {
+    let db = env.d1(DB_BINDING)?;
+    let rows: Vec<Row> = db
+        .prepare("SELECT hostname, deleted FROM services ORDER BY hostname")
+        .all()
+        .await?
+        .results()?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.hostname, r.deleted != 0.0))
+        .collect())
+}
+
+/// The answer for a hostname without a service.
+pub fn unknown_host(host: &str) -> Reject {
+    Reject {
+        status: 421,
+        message: format!("FlowBalance has no service configured for hostname \"{host}\""),
+        retry_after_s: None,
+    }
+}
+
+/// The answer for a hostname whose config cannot be used.
+pub fn config_error(host: &str, source: &str, errs: &[ConfigError]) -> Reject {
+    let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    Reject {
+        status: 503,
+        message: format!(
+            "the configuration for \"{host}\" is invalid ({source}): {}",
+            list.join("; ")
+        ),
+        retry_after_s: None,
+    }
+}

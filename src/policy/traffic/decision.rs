@@ -1,0 +1,267 @@
+//! Messages between the edge Worker and a hostname's Durable Object: the routing decision and the outcome reports.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::telemetry::metrics::Answered;
+
+/// Worker -> Durable Object, `GET /decide?<this as query pairs>`: the request facts a decision
+/// needs, plus the successes the Worker batched since its last decision. A URL query is the
+/// cheapest form to write and read on every request (no Headers object, no body to await).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continent: Option<String>,
+    /// The client's whole Cookie header: only the Durable Object knows the cookie's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<String>,
+    /// The value of the header that keys header affinity, once the Worker knows its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_key: Option<String>,
+    /// Carried as one JSON text: a query pair holds a string.
+    /// The request's body streams: it cannot be replayed (see `RequestFacts::streamed_body`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub streamed_body: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "json_text")]
+    pub successes: Vec<Outcome>,
+    /// Tickets of this Worker instance's requests that finished since its last message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "id_list")]
+    pub done: Vec<u64>,
+    /// Responses this Worker gave clients of the hostname since its last message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "answered_text")]
+    pub answered: Vec<Answered>,
+}
+
+impl DecideRequest {
+    /// The message as a URL query (without the `?`).
+    pub fn to_query(&self) -> String {
+        // Strings, options and a JSON text: nothing here can fail to serialise.
+        serde_urlencoded::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads [`DecideRequest::to_query`]'s form back; an unknown or repeated pair, a missing
+    /// host or unreadable successes are errors, not silently missing facts.
+    pub fn from_query(query: &str) -> Result<Self, String> {
+        serde_urlencoded::from_str(query).map_err(|e| e.to_string())
+    }
+}
+
+/// Ticket ids as one comma-separated query value.
+mod id_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = v.iter().map(u64::to_string).collect();
+        s.serialize_str(&text.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.split(',')
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// A list of outcomes as one JSON text (inside a query pair).
+mod answered_text {
+    use super::Answered;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Answered], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Answered::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Answered>, D::Error> {
+        Answered::decode(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+mod json_text {
+    use super::Outcome;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Outcome], s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(v).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Outcome>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Worker -> Durable Object, `POST /report` with this as the JSON body: outcomes of finished
+/// attempts (failures, trials, retries, and successes batched before them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    pub host: String,
+    pub outcomes: Vec<Outcome>,
+    /// Tickets of finished requests (see [`Route::ticket`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<u64>,
+    /// Responses the Worker gave clients (see [`DecideRequest::answered`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<Answered>,
+}
+
+/// The Durable Object's answer to "where does this request go?".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Verdict {
+    Route(Route),
+    Reject(Reject),
+}
+
+/// Backends to try, in order, and how hard to try.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub attempts: Vec<Attempt>,
+    /// Extra attempts allowed after a failed response (502/503/504, timeout).
+    pub retries: u32,
+    /// Extra attempts allowed after a connection error.
+    pub conn_retries: u32,
+    pub timeout_ms: u64,
+    pub immediate_failover: bool,
+    /// Every backend looked unhealthy: these attempts are a last try, not a healthy choice.
+    pub panic: bool,
+    /// Session-affinity cookie to set when the serving backend differs from the client's pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<CookieSpec>,
+    /// For header affinity: the request header whose value keys the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_header: Option<String>,
+    /// The request counts as outstanding at its backend until this ticket comes back in a
+    /// completion (`done`); only in steering modes that count requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u64>,
+    /// The service steers by the client's geography: the Worker reads `request.cf` (costly)
+    /// only for such hostnames, and asks again with it when it had not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub geo: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub url: String,
+    /// The half-open breaker's single trial: its outcome is reported at once.
+    #[serde(default)]
+    pub trial: bool,
+    /// Signed affinity value for this backend, when the client must be (re-)pinned to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CookieSpec {
+    pub name: String,
+    pub ttl_s: u64,
+}
+
+/// A request the Durable Object refuses before any backend is tried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reject {
+    pub status: u16,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+/// What happened on one attempt, as the Worker reports it back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub url: String,
+    /// None on success; otherwise a short reason (`connect`, `timeout`, `status 503`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub trial: bool,
+    /// This attempt was a retry, spending retry budget.
+    #[serde(default)]
+    pub retry: bool,
+    /// Number of requests this outcome stands for (successes are batched).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// The HTTP status the backend answered with (None: no HTTP answer), for the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// For a retry: why the attempt before it failed (`connect`, `timeout`, `status_5xx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_reason: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decide_request_roundtrip_and_compact() {
+        let bare = DecideRequest {
+            host: "a.test".into(),
+            ..Default::default()
+        };
+        assert_eq!(bare.to_query(), "host=a.test");
+        assert_eq!(DecideRequest::from_query("host=a.test").unwrap(), bare);
+        let full = DecideRequest {
+            host: "a.test".into(),
+            client_ip: Some("203.0.113.9".into()),
+            country: Some("DE".into()),
+            continent: Some("EU".into()),
+            cookies: Some("fb=1; x=2&y=%3".into()),
+            affinity_key: Some("user 7".into()),
+            streamed_body: true,
+            successes: vec![Outcome {
+                url: "http://b:1/?a=1&b=2".into(),
+                failure: None,
+                latency_ms: 4,
+                trial: false,
+                retry: false,
+                count: 3,
+                status: Some(200),
+                retry_reason: None,
+            }],
+            done: vec![17, 4_000_000_000_000],
+            answered: vec![Answered {
+                code: 508,
+                source: crate::policy::telemetry::metrics::Source::Flowbalance,
+                count: 2,
+            }],
+        };
+        let text = full.to_query();
+        assert_eq!(DecideRequest::from_query(&text).unwrap(), full);
+        // A typo, a repeat or a missing host is an error, not a silently missing fact.
+        assert!(DecideRequest::from_query("host=a&ipp=1.2.3.4").is_err());
+        assert!(DecideRequest::from_query("host=a&client_ip=1&client_ip=2").is_err());
+        assert!(DecideRequest::from_query("client_ip=1.2.3.4").is_err());
+        assert!(DecideRequest::from_query("host=a&successes=%5Bx").is_err());
+        assert!(DecideRequest::from_query("host=a&done=1,x").is_err());
+    }
+
+    #[test]
+    fn report_request_roundtrip() {
+        let r = ReportRequest {
+            host: "a.test".into(),
+            outcomes: vec![],
+            done: vec![3],
+            answered: vec![],
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ReportRequest>(&text).unwrap(), r);
+    }
+}

@@ -1,0 +1,19 @@
+//! Traffic: where a request goes and what happens when an attempt fails.
+//!
+//! Owns backend selection (smooth weighted round robin, least outstanding, latency, client hash),
+//! pools and geo/failover steering, session affinity, a hostname's live fleet and its decisions,
+//! leases, the failover and retry plans, WebSocket upgrades, and how a request is forwarded.
+//! Uses `health` for backend state and breakers, `control` for the config, `access` for access
+//! lists and rate limits, `telemetry` for the counters a decision updates, and `rng`.
+
+pub mod affinity;
+pub mod decision;
+pub mod failover;
+pub mod fleet;
+pub mod forwarding;
+pub mod geo;
+pub mod lease;
+pub mod retry;
+pub mod select;
+pub mod steering;
+pub mod upgrade;

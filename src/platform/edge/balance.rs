@@ -21,8 +21,8 @@ use crate::policy::telemetry::metrics::{self, Answered, Source};
 use crate::policy::telemetry::tail::{self, RequestLine};
 use crate::policy::traffic::affinity;
 use crate::policy::traffic::decision::{DecideRequest, Outcome, ReportRequest, Route, Verdict};
+use crate::policy::traffic::facts::RequestFacts;
 use crate::policy::traffic::failover::{Answer, AttemptResult, FailoverPlan, Step};
-use crate::policy::traffic::fleet::RequestFacts;
 use crate::policy::traffic::forwarding::{
     backend_url, connection_tokens, forwarded_for, host_and_path, path_and_query, HOP_BY_HOP,
 };

@@ -9,7 +9,7 @@ use worker::*;
 use crate::platform::object_stub;
 use crate::policy::telemetry::tail;
 use crate::policy::traffic::decision::{Outcome, Verdict};
-use crate::policy::traffic::fleet::RequestFacts;
+use crate::policy::traffic::facts::RequestFacts;
 use crate::policy::traffic::lease::{Held, Lease, LeaseReply, LeaseRequest, Local};
 
 thread_local! {
@@ -24,11 +24,8 @@ thread_local! {
 pub fn needs(host: &str) -> Option<(Option<String>, bool)> {
     HELD.with(|h| {
         h.borrow().get(host).map(|l| {
-            let header = l
-                .cfg()
-                .affinity()
-                .and_then(|a| a.header_name.as_ref().map(ToString::to_string));
-            (header, l.cfg().geo.is_some())
+            let needs = l.needs();
+            (needs.affinity_header, needs.geo)
         })
     })
 }

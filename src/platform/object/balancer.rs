@@ -25,7 +25,8 @@ use crate::policy::telemetry::metrics::{Answered, Counters};
 use crate::policy::telemetry::notify::{Cause, Outbox};
 use crate::policy::telemetry::tail::{self, Line, RequestLine};
 use crate::policy::traffic::decision::{DecideRequest, Outcome, Reject, ReportRequest, Verdict};
-use crate::policy::traffic::fleet::{BackendRecord, Fleet, ProbeOutcome, RequestFacts};
+use crate::policy::traffic::facts::RequestFacts;
+use crate::policy::traffic::fleet::{BackendRecord, Fleet, ProbeOutcome};
 use crate::policy::traffic::lease::{self, LeaseBook, LeaseReply, LeaseRequest};
 
 mod counters;

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::control::config::{self, DecisionMode, Deployment};
 use crate::policy::traffic::decision::{Outcome, Verdict};
-use crate::policy::traffic::fleet::{Fleet, RequestFacts};
+use crate::policy::traffic::facts::{Needs, RequestFacts};
+use crate::policy::traffic::fleet::{Fleet, LeasedBackend};
 
 /// The Worker treats a lease as over this long before its nominal end: a Worker's clock only
 /// advances between I/O events, so it can lag real time by the CPU time of one request.
@@ -26,15 +27,6 @@ pub const MAX_LEASE_MS: u64 = 10_000;
 /// Leases one hostname's object keeps track of at most; beyond it the object declines to grant
 /// (the Worker then asks per request), because a lease it forgot could outlive a config fence.
 pub const MAX_LEASES: usize = 10_000;
-
-/// One backend as a lease carries it, in the config's backend order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LeasedBackend {
-    /// Takes new traffic (healthy, breaker closed). Enabled/draining/disabled are in the config.
-    pub up: bool,
-    /// Round-robin weight now (scaled, slow start applied).
-    pub weight: u32,
-}
 
 /// What the object grants: enough to decide locally, for `lease_ms`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,6 +299,11 @@ impl Held {
     /// The config this lease decides with.
     pub fn cfg(&self) -> &crate::policy::control::config::ServiceConfig {
         self.fleet.cfg()
+    }
+
+    /// What the Worker must read of a request to decide it under this lease.
+    pub fn needs(&self) -> Needs {
+        Needs::of(self.fleet.cfg())
     }
 
     /// Builds the local view from a lease whose request was sent at `sent_ms` (Worker clock).

@@ -1,13 +1,15 @@
 //! Traffic: where a request goes and what happens when an attempt fails.
 //!
 //! Owns backend selection (smooth weighted round robin, least outstanding, latency, client hash),
-//! pools and geo/failover steering, session affinity, a hostname's live fleet and its decisions,
+//! pools and geo/failover steering, session affinity, the request facts a decision reads (and
+//! which of them a config needs), a hostname's live fleet and its decisions,
 //! leases, the failover and retry plans, WebSocket upgrades, and how a request is forwarded.
 //! Uses `health` for backend state and breakers, `control` for the config, `access` for access
 //! lists and rate limits, `telemetry` for the counters a decision updates, and `rng`.
 
 pub mod affinity;
 pub mod decision;
+pub mod facts;
 pub mod failover;
 pub mod fleet;
 pub mod forwarding;

@@ -430,3 +430,33 @@ fn a_lease_rides_after_the_decision_reply() {
     let alone = String::from_utf8(attach(reply.clone(), None)).unwrap();
     assert_eq!(detach(&alone), (alone.as_str(), None));
 }
+
+#[test]
+fn a_worker_under_a_lease_reads_the_request_facts_the_object_would_ask_for() {
+    let configs = [
+        json!({}),
+        json!({"load_balancer": {"session_affinity": {"type": "header", "header_name": "X-User"}}}),
+        // A header name on cookie affinity keys nothing: neither side reads that header.
+        json!({"load_balancer": {"session_affinity": {"type": "cookie", "header_name": "X-User"}}}),
+        json!({"load_balancer": {"session_affinity": {"type": "ip_cookie", "header_name": "X-User"}}}),
+        json!({
+            "backends": [],
+            "pools": [{"name": "eu", "backends": ["http://eu1"]}, {"name": "us", "backends": ["http://us1"]}],
+            "geo_steering": {"regions": {"EU": "eu"}, "fallback_pool": "us"}
+        }),
+    ];
+    for extra in configs {
+        let mut obj = object(extra.clone(), 1);
+        let mut book = LeaseBook::new(0, 0);
+        let h = held(&obj, &mut book, 0, 0);
+        let Verdict::Route(r) = obj.decide(&RequestFacts::default(), 1) else {
+            panic!("{extra}")
+        };
+        let needs = h.needs();
+        assert_eq!(
+            (needs.affinity_header, needs.geo),
+            (r.affinity_header, r.geo),
+            "{extra}"
+        );
+    }
+}

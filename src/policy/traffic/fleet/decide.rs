@@ -1,0 +1,322 @@
+//! The routing decision: access lists and rate limits, pool choice (failover, geo), affinity pins and hashing, endpoint steering, and the attempts a route lists.
+
+use std::net::IpAddr;
+
+use super::Fleet;
+use crate::policy::access::clients::canonical_ip;
+use crate::policy::control::config::{
+    AffinityKind, BackendState, BreakerConfig, EndpointSteering, PoolSteering,
+};
+use crate::policy::health::breaker::{Admit, BreakerState};
+use crate::policy::traffic::affinity;
+use crate::policy::traffic::decision::{Attempt, CookieSpec, Reject, Route, Verdict};
+use crate::policy::traffic::facts::{Needs, RequestFacts};
+use crate::policy::traffic::geo;
+use crate::policy::traffic::select::failover_order;
+use crate::policy::traffic::steering::{self, Load};
+
+impl Fleet {
+    /// Decides where one request goes. Reads only memory; the caller persists nothing.
+    pub fn decide(&mut self, facts: &RequestFacts, now_ms: u64) -> Verdict {
+        // One spelling per client (IPv4-mapped IPv6, zero-compressed IPv6), so lists and limits
+        // cannot be sidestepped by writing the same address another way.
+        let client = facts.client_ip.as_deref().map(canonical_ip);
+        let ip: Option<IpAddr> = client.as_deref().and_then(|s| s.parse().ok());
+        if let Some(access) = &self.access {
+            if !access.permits(ip) {
+                return Verdict::Reject(Reject {
+                    status: 403,
+                    message: format!(
+                        "client {} is not allowed to reach {}",
+                        facts.client_ip.as_deref().unwrap_or("(unknown)"),
+                        self.cfg.hostname
+                    ),
+                    retry_after_s: None,
+                });
+            }
+        }
+        if let Some(limiter) = &mut self.limiter {
+            let key = client.as_deref().unwrap_or("unknown");
+            if let Err(wait_ms) = limiter.check(key, now_ms) {
+                return Verdict::Reject(Reject {
+                    status: 429,
+                    message: format!("rate limit for {} exceeded", self.cfg.hostname),
+                    retry_after_s: Some(wait_ms.div_ceil(1000).max(1)),
+                });
+            }
+        }
+        self.budget.record_request(now_ms);
+        let params = self.breaker_params();
+        let group = self.choose_group(facts, now_ms, &params);
+        let members = self.groups[group].clone();
+
+        let pinned = self.pinned_backend(facts, &members, now_ms);
+        let primary = match pinned {
+            Some(i) => Some(i),
+            None => self.pick_in_group(group, &members, facts, now_ms, &params),
+        };
+
+        let max_extra = self
+            .cfg
+            .retries
+            .max(self.cfg.connection.max_connection_retries) as usize;
+        let mut attempts = Vec::new();
+        match primary {
+            Some(first) => {
+                let trial = matches!(
+                    self.backends[first].breaker.admit(now_ms, &params),
+                    Admit::Trial
+                );
+                attempts.push(first);
+                let mut trials = vec![trial];
+                let pos = members.iter().position(|&m| m == first).unwrap_or(0);
+                let order = failover_order(members.len(), pos, |k| self.failover_ok(members[k]));
+                let budget = self.budget.available(now_ms) as usize;
+                for k in order.into_iter().take(max_extra.min(budget)) {
+                    attempts.push(members[k]);
+                    trials.push(false);
+                }
+                let mut route = self.route(attempts, trials, false, now_ms, pinned);
+                route.ticket = self.count_in(first, &route, now_ms);
+                return Verdict::Route(route);
+            }
+            None => {
+                // Panic mode (as Envoy): nothing looks healthy, so try every enabled backend,
+                // least recently failed first, rather than refusing while one might work.
+                let mut all: Vec<usize> = (0..self.backends.len())
+                    .filter(|&i| self.states[i] != BackendState::Disabled)
+                    .collect();
+                all.sort_by_key(|&i| self.backends[i].last_failure_ms);
+                attempts.extend(all.into_iter().take(max_extra + 1));
+            }
+        }
+        if attempts.is_empty() {
+            return Verdict::Reject(Reject {
+                status: 503,
+                message: format!("no backend of {} is enabled", self.cfg.hostname),
+                retry_after_s: Some(5),
+            });
+        }
+        let trials = vec![false; attempts.len()];
+        let first = attempts[0];
+        let mut route = self.route(attempts, trials, true, now_ms, None);
+        route.ticket = self.count_in(first, &route, now_ms);
+        Verdict::Route(route)
+    }
+
+    fn route(
+        &self,
+        attempts: Vec<usize>,
+        trials: Vec<bool>,
+        panic: bool,
+        now_ms: u64,
+        pinned: Option<usize>,
+    ) -> Route {
+        let cookie_affinity = self
+            .cfg
+            .affinity()
+            .filter(|a| matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie));
+        let needs = Needs::of(&self.cfg);
+        let n = attempts.len() as u32;
+        let attempts = attempts
+            .into_iter()
+            .zip(trials)
+            .map(|(i, trial)| Attempt {
+                url: self.backends[i].url.clone(),
+                trial,
+                pin: match cookie_affinity {
+                    Some(a) if pinned != Some(i) => Some(self.sign_pin(i, a.ttl_s, now_ms)),
+                    _ => None,
+                },
+            })
+            .collect();
+        Route {
+            attempts,
+            retries: self.cfg.retries.min(n.saturating_sub(1)),
+            conn_retries: self
+                .cfg
+                .connection
+                .max_connection_retries
+                .min(n.saturating_sub(1)),
+            timeout_ms: self.cfg.connection.connection_timeout_ms,
+            immediate_failover: self.cfg.connection.immediate_failover,
+            panic,
+            ticket: None,
+            geo: needs.geo,
+            cookie: cookie_affinity.map(|a| CookieSpec {
+                name: a.cookie_name.to_string(),
+                ttl_s: a.ttl_s,
+            }),
+            affinity_header: needs.affinity_header,
+        }
+    }
+
+    /// The pin's expiry is carried inside the signed value, so no server-side session table is needed.
+    fn sign_pin(&self, i: usize, ttl_s: u64, now_ms: u64) -> String {
+        affinity::sign(
+            &self.affinity_secret,
+            &self.cfg.hostname,
+            &self.pin_ids[i],
+            now_ms / 1000 + ttl_s,
+        )
+    }
+
+    /// Healthy backends (taking new traffic) in pool `p` and how many it must have.
+    pub(super) fn pool_counts(
+        &self,
+        p: usize,
+        now_ms: u64,
+        params: &BreakerConfig,
+    ) -> (usize, u32) {
+        let healthy = self.groups[p + 1]
+            .iter()
+            .filter(|&&i| self.eligible(i, now_ms, params))
+            .count();
+        (healthy, self.cfg.pools[p].minimum_healthy)
+    }
+
+    fn pool_index(&self, name: &str) -> Option<usize> {
+        self.cfg.pools.iter().position(|p| p.name.as_str() == name)
+    }
+
+    /// The pool group for a request: failover order, or geo steering; without either the
+    /// top-level group. A pool with fewer healthy backends than its `minimum_healthy` counts
+    /// as unhealthy.
+    fn choose_group(&self, facts: &RequestFacts, now_ms: u64, params: &BreakerConfig) -> usize {
+        let lb = &self.cfg.load_balancer;
+        if lb.steering == PoolSteering::Failover && !self.cfg.pools.is_empty() {
+            let counts: Vec<(usize, u32)> = (0..self.cfg.pools.len())
+                .map(|p| self.pool_counts(p, now_ms, params))
+                .collect();
+            let fallback = lb
+                .fallback_pool
+                .as_ref()
+                .and_then(|n| self.pool_index(n))
+                .unwrap_or(self.cfg.pools.len() - 1);
+            return steering::failover_pool(&counts, fallback) + 1;
+        }
+        let Some(geo_cfg) = &self.cfg.geo else {
+            return 0;
+        };
+        let pool_is_healthy = |name: &str| {
+            self.pool_index(name).is_some_and(|p| {
+                let (healthy, minimum) = self.pool_counts(p, now_ms, params);
+                healthy >= minimum.max(1) as usize
+            })
+        };
+        let name = geo::choose_pool(
+            &geo_cfg.regions,
+            &geo_cfg.fallback_pool,
+            facts.country.as_deref(),
+            facts.continent.as_deref(),
+            pool_is_healthy,
+        );
+        self.pool_index(name).map(|p| p + 1).unwrap_or(0)
+    }
+
+    /// The backend a valid affinity cookie pins the client to, if it may still serve (enabled or draining, healthy).
+    fn pinned_backend(
+        &self,
+        facts: &RequestFacts,
+        members: &[usize],
+        now_ms: u64,
+    ) -> Option<usize> {
+        let a = self.cfg.affinity()?;
+        if !matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie) {
+            return None;
+        }
+        let value = affinity::cookie_value(facts.cookies.as_deref()?, &a.cookie_name)?;
+        let affinity::Pin::Valid { backend_id, .. } = affinity::verify(
+            &self.affinity_secret,
+            &self.cfg.hostname,
+            value,
+            now_ms / 1000,
+        ) else {
+            return None;
+        };
+        // A closed breaker is always available, so no breaker check beyond `Closed` is needed.
+        members.iter().copied().find(|&i| {
+            self.pin_ids[i] == backend_id
+                && self.states[i] != BackendState::Disabled
+                && self.backends[i].health.healthy
+                && self.backends[i].breaker.state == BreakerState::Closed
+        })
+    }
+
+    /// Picks in `group` (whose backend indices are `members`) by hash affinity or weighted round robin.
+    fn pick_in_group(
+        &mut self,
+        group: usize,
+        members: &[usize],
+        facts: &RequestFacts,
+        now_ms: u64,
+        params: &BreakerConfig,
+    ) -> Option<usize> {
+        let mut eligible: Vec<bool> = members
+            .iter()
+            .map(|&i| self.eligible(i, now_ms, params))
+            .collect();
+        if facts.streamed_body {
+            let proven: Vec<bool> = (0..members.len())
+                .map(|k| eligible[k] && !self.backends[members[k]].unproven)
+                .collect();
+            if proven.contains(&true) {
+                eligible = proven;
+            }
+        }
+        let client = facts.client_ip.as_deref().map(canonical_ip);
+        let key = self.cfg.affinity().and_then(|a| match a.kind {
+            AffinityKind::Header => facts.affinity_header.clone(),
+            AffinityKind::IpCookie => facts.client_ip.clone(),
+            AffinityKind::Cookie => None,
+        });
+        if let Some(key) = key {
+            // Hash affinity: the same key lands on the same healthy backend, and only keys
+            // on a lost backend move.
+            let live: Vec<usize> = (0..members.len()).filter(|&k| eligible[k]).collect();
+            let urls: Vec<&str> = live
+                .iter()
+                .map(|&k| self.backends[members[k]].url.as_str())
+                .collect();
+            return affinity::rendezvous(&key, &urls).map(|j| members[live[j]]);
+        }
+        let loads: Vec<Load> = members
+            .iter()
+            .map(|&i| Load {
+                weight: self.effective_weight(i, now_ms),
+                outstanding: self.load[i].outstanding,
+                latency_ms: self.latency_ms(i, now_ms),
+            })
+            .collect();
+        let ok = |k: usize| eligible[k];
+        let pick = match self.cfg.load_balancer.endpoint_steering {
+            EndpointSteering::RoundRobin => None,
+            EndpointSteering::LeastOutstandingRequests => {
+                steering::least_outstanding(&mut self.selectors[group], &loads, ok)
+            }
+            EndpointSteering::Latency => steering::latency_p2c(&loads, ok, &mut self.rng),
+            EndpointSteering::Hash => client.and_then(|ip| {
+                let names: Vec<&str> = members
+                    .iter()
+                    .map(|&i| self.backends[i].url.as_str())
+                    .collect();
+                steering::client_hash(&ip, &names, &loads, ok)
+            }),
+        };
+        // Round robin, and the fallback of hash steering for a request with no client address.
+        pick.or_else(|| {
+            let weights: Vec<u32> = loads.iter().map(|l| l.weight).collect();
+            self.selectors[group].pick(&weights, ok)
+        })
+        .map(|k| members[k])
+    }
+
+    /// Response time for latency steering: the recent average of real outcomes, else the last
+    /// probe's (or older outcomes') latency.
+    fn latency_ms(&self, i: usize, now_ms: u64) -> Option<f64> {
+        self.load[i]
+            .ewma
+            .recent(now_ms)
+            .or(self.backends[i].latency_ms)
+    }
+}

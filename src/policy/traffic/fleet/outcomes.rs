@@ -1,0 +1,108 @@
+//! What the fleet learns: a reported request outcome or a probe result, fed to the backend's breaker and health.
+
+use super::{Changes, Fleet};
+use crate::policy::health::breaker::{Admit, BreakerState, Transition};
+use crate::policy::traffic::decision::Outcome;
+
+impl Fleet {
+    /// Applies one reported outcome from the Worker.
+    pub fn report(&mut self, outcome: &Outcome, now_ms: u64) -> Changes {
+        let mut changes = Changes::default();
+        let Some(i) = self.index_of(&outcome.url) else {
+            return changes; // the backend was removed since the decision
+        };
+        let params = self.breaker_params();
+        if outcome.retry {
+            self.budget.spend(1, now_ms);
+        }
+        self.load[i].ewma.observe(outcome.latency_ms as f64, now_ms);
+        let b = &mut self.backends[i];
+        let latency = outcome.latency_ms as f64;
+        b.latency_ms = Some(match b.latency_ms {
+            Some(prev) => prev * 0.8 + latency * 0.2,
+            None => latency,
+        });
+        let transition = match &outcome.failure {
+            None => {
+                b.unproven = false;
+                b.breaker
+                    .on_successes(outcome.count.max(1), now_ms, &params)
+            }
+            Some(reason) => {
+                b.last_error = Some(reason.clone());
+                b.last_failure_ms = now_ms;
+                b.suspect = true;
+                b.breaker.on_failure(now_ms, &params)
+            }
+        };
+        if let Some(t) = transition {
+            changes.persist = true;
+            if t == Transition::Closed {
+                b.ramp_start_ms = Some(now_ms);
+            }
+        }
+        if outcome.failure.is_some() {
+            // Only this backend is probed early; the others keep their own schedule.
+            changes.reprobe_soon = self.probe_sooner(i, now_ms);
+        }
+        changes
+    }
+
+    /// Applies one active probe result; returns true when health or breaker state flipped.
+    pub fn apply_probe(
+        &mut self,
+        i: usize,
+        ok: bool,
+        latency_ms: u64,
+        error: Option<String>,
+        now_ms: u64,
+    ) -> bool {
+        let params = self.breaker_params();
+        let (up, down) = (
+            self.cfg.health.consecutive_up,
+            self.cfg.health.consecutive_down,
+        );
+        let Some(b) = self.backends.get_mut(i) else {
+            return false;
+        };
+        b.last_probe_ms = Some(now_ms);
+        if ok {
+            b.unproven = false;
+        }
+        if ok {
+            b.latency_ms = Some(latency_ms as f64);
+        } else {
+            b.last_error = error;
+            b.last_failure_ms = now_ms;
+        }
+        let mut flipped = b.health.observe(ok, up, down);
+        let mut rejoined = flipped && b.health.healthy;
+        // Recovery follows the probes: `consecutive_up` good ones close the breaker too.
+        if ok && b.health.healthy && b.health.consecutive_ok >= up.max(1) {
+            let closed = b.breaker.close_on_probes().is_some();
+            flipped |= closed;
+            rejoined |= closed;
+        }
+        // A probe may serve as the half-open breaker's single trial.
+        if matches!(
+            b.breaker.state,
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. }
+        ) && matches!(b.breaker.admit(now_ms, &params), Admit::Trial)
+        {
+            let t = if ok {
+                b.breaker.on_success(now_ms, &params)
+            } else {
+                b.breaker.on_failure(now_ms, &params)
+            };
+            flipped |= t.is_some();
+            rejoined |= t == Some(Transition::Closed);
+        }
+        if rejoined {
+            b.ramp_start_ms = Some(now_ms);
+        }
+        if ok && b.health.consecutive_ok >= up.max(1) && b.breaker.state == BreakerState::Closed {
+            b.suspect = false;
+        }
+        flipped
+    }
+}

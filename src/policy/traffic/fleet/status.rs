@@ -1,0 +1,91 @@
+//! The status view: each backend's and pool's health as operators see it, and the service's.
+
+use super::{BackendRecord, Fleet, WEIGHT_SCALE};
+use crate::policy::control::config::BackendState;
+use crate::policy::health::breaker::BreakerState;
+use crate::policy::health::checks::{BackendHealth, ServiceHealth};
+use crate::policy::traffic::steering::{self, PoolHealth};
+
+impl Fleet {
+    /// Each pool's name, health and healthy/total counts, for the status view.
+    pub fn pool_status(&self, now_ms: u64) -> Vec<(String, PoolHealth, usize, usize)> {
+        let params = self.breaker_params();
+        (0..self.cfg.pools.len())
+            .map(|p| {
+                let (healthy, minimum) = self.pool_counts(p, now_ms, &params);
+                let total = self.groups[p + 1].len();
+                (
+                    self.cfg.pools[p].name.to_string(),
+                    steering::pool_health(healthy, total, minimum),
+                    healthy,
+                    total,
+                )
+            })
+            .collect()
+    }
+
+    /// Backends taking new traffic now (enabled, healthy, breaker closed), and how many there are.
+    pub fn summary(&self) -> (usize, usize) {
+        let up = (0..self.backends.len())
+            .filter(|&i| self.failover_ok(i))
+            .count();
+        (up, self.backends.len())
+    }
+
+    /// Backend `i` as operators see it: down when its probes or breaker keep traffic from it,
+    /// unknown until active checks have probed it once, else healthy.
+    fn backend_health(&self, i: usize) -> BackendHealth {
+        let b = &self.backends[i];
+        if !b.health.healthy || b.breaker.state != BreakerState::Closed {
+            BackendHealth::Unhealthy
+        } else if self.cfg.health.enabled && b.last_probe_ms.is_none() {
+            BackendHealth::Unknown
+        } else {
+            BackendHealth::Healthy
+        }
+    }
+
+    /// The service's health over the backends that should take new traffic (enabled ones).
+    pub fn service_health(&self) -> ServiceHealth {
+        let serving: Vec<BackendHealth> = (0..self.backends.len())
+            .filter(|&i| self.states[i] == BackendState::Enabled)
+            .map(|i| self.backend_health(i))
+            .collect();
+        ServiceHealth::of(&serving)
+    }
+
+    /// Per-backend facts for the status view (the platform shapes them into JSON).
+    pub fn backend_status(&self, now_ms: u64) -> Vec<BackendStatus<'_>> {
+        let params = self.breaker_params();
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BackendStatus {
+                record: b,
+                health: self.backend_health(i),
+                weight: self.weights[i],
+                effective_weight: f64::from(self.effective_weight(i, now_ms))
+                    / f64::from(WEIGHT_SCALE),
+                state: self.states[i],
+                error_rate: b.breaker.error_rate(now_ms, &params),
+                outstanding: self.load[i].outstanding,
+                ewma_ms: self.load[i].ewma.value(),
+            })
+            .collect()
+    }
+}
+
+/// One backend as the status view shows it.
+pub struct BackendStatus<'a> {
+    pub record: &'a BackendRecord,
+    pub health: BackendHealth,
+    pub weight: u32,
+    /// The weight in use now (lower while slow start ramps the backend up).
+    pub effective_weight: f64,
+    pub state: BackendState,
+    pub error_rate: Option<f64>,
+    /// Requests counted in flight (steering modes that count them).
+    pub outstanding: u32,
+    /// Peak-EWMA of real response times (ms), if any sample arrived.
+    pub ewma_ms: Option<f64>,
+}

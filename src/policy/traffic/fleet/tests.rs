@@ -1,0 +1,825 @@
+use super::load::TICKET_GRACE_MS;
+use super::*;
+use crate::policy::control::config::{parse_service, Deployment};
+use crate::policy::health::breaker::BreakerState;
+use crate::policy::health::checks::{BackendHealth, ServiceHealth};
+use crate::policy::rng::SplitMix64;
+use crate::policy::traffic::decision::{Attempt, Outcome, Reject, Route, Verdict};
+use crate::policy::traffic::facts::RequestFacts;
+use crate::policy::traffic::steering::PoolHealth;
+use serde_json::json;
+
+fn fleet(extra: serde_json::Value) -> Fleet {
+    let mut v = json!({
+        "hostname": "svc.test",
+        "backends": ["http://a", "http://b", "http://c"],
+        "passiveHealthChecks": {"circuit_breaker": {"failure_threshold": 3, "recovery_timeout_ms": 1000}},
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    Fleet::new(
+        parse_service(&v, "", &Deployment::default()).unwrap(),
+        1,
+        &[],
+        b"secret",
+        0,
+    )
+}
+
+fn route(f: &mut Fleet, now: u64) -> Route {
+    match f.decide(&RequestFacts::default(), now) {
+        Verdict::Route(r) => r,
+        Verdict::Reject(r) => panic!("rejected: {r:?}"),
+    }
+}
+
+fn first(f: &mut Fleet, now: u64) -> String {
+    route(f, now).attempts[0].url.clone()
+}
+
+fn fail(f: &mut Fleet, url: &str, now: u64) -> Changes {
+    f.report(
+        &Outcome {
+            url: url.into(),
+            failure: Some("connect".into()),
+            latency_ms: 1,
+            trial: false,
+            retry: false,
+            count: 1,
+            status: None,
+            retry_reason: None,
+        },
+        now,
+    )
+}
+
+#[test]
+fn equal_weights_rotate_in_order_with_failover_candidates() {
+    let mut f = fleet(json!({}));
+    let picks: Vec<String> = (0..6).map(|i| first(&mut f, i)).collect();
+    assert_eq!(
+        picks,
+        ["http://a", "http://b", "http://c", "http://a", "http://b", "http://c"]
+    );
+    let r = route(&mut f, 10);
+    // Default: 1 retry, 2 connection retries: the primary plus the two others, in rotation.
+    let urls: Vec<&str> = r.attempts.iter().map(|a| a.url.as_str()).collect();
+    assert_eq!(urls, ["http://a", "http://b", "http://c"]);
+    assert_eq!((r.retries, r.conn_retries, r.panic), (1, 2, false));
+}
+
+#[test]
+fn weights_interleave_smoothly() {
+    let mut f = fleet(json!({"backends": [{"url": "http://a", "weight": 3}, "http://b"]}));
+    let picks: Vec<String> = (0..8).map(|i| first(&mut f, i)).collect();
+    assert_eq!(picks.iter().filter(|u| *u == "http://a").count(), 6);
+    assert_ne!(
+        picks[..3],
+        ["http://a", "http://a", "http://a"],
+        "3:1 must not burst: {picks:?}"
+    );
+}
+
+#[test]
+fn breaker_opens_after_threshold_then_admits_one_trial() {
+    let mut f = fleet(json!({}));
+    assert!(!fail(&mut f, "http://b", 0).persist);
+    fail(&mut f, "http://b", 1);
+    assert!(
+        fail(&mut f, "http://b", 2).persist,
+        "third failure opens the breaker"
+    );
+    for t in 3..30 {
+        let r = route(&mut f, t);
+        assert!(
+            r.attempts.iter().all(|a| a.url != "http://b"),
+            "open breaker got traffic"
+        );
+    }
+    // After the recovery time exactly one request is the trial.
+    let trials: Vec<Route> = (0..6).map(|i| route(&mut f, 2000 + i)).collect();
+    let to_b: Vec<&Attempt> = trials
+        .iter()
+        .flat_map(|r| &r.attempts)
+        .filter(|a| a.url == "http://b")
+        .collect();
+    assert_eq!(to_b.len(), 1, "{trials:?}");
+    assert!(to_b[0].trial);
+    let ok = Outcome {
+        url: "http://b".into(),
+        failure: None,
+        latency_ms: 3,
+        trial: true,
+        retry: false,
+        count: 1,
+        status: None,
+        retry_reason: None,
+    };
+    assert!(
+        f.report(&ok, 2100).persist,
+        "trial success closes the breaker"
+    );
+    let picks: Vec<String> = (0..3).map(|i| first(&mut f, 2200 + i)).collect();
+    assert!(picks.contains(&"http://b".to_string()));
+}
+
+#[test]
+fn successes_reset_consecutive_failures() {
+    let mut f = fleet(json!({}));
+    fail(&mut f, "http://a", 0);
+    fail(&mut f, "http://a", 1);
+    let ok = Outcome {
+        url: "http://a".into(),
+        failure: None,
+        latency_ms: 3,
+        trial: false,
+        retry: false,
+        count: 5,
+        status: None,
+        retry_reason: None,
+    };
+    f.report(&ok, 2);
+    assert!(!fail(&mut f, "http://a", 3).persist);
+    assert_eq!(f.backends[0].breaker.state, BreakerState::Closed);
+}
+
+#[test]
+fn probes_mark_down_after_threshold_and_all_down_is_panic_mode() {
+    let mut f = fleet(json!({"activeHealthChecks": {"consecutive_down": 2, "consecutive_up": 3}}));
+    assert!(!f.apply_probe(0, false, 1, Some("refused".into()), 10));
+    assert!(f.apply_probe(0, false, 1, Some("refused".into()), 20));
+    for t in 0..6 {
+        assert_ne!(first(&mut f, 100 + t), "http://a");
+    }
+    f.apply_probe(1, false, 1, None, 30);
+    f.apply_probe(1, false, 1, None, 40);
+    f.apply_probe(2, false, 1, None, 5);
+    f.apply_probe(2, false, 1, None, 6);
+    let r = route(&mut f, 200);
+    assert!(r.panic);
+    let urls: Vec<&str> = r.attempts.iter().map(|a| a.url.as_str()).collect();
+    // Least recently failed first.
+    assert_eq!(urls, ["http://c", "http://a", "http://b"]);
+    // Coming back needs consecutive_up good probes.
+    f.apply_probe(0, true, 1, None, 300);
+    f.apply_probe(0, true, 1, None, 301);
+    assert!(route(&mut f, 302).panic);
+    assert!(f.apply_probe(0, true, 1, None, 303));
+    let r = route(&mut f, 304);
+    assert!(!r.panic);
+    assert_eq!(r.attempts[0].url, "http://a");
+}
+
+#[test]
+fn disabled_backends_get_nothing_and_draining_no_new_clients() {
+    let mut f = fleet(
+        json!({"backends": ["http://a", {"url": "http://b", "state": "disabled"}, {"url": "http://c", "state": "draining"}]}),
+    );
+    for t in 0..5 {
+        let r = route(&mut f, t);
+        assert!(r.attempts.iter().all(|a| a.url == "http://a"), "{r:?}");
+    }
+}
+
+#[test]
+fn access_lists_and_rate_limits_reject_before_routing() {
+    let mut f = fleet(
+        json!({"access_control": {"deny": ["10.0.0.0/8"]}, "rate_limit": {"requests": 2, "window": 60}}),
+    );
+    let denied = RequestFacts {
+        client_ip: Some("10.1.2.3".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.decide(&denied, 0),
+        Verdict::Reject(Reject { status: 403, .. })
+    ));
+    let ok = RequestFacts {
+        client_ip: Some("192.0.2.1".into()),
+        ..Default::default()
+    };
+    assert!(matches!(f.decide(&ok, 0), Verdict::Route(_)));
+    assert!(matches!(f.decide(&ok, 1), Verdict::Route(_)));
+    match f.decide(&ok, 2) {
+        Verdict::Reject(r) => {
+            assert_eq!(r.status, 429);
+            assert!(r.retry_after_s.unwrap() >= 1);
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn saved_state_is_restored_by_url() {
+    let mut f = fleet(json!({}));
+    for t in 0..3 {
+        fail(&mut f, "http://c", t);
+    }
+    let saved = f.records().to_vec();
+    let cfg = parse_service(
+        &json!({"hostname": "svc.test", "backends": ["http://c", "http://d"]}),
+        "",
+        &Deployment::default(),
+    )
+    .unwrap();
+    let g = Fleet::new(cfg, 2, &saved, b"secret", 0);
+    assert!(matches!(
+        g.backends[0].breaker.state,
+        BreakerState::Open { .. }
+    ));
+    assert_eq!(g.backends[1].breaker.state, BreakerState::Closed);
+}
+
+#[test]
+fn cookie_affinity_pins_and_repins() {
+    let mut f = fleet(json!({"load_balancer": {"session_affinity": {"type": "cookie"}}}));
+    let r = route(&mut f, 1000);
+    let pin = r.attempts[0].pin.clone().expect("a new client gets a pin");
+    assert_eq!(
+        r.cookie.as_ref().map(|c| c.name.as_str()),
+        Some("lb_session")
+    );
+    let facts = RequestFacts {
+        cookies: Some(format!("x=1; lb_session={pin}")),
+        ..Default::default()
+    };
+    for t in 0..5 {
+        let Verdict::Route(r) = f.decide(&facts, 2000 + t) else {
+            panic!()
+        };
+        assert_eq!(r.attempts[0].url, "http://a");
+        assert!(
+            r.attempts[0].pin.is_none(),
+            "a pinned client is not re-pinned"
+        );
+    }
+    for t in 0..3 {
+        fail(&mut f, "http://a", 3000 + t);
+    }
+    let Verdict::Route(r) = f.decide(&facts, 3100) else {
+        panic!()
+    };
+    assert_ne!(r.attempts[0].url, "http://a");
+    assert!(r.attempts[0].pin.is_some(), "moved clients get a new pin");
+}
+
+#[test]
+fn good_probes_bring_a_backend_back_before_the_breaker_timeout() {
+    // interval 5 s, consecutive_up 2, recovery 60 s: back after two good probes, not 60 s.
+    let mut f = fleet(json!({
+        "activeHealthChecks": {"interval": 5, "consecutive_up": 2, "consecutive_down": 2},
+        "passiveHealthChecks": {"circuit_breaker": {"failure_threshold": 3, "recovery_timeout_ms": 60000}},
+    }));
+    for t in 0..3 {
+        fail(&mut f, "http://b", t);
+    }
+    f.apply_probe(1, false, 1, None, 5_000);
+    f.apply_probe(1, false, 1, None, 10_000);
+    assert!(!f.backends[1].health.healthy);
+    f.apply_probe(1, true, 1, None, 15_000);
+    assert!(
+        !(0..6).any(|i| first(&mut f, 15_001 + i) == "http://b"),
+        "one good probe is not enough"
+    );
+    assert!(
+        f.apply_probe(1, true, 1, None, 20_000),
+        "second good probe flips health and breaker"
+    );
+    assert_eq!(f.backends[1].breaker.state, BreakerState::Closed);
+    let picks: Vec<String> = (0..6).map(|i| first(&mut f, 20_001 + i)).collect();
+    assert!(picks.iter().any(|u| u == "http://b"), "{picks:?}");
+}
+
+#[test]
+fn without_active_checks_the_breaker_still_protects() {
+    let mut f = fleet(json!({"activeHealthChecks": {"enabled": false}}));
+    for t in 0..3 {
+        fail(&mut f, "http://a", t);
+    }
+    assert!((0..30).all(|i| first(&mut f, 10 + i) != "http://a"));
+    assert_eq!(
+        f.next_probe_at(0, &mut crate::policy::rng::SplitMix64(1)),
+        None
+    );
+}
+
+#[test]
+fn slow_start_ramps_a_recovered_backend_up_over_its_window() {
+    let mut f = fleet(json!({
+        "activeHealthChecks": {"consecutive_up": 1, "consecutive_down": 1},
+        "load_balancer": {"slow_start": 10},
+    }));
+    f.apply_probe(0, false, 1, None, 0);
+    f.apply_probe(0, true, 1, None, 1_000);
+    let share =
+        |f: &mut Fleet, at: u64| (0..300).filter(|i| first(f, at + i) == "http://a").count();
+    let early = share(&mut f, 1_100);
+    let mid = share(&mut f, 6_000);
+    let late = share(&mut f, 12_000);
+    assert!(early < 15, "1% into the ramp: {early}/300");
+    assert!((30..80).contains(&mid), "half way: {mid}/300");
+    assert!(
+        (95..105).contains(&late),
+        "full share after the window: {late}/300"
+    );
+}
+
+#[test]
+fn slow_start_keeps_weights_and_pins() {
+    let mut f = fleet(json!({
+        "backends": [{"url": "http://a", "weight": 3}, "http://b"],
+        "load_balancer": {"slow_start": 10, "session_affinity": {"type": "cookie"}},
+    }));
+    let r = route(&mut f, 1000);
+    let pin = r.attempts[0].pin.clone().expect("pinned");
+    let pinned_to = r.attempts[0].url.clone();
+    // Re-adding the fleet with saved state: b is new and ramps, a keeps its 3:1 share.
+    let saved = f.records().to_vec();
+    let cfg = parse_service(
+        &json!({"hostname": "svc.test", "backends": [{"url": "http://a", "weight": 3}, "http://b", "http://c"],
+                "load_balancer": {"slow_start": 10, "session_affinity": {"type": "cookie"}}}),
+        "",
+        &Deployment::default(),
+    )
+    .unwrap();
+    let mut g = Fleet::new(cfg, 2, &saved, b"secret", 2000);
+    let picks: Vec<String> = (0..100).map(|i| first(&mut g, 2001 + i)).collect();
+    assert!(
+        picks.iter().filter(|u| *u == "http://c").count() <= 2,
+        "new backend starts small"
+    );
+    let late: Vec<String> = (0..500).map(|i| first(&mut g, 20_000 + i)).collect();
+    let a = late.iter().filter(|u| *u == "http://a").count();
+    assert!((280..320).contains(&a), "3:1:1 after the ramp: {a}/500");
+    let facts = RequestFacts {
+        cookies: Some(format!("lb_session={pin}")),
+        ..Default::default()
+    };
+    let Verdict::Route(r) = g.decide(&facts, 2002) else {
+        panic!()
+    };
+    assert_eq!(
+        r.attempts[0].url, pinned_to,
+        "a pin is honoured while others ramp"
+    );
+}
+
+#[test]
+fn client_addresses_are_canonical_for_lists_and_limits() {
+    let mut f = fleet(
+        json!({"access_control": {"deny": ["10.0.0.0/8"]}, "rate_limit": {"requests": 2, "window": 60}}),
+    );
+    let facts = |ip: &str| RequestFacts {
+        client_ip: Some(ip.into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.decide(&facts("::ffff:10.1.2.3"), 0),
+        Verdict::Reject(Reject { status: 403, .. })
+    ));
+    assert!(matches!(
+        f.decide(&facts("2001:DB8:0:0::1"), 1),
+        Verdict::Route(_)
+    ));
+    assert!(matches!(
+        f.decide(&facts("2001:db8::1"), 2),
+        Verdict::Route(_)
+    ));
+    assert!(
+        matches!(
+            f.decide(&facts("2001:0db8::0001"), 3),
+            Verdict::Reject(Reject { status: 429, .. })
+        ),
+        "three spellings of one address share one limit"
+    );
+}
+
+fn ok_outcome(url: &str, latency_ms: u64) -> Outcome {
+    Outcome {
+        url: url.into(),
+        failure: None,
+        latency_ms,
+        trial: false,
+        retry: false,
+        count: 1,
+        status: Some(200),
+        retry_reason: None,
+    }
+}
+
+#[test]
+fn least_outstanding_counts_tickets_until_completion_or_expiry() {
+    let mut f =
+        fleet(json!({"load_balancer": {"endpoint_steering": "least_outstanding_requests"}}));
+    let r1 = route(&mut f, 0);
+    let r2 = route(&mut f, 1);
+    let r3 = route(&mut f, 2);
+    let firsts: Vec<&str> = [&r1, &r2, &r3]
+        .iter()
+        .map(|r| r.attempts[0].url.as_str())
+        .collect();
+    assert_eq!(
+        firsts,
+        ["http://a", "http://b", "http://c"],
+        "idle: round robin"
+    );
+    assert_eq!(f.outstanding(), [1, 1, 1]);
+    // b finishes: it is the only one with nothing in flight, so it gets the next two... once.
+    f.complete(r2.ticket.unwrap());
+    f.complete(r2.ticket.unwrap());
+    assert_eq!(
+        f.outstanding(),
+        [1, 0, 1],
+        "a repeated completion counts once"
+    );
+    let r4 = route(&mut f, 3);
+    assert_eq!(r4.attempts[0].url, "http://b");
+    assert_eq!(f.outstanding(), [1, 1, 1]);
+    // A request that never reports back stops counting after its budget and grace.
+    let budget = r1.timeout_ms * r1.attempts.len() as u64 + TICKET_GRACE_MS;
+    route(&mut f, budget + 10);
+    assert_eq!(
+        f.outstanding().iter().sum::<u32>(),
+        1,
+        "expired tickets dropped"
+    );
+    // Round robin issues no tickets.
+    let mut rr = fleet(json!({}));
+    assert_eq!(route(&mut rr, 0).ticket, None);
+    assert_eq!(rr.outstanding(), [0, 0, 0]);
+}
+
+#[test]
+fn least_outstanding_respects_drain_breakers_and_weights() {
+    let mut f = fleet(json!({
+        "backends": [{"url": "http://a", "weight": 2}, "http://b", {"url": "http://c", "state": "draining"}],
+        "load_balancer": {"endpoint_steering": "least_outstanding_requests"},
+    }));
+    // Nothing completes: a (weight 2) takes twice b's share, c (draining) none.
+    let picks: Vec<String> = (0..30).map(|i| first(&mut f, i)).collect();
+    let on = |u: &str| picks.iter().filter(|p| *p == u).count();
+    assert_eq!(
+        (on("http://a"), on("http://b"), on("http://c")),
+        (20, 10, 0)
+    );
+    for t in 0..3 {
+        fail(&mut f, "http://a", 100 + t);
+    }
+    assert!(
+        (0..5).all(|i| first(&mut f, 200 + i) == "http://b"),
+        "open breaker skipped"
+    );
+}
+
+#[test]
+fn latency_steering_avoids_a_slow_backend_once_its_outcomes_arrive() {
+    let mut f = fleet(json!({"load_balancer": {"endpoint_steering": "latency"}}));
+    f.report(&ok_outcome("http://a", 2000), 0);
+    f.report(&ok_outcome("http://b", 3), 0);
+    f.report(&ok_outcome("http://c", 4), 0);
+    let mut picks = Vec::new();
+    for i in 0..200 {
+        let r = route(&mut f, 10 + i);
+        picks.push(r.attempts[0].url.clone());
+        f.complete(r.ticket.expect("latency mode counts requests"));
+    }
+    assert_eq!(picks.iter().filter(|u| *u == "http://a").count(), 0);
+    assert!(picks.iter().filter(|u| *u == "http://b").count() > 50);
+    assert!(picks.iter().filter(|u| *u == "http://c").count() > 50);
+}
+
+#[test]
+fn hash_steering_keeps_a_client_on_its_backend() {
+    let mut f = fleet(json!({"load_balancer": {"endpoint_steering": "hash"}}));
+    let facts = |ip: &str| RequestFacts {
+        client_ip: Some(ip.into()),
+        ..Default::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for c in 0..30 {
+        let ip = format!("198.51.100.{c}");
+        let Verdict::Route(r) = f.decide(&facts(&ip), c) else {
+            panic!()
+        };
+        let url = r.attempts[0].url.clone();
+        for t in 0..3 {
+            // Another spelling of the same address (IPv4-mapped) is the same client.
+            let Verdict::Route(again) = f.decide(&facts(&format!("::ffff:{ip}")), 100 + t) else {
+                panic!()
+            };
+            assert_eq!(again.attempts[0].url, url);
+        }
+        seen.insert(url);
+    }
+    assert_eq!(seen.len(), 3, "clients spread over every backend");
+    assert_eq!(route(&mut f, 1000).ticket, None, "hash counts nothing");
+}
+
+#[test]
+fn failover_steering_takes_pools_in_order_with_minimum_healthy() {
+    let mut f = fleet(json!({
+        "backends": [],
+        "activeHealthChecks": {"consecutive_down": 1, "consecutive_up": 1},
+        "load_balancer": {"steering": "failover"},
+        "pools": [
+            {"name": "primary", "backends": ["http://a", "http://b"], "minimum_healthy": 2},
+            {"name": "secondary", "backends": ["http://c"]},
+            {"name": "last", "backends": ["http://d"]},
+        ],
+    }));
+    assert!((0..6).all(|i| ["http://a", "http://b"].contains(&first(&mut f, i).as_str())));
+    let health = |f: &Fleet| -> Vec<PoolHealth> { f.pool_status(10).iter().map(|p| p.1).collect() };
+    assert_eq!(health(&f), [PoolHealth::Healthy; 3]);
+    // One of two down: primary is below its minimum, so all traffic moves to secondary.
+    f.apply_probe(1, false, 1, None, 10);
+    assert_eq!(health(&f)[0], PoolHealth::Critical);
+    assert!((0..6).all(|i| first(&mut f, 20 + i) == "http://c"));
+    f.apply_probe(2, false, 1, None, 30);
+    assert!((0..4).all(|i| first(&mut f, 40 + i) == "http://d"));
+    // Primary back: it takes everything again.
+    f.apply_probe(1, true, 1, None, 50);
+    assert!((0..6).all(|i| first(&mut f, 60 + i) != "http://d"));
+}
+
+#[test]
+fn failover_falls_back_to_the_named_pool_and_geo_honours_minimum_healthy() {
+    let mut f = fleet(json!({
+        "backends": [],
+        "activeHealthChecks": {"consecutive_down": 1, "consecutive_up": 1},
+        "load_balancer": {"steering": "failover", "fallback_pool": "first"},
+        "pools": [{"name": "first", "backends": ["http://a"]}, {"name": "second", "backends": ["http://b"]}],
+    }));
+    f.apply_probe(0, false, 1, None, 1);
+    assert_eq!(first(&mut f, 2), "http://b");
+    f.apply_probe(1, false, 1, None, 3);
+    // Nothing healthy: the fallback pool's route is a panic-mode last try.
+    assert!(route(&mut f, 4).panic);
+    let mut g = fleet(json!({
+        "backends": [],
+        "activeHealthChecks": {"consecutive_down": 1, "consecutive_up": 1},
+        "pools": [{"name": "eu", "backends": ["http://a", "http://b"], "minimum_healthy": 2}, {"name": "us", "backends": ["http://c"]}],
+        "geo_steering": {"regions": {"EU": "eu"}, "fallback_pool": "us"},
+    }));
+    let eu = RequestFacts {
+        continent: Some("EU".into()),
+        ..Default::default()
+    };
+    let Verdict::Route(r) = g.decide(&eu, 0) else {
+        panic!()
+    };
+    assert_ne!(r.attempts[0].url, "http://c");
+    g.apply_probe(0, false, 1, None, 1);
+    let Verdict::Route(r) = g.decide(&eu, 2) else {
+        panic!()
+    };
+    assert_eq!(
+        r.attempts[0].url, "http://c",
+        "eu below its minimum: fallback pool"
+    );
+}
+
+#[test]
+fn a_config_change_keeps_requests_in_flight() {
+    let mut f =
+        fleet(json!({"load_balancer": {"endpoint_steering": "least_outstanding_requests"}}));
+    let r = route(&mut f, 0);
+    route(&mut f, 1);
+    let cfg = parse_service(
+        &json!({"hostname": "svc.test", "backends": ["http://b", "http://a"],
+                "load_balancer": {"endpoint_steering": "least_outstanding_requests"}}),
+        "",
+        &Deployment::default(),
+    )
+    .unwrap();
+    let mut g = Fleet::new(cfg, 2, f.records(), b"secret", 5);
+    g.adopt_load(&f);
+    assert_eq!(g.outstanding(), [1, 1]);
+    g.complete(r.ticket.unwrap());
+    assert_eq!(
+        g.outstanding(),
+        [1, 0],
+        "a's ticket followed it to its new index"
+    );
+}
+
+/// The object's alarm loop from `from_ms` to `until_ms`: it wakes at the earliest due probe
+/// and probes only the backends due (`up(url)`: does it answer); `failures` are failed real
+/// requests (time, backend) reported in between. Returns each backend's probe times.
+fn run_probes(
+    f: &mut Fleet,
+    from_ms: u64,
+    until_ms: u64,
+    up: impl Fn(&str) -> bool,
+    failures: &[(u64, &str)],
+) -> BTreeMap<String, Vec<u64>> {
+    let mut rng = SplitMix64(42);
+    let mut probed: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut failures = failures.iter().peekable();
+    let mut now = from_ms;
+    loop {
+        let at = f.next_probe_at(now, &mut rng).unwrap().max(now);
+        if let Some(&&(t, url)) = failures.peek() {
+            if t <= at && t <= until_ms {
+                failures.next();
+                now = t;
+                fail(f, url, t);
+                continue;
+            }
+        }
+        if at > until_ms {
+            return probed;
+        }
+        now = at;
+        let plan = f.take_probe_plan(now, false, &mut rng);
+        assert!(!plan.targets.is_empty(), "woke at {now} with nothing due");
+        for t in &plan.targets {
+            probed.entry(t.url.clone()).or_default().push(now);
+            let outcome = ProbeOutcome {
+                ok: up(&t.url),
+                latency_ms: 1,
+                error: None,
+                discovered_path: None,
+            };
+            f.apply_probe_result(t, &outcome, now);
+        }
+    }
+}
+
+fn two_backends() -> Fleet {
+    fleet(json!({
+        "backends": ["http://a", "http://b"],
+        "activeHealthChecks": {"interval": 5, "consecutive_up": 2, "consecutive_down": 2},
+    }))
+}
+
+#[test]
+fn a_failing_backend_does_not_hurry_the_probes_of_the_others() {
+    let mut f = two_backends();
+    // b is dead (its probes fail) and real requests keep failing on it too.
+    let failures: Vec<(u64, &str)> = (1..30).map(|s| (s * 1000, "http://b")).collect();
+    let probed = run_probes(&mut f, 0, 30_000, |u| u != "http://b", &failures);
+    let a = &probed["http://a"];
+    assert!(
+        (5..=7).contains(&a.len()),
+        "healthy a probed {} times: {a:?}",
+        a.len()
+    );
+    for gap in a.windows(2).map(|w| w[1] - w[0]) {
+        assert!((4_500..=5_500).contains(&gap), "a's interval ±10%: {a:?}");
+    }
+    let b = &probed["http://b"];
+    assert!(b.len() >= 12, "failing b re-probed within 2 s: {b:?}");
+    for gap in b.windows(2).map(|w| w[1] - w[0]) {
+        assert!(gap <= 2_000, "b waited {gap} ms: {b:?}");
+    }
+}
+
+#[test]
+fn only_the_backend_a_real_request_failed_on_is_probed_early() {
+    let mut f = two_backends();
+    // Both answer probes; one real request fails on b at 7.3 s.
+    let probed = run_probes(&mut f, 0, 30_000, |_| true, &[(7_300, "http://b")]);
+    let b = &probed["http://b"];
+    let next = b.iter().find(|&&t| t > 7_300).copied().unwrap();
+    assert!(
+        next <= 9_300,
+        "b re-probed {} ms after the failure: {b:?}",
+        next - 7_300
+    );
+    let a = &probed["http://a"];
+    assert!((5..=7).contains(&a.len()), "a kept its interval: {a:?}");
+    // Once b's probes clear it (consecutive_up good ones), it is back on its interval.
+    let late: Vec<u64> = b.windows(2).map(|w| w[1] - w[0]).skip(4).collect();
+    assert!(
+        late.iter().all(|&g| g >= 4_500),
+        "b back to its interval: {b:?}"
+    );
+}
+
+#[test]
+fn a_backend_a_config_change_adds_is_probed_at_once_and_the_others_keep_their_schedule() {
+    let mut f = two_backends();
+    let mut rng = SplitMix64(1);
+    assert_eq!(
+        f.next_probe_at(0, &mut rng),
+        Some(0),
+        "never probed: at once"
+    );
+    for t in f.take_probe_plan(0, false, &mut rng).targets {
+        f.apply_probe(t.index, true, 1, None, 0);
+    }
+    let first = f.next_probe_at(0, &mut rng).unwrap();
+    assert!(
+        (4_500..=5_500).contains(&first),
+        "then one interval on: {first}"
+    );
+    let cfg = parse_service(
+        &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://new"],
+                "activeHealthChecks": {"interval": 5}}),
+        "",
+        &Deployment::default(),
+    )
+    .unwrap();
+    let mut g = Fleet::new(cfg, 2, f.records(), b"secret", 1_000);
+    g.adopt_load(&f);
+    assert_eq!(g.next_probe_at(1_000, &mut rng), Some(1_000));
+    let plan = g.take_probe_plan(1_000, false, &mut rng);
+    let urls: Vec<&str> = plan.targets.iter().map(|t| t.url.as_str()).collect();
+    assert_eq!(urls, ["http://new"]);
+    assert_eq!(g.next_probe_at(1_000, &mut rng), Some(first));
+    // An operator's probe takes every backend, disabled ones excepted.
+    let all = g.take_probe_plan(1_000, true, &mut rng);
+    assert_eq!(all.targets.len(), 3);
+}
+
+#[test]
+fn without_active_checks_nothing_is_scheduled_but_an_operator_may_probe() {
+    let mut f = fleet(json!({"activeHealthChecks": {"enabled": false}}));
+    let mut rng = SplitMix64(1);
+    assert_eq!(f.next_probe_at(0, &mut rng), None);
+    assert!(!fail(&mut f, "http://a", 1).reprobe_soon);
+    assert!(f.take_probe_plan(10, false, &mut rng).targets.is_empty());
+    assert_eq!(f.take_probe_plan(10, true, &mut rng).targets.len(), 3);
+}
+
+#[test]
+fn draining_a_healthy_backend_leaves_the_service_healthy_and_unprobed_backends_are_unknown() {
+    let mut f = fleet(json!({"backends": ["http://a", {"url": "http://b", "state": "draining"}]}));
+    let health = |f: &Fleet| -> Vec<BackendHealth> {
+        f.backend_status(0).iter().map(|s| s.health).collect()
+    };
+    assert_eq!(health(&f), [BackendHealth::Unknown, BackendHealth::Unknown]);
+    assert_eq!(f.service_health(), ServiceHealth::Unknown);
+    // Unknown is a view: traffic still goes to a backend never probed.
+    assert_eq!(first(&mut f, 1), "http://a");
+    f.apply_probe(0, true, 1, None, 10);
+    f.apply_probe(1, true, 1, None, 10);
+    assert_eq!(health(&f), [BackendHealth::Healthy, BackendHealth::Healthy]);
+    assert_eq!(
+        f.service_health(),
+        ServiceHealth::Healthy,
+        "b drains: not one that should take traffic"
+    );
+    // A draining backend that goes down does not degrade the service either; a serving one does.
+    f.apply_probe(1, false, 1, None, 20);
+    f.apply_probe(1, false, 1, None, 30);
+    assert_eq!(f.service_health(), ServiceHealth::Healthy);
+    f.apply_probe(0, false, 1, None, 20);
+    f.apply_probe(0, false, 1, None, 30);
+    assert_eq!(f.service_health(), ServiceHealth::Critical);
+    // Without active checks nothing waits for a probe.
+    let g = fleet(json!({"activeHealthChecks": {"enabled": false}}));
+    assert_eq!(g.service_health(), ServiceHealth::Healthy);
+}
+
+#[test]
+fn a_request_that_cannot_be_replayed_avoids_a_backend_nobody_has_seen_answer() {
+    let f = fleet(json!({"backends": ["http://a", "http://b"]}));
+    assert!(
+        f.records().iter().all(|r| !r.unproven),
+        "a first config starts proven"
+    );
+    let cfg = parse_service(
+        &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://dead"]}),
+        "",
+        &Deployment::default(),
+    )
+    .unwrap();
+    let mut g = Fleet::new(cfg.clone(), 2, f.records(), b"secret", 1_000);
+    let streamed = RequestFacts {
+        streamed_body: true,
+        ..Default::default()
+    };
+    let firsts = |g: &mut Fleet, facts: &RequestFacts, at: u64| -> Vec<String> {
+        (0..30)
+            .map(|i| match g.decide(facts, at + i) {
+                Verdict::Route(r) => r.attempts[0].url.clone(),
+                v => panic!("{v:?}"),
+            })
+            .collect()
+    };
+    // Backends still start eligible: other requests reach it (and fail over if it is dead).
+    assert!(firsts(&mut g, &RequestFacts::default(), 1_000).contains(&"http://dead".into()));
+    assert!(!firsts(&mut g, &streamed, 1_100).contains(&"http://dead".into()));
+    assert_eq!(g.summary(), (3, 3));
+    // A failed probe proves nothing; a good one (or a success) does. Kept across restarts.
+    g.apply_probe(2, false, 1, Some("connection refused".into()), 1_200);
+    assert!(g.records()[2].unproven);
+    let saved = g.records().to_vec();
+    assert!(Fleet::new(cfg.clone(), 2, &saved, b"s", 0).records()[2].unproven);
+    g.apply_probe(2, true, 1, None, 1_300);
+    assert!(firsts(&mut g, &streamed, 1_400).contains(&"http://dead".into()));
+    let mut h = Fleet::new(cfg, 2, &saved, b"s", 0);
+    h.report(&ok_outcome("http://dead", 1), 5);
+    assert!(!h.records()[2].unproven);
+    // With only unproven backends to pick from, they are picked.
+    let only = parse_service(
+        &json!({"hostname": "svc.test", "backends": ["http://n1", "http://n2"]}),
+        "",
+        &Deployment::default(),
+    )
+    .unwrap();
+    let mut n = Fleet::new(only, 3, f.records(), b"s", 0);
+    assert!(matches!(n.decide(&streamed, 1), Verdict::Route(_)));
+}

@@ -7,6 +7,7 @@
 //! lists and rate limits, `telemetry` for the counters a decision updates, and `rng`.
 
 pub mod affinity;
+pub mod attempts;
 pub mod decision;
 pub mod failover;
 pub mod fleet;

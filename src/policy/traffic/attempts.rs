@@ -95,6 +95,17 @@ impl Attempts {
         self.outcomes.push(outcome);
     }
 
+    /// Reports the outcome of attempt `index`, as [`Attempts::outcome`] builds it.
+    pub fn record(
+        &mut self,
+        index: usize,
+        latency_ms: u64,
+        failure: Option<String>,
+        status: Option<u16>,
+    ) {
+        self.report(self.outcome(index, latency_ms, failure, status));
+    }
+
     /// What to report to the Durable Object: the outcomes recorded so far, in order.
     pub fn take_outcomes(&mut self) -> Vec<Outcome> {
         std::mem::take(&mut self.outcomes)
@@ -109,28 +120,13 @@ impl Attempts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::traffic::decision::Attempt;
 
     fn route(urls: &[&str]) -> Route {
-        Route {
-            attempts: urls
-                .iter()
-                .map(|u| Attempt {
-                    url: u.to_string(),
-                    trial: *u == "t",
-                    pin: None,
-                })
-                .collect(),
-            retries: 0,
-            conn_retries: 0,
-            timeout_ms: 1000,
-            immediate_failover: true,
-            panic: false,
-            cookie: None,
-            affinity_header: None,
-            geo: false,
-            ticket: None,
+        let mut r = Route::to(urls);
+        for a in &mut r.attempts {
+            a.trial = a.url == "t";
         }
+        r
     }
 
     fn index(step: Option<Step>) -> Option<usize> {
@@ -169,11 +165,11 @@ mod tests {
         a.next_try(0);
         let second = a.outcome(1, 4, None, Some(200));
         assert_eq!((second.url.as_str(), second.retry), ("b", true));
-        a.report(second);
+        a.record(1, 4, None, Some(200));
+        assert_eq!(a.take_outcomes()[1], second);
         assert_eq!(a.url(1), Some("b"));
         assert_eq!(a.url(2), None);
         assert_eq!(a.outcome(7, 0, None, None).url, "");
-        assert_eq!(a.take_outcomes().len(), 2);
         assert!(a.take_outcomes().is_empty());
     }
 }

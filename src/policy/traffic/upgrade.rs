@@ -50,13 +50,14 @@ impl UpgradePlan {
                 let failure = is_failure_status(status).then(|| format!("status {status}"));
                 self.attempts.last_failure =
                     format!("answered {status} instead of 101 Switching Protocols");
-                self.record(index, latency_ms, failure, Some(status));
+                self.attempts
+                    .record(index, latency_ms, failure, Some(status));
             }
             UpgradeResult::Lost(message) => {
                 // No fresh-connection check here: an upgrade fails over whatever the cause.
                 let why = LostKind::of(&message).reason(&message);
                 self.attempts.last_failure = why.clone();
-                self.record(index, latency_ms, Some(why), None);
+                self.attempts.record(index, latency_ms, Some(why), None);
             }
         }
         self.next_try().unwrap_or_else(|| self.finish())
@@ -75,17 +76,6 @@ impl UpgradePlan {
 
     pub fn tries(&self) -> u32 {
         self.attempts.tries()
-    }
-
-    fn record(
-        &mut self,
-        index: usize,
-        latency_ms: u64,
-        failure: Option<String>,
-        status: Option<u16>,
-    ) {
-        let outcome = self.attempts.outcome(index, latency_ms, failure, status);
-        self.attempts.report(outcome);
     }
 
     fn next_try(&mut self) -> Option<Step> {

@@ -109,28 +109,12 @@ impl UpgradePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::traffic::decision::Attempt;
     use proptest::prelude::*;
 
     fn route(urls: &[&str], conn_retries: u32) -> Route {
         Route {
-            attempts: urls
-                .iter()
-                .map(|u| Attempt {
-                    url: u.to_string(),
-                    trial: false,
-                    pin: None,
-                })
-                .collect(),
-            retries: 0,
             conn_retries,
-            timeout_ms: 1000,
-            immediate_failover: true,
-            panic: false,
-            cookie: None,
-            affinity_header: None,
-            geo: false,
-            ticket: None,
+            ..Route::to(urls)
         }
     }
 

@@ -364,12 +364,14 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
         out: String::new(),
         format,
     };
-    let per_backend = |h: &HostMetrics| -> Vec<(String, BackendCounters)> {
-        h.counters
-            .backends
-            .iter()
-            .map(|(u, c)| (u.clone(), c.clone()))
-            .collect()
+    // Every backend's counters with its hostname, hostname by hostname.
+    let backend_counters = || {
+        hosts.iter().flat_map(|h| {
+            h.counters
+                .backends
+                .iter()
+                .map(move |(url, c)| (h.hostname.as_str(), url.as_str(), c))
+        })
     };
 
     w.family(
@@ -377,19 +379,13 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
         "counter",
         "Attempts sent to a backend, by HTTP status class (error: no HTTP answer).",
     );
-    for h in hosts {
-        for (url, c) in per_backend(h) {
-            for (class, n) in &c.requests {
-                w.sample(
-                    "flowbalance_requests_total",
-                    &[
-                        ("hostname", &h.hostname),
-                        ("backend", &url),
-                        ("code_class", class),
-                    ],
-                    n,
-                );
-            }
+    for (host, url, c) in backend_counters() {
+        for (class, n) in &c.requests {
+            w.sample(
+                "flowbalance_requests_total",
+                &[("hostname", host), ("backend", url), ("code_class", class)],
+                n,
+            );
         }
     }
 
@@ -420,35 +416,33 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
         "histogram",
         "Time from sending an attempt to its response headers.",
     );
-    for h in hosts {
-        for (url, c) in per_backend(h) {
-            if c.buckets.is_empty() {
-                continue;
-            }
-            let base = [("hostname", h.hostname.as_str()), ("backend", url.as_str())];
-            let mut cumulative = 0;
-            for (i, le) in BUCKETS_MS.iter().enumerate() {
-                cumulative += c.buckets.get(i).copied().unwrap_or(0);
-                let le = seconds(*le);
-                w.sample(
-                    "flowbalance_request_duration_seconds_bucket",
-                    &[base[0], base[1], ("le", &le)],
-                    cumulative,
-                );
-            }
-            let count: u64 = c.buckets.iter().sum();
+    for (host, url, c) in backend_counters() {
+        if c.buckets.is_empty() {
+            continue;
+        }
+        let base = [("hostname", host), ("backend", url)];
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS_MS.iter().enumerate() {
+            cumulative += c.buckets.get(i).copied().unwrap_or(0);
+            let le = seconds(*le);
             w.sample(
                 "flowbalance_request_duration_seconds_bucket",
-                &[base[0], base[1], ("le", "+Inf")],
-                count,
+                &[base[0], base[1], ("le", &le)],
+                cumulative,
             );
-            w.sample(
-                "flowbalance_request_duration_seconds_sum",
-                &base,
-                seconds(c.latency_sum_ms),
-            );
-            w.sample("flowbalance_request_duration_seconds_count", &base, count);
         }
+        let count: u64 = c.buckets.iter().sum();
+        w.sample(
+            "flowbalance_request_duration_seconds_bucket",
+            &[base[0], base[1], ("le", "+Inf")],
+            count,
+        );
+        w.sample(
+            "flowbalance_request_duration_seconds_sum",
+            &base,
+            seconds(c.latency_sum_ms),
+        );
+        w.sample("flowbalance_request_duration_seconds_count", &base, count);
     }
 
     w.per_host_key(
@@ -513,22 +507,16 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
         "counter",
         "Active health probes, by result.",
     );
-    for h in hosts {
-        for (url, c) in per_backend(h) {
-            if c.checks_ok + c.checks_failed == 0 {
-                continue;
-            }
-            for (result, n) in [("success", c.checks_ok), ("failure", c.checks_failed)] {
-                w.sample(
-                    "flowbalance_health_checks_total",
-                    &[
-                        ("hostname", &h.hostname),
-                        ("backend", &url),
-                        ("result", result),
-                    ],
-                    n,
-                );
-            }
+    for (host, url, c) in backend_counters() {
+        if c.checks_ok + c.checks_failed == 0 {
+            continue;
+        }
+        for (result, n) in [("success", c.checks_ok), ("failure", c.checks_failed)] {
+            w.sample(
+                "flowbalance_health_checks_total",
+                &[("hostname", host), ("backend", url), ("result", result)],
+                n,
+            );
         }
     }
 

@@ -194,35 +194,27 @@ pub fn split_reply(text: &str) -> (&str, Option<&str>) {
 mod tests {
     use super::*;
     use crate::policy::control::config::{self, Deployment};
-    use crate::policy::traffic::decision::{Attempt, CookieSpec};
+    use crate::policy::traffic::decision::CookieSpec;
 
     fn cfg(v: serde_json::Value) -> ServiceConfig {
         config::parse_service(&v, "", &Deployment::default()).unwrap()
     }
 
     fn route(urls: &[&str], pins: bool, cookie: bool, panic: bool) -> Route {
-        Route {
-            attempts: urls
-                .iter()
-                .map(|u| Attempt {
-                    url: u.to_string(),
-                    trial: false,
-                    pin: pins.then(|| "p".to_string()),
-                })
-                .collect(),
+        let mut r = Route {
             retries: 1,
             conn_retries: 1,
-            timeout_ms: 1000,
-            immediate_failover: true,
             panic,
             cookie: cookie.then(|| CookieSpec {
                 name: "fb".into(),
                 ttl_s: 60,
             }),
-            affinity_header: None,
-            geo: false,
-            ticket: None,
+            ..Route::to(urls)
+        };
+        for a in &mut r.attempts {
+            a.pin = pins.then(|| "p".to_string());
         }
+        r
     }
 
     #[test]

@@ -148,6 +148,32 @@ pub struct Route {
     pub geo: bool,
 }
 
+#[cfg(test)]
+impl Route {
+    /// A test route to `urls` in order: no retries, no pins, no affinity, one-second timeout.
+    pub fn to(urls: &[&str]) -> Route {
+        Route {
+            attempts: urls
+                .iter()
+                .map(|u| Attempt {
+                    url: u.to_string(),
+                    trial: false,
+                    pin: None,
+                })
+                .collect(),
+            retries: 0,
+            conn_retries: 0,
+            timeout_ms: 1000,
+            immediate_failover: true,
+            panic: false,
+            cookie: None,
+            affinity_header: None,
+            ticket: None,
+            geo: false,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

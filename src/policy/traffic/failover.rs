@@ -1,8 +1,7 @@
 //! The failover plan of one balanced request: fed each attempt's result, it answers what to try next, after how long, and what the client gets.
 
-use std::collections::HashSet;
-
 use crate::policy::rng::Rng;
+use crate::policy::traffic::attempts::Attempts;
 use crate::policy::traffic::decision::{Outcome, Route};
 use crate::policy::traffic::retry::{
     backoff_ms, is_failure_status, is_idempotent, may_retry, status_means_unreached, Failure,
@@ -66,7 +65,7 @@ struct PendingLost {
 /// or timeout, `conn_retries` after a connection that never reached the backend.
 #[derive(Clone, Debug)]
 pub struct FailoverPlan {
-    urls: Vec<(String, bool)>,
+    attempts: Attempts,
     host: String,
     method: String,
     idempotent: bool,
@@ -75,16 +74,8 @@ pub struct FailoverPlan {
     panic: bool,
     conn_left: u32,
     resp_left: u32,
-    /// Next position in `urls` to consider.
-    next: usize,
-    tried: HashSet<String>,
-    tries: u32,
-    /// The attempt whose response is the latest real answer.
-    last_answer: Option<usize>,
-    last_failure: String,
     invalid_seen: bool,
     pending: Option<PendingLost>,
-    outcomes: Vec<Outcome>,
     /// Why the latest failed attempt failed: the reason the next attempt is a retry.
     last_reason: Option<String>,
     done: bool,
@@ -93,11 +84,7 @@ pub struct FailoverPlan {
 impl FailoverPlan {
     pub fn new(route: &Route, host: &str, method: &str, body_replayable: bool) -> Self {
         FailoverPlan {
-            urls: route
-                .attempts
-                .iter()
-                .map(|a| (a.url.clone(), a.trial))
-                .collect(),
+            attempts: Attempts::new(route),
             host: host.to_string(),
             method: method.to_string(),
             idempotent: is_idempotent(method),
@@ -106,14 +93,8 @@ impl FailoverPlan {
             panic: route.panic,
             conn_left: route.conn_retries,
             resp_left: route.retries,
-            next: 0,
-            tried: HashSet::new(),
-            tries: 0,
-            last_answer: None,
-            last_failure: "no backend to try".to_string(),
             invalid_seen: false,
             pending: None,
-            outcomes: Vec::new(),
             last_reason: None,
             done: false,
         }
@@ -121,7 +102,7 @@ impl FailoverPlan {
 
     /// The first step.
     pub fn start(&mut self) -> Step {
-        self.next_try(0).unwrap_or_else(|| self.finish())
+        self.attempts.next_try(0).unwrap_or_else(|| self.finish())
     }
 
     /// Feeds the result of the attempt the last `Step::Try` named.
@@ -146,7 +127,7 @@ impl FailoverPlan {
                 });
             }
             AttemptResult::Answered(status) => {
-                self.last_answer = Some(index);
+                self.attempts.last_answer = Some(index);
                 if !is_failure_status(status) {
                     self.record(index, latency_ms, None, Some(status), None);
                     self.done = true;
@@ -179,8 +160,8 @@ impl FailoverPlan {
                         latency_ms,
                         message,
                     });
-                    let url = self.urls.get(index).map(|u| u.0.clone());
-                    return Step::CheckRefused(url.unwrap_or_default());
+                    let url = self.attempts.url(index).unwrap_or_default().to_string();
+                    return Step::CheckRefused(url);
                 }
                 let failure = if self.idempotent || kind.unreached() {
                     Failure::Connect
@@ -222,12 +203,12 @@ impl FailoverPlan {
     /// What to report to the Durable Object: one outcome per attempt that a backend is
     /// answerable for, in order.
     pub fn take_outcomes(&mut self) -> Vec<Outcome> {
-        std::mem::take(&mut self.outcomes)
+        self.attempts.take_outcomes()
     }
 
     /// Attempts sent so far.
     pub fn tries(&self) -> u32 {
-        self.tries
+        self.attempts.tries()
     }
 
     fn record(
@@ -238,29 +219,18 @@ impl FailoverPlan {
         status: Option<u16>,
         cause: Option<&Failure>,
     ) {
-        let Some((url, trial)) = self.urls.get(index) else {
+        if self.attempts.url(index).is_none() {
             return;
-        };
-        if let Some(f) = &failure {
-            self.last_failure = f.clone();
         }
-        let retry = self.tries > 1;
-        let retry_reason = if retry {
-            self.last_reason.clone()
-        } else {
-            None
-        };
+        if let Some(f) = &failure {
+            self.attempts.last_failure = f.clone();
+        }
+        let mut outcome = self.attempts.outcome(index, latency_ms, failure, status);
+        if outcome.retry {
+            outcome.retry_reason = self.last_reason.clone();
+        }
         self.last_reason = cause.map(reason_label);
-        self.outcomes.push(Outcome {
-            url: url.clone(),
-            failure,
-            latency_ms,
-            trial: *trial,
-            retry,
-            count: 1,
-            status,
-            retry_reason,
-        });
+        self.attempts.report(outcome);
     }
 
     /// True when one more attempt after `failure` is allowed by the method, body and budgets.
@@ -269,13 +239,9 @@ impl FailoverPlan {
             Failure::Connect => self.conn_left,
             _ => self.resp_left,
         };
-        budget > 0 && self.has_untried() && may_retry(&self.method, failure, self.replayable)
-    }
-
-    fn has_untried(&self) -> bool {
-        self.urls[self.next.min(self.urls.len())..]
-            .iter()
-            .any(|(u, _)| !self.tried.contains(u))
+        budget > 0
+            && self.attempts.has_untried()
+            && may_retry(&self.method, failure, self.replayable)
     }
 
     fn after_failure(&mut self, failure: Failure, rng: &mut impl Rng) -> Step {
@@ -286,30 +252,15 @@ impl FailoverPlan {
             Failure::Connect => self.conn_left -= 1,
             _ => self.resp_left -= 1,
         }
-        let wait = backoff_ms(self.tries, &failure, self.immediate_failover, rng);
-        self.next_try(wait).unwrap_or_else(|| self.finish())
-    }
-
-    fn next_try(&mut self, wait_ms: u64) -> Option<Step> {
-        while let Some((url, trial)) = self.urls.get(self.next).cloned() {
-            let index = self.next;
-            self.next += 1;
-            if self.tried.insert(url.clone()) {
-                self.tries += 1;
-                return Some(Step::Try {
-                    index,
-                    url,
-                    wait_ms,
-                    trial,
-                });
-            }
-        }
-        None
+        let wait = backoff_ms(self.tries(), &failure, self.immediate_failover, rng);
+        self.attempts
+            .next_try(wait)
+            .unwrap_or_else(|| self.finish())
     }
 
     fn finish(&mut self) -> Step {
         self.done = true;
-        if let Some(index) = self.last_answer {
+        if let Some(index) = self.attempts.last_answer {
             // The backend answered: its own error page is the most faithful reply.
             return Step::Answer(Answer::Backend(index));
         }
@@ -324,7 +275,9 @@ impl FailoverPlan {
             status,
             message: format!(
                 "no backend of \"{}\" could answer: {} attempt(s) failed, last: {}{mode}",
-                self.host, self.tries, self.last_failure
+                self.host,
+                self.attempts.tries(),
+                self.attempts.last_failure
             ),
             retry_after_s: Some(5),
         })

@@ -8,6 +8,7 @@
 //! lists and rate limits, `telemetry` for the counters a decision updates, and `rng`.
 
 pub mod affinity;
+pub mod attempts;
 pub mod decision;
 pub mod facts;
 pub mod failover;

@@ -1,7 +1,6 @@
 //! The failover plan of one WebSocket upgrade: only the connection attempt fails over (a backend that refuses the upgrade or the connection is skipped); a connected socket is never retried.
 
-use std::collections::HashSet;
-
+use crate::policy::traffic::attempts::Attempts;
 use crate::policy::traffic::decision::{Outcome, Route};
 use crate::policy::traffic::failover::{Answer, LostKind, Step};
 use crate::policy::traffic::retry::is_failure_status;
@@ -21,34 +20,18 @@ pub enum UpgradeResult {
 /// nothing has been exchanged with a backend that refused, so the next one is tried at once.
 #[derive(Clone, Debug)]
 pub struct UpgradePlan {
-    urls: Vec<(String, bool)>,
+    /// `last_answer` is the attempt whose (non-upgrade) answer is the latest a backend gave.
+    attempts: Attempts,
     host: String,
     left: u32,
-    next: usize,
-    tried: HashSet<String>,
-    tries: u32,
-    /// The attempt whose (non-upgrade) answer is the latest a backend gave.
-    last_answer: Option<usize>,
-    last_failure: String,
-    outcomes: Vec<Outcome>,
 }
 
 impl UpgradePlan {
     pub fn new(route: &Route, host: &str) -> Self {
         UpgradePlan {
-            urls: route
-                .attempts
-                .iter()
-                .map(|a| (a.url.clone(), a.trial))
-                .collect(),
+            attempts: Attempts::new(route),
             host: host.to_string(),
             left: route.conn_retries.saturating_add(1),
-            next: 0,
-            tried: HashSet::new(),
-            tries: 0,
-            last_answer: None,
-            last_failure: "no backend to try".to_string(),
-            outcomes: Vec::new(),
         }
     }
 
@@ -62,16 +45,19 @@ impl UpgradePlan {
         match result {
             UpgradeResult::Switched => return Step::Answer(Answer::Backend(index)),
             UpgradeResult::Refused(status) => {
-                self.last_answer = Some(index);
+                self.attempts.last_answer = Some(index);
                 // A backend that answers is up; only a failing status counts against it.
                 let failure = is_failure_status(status).then(|| format!("status {status}"));
-                self.last_failure = format!("answered {status} instead of 101 Switching Protocols");
-                self.record(index, latency_ms, failure, Some(status));
+                self.attempts.last_failure =
+                    format!("answered {status} instead of 101 Switching Protocols");
+                self.attempts
+                    .record(index, latency_ms, failure, Some(status));
             }
             UpgradeResult::Lost(message) => {
                 // No fresh-connection check here: an upgrade fails over whatever the cause.
-                self.last_failure = LostKind::of(&message).reason(&message);
-                self.record(index, latency_ms, Some(self.last_failure.clone()), None);
+                let why = LostKind::of(&message).reason(&message);
+                self.attempts.last_failure = why.clone();
+                self.attempts.record(index, latency_ms, Some(why), None);
             }
         }
         self.next_try().unwrap_or_else(|| self.finish())
@@ -80,64 +66,30 @@ impl UpgradePlan {
     /// The outcome of the connected attempt, to report when its socket closes (`failure`: the
     /// backend's side broke off). Until then the connection counts as in flight.
     pub fn closed(&self, index: usize, latency_ms: u64, failure: Option<String>) -> Outcome {
-        let (url, trial) = self.urls.get(index).cloned().unwrap_or_default();
-        Outcome {
-            url,
-            failure,
-            latency_ms,
-            trial,
-            retry: self.tries > 1,
-            count: 1,
-            status: Some(101),
-            retry_reason: None,
-        }
+        self.attempts.outcome(index, latency_ms, failure, Some(101))
     }
 
     /// Outcomes of the attempts that did not connect, in order.
     pub fn take_outcomes(&mut self) -> Vec<Outcome> {
-        std::mem::take(&mut self.outcomes)
+        self.attempts.take_outcomes()
     }
 
     pub fn tries(&self) -> u32 {
-        self.tries
-    }
-
-    fn record(
-        &mut self,
-        index: usize,
-        latency_ms: u64,
-        failure: Option<String>,
-        status: Option<u16>,
-    ) {
-        let mut outcome = self.closed(index, latency_ms, failure);
-        outcome.status = status;
-        self.outcomes.push(outcome);
+        self.attempts.tries()
     }
 
     fn next_try(&mut self) -> Option<Step> {
         if self.left == 0 {
             return None;
         }
-        while let Some((url, trial)) = self.urls.get(self.next).cloned() {
-            let index = self.next;
-            self.next += 1;
-            if self.tried.insert(url.clone()) {
-                self.left -= 1;
-                self.tries += 1;
-                return Some(Step::Try {
-                    index,
-                    url,
-                    wait_ms: 0,
-                    trial,
-                });
-            }
-        }
-        None
+        let step = self.attempts.next_try(0)?;
+        self.left -= 1;
+        Some(step)
     }
 
     fn finish(&mut self) -> Step {
         self.left = 0;
-        if let Some(index) = self.last_answer {
+        if let Some(index) = self.attempts.last_answer {
             // The backend's own refusal (a 404, a 426) says most about why there is no socket.
             return Step::Answer(Answer::Backend(index));
         }
@@ -145,7 +97,9 @@ impl UpgradePlan {
             status: 502,
             message: format!(
                 "no backend of \"{}\" accepted the WebSocket upgrade: {} attempt(s), last: {}",
-                self.host, self.tries, self.last_failure
+                self.host,
+                self.attempts.tries(),
+                self.attempts.last_failure
             ),
             retry_after_s: Some(5),
         })
@@ -155,28 +109,12 @@ impl UpgradePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::traffic::decision::Attempt;
     use proptest::prelude::*;
 
     fn route(urls: &[&str], conn_retries: u32) -> Route {
         Route {
-            attempts: urls
-                .iter()
-                .map(|u| Attempt {
-                    url: u.to_string(),
-                    trial: false,
-                    pin: None,
-                })
-                .collect(),
-            retries: 0,
             conn_retries,
-            timeout_ms: 1000,
-            immediate_failover: true,
-            panic: false,
-            cookie: None,
-            affinity_header: None,
-            geo: false,
-            ticket: None,
+            ..Route::to(urls)
         }
     }
 

@@ -1,7 +1,9 @@
 //! Tests of the config model: forms, defaults, every error at its path, normalisation, round trips.
 
 use super::*;
+use crate::policy::health::monitor::{ExpectedCodes, MonitorType, ProbeMethod};
 use proptest::prelude::*;
+use serde_json::Value;
 
 fn ctx() -> Deployment {
     Deployment::default()

@@ -128,9 +128,8 @@ pub struct Forwarded {
 }
 
 /// Drives the request's [`FailoverPlan`]: performs the attempts and checks it asks for, then
-/// answers as it says.
-/// Outcomes go to `report` as they become known: failures once the plan answers, the answering
-/// attempt once its body has gone through.
+/// answers as it says. Outcomes go to `report` as they become known: failures once the plan
+/// answers, the answering attempt once its body has gone through.
 pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> Result<Forwarded> {
     let host = report.host;
     let mut plan = FailoverPlan::new(&route, host, &out.method, out.body.replayable());
@@ -224,7 +223,7 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
             let done = parts.get(1);
             let url = attempt.url.clone();
             if success.is_none() || !done.is_instance_of::<js_sys::Promise>() {
-                // The answer is complete now; a streamed body completes in `watch_body`.
+                // The answer is complete now; a streamed body completes in `Reporter::body_streamed`.
                 report.complete(ticket);
             }
             match (success, done.as_string()) {

@@ -1,4 +1,4 @@
-//! The Worker's side of lease mode: the leases this isolate holds, local decisions under them, background refreshes, hand-backs, and outcome reports through `/lease`.
+//! The Worker's side of lease mode: the leases this isolate holds, local decisions under them, and the `/lease` exchange that refreshes them, hands them back and carries outcomes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -119,31 +119,25 @@ pub fn eject(host: &str, url: &str) {
     });
 }
 
-/// Background work after a request in lease mode: hands back replaced leases at once, and
-/// refreshes the lease from half way through it, so requests seldom wait for the object.
-pub fn background(env: &Env, ctx: &Context, host: &str) {
-    let urgent = URGENT.with(|u| u.borrow_mut().remove(host));
-    if let Some(ids) = urgent {
-        let env = env.clone();
-        let host = host.to_string();
-        ctx.wait_until(async move {
-            exchange(&env, &host, Vec::new(), ids, false).await;
-        });
-    }
+/// What a request in lease mode leaves to do in the background (see [`upkeep`]).
+pub struct Upkeep {
+    /// Leases to hand back at once: a newer config replaced them.
+    pub hand_back: Option<Vec<u64>>,
+    /// The lease is half way through: refresh it now, so requests seldom wait for the object.
+    pub refresh: bool,
+}
+
+/// Takes the background work due for `host`'s lease after a request; the caller sends it
+/// through [`exchange`] (with the successes it batched, for a refresh).
+pub fn upkeep(host: &str) -> Upkeep {
+    let hand_back = URGENT.with(|u| u.borrow_mut().remove(host));
     let now = Date::now().as_millis();
-    let due = HELD.with(|h| {
+    let refresh = HELD.with(|h| {
         h.borrow_mut()
             .get_mut(host)
             .is_some_and(|l| l.start_refresh(now))
     });
-    if due {
-        let env = env.clone();
-        let host = host.to_string();
-        ctx.wait_until(async move {
-            let successes = crate::platform::edge::balance::take_successes(&host, true);
-            exchange(&env, &host, successes, Vec::new(), true).await;
-        });
-    }
+    Upkeep { hand_back, refresh }
 }
 
 /// Reports outcomes through `/lease`, getting a fresh lease back (lease mode).
@@ -155,7 +149,7 @@ pub async fn report(env: &Env, host: &str, outcomes: Vec<Outcome>) {
 }
 
 /// One `POST /lease`: outcomes, leases handed back, and (`want`) a fresh lease, adopted on return.
-async fn exchange(
+pub async fn exchange(
     env: &Env,
     host: &str,
     outcomes: Vec<Outcome>,

@@ -4,10 +4,10 @@ use js_sys::futures::JsFuture;
 use wasm_bindgen::JsCast;
 use worker::*;
 
-use crate::platform::edge::balance::{
-    build_request, complete, flush_reports, send_reports, take_successes,
-};
+use crate::platform::edge::forward::{build_request, Forwarded, Outbound};
+use crate::platform::edge::report::Reporter;
 use crate::platform::{cancel_body, error_response, js_message};
+use crate::policy::telemetry::metrics::Source;
 use crate::policy::traffic::affinity;
 use crate::policy::traffic::decision::Route;
 use crate::policy::traffic::failover::{Answer, Step};
@@ -32,16 +32,12 @@ pub fn is_upgrade(upgrade: Option<&str>) -> bool {
 }
 
 /// Connects the client to the first backend of `route` that accepts the upgrade and relays the
-/// socket. Returns the client's response, the backend that produced it and the attempts made.
-pub async fn forward(
-    env: &Env,
-    ctx: &Context,
-    host: &str,
-    https: bool,
-    pq: &str,
-    headers: web_sys::Headers,
-    route: Route,
-) -> Result<(web_sys::Response, Option<String>, u32)> {
+/// socket. Outcomes go to `report`: failed attempts at once, the socket's when it closes.
+pub async fn forward(report: &Reporter<'_>, out: Outbound, route: Route) -> Result<Forwarded> {
+    let Outbound {
+        pq, headers, https, ..
+    } = out;
+    let host = report.host;
     // The forwarded headers drop `Upgrade` as hop-by-hop; the runtime's fetch needs it to upgrade.
     headers.set("upgrade", "websocket")?;
     for h in HANDSHAKE_HEADERS {
@@ -54,7 +50,7 @@ pub async fn forward(
         step = match step {
             Step::Try { index, url, .. } => {
                 let started = Date::now().as_millis();
-                let outbound = build_request(&url, pq, "GET", &headers, None)?;
+                let outbound = build_request(&url, &pq, "GET", &headers, None)?;
                 let fetched =
                     JsFuture::from(fb_fetch_upgrade(&outbound, route.timeout_ms as f64)).await;
                 let latency_ms = Date::now().as_millis().saturating_sub(started);
@@ -83,7 +79,7 @@ pub async fn forward(
         };
     };
     let tries = plan.tries();
-    flush_reports(env, ctx, host, plan.take_outcomes());
+    report.flush(plan.take_outcomes());
     // The request's outstanding ticket: given back at once unless a socket opens, else at its close.
     let ticket = route.ticket;
     match answer {
@@ -99,8 +95,8 @@ pub async fn forward(
             let url = attempt.url.clone();
             if resp.status() != 101 {
                 // No backend upgraded: the last one's own refusal goes back as it is.
-                complete(env, ctx, host, ticket);
-                return Ok((resp, Some(url), tries));
+                report.complete(ticket);
+                return Ok(upgrade_answer(resp, Some(url), tries));
             }
             let cookie = match (&route.cookie, attempt.pin.as_deref()) {
                 (Some(spec), Some(value)) => {
@@ -114,28 +110,20 @@ pub async fn forward(
             let outcome = move |broken: String| {
                 plan.closed(index, latency_ms, (!broken.is_empty()).then_some(broken))
             };
-            let env = env.clone();
-            let host = host.to_string();
-            let done = async move {
-                let broken = JsFuture::from(closed)
-                    .await
-                    .ok()
-                    .and_then(|v| v.as_string())
-                    .unwrap_or_default();
-                let mut reports = take_successes(&host, true);
-                reports.push(outcome(broken));
-                send_reports(&env, &host, reports, ticket.into_iter().collect()).await;
-            };
-            ctx.wait_until(done);
-            Ok((parts.get(0).unchecked_into(), Some(url), tries))
+            report.socket_closed(outcome, ticket, closed);
+            Ok(upgrade_answer(
+                parts.get(0).unchecked_into(),
+                Some(url),
+                tries,
+            ))
         }
         Some(Answer::Failed {
             status,
             message,
             retry_after_s,
         }) => {
-            complete(env, ctx, host, ticket);
-            Ok((
+            report.complete(ticket);
+            Ok(upgrade_answer(
                 error_response(status, &message, retry_after_s)?.into(),
                 None,
                 tries,
@@ -144,6 +132,23 @@ pub async fn forward(
         None => Err(Error::RustError(
             "upgrade plan asked for a refusal check".into(),
         )),
+    }
+}
+
+/// The upgrade's answer: a backend's own (its 101, or its refusal) or one FlowBalance made.
+/// Failed attempts are not logged one by one for upgrades.
+fn upgrade_answer(resp: web_sys::Response, backend: Option<String>, attempts: u32) -> Forwarded {
+    let source = if backend.is_some() {
+        Source::Backend
+    } else {
+        Source::Flowbalance
+    };
+    Forwarded {
+        resp,
+        backend,
+        attempts,
+        source,
+        failed: Vec::new(),
     }
 }
 

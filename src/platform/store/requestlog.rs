@@ -10,33 +10,9 @@ use worker::*;
 
 use crate::policy::telemetry::logbatch::{Batch, Queued, COALESCE_MS, ROWS_PER_STATEMENT};
 use crate::policy::telemetry::logquery::{Cursor, LogQuery, MetricsQuery, SqlValue};
+use crate::policy::telemetry::record::LogRow;
 
 const DB_BINDING: &str = "DB";
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LogRow {
-    pub ts_ms: u64,
-    pub hostname: String,
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-    pub backend: Option<String>,
-    pub attempts: u32,
-    pub latency_ms: u64,
-    /// Attempts of this request that failed (at other backends, or at the same before a retry):
-    /// each is stored in `failed_attempts` and counts against its backend in the metrics.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failed: Vec<FailedAttempt>,
-}
-
-/// One failed attempt of a logged request: its backend, the status it answered (none when the
-/// connection failed or timed out) and how long it took.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FailedAttempt {
-    pub backend: String,
-    pub status: Option<u16>,
-    pub latency_ms: u64,
-}
 
 thread_local! {
     static BATCH: RefCell<Batch<LogRow>> = RefCell::new(Batch::default());
@@ -96,7 +72,7 @@ async fn write(env: &Env, rows: &[LogRow]) -> Result<()> {
         .iter()
         .flat_map(|r| {
             r.failed.iter().map(|f| {
-                serde_json::json!({ "ts_ms": r.ts_ms, "hostname": r.hostname, "backend": f.backend,
+                serde_json::json!({ "ts_ms": r.request.ts_ms, "hostname": r.hostname, "backend": f.backend,
                                     "status": f.status, "latency_ms": f.latency_ms })
             })
         })
@@ -146,7 +122,7 @@ pub async fn page(
         rows.truncate(query.limit as usize);
         rows.last().map(|r| {
             Cursor {
-                ts_ms: r.row.ts_ms,
+                ts_ms: r.row.request.ts_ms,
                 id: r.id,
             }
             .encode()

@@ -8,5 +8,6 @@ pub mod logbatch;
 pub mod logquery;
 pub mod metrics;
 pub mod notify;
+pub mod record;
 pub mod retention;
 pub mod tail;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::control::config::{AffinityKind, EndpointSteering, PoolSteering, ServiceConfig};
 use crate::policy::health::transitions::HealthEvent;
+use crate::policy::telemetry::record::RequestRecord;
 use crate::policy::traffic::decision::Route;
 
 /// Tails open at once per hostname; one more is refused (429).
@@ -52,13 +53,9 @@ impl Cursor {
 /// A finished request as the edge reports it (only while a tail listens).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestLine {
-    pub ts_ms: u64,
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-    pub backend: Option<String>,
-    pub attempts: u32,
-    pub latency_ms: u64,
+    /// The request, its path cut to [`MAX_PATH`] bytes.
+    #[serde(flatten)]
+    pub request: RequestRecord,
     /// Why that backend: `round robin`, `affinity pin`, `affinity hash`, `geo pool NAME`, `panic`,
     /// and `retry` when an attempt after the first answered; `refused: ...` when none was tried.
     pub why: String,
@@ -238,13 +235,15 @@ mod tests {
     #[test]
     fn lines_are_one_json_object_with_seq_and_type() {
         let line = Line::Request(RequestLine {
-            ts_ms: 5,
-            method: "GET".into(),
-            path: "/a?b=1".into(),
-            status: 200,
-            backend: Some("http://b:1".into()),
-            attempts: 1,
-            latency_ms: 3,
+            request: RequestRecord {
+                ts_ms: 5,
+                method: "GET".into(),
+                path: "/a?b=1".into(),
+                status: 200,
+                backend: Some("http://b:1".into()),
+                attempts: 1,
+                latency_ms: 3,
+            },
             why: "round robin".into(),
         });
         let v: serde_json::Value = serde_json::from_str(&encode(7, &line)).unwrap();
@@ -252,6 +251,18 @@ mod tests {
         assert_eq!(v["type"], "request");
         assert_eq!(v["status"], 200);
         assert_eq!(v["why"], "round robin");
+        // The line's fields, flat, as the console reads them; the object reads the line back.
+        let Line::Request(request) = &line else {
+            unreachable!()
+        };
+        assert_eq!(
+            serde_json::to_value(request).unwrap(),
+            serde_json::json!({"ts_ms": 5, "method": "GET", "path": "/a?b=1", "status": 200,
+                "backend": "http://b:1", "attempts": 1, "latency_ms": 3, "why": "round robin"})
+        );
+        let back: RequestLine =
+            serde_json::from_str(&serde_json::to_string(request).unwrap()).unwrap();
+        assert_eq!(&back, request);
         let err: serde_json::Value = serde_json::from_str(&encode(
             1,
             &Line::Error {

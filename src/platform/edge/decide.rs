@@ -1,0 +1,201 @@
+//! The decision source: where a request goes, decided under the lease this isolate holds for the hostname, or asked of the hostname's object.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use js_sys::futures::JsFuture;
+use wasm_bindgen::JsValue;
+use worker::*;
+
+use crate::platform::edge::incoming::Incoming;
+use crate::platform::edge::lease;
+use crate::platform::edge::report::{take_answered, take_done, take_successes};
+use crate::platform::now_ms;
+use crate::policy::telemetry::tail;
+use crate::policy::traffic::decision::{DecideRequest, Route, Verdict};
+use crate::policy::traffic::facts::RequestFacts;
+
+/// The answer of either source: the verdict, and why it was chosen (only while a tail listens).
+pub struct Decision {
+    pub verdict: Verdict,
+    pub why: Option<String>,
+}
+
+thread_local! {
+    /// The request header that keys header affinity, per hostname, as the last decision said.
+    static AFFINITY_HEADER: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    /// Whether a hostname's decisions use the client's geography, as the last decision said
+    /// (unknown: read it).
+    static GEO: RefCell<HashMap<String, bool>> = RefCell::new(HashMap::new());
+}
+
+/// Where one request's decision comes from, and what it needs read of the request.
+pub struct Source {
+    /// This isolate holds a lease for the hostname: decide under it while it is usable.
+    leased: bool,
+    /// The name of the header that keys header affinity, if any.
+    key_header: Option<String>,
+    /// Whether the decision uses the client's geography.
+    geo: bool,
+}
+
+impl Source {
+    /// The source for a request to `host`: under a lease its config says what to read;
+    /// otherwise as the object's last decision for this hostname said.
+    pub fn of(host: &str) -> Self {
+        match lease::needs(host) {
+            Some((key_header, geo)) => Self {
+                leased: true,
+                key_header,
+                geo,
+            },
+            None => Self {
+                leased: false,
+                key_header: AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned()),
+                geo: GEO.with(|g| g.borrow().get(host).copied().unwrap_or(true)),
+            },
+        }
+    }
+
+    /// Reads what this source needs of the request.
+    pub fn read(&self, req: &web_sys::Request) -> Incoming {
+        Incoming::read(req, self.key_header.as_deref(), self.geo)
+    }
+
+    /// Decides where the request goes: under the lease when it can, else by asking the object.
+    pub async fn decide(
+        self,
+        env: &Env,
+        req: &web_sys::Request,
+        incoming: &mut Incoming,
+        host: &str,
+    ) -> Result<Decision> {
+        if self.leased {
+            if let Some(decision) = under_lease(req, incoming, host) {
+                return Ok(decision);
+            }
+        }
+        ask_object(env, req, incoming, self.key_header, host).await
+    }
+}
+
+/// Decides locally under the lease this isolate holds for `host`. None: the lease cannot
+/// decide this one (expired, or the config wants the object): ask the object.
+fn under_lease(req: &web_sys::Request, incoming: &Incoming, host: &str) -> Option<Decision> {
+    let facts = RequestFacts {
+        client_ip: incoming.client_ip.clone(),
+        country: incoming.country.clone(),
+        continent: incoming.continent.clone(),
+        cookies: incoming.cookies.clone(),
+        affinity_header: incoming.affinity_key.clone(),
+        streamed_body: incoming.streams_body(req),
+    };
+    lease::decide_local(host, &facts).map(|(verdict, why)| Decision { verdict, why })
+}
+
+/// Asks the hostname's Durable Object where this request goes. The message travels in the URL
+/// query: a plain URL string is the cheapest request to build (no Headers, no body to stream and
+/// await in the object). Batched success reports, finished tickets and answer tallies ride
+/// along. The object says why it chose only while a tail listens.
+async fn ask_object(
+    env: &Env,
+    req: &web_sys::Request,
+    incoming: &mut Incoming,
+    key_header: Option<String>,
+    host: &str,
+) -> Result<Decision> {
+    let mut msg = DecideRequest {
+        host: host.to_string(),
+        client_ip: incoming.client_ip.clone(),
+        country: incoming.country.take(),
+        continent: incoming.continent.take(),
+        cookies: incoming.cookies.take(),
+        affinity_key: incoming.affinity_key.take(),
+        streamed_body: incoming.streams_body(req),
+        successes: take_successes(host, false),
+        done: take_done(host),
+        answered: take_answered(host),
+    };
+    let mut decision = ask(env, &msg).await?;
+    // First request of this instance (or the first after a config change) for a hostname whose
+    // decisions need what was not sent: the affinity header's value (its name was not known
+    // yet) or the client's geography. Ask once more with it rather than let this client land on
+    // an arbitrary backend.
+    if let Verdict::Route(Route {
+        affinity_header,
+        geo,
+        ticket,
+        ..
+    }) = &decision.verdict
+    {
+        let need_key = affinity_header.is_some() && key_header.is_none();
+        let need_geo = *geo && !incoming.geo;
+        let more = (need_key || need_geo)
+            .then(|| Incoming::read(req, affinity_header.as_deref(), *geo))
+            .filter(|more| need_geo || more.affinity_key.is_some());
+        if let Some(more) = more {
+            // Already applied by the first ask; the first ask's own ticket is given back, as
+            // its route is dropped.
+            msg.successes.clear();
+            msg.answered.clear();
+            msg.done = ticket.iter().copied().collect();
+            msg.affinity_key = more.affinity_key;
+            msg.country = more.country;
+            msg.continent = more.continent;
+            decision = ask(env, &msg).await?;
+        }
+    }
+    if let Verdict::Route(route) = &decision.verdict {
+        // Header affinity: remember which request header keys this hostname's clients.
+        AFFINITY_HEADER.with(|a| {
+            let mut a = a.borrow_mut();
+            match &route.affinity_header {
+                Some(name) if a.get(host) != Some(name) => {
+                    a.insert(host.to_string(), name.clone());
+                }
+                None if a.contains_key(host) => {
+                    a.remove(host);
+                }
+                _ => {}
+            }
+        });
+        // Geo steering: read the client's geography only for hostnames that use it.
+        GEO.with(|g| {
+            if g.borrow().get(host) != Some(&route.geo) {
+                g.borrow_mut().insert(host.to_string(), route.geo);
+            }
+        });
+    }
+    Ok(decision)
+}
+
+/// One decision round trip: the stub, the fetch and reading the reply's text are one call into
+/// the runtime (workers-rs would wrap the reply and read it as a byte stream, chunk by chunk).
+async fn ask(env: &Env, msg: &DecideRequest) -> Result<Decision> {
+    // A lease that comes back counts from here (lease mode).
+    let sent_ms = now_ms();
+    let reply = JsFuture::from(fb_ask(env.as_ref(), &msg.host, &msg.to_query())).await?;
+    let text = reply.as_string().unwrap_or_default();
+    let (reply, leased) = crate::policy::traffic::lease::detach(&text);
+    lease::adopt_text(&msg.host, leased, sent_ms);
+    let (json, why) = tail::split_reply(reply);
+    Ok(Decision {
+        verdict: serde_json::from_str(json)?,
+        why: why.map(str::to_string),
+    })
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+// GET /decide?query to the hostname's object; resolves to the reply's text.
+export function fb_ask(env, host, query) {
+  const ns = env.BALANCER;
+  return ns
+    .get(ns.idFromName(host))
+    .fetch(`https://balancer/decide?${query}`)
+    .then((r) => r.text());
+}
+"#)]
+extern "C" {
+    /// `Promise<string>`: the object's reply to a decide message.
+    fn fb_ask(env: &JsValue, host: &str, query: &str) -> js_sys::Promise;
+}

@@ -1,0 +1,93 @@
+//! What the balanced path reads of the client's request, in one call into the runtime.
+
+use worker::{wasm_bindgen, web_sys};
+
+use crate::policy::traffic::retry::REPLAY_BODY_CAP;
+
+/// The request facts the balanced path uses, read in one call into the runtime (one string,
+/// rather than a crossing and a string copy per header).
+pub struct Incoming {
+    pub method: String,
+    pub url: String,
+    pub hop: bool,
+    pub upgrade: Option<String>,
+    pub client_ip: Option<String>,
+    pub cookies: Option<String>,
+    pub connection: Option<String>,
+    pub forwarded_for: Option<String>,
+    pub content_length: Option<String>,
+    /// The value of the header that keys header affinity (when its name was asked for).
+    pub affinity_key: Option<String>,
+    /// `request.cf`'s country and continent, read only when `geo` was asked for: building the
+    /// cf object costs about as much as the rest of this together.
+    pub country: Option<String>,
+    pub continent: Option<String>,
+    pub geo: bool,
+}
+
+impl Incoming {
+    pub fn read(req: &web_sys::Request, key_header: Option<&str>, geo: bool) -> Self {
+        let text = fb_incoming(req, key_header, geo);
+        let mut lines = text.split('\n');
+        let method = lines.next().unwrap_or("GET").to_string();
+        let url = lines.next().unwrap_or_default().to_string();
+        // Each later line is "" (absent) or "=" and the value.
+        let mut next = || {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix('='))
+                .map(str::to_string)
+        };
+        Self {
+            method,
+            url,
+            hop: next().is_some(),
+            upgrade: next(),
+            client_ip: next(),
+            cookies: next(),
+            connection: next(),
+            forwarded_for: next(),
+            content_length: next(),
+            affinity_key: next(),
+            country: next(),
+            continent: next(),
+            geo,
+        }
+    }
+
+    /// Whether the request's body will stream to the backend rather than be buffered (see
+    /// `forward::read_body`): such a request cannot be replayed on another backend.
+    pub fn streams_body(&self, req: &web_sys::Request) -> bool {
+        let method = self.method.as_str();
+        if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+            return false;
+        }
+        match self
+            .content_length
+            .as_deref()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            Some(n) => n > REPLAY_BODY_CAP,
+            None => req.body().is_some(),
+        }
+    }
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+// The request facts the balanced path needs, as lines: method, URL, then per header "" when
+// absent or "=value" (a header value holds no newline), then cf's country and continent.
+export function fb_incoming(req, keyHeader, geo) {
+  const h = req.headers;
+  const v = (x) => (x === null || x === undefined ? "" : "=" + x);
+  let out = `${req.method}\n${req.url}\n${v(h.get("x-flowbalance-hop"))}\n${v(h.get("upgrade"))}\n${v(h.get("cf-connecting-ip"))}\n${v(h.get("cookie"))}\n${v(h.get("connection"))}\n${v(h.get("x-forwarded-for"))}\n${v(h.get("content-length"))}\n${v(keyHeader === undefined ? null : h.get(keyHeader))}`;
+  if (geo) {
+    const cf = req.cf;
+    out += `\n${v(cf && cf.country)}\n${v(cf && cf.continent)}`;
+  }
+  return out;
+}
+"#)]
+extern "C" {
+    /// See [`Incoming`].
+    fn fb_incoming(req: &web_sys::Request, key_header: Option<&str>, geo: bool) -> String;
+}

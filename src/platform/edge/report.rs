@@ -1,0 +1,437 @@
+//! The outcome reporter: finished requests' tickets, batched successes, answer tallies, outcome and lease reports to the object, tail lines and request-log rows.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use js_sys::futures::JsFuture;
+use wasm_bindgen::JsValue;
+use worker::*;
+
+use crate::platform::edge::lease;
+use crate::platform::object::tail as tail_route;
+use crate::platform::store::requestlog;
+use crate::platform::{now_ms, object_stub};
+use crate::policy::telemetry::metrics::{self, Answered, Source};
+use crate::policy::telemetry::record::{FailedAttempt, LogRow, RequestRecord};
+use crate::policy::telemetry::tail::{self, RequestLine};
+use crate::policy::traffic::decision::{Outcome, Reject, ReportRequest};
+
+/// Successes not yet reported for one hostname.
+#[derive(Default)]
+struct SuccessTally {
+    /// Per backend URL, status and latency bucket: (successful requests, summed latency in ms).
+    /// Keyed by bucket so the metrics histogram stays exact while a batch carries only a mean.
+    by_url: HashMap<(String, Option<u16>, usize), (u32, u64)>,
+    count: u32,
+    since_ms: u64,
+}
+
+/// Successes are sent with a decision once this many have piled up or this much time passed:
+/// one small JSON message per batch instead of per request.
+const SUCCESS_BATCH: u32 = 32;
+const SUCCESS_BATCH_MS: u64 = 250;
+
+/// Finished requests' tickets wait about this long for a decision to carry them before they are
+/// sent on their own: under load the next decision carries them at no cost, and an idle
+/// isolate still lets the object's outstanding counts fall within a few tens of milliseconds.
+const DONE_FLUSH_MS: u64 = 20;
+
+impl SuccessTally {
+    fn into_outcomes(self) -> Vec<Outcome> {
+        self.by_url
+            .into_iter()
+            .map(|((url, status, _), (count, latency_sum))| Outcome {
+                url,
+                failure: None,
+                latency_ms: latency_sum / u64::from(count.max(1)),
+                trial: false,
+                retry: false,
+                count,
+                status,
+                retry_reason: None,
+            })
+            .collect()
+    }
+}
+
+/// Takes the hostname's pending successes: all of them when `force`, else only a due batch.
+pub(super) fn take_successes(host: &str, force: bool) -> Vec<Outcome> {
+    let now = now_ms();
+    PENDING_OK.with(|p| {
+        let mut p = p.borrow_mut();
+        let due = p.get(host).is_some_and(|t| {
+            force || t.count >= SUCCESS_BATCH || now.saturating_sub(t.since_ms) >= SUCCESS_BATCH_MS
+        });
+        if due {
+            p.remove(host)
+                .map(SuccessTally::into_outcomes)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    })
+}
+
+/// Tickets of this isolate's finished requests not yet sent, per hostname.
+#[derive(Default)]
+struct PendingDone {
+    tickets: Vec<u64>,
+    /// A flush timer is running for this hostname.
+    timer: bool,
+    /// When a decision last carried tickets: while decisions flow, the timer sends nothing.
+    carried_ms: u64,
+}
+
+/// A timer gives way to flowing decisions at most this many times before it sends what is
+/// left anyway (a `wait_until` must end; one small report per ~0.5 s under steady load).
+const DONE_FLUSH_ROUNDS: u32 = 25;
+
+/// Responses given to one hostname's clients, not yet sent to its object.
+#[derive(Default)]
+struct PendingAnswers {
+    tally: BTreeMap<(u16, Source), u32>,
+    /// A flush timer is running for this hostname.
+    timer: bool,
+    /// When a message to the object last carried the tally.
+    carried_ms: u64,
+}
+
+/// Answers not carried by a decision or report within this long go in a report of their own.
+const ANSWER_FLUSH_MS: u64 = 1000;
+
+/// The answers to carry on a message to the object now.
+pub(super) fn take_answered(host: &str) -> Vec<Answered> {
+    ANSWERED.with(|a| {
+        let mut a = a.borrow_mut();
+        let Some(p) = a.get_mut(host) else {
+            return Vec::new();
+        };
+        p.carried_ms = now_ms();
+        std::mem::take(&mut p.tally)
+            .into_iter()
+            .map(|((code, source), count)| Answered {
+                code,
+                source,
+                count,
+            })
+            .collect()
+    })
+}
+
+/// The tickets to carry on a message to the object now.
+pub(super) fn take_done(host: &str) -> Vec<u64> {
+    DONE.with(|d| {
+        let mut d = d.borrow_mut();
+        let Some(p) = d.get_mut(host) else {
+            return Vec::new();
+        };
+        p.carried_ms = now_ms();
+        std::mem::take(&mut p.tickets)
+    })
+}
+
+thread_local! {
+    /// Finished requests' tickets per hostname (see [`Reporter::complete`]).
+    static DONE: RefCell<HashMap<String, PendingDone>> = RefCell::new(HashMap::new());
+    /// Responses given to clients per hostname, carried like successes (see
+    /// [`Reporter::count_answer`]).
+    static ANSWERED: RefCell<HashMap<String, PendingAnswers>> = RefCell::new(HashMap::new());
+    /// Successful outcomes per hostname, batched here and carried on the next decision request,
+    /// so a healthy request costs no extra Durable Object round trip.
+    static PENDING_OK: RefCell<HashMap<String, SuccessTally>> = RefCell::new(HashMap::new());
+}
+
+/// Reports what became of one request to `host`: every outcome of the request path goes
+/// through here, sent now, batched for the next decision, or sent after the response.
+pub struct Reporter<'a> {
+    pub env: &'a Env,
+    pub ctx: &'a Context,
+    pub host: &'a str,
+}
+
+impl Reporter<'_> {
+    /// A request counted as outstanding (its route carried `ticket`) has finished: its response
+    /// went out whole, failed, or (for a WebSocket) the connection closed. The ticket rides on
+    /// this isolate's next decision for the hostname; if no decision comes within
+    /// [`DONE_FLUSH_MS`], a timer sends it in a report of its own.
+    pub fn complete(&self, ticket: Option<u64>) {
+        let Some(ticket) = ticket else {
+            return;
+        };
+        let arm = DONE.with(|d| {
+            let mut d = d.borrow_mut();
+            let p = d.entry(self.host.to_string()).or_default();
+            p.tickets.push(ticket);
+            !std::mem::replace(&mut p.timer, true)
+        });
+        if arm {
+            let env = self.env.clone();
+            let host = self.host.to_string();
+            self.ctx.wait_until(async move {
+                for round in 1..=DONE_FLUSH_ROUNDS {
+                    Delay::from(Duration::from_millis(DONE_FLUSH_MS)).await;
+                    let due = DONE.with(|d| {
+                        let mut d = d.borrow_mut();
+                        let p = d.get_mut(&host)?;
+                        let idle = now_ms().saturating_sub(p.carried_ms) >= DONE_FLUSH_MS;
+                        if p.tickets.is_empty() || idle || round == DONE_FLUSH_ROUNDS {
+                            p.timer = false;
+                            return Some(std::mem::take(&mut p.tickets));
+                        }
+                        None // decisions are flowing: they carry these
+                    });
+                    if let Some(done) = due {
+                        if !done.is_empty() {
+                            send_reports(&env, &host, Vec::new(), done).await;
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Counts a response given to a client of the hostname for `flowbalance_responses_total`.
+    /// The tally rides on this isolate's next decision or report for the hostname; a timer
+    /// sends what no message carried once the hostname has been quiet for [`ANSWER_FLUSH_MS`]
+    /// (or after [`DONE_FLUSH_ROUNDS`] of them under steady traffic).
+    pub fn count_answer(&self, code: u16, source: Source) {
+        let arm = ANSWERED.with(|a| {
+            let mut a = a.borrow_mut();
+            let p = a.entry(self.host.to_string()).or_default();
+            *p.tally.entry((code, source)).or_default() += 1;
+            !std::mem::replace(&mut p.timer, true)
+        });
+        if !arm {
+            return;
+        }
+        let env = self.env.clone();
+        let host = self.host.to_string();
+        self.ctx.wait_until(async move {
+            for round in 1..=DONE_FLUSH_ROUNDS {
+                Delay::from(Duration::from_millis(ANSWER_FLUSH_MS)).await;
+                // Ok(true): send now; Ok(false): nothing left; Err: messages are flowing, look again.
+                let due = ANSWERED.with(|a| {
+                    let mut a = a.borrow_mut();
+                    let Some(p) = a.get_mut(&host) else {
+                        return Ok(false);
+                    };
+                    let idle = now_ms().saturating_sub(p.carried_ms) >= ANSWER_FLUSH_MS;
+                    if p.tally.is_empty() || idle || round == DONE_FLUSH_ROUNDS {
+                        p.timer = false;
+                        return Ok(!p.tally.is_empty());
+                    }
+                    Err(())
+                });
+                match due {
+                    Ok(true) => return send_reports(&env, &host, Vec::new(), Vec::new()).await,
+                    Ok(false) => return,
+                    Err(()) => {}
+                }
+            }
+        });
+    }
+
+    /// Failures and trials go to the Durable Object after the response, off the client's path.
+    pub fn flush(&self, reports: Vec<Outcome>) {
+        if reports.is_empty() {
+            return;
+        }
+        // Earlier successes go first, so "consecutive failures" in the DO means consecutive.
+        let mut all = take_successes(self.host, true);
+        all.extend(reports);
+        let done = take_done(self.host);
+        let env = self.env.clone();
+        let host = self.host.to_string();
+        self.ctx
+            .wait_until(async move { send_reports(&env, &host, all, done).await });
+    }
+
+    /// The answering attempt's body has gone through (`broken`: "" or why the backend broke it
+    /// off): a success waits in the batch, a failure is reported now.
+    pub fn body_done(&self, outcome: Outcome, broken: &str) {
+        self.flush(body_reports(self.host, outcome, broken));
+    }
+
+    /// Reports the answering attempt once its body has streamed (`done` settles to "" or why the
+    /// backend broke it off; a client hanging up is not the backend's doing). The request's
+    /// ticket, if counted, completes then too.
+    pub fn body_streamed(&self, outcome: Outcome, ticket: Option<u64>, done: js_sys::Promise) {
+        let env = self.env.clone();
+        let host = self.host.to_string();
+        let finished: Vec<u64> = ticket.into_iter().collect();
+        self.ctx.wait_until(async move {
+            let broken = JsFuture::from(done)
+                .await
+                .ok()
+                .and_then(|v| v.as_string())
+                .unwrap_or_default();
+            let reports = body_reports(&host, outcome, &broken);
+            // The ticket goes with the reports, or alone, at once.
+            if !reports.is_empty() || !finished.is_empty() {
+                send_reports(&env, &host, reports, finished).await;
+            }
+        });
+    }
+
+    /// A relayed WebSocket closed (`closed` settles to "" or why the backend's side broke off):
+    /// its outcome, after earlier successes, and its ticket go to the object.
+    pub fn socket_closed(
+        &self,
+        outcome: impl FnOnce(String) -> Outcome + 'static,
+        ticket: Option<u64>,
+        closed: js_sys::Promise,
+    ) {
+        let env = self.env.clone();
+        let host = self.host.to_string();
+        self.ctx.wait_until(async move {
+            let broken = JsFuture::from(closed)
+                .await
+                .ok()
+                .and_then(|v| v.as_string())
+                .unwrap_or_default();
+            let mut reports = take_successes(&host, true);
+            reports.push(outcome(broken));
+            send_reports(&env, &host, reports, ticket.into_iter().collect()).await;
+        });
+    }
+
+    /// Background work after a decision in lease mode: hands back replaced leases at once, and
+    /// refreshes the lease (carrying the batched successes) from half way through it, so
+    /// requests seldom wait for the object.
+    pub fn lease_upkeep(&self) {
+        let lease::Upkeep { hand_back, refresh } = lease::upkeep(self.host);
+        if let Some(ids) = hand_back {
+            let env = self.env.clone();
+            let host = self.host.to_string();
+            self.ctx.wait_until(async move {
+                lease::exchange(&env, &host, Vec::new(), ids, false).await;
+            });
+        }
+        if refresh {
+            let env = self.env.clone();
+            let host = self.host.to_string();
+            self.ctx.wait_until(async move {
+                let successes = take_successes(&host, true);
+                lease::exchange(&env, &host, successes, Vec::new(), true).await;
+            });
+        }
+    }
+
+    /// A request the decision refused: counted, and shown to a listening tail (`why`).
+    pub fn refused(&self, method: String, path: &str, reject: &Reject, why: Option<String>) {
+        if let Some(why) = why {
+            let line = RequestLine {
+                request: RequestRecord {
+                    ts_ms: now_ms(),
+                    method,
+                    path: tail::bounded_path(path),
+                    status: reject.status,
+                    backend: None,
+                    attempts: 0,
+                    latency_ms: 0,
+                },
+                why,
+            };
+            tail_route::report_line(self.env, self.ctx, self.host, line);
+        }
+        self.count_answer(reject.status, Source::Flowbalance);
+    }
+
+    /// A forwarded request answered: counted, logged, and shown to a listening tail (`why`).
+    pub fn answered(
+        &self,
+        request: RequestRecord,
+        source: Source,
+        failed: Vec<FailedAttempt>,
+        why: Option<String>,
+    ) {
+        self.count_answer(request.status, source);
+        // Only while a tail listens (the decision said why): its line goes to the object.
+        if let Some(why) = why {
+            let line = RequestLine {
+                request: RequestRecord {
+                    method: request.method.clone(),
+                    path: tail::bounded_path(&request.path),
+                    backend: request.backend.clone(),
+                    ..request
+                },
+                why: tail::answered_why(&why, request.attempts),
+            };
+            tail_route::report_line(self.env, self.ctx, self.host, line);
+        }
+        let row = LogRow {
+            hostname: self.host.to_string(),
+            request,
+            failed,
+        };
+        requestlog::record(self.env, self.ctx, row);
+    }
+}
+
+/// Queues a success for the next decision, or hands it back when it must be reported now.
+fn batch_success(host: &str, outcome: Outcome) -> Option<Outcome> {
+    if outcome.trial || outcome.retry {
+        // A trial decides a breaker, and a retry spends budget: report those at once.
+        return Some(outcome);
+    }
+    PENDING_OK.with(|p| {
+        let mut p = p.borrow_mut();
+        let tally = p.entry(host.to_string()).or_insert_with(|| SuccessTally {
+            since_ms: now_ms(),
+            ..Default::default()
+        });
+        let key = (
+            outcome.url,
+            outcome.status,
+            metrics::bucket_of(outcome.latency_ms),
+        );
+        let entry = tally.by_url.entry(key).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += outcome.latency_ms;
+        tally.count += 1;
+    });
+    None
+}
+
+/// What is due once the answering attempt's body has gone through (`broken`: "" or why the
+/// backend broke it off): nothing for a success that waits in the batch, else the reports to
+/// send now, earlier successes first so "consecutive failures" in the object stays true.
+fn body_reports(host: &str, mut outcome: Outcome, broken: &str) -> Vec<Outcome> {
+    if broken.is_empty() {
+        return batch_success(host, outcome).into_iter().collect();
+    }
+    outcome.failure = Some(format!("response body broken off: {broken}"));
+    let mut reports = take_successes(host, true);
+    reports.push(outcome);
+    reports
+}
+
+/// Sends outcomes and finished requests' tickets to the object (`POST /report`).
+async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
+    // Lease mode: failures eject the backend here at once, and the reply is a fresh lease.
+    if done.is_empty() && !outcomes.is_empty() && lease::holding(host) {
+        return lease::report(env, host, outcomes).await;
+    }
+    let msg = ReportRequest {
+        host: host.to_string(),
+        outcomes,
+        done,
+        answered: take_answered(host),
+    };
+    let Ok(body) = serde_json::to_string(&msg) else {
+        return;
+    };
+    let Ok(stub) = object_stub(env, host) else {
+        return;
+    };
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    if let Ok(req) = Request::new_with_init("https://balancer/report", &init) {
+        if let Err(e) = stub.fetch_with_request(req).await {
+            console_error!("reporting outcomes for {host} failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! A finished request as the edge records it: the one record the request log's row and the tail's line are both built from.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to one request: when, what was asked, who answered, how. The request log's
+/// [`LogRow`] adds the hostname and the failed attempts; the tail's line adds why that backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub ts_ms: u64,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub backend: Option<String>,
+    pub attempts: u32,
+    pub latency_ms: u64,
+}
+
+/// A request-log row (D1's `request_logs`, and `failed_attempts` for its failures).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub hostname: String,
+    #[serde(flatten)]
+    pub request: RequestRecord,
+    /// Attempts of this request that failed (at other backends, or at the same before a retry):
+    /// each is stored in `failed_attempts` and counts against its backend in the metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedAttempt>,
+}
+
+/// One failed attempt of a logged request: its backend, the status it answered (none when the
+/// connection failed or timed out) and how long it took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub backend: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> RequestRecord {
+        RequestRecord {
+            ts_ms: 5,
+            method: "GET".into(),
+            path: "/a?b=1".into(),
+            status: 200,
+            backend: Some("http://b:1".into()),
+            attempts: 2,
+            latency_ms: 3,
+        }
+    }
+
+    #[test]
+    fn a_log_row_is_one_flat_object_with_the_request_log_columns() {
+        let row = LogRow {
+            hostname: "a.test".into(),
+            request: record(),
+            failed: vec![FailedAttempt {
+                backend: "http://c:1".into(),
+                status: None,
+                latency_ms: 1,
+            }],
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"hostname": "a.test", "ts_ms": 5, "method": "GET", "path": "/a?b=1",
+                "status": 200, "backend": "http://b:1", "attempts": 2, "latency_ms": 3,
+                "failed": [{"backend": "http://c:1", "status": null, "latency_ms": 1}]})
+        );
+        // Read back as stored: D1 has no `failed` column, and no failures are written as none.
+        let stored = serde_json::json!({"hostname": "a.test", "ts_ms": 5, "method": "GET",
+            "path": "/a?b=1", "status": 200, "backend": null, "attempts": 1, "latency_ms": 3});
+        let back: LogRow = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(back.request.backend, None);
+        assert!(back.failed.is_empty());
+        assert_eq!(serde_json::to_value(&back).unwrap(), stored);
+    }
+}

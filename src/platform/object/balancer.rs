@@ -1,4 +1,4 @@
-//! The per-hostname Durable Object: owns the service's config and live backend state in storage, answers routing decisions, and probes backends on its alarm.
+//! The per-hostname Durable Object: its state, the routes a Worker's call is sent down, and loading the service; each concern's handlers are in `balancer/`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod edge;
 pub mod object;
+pub mod relay;
 pub mod store;
 
 use std::time::Duration;

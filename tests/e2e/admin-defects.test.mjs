@@ -9,9 +9,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startBalancer, API_SECRET } from "../support/runtime.mjs";
 import { startBackend, stopAll, waitFor } from "../support/backends.mjs";
-
-// Probes far apart so they never add requests to the counts below.
-const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
+import { adminCall as admin } from "../support/admin.mjs";
+import { quiet } from "../support/scoped.mjs";
 
 /** An admin call from `ip` with `token`; answers { status, headers, body }. */
 async function login(lb, ip, token) {
@@ -20,21 +19,6 @@ async function login(lb, ip, token) {
   });
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: text };
-}
-
-/** A JSON admin call; answers { status, headers, body (parsed or null), text }. */
-async function admin(lb, pathname, { method = "GET", body, headers = {} } = {}) {
-  const res = await lb.admin(pathname, {
-    method,
-    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...headers },
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let parsed = null;
-  try {
-    parsed = JSON.parse(text);
-  } catch {}
-  return { status: res.status, headers: res.headers, body: parsed, text };
 }
 
 function tempDir() {

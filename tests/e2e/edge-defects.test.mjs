@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { startBalancer } from "../support/runtime.mjs";
 import { startBackend, startBackends, stopAll, waitFor } from "../support/backends.mjs";
+import { serviceStatus } from "../support/admin.mjs";
 
 const running = [];
 after(async () => {
@@ -25,9 +26,7 @@ async function start(services) {
 }
 
 async function backendsOf(lb, host) {
-  const res = await lb.admin(`/admin/services/${host}`);
-  assert.equal(res.status, 200);
-  return (await res.json()).backends;
+  return (await serviceStatus(lb, host)).backends;
 }
 
 /** Raw HTTP/1.1 to the runtime's socket; resolves with status, headers and body. */

@@ -6,41 +6,13 @@ import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
-import { backendsFor, balancerFor } from "../support/scoped.mjs";
+import { backendsFor, balancerFor, quiet, serve } from "../support/scoped.mjs";
+import { adminCall as admin } from "../support/admin.mjs";
+import { backendOf, readResponse as read } from "../support/requests.mjs";
+import { geoService, reachedFrom } from "../support/geo.mjs";
 import { changeUnderLoad, sentAt } from "../support/load.mjs";
 
-const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
 const lease = (ms = 1000) => ({ decisions: { mode: "lease", lease_ms: ms } });
-
-function serve(t, services, extra = {}) {
-  return balancerFor(t, { defaultBackends: { ...quiet, ...extra, services } });
-}
-
-async function read(res) {
-  const text = await res.text();
-  let body;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  return { status: res.status, headers: res.headers, body, text };
-}
-
-async function backendOf(r, host, path = "/", init = {}) {
-  const res = await read(await r.fetch(host, path, init));
-  assert.equal(res.status, 200, `${host}${path}: ${res.text}`);
-  return res.body.backend;
-}
-
-async function admin(r, path, { method = "GET", body, headers = {} } = {}) {
-  const init = { method, headers: { ...headers } };
-  if (body !== undefined) {
-    init.body = typeof body === "string" ? body : JSON.stringify(body);
-    init.headers["content-type"] = "application/json";
-  }
-  return read(await r.admin(path, init));
-}
 
 async function decisions(r, host) {
   const st = await admin(r, `/admin/services/${host}`);
@@ -137,22 +109,9 @@ test("lease mode: geo pools are chosen in the Worker from the request's country 
   const eu = await backendsFor(t, ["eu1", "eu2"]);
   const us = await backendsFor(t, ["us1"]);
   const lb = await balancerFor(t, {
-    defaultBackends: {
-      hostname: "geo.test",
-      pools: [
-        { name: "eu", backends: eu.map((b) => b.url) },
-        { name: "us", backends: us.map((b) => b.url) },
-      ],
-      geo_steering: { regions: { DE: "eu", EU: "eu", NA: "us" }, fallback_pool: "us" },
-      ...quiet,
-      ...lease(),
-    },
+    defaultBackends: { ...geoService(eu, us), ...quiet, ...lease() },
   });
-  const from = async (cf, n = 8) => {
-    const got = new Set();
-    for (let i = 0; i < n; i++) got.add(await backendOf(lb, "geo.test", `/g${i}`, cf ? { cf } : {}));
-    return [...got].sort();
-  };
+  const from = (cf, n = 8) => reachedFrom(lb, cf, n);
   assert.deepEqual(await from({ country: "DE", continent: "EU" }), ["eu1", "eu2"]);
   assert.deepEqual(await from({ country: "FR", continent: "EU" }), ["eu1", "eu2"]);
   assert.deepEqual(await from({ country: "US", continent: "NA" }), ["us1"]);

@@ -3,6 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { waitFor } from "../support/backends.mjs";
+import { backendStatus, serviceStatus as status } from "../support/admin.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
 /** A runtime balancing app.test over `urls` with monitor options `monitor`, probing only on demand unless `interval` is given. */
@@ -10,14 +11,6 @@ function setup(t, urls, monitor, extra = {}) {
   const activeHealthChecks = { interval: 60, timeout: 1, consecutive_up: 1, consecutive_down: 1, ...monitor };
   return balancerFor(t, { defaultBackends: { hostname: "app.test", backends: urls, activeHealthChecks, ...extra } });
 }
-
-async function status(lb) {
-  const res = await lb.admin("/admin/services/app.test");
-  assert.equal(res.status, 200);
-  return res.json();
-}
-
-const backendStatus = (st, url) => st.backends.find((x) => x.url === url);
 
 /** One probe round now; results by backend URL. */
 async function probeNow(lb) {

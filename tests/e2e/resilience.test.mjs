@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startBalancer } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
+import { backendStatus, serviceStatus as status } from "../support/admin.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
 // Fast thresholds so the tests run in seconds; the semantics are those of the defaults.
@@ -19,16 +20,6 @@ const fast = {
 /** A runtime balancing app.test over `backends` for test `t` (stopped when it ends). */
 function setup(t, backends, extra = {}) {
   return balancerFor(t, { defaultBackends: { hostname: "app.test", backends: backends.map((b) => b.url), ...fast, ...extra } });
-}
-
-async function status(lb, host = "app.test") {
-  const res = await lb.admin(`/admin/services/${host}`);
-  assert.equal(res.status, 200);
-  return res.json();
-}
-
-function backendStatus(st, b) {
-  return st.backends.find((x) => x.url === b.url);
 }
 
 /** Waits until backend `b`'s status satisfies `pred`, and returns that status. */

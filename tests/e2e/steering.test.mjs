@@ -9,44 +9,15 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startBalancer, API_SECRET } from "../support/runtime.mjs";
 import { waitFor } from "../support/backends.mjs";
-import { backendsFor, balancerFor } from "../support/scoped.mjs";
+import { backendsFor, balancerFor, quiet, serve } from "../support/scoped.mjs";
+import { adminCall as admin } from "../support/admin.mjs";
+import { backendOf, send } from "../support/requests.mjs";
+import { geoService, reachedFrom } from "../support/geo.mjs";
 import { changeUnderLoad, sentAt } from "../support/load.mjs";
-
-// Probes far apart so they never interfere with the counts below (a test that needs probes sets its own).
-const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
-
-/** A runtime for test `t` balancing `services` (the `services` list of DEFAULT_BACKENDS), probes quiet. */
-function serve(t, services) {
-  return balancerFor(t, { defaultBackends: { ...quiet, services } });
-}
 
 const urls = (xs) => xs.map((x) => x.url);
 
 // ---- helpers ----
-
-/** Reads a response whole; the body is parsed as JSON when possible. */
-async function read(res) {
-  const text = await res.text();
-  let body;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  return { status: res.status, headers: res.headers, body, text };
-}
-
-/** One balanced request. */
-async function send(r, host, path = "/", init = {}) {
-  return read(await r.fetch(host, path, init));
-}
-
-/** Which backend served a request (asserts it succeeded). */
-async function backendOf(r, host, path = "/", init = {}) {
-  const res = await send(r, host, path, init);
-  assert.equal(res.status, 200, `${host}${path}: ${res.text}`);
-  return res.body.backend;
-}
 
 async function counts(r, host, n, init = {}) {
   const c = {};
@@ -55,16 +26,6 @@ async function counts(r, host, n, init = {}) {
     c[b] = (c[b] ?? 0) + 1;
   }
   return c;
-}
-
-/** An admin call with the bearer token; JSON bodies are serialised. */
-async function admin(r, path, { method = "GET", body, headers = {} } = {}) {
-  const init = { method, headers: { ...headers } };
-  if (body !== undefined) {
-    init.body = typeof body === "string" ? body : JSON.stringify(body);
-    init.headers["content-type"] = "application/json";
-  }
-  return read(await r.admin(path, init));
 }
 
 function lbCookie(headers, name = "lb_session") {
@@ -182,21 +143,9 @@ test("geo steering: country, then continent, then fallback; an unhealthy pool fa
   const eu = await backendsFor(t, ["eu1", "eu2"]);
   const us = await backendsFor(t, ["us1"]);
   const r = await balancerFor(t, {
-    defaultBackends: {
-      hostname: "geo.test",
-      pools: [
-        { name: "eu", backends: eu.map((b) => b.url) },
-        { name: "us", backends: us.map((b) => b.url) },
-      ],
-      geo_steering: { regions: { DE: "eu", EU: "eu", NA: "us" }, fallback_pool: "us" },
-      activeHealthChecks: { interval: 0.5, timeout: 0.3, consecutive_down: 2 },
-    },
+    defaultBackends: { ...geoService(eu, us), activeHealthChecks: { interval: 0.5, timeout: 0.3, consecutive_down: 2 } },
   });
-  const from = async (cf, n = 6) => {
-    const got = new Set();
-    for (let i = 0; i < n; i++) got.add(await backendOf(r, "geo.test", `/g${i}`, cf ? { cf } : {}));
-    return [...got].sort();
-  };
+  const from = (cf, n = 6) => reachedFrom(r, cf, n);
   assert.deepEqual(await from({ country: "DE", continent: "EU" }), ["eu1", "eu2"]);
   assert.deepEqual(await from({ country: "FR", continent: "EU" }), ["eu1", "eu2"]);
   assert.deepEqual(await from({ country: "JP", continent: "AS" }), ["us1"]);

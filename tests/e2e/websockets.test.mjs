@@ -3,6 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket, { WebSocketServer } from "ws";
 import { sleep, waitFor } from "../support/backends.mjs";
+import { serviceStatus } from "../support/admin.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
 
 /** Makes backend `b` a WebSocket echo server: greets with `hello from <name>`, echoes `<name>:<text>` and binary as is. */
@@ -68,9 +69,7 @@ function connect(lb, path = "/chat", headers = {}, protocols = []) {
 
 /** Per backend URL, its entry in the status view. */
 async function backendStates(lb) {
-  const res = await lb.admin("/admin/services/app.test");
-  assert.equal(res.status, 200);
-  return Object.fromEntries((await res.json()).backends.map((b) => [b.url, b]));
+  return Object.fromEntries((await serviceStatus(lb)).backends.map((b) => [b.url, b]));
 }
 
 const closed = (ws) => new Promise((r) => (ws.readyState === WebSocket.CLOSED ? r({}) : ws.on("close", (code, reason) => r({ code, reason: String(reason) }))));

@@ -18,3 +18,11 @@ export async function backendsFor(t, names, opts) {
   for (const name of list) out.push(await startBackend(name, opts));
   return out;
 }
+
+/** Probes far apart, so they never interfere with what a test counts (a test that needs probes sets its own). */
+export const quiet = { activeHealthChecks: { interval: 600, timeout: 2 } };
+
+/** A runtime for test `t` balancing `services` (the `services` list of DEFAULT_BACKENDS), probes quiet; `extra` adds top-level settings. */
+export function serve(t, services, extra = {}) {
+  return balancerFor(t, { defaultBackends: { ...quiet, ...extra, services } });
+}

@@ -2,8 +2,8 @@
 
 use worker::*;
 
-use crate::platform::admin::routes::{call_object, service_hosts};
-use crate::platform::store::registry;
+use crate::platform::relay::call_object;
+use crate::platform::store::registry::{self, service_hosts};
 use crate::policy::access::keys::Grant;
 use crate::policy::telemetry::metrics::{self, Format, HostMetrics};
 

@@ -1,18 +1,19 @@
 //! The admin surface: authentication and the `/admin/...` REST routes, forwarding service questions to each hostname's Durable Object.
 
-use futures_util::StreamExt;
 use worker::*;
 
 use crate::platform::admin::accounts::{self, Call};
+use crate::platform::admin::body::read_body;
 use crate::platform::admin::console;
 use crate::platform::admin::metrics;
 use crate::platform::admin::session;
 use crate::platform::admin::throttle;
 use crate::platform::object::tail;
+use crate::platform::relay::call_object;
 use crate::platform::store::healthlog;
-use crate::platform::store::registry;
+use crate::platform::store::registry::{self, service_hosts};
 use crate::platform::store::requestlog;
-use crate::platform::{env_string, error_response, object_stub, random_bytes};
+use crate::platform::{env_string, error_response, random_bytes};
 use crate::policy::access::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::access::keys::{self, ApiKey, Grant};
 use crate::policy::access::prefix;
@@ -23,9 +24,6 @@ use crate::policy::telemetry::logquery::{
 };
 
 pub use crate::policy::access::prefix::RESERVED_PREFIX;
-
-/// Admin request bodies above this many bytes are refused with 413 (a config is a few KiB).
-const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 /// The Worker's own hostnames serve the admin surface; every other hostname is balanced.
 pub fn is_admin_host(host: &str, env: &Env) -> bool {
@@ -336,48 +334,6 @@ async fn relay(
     Ok(out)
 }
 
-/// The request body as text, read no further than `MAX_ADMIN_BODY`: a declared length over it is
-/// refused before reading, and a chunked body as soon as it grows past it.
-pub async fn read_body(req: &mut Request) -> Result<std::result::Result<String, Response>> {
-    let too_large = || {
-        error_response(
-            413,
-            &format!("request body too large: admin request bodies are limited to {MAX_ADMIN_BODY} bytes (1 MiB)"),
-            None,
-        )
-    };
-    let declared: Option<u64> = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse().ok());
-    if declared.is_some_and(|n| n > MAX_ADMIN_BODY as u64) {
-        return Ok(Err(too_large()?));
-    }
-    if req.inner().body().is_none() {
-        return Ok(Ok(String::new()));
-    }
-    let mut stream = req.stream()?;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if bytes.len() + chunk.len() > MAX_ADMIN_BODY {
-            return Ok(Err(too_large()?));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(Ok(text)),
-        Err(_) => Ok(Err(error_response(
-            400,
-            "request body: not UTF-8 text; expected JSON",
-            None,
-        )?)),
-    }
-}
-
-/// The internal header that carries the caller to a service's Durable Object.
-pub const ACTOR_HEADER: &str = "x-fb-actor";
-
 /// Who an authorised admin request comes from, and what a named key limits it to.
 pub struct Caller {
     pub actor: Actor,
@@ -602,31 +558,6 @@ fn not_configured() -> Result<Response> {
     )
 }
 
-/// Every served hostname: DEFAULT_BACKENDS plus those created (minus those deleted) through the
-/// API, sorted.
-pub async fn service_hosts(env: &Env) -> Vec<String> {
-    let defaults = registry::defaults(env);
-    let mut hosts: Vec<String> = defaults
-        .services
-        .iter()
-        .map(|s| s.hostname.to_string())
-        .collect();
-    match registry::list(env).await {
-        Ok(rows) => {
-            for (host, deleted) in rows {
-                if deleted {
-                    hosts.retain(|h| *h != host);
-                } else if !hosts.contains(&host) {
-                    hosts.push(host);
-                }
-            }
-        }
-        Err(e) => console_error!("service registry unavailable: {e}"),
-    }
-    hosts.sort();
-    hosts
-}
-
 /// Hostnames from DEFAULT_BACKENDS, each with its health summary from its Durable Object and its traffic over the last `window` seconds (default 300) from the request log.
 async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Result<Response> {
     let window_s = match query_number(
@@ -687,36 +618,4 @@ async fn object_json(env: &Env, host: &str) -> Result<serde_json::Value> {
         return Err(Error::RustError(resp.text().await.unwrap_or_default()));
     }
     resp.json().await
-}
-
-/// One request to the Durable Object of `host` (already a validated hostname).
-pub async fn call_object(
-    env: &Env,
-    host: &str,
-    method: Method,
-    path_and_query: &str,
-    if_match: Option<String>,
-    body: Option<String>,
-    actor: Option<&Actor>,
-) -> Result<Response> {
-    let h = Headers::new();
-    h.set("x-fb-host", host)?;
-    // Who asks, for the audit trail. Only the Worker can reach the object, so this is trusted.
-    if let Some(a) = actor {
-        h.set(ACTOR_HEADER, &serde_json::to_string(a)?)?;
-    }
-    if let Some(v) = if_match {
-        h.set("if-match", &v)?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(h);
-    if let Some(b) = body {
-        init.with_body(Some(b.into()));
-    }
-    object_stub(env, host)?
-        .fetch_with_request(Request::new_with_init(
-            &format!("https://balancer{path_and_query}"),
-            &init,
-        )?)
-        .await
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use worker::*;
 
 use crate::platform::admin::accounts::{self, Call};
-use crate::platform::admin::routes::read_body;
+use crate::platform::admin::body::read_body;
 use crate::platform::admin::throttle;
 use crate::platform::{env_string, error_response, fetch_with_timeout, random_bytes};
 use crate::policy::access::auth::{self, AuthOutcome, Credentials, Secrets};

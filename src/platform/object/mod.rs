@@ -2,7 +2,7 @@
 //!
 //! Owns the `Balancer` object (config and its storage, live backend state, decisions, leases,
 //! counters, the webhook outbox), its probes, webhook deliveries and the live tail's sockets.
-//! Uses `store` for the health history and registry, `admin` for the audit actor header.
+//! Uses `store` for the health history and registry, `relay` for the headers the Worker sends.
 
 pub mod balancer;
 pub mod probe;

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use wasm_bindgen::JsValue;
 use worker::*;
 
+use crate::platform::relay::HOST_HEADER;
 use crate::platform::{error_response, object_stub};
 use crate::policy::control::config;
 use crate::policy::telemetry::tail::{
@@ -28,7 +29,7 @@ pub async fn relay(req: &Request, env: &Env, host: &str) -> Result<Response> {
     }
     let headers = Headers::new();
     headers.set("upgrade", "websocket")?;
-    headers.set("x-fb-host", &host)?;
+    headers.set(HOST_HEADER, &host)?;
     let mut init = RequestInit::new();
     init.with_headers(headers);
     let inner = Request::new_with_init(&format!("https://balancer{OPEN_PATH}"), &init)?;

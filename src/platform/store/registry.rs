@@ -162,6 +162,31 @@ pub async fn list(env: &Env) -> Result<Vec<(String, bool)>> {
         .collect())
 }
 
+/// Every served hostname: DEFAULT_BACKENDS plus those created (minus those deleted) through the
+/// API, sorted.
+pub async fn service_hosts(env: &Env) -> Vec<String> {
+    let defaults = defaults(env);
+    let mut hosts: Vec<String> = defaults
+        .services
+        .iter()
+        .map(|s| s.hostname.to_string())
+        .collect();
+    match list(env).await {
+        Ok(rows) => {
+            for (host, deleted) in rows {
+                if deleted {
+                    hosts.retain(|h| *h != host);
+                } else if !hosts.contains(&host) {
+                    hosts.push(host);
+                }
+            }
+        }
+        Err(e) => console_error!("service registry unavailable: {e}"),
+    }
+    hosts.sort();
+    hosts
+}
+
 /// The answer for a hostname without a service.
 pub fn unknown_host(host: &str) -> Reject {
     Reject {

@@ -1,4 +1,4 @@
-//! The Balancer's request and probe counters: stored periodically, shown to `/admin/metrics`.
+//! The Balancer's request, probe and lease counters: stored periodically, shown to `/admin/metrics` and the status view.
 
 use worker::*;
 
@@ -47,15 +47,22 @@ impl Balancer {
             config_version: fleet.version(),
             backends,
             counters: self.metrics.borrow().clone(),
-            leases: match &mut *self.leases.borrow_mut() {
-                Some(book) => LeaseMetrics {
-                    grants: book.counters.grants,
-                    refreshes: book.counters.refreshes,
-                    early_returns: book.counters.early_returns,
-                    outstanding: book.outstanding(Self::now()) as u64,
-                },
-                None => LeaseMetrics::default(),
-            },
+            leases: self.lease_metrics(Self::now()),
         })
+    }
+
+    /// The leases: outstanding at `now`, and granted, refreshed and handed back early in this
+    /// object's lifetime (all 0 before the lease book is made). Read here for both the metrics
+    /// and the status view.
+    pub(super) fn lease_metrics(&self, now: u64) -> LeaseMetrics {
+        match &mut *self.leases.borrow_mut() {
+            Some(book) => LeaseMetrics {
+                grants: book.counters.grants,
+                refreshes: book.counters.refreshes,
+                early_returns: book.counters.early_returns,
+                outstanding: book.outstanding(now) as u64,
+            },
+            None => LeaseMetrics::default(),
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::platform::edge::forward::{self, Forwarded, Outbound, HOP_HEADER};
 use crate::platform::edge::report::Reporter;
 use crate::platform::edge::websocket;
 use crate::platform::{error_response, now_ms};
-use crate::policy::telemetry::metrics;
+use crate::policy::telemetry::answers;
 use crate::policy::telemetry::record::RequestRecord;
 use crate::policy::traffic::decision::Verdict;
 use crate::policy::traffic::forwarding::host_and_path;
@@ -24,7 +24,7 @@ pub async fn balance(
     let source = Source::of(host);
     let mut incoming = source.read(&req);
     if incoming.hop {
-        report.count_answer(508, metrics::Source::Flowbalance);
+        report.count_answer(508, answers::Source::Flowbalance);
         return error_response(
             508,
             &format!(

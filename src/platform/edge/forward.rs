@@ -14,11 +14,12 @@ use crate::platform::{
     cancel_body, error_response, fetch_url, now_ms, refuses_connections, FetchFailure,
 };
 use crate::policy::rng::SplitMix64;
-use crate::policy::telemetry::metrics::Source;
+use crate::policy::telemetry::answers::Source;
 use crate::policy::telemetry::record::FailedAttempt;
 use crate::policy::traffic::affinity;
+use crate::policy::traffic::attempts::{Answer, Step};
 use crate::policy::traffic::decision::Route;
-use crate::policy::traffic::failover::{Answer, AttemptResult, FailoverPlan, Step};
+use crate::policy::traffic::failover::{AttemptResult, FailoverPlan};
 use crate::policy::traffic::forwarding::{
     backend_url, connection_tokens, forwarded_for, path_and_query, HOP_BY_HOP,
 };

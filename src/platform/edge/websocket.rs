@@ -7,10 +7,10 @@ use worker::*;
 use crate::platform::edge::forward::{build_request, Forwarded, Outbound};
 use crate::platform::edge::report::Reporter;
 use crate::platform::{cancel_body, error_response, js_message};
-use crate::policy::telemetry::metrics::Source;
+use crate::policy::telemetry::answers::Source;
 use crate::policy::traffic::affinity;
+use crate::policy::traffic::attempts::{Answer, Step};
 use crate::policy::traffic::decision::Route;
-use crate::policy::traffic::failover::{Answer, Step};
 use crate::policy::traffic::upgrade::{UpgradePlan, UpgradeResult};
 
 /// Headers of the client's handshake that the runtime makes anew for its own connection to the

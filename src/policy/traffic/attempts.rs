@@ -3,7 +3,36 @@
 use std::collections::HashSet;
 
 use crate::policy::traffic::decision::{Outcome, Route};
-use crate::policy::traffic::failover::Step;
+
+/// What the driver does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send the request to `route.attempts[index]` after waiting `wait_ms`.
+    Try {
+        index: usize,
+        url: String,
+        wait_ms: u64,
+        trial: bool,
+    },
+    /// A connection was lost and the runtime's message does not say how: find out whether the
+    /// backend refuses fresh TCP connections (then it never took the request, and a POST may be
+    /// replayed; either way the reason names it) and call [`FailoverPlan::on_refused_check`].
+    CheckRefused(String),
+    /// Done: what the client gets.
+    Answer(Answer),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The response of `route.attempts[index]`: the last real answer a backend gave.
+    Backend(usize),
+    /// No backend gave an answer the client can have.
+    Failed {
+        status: u16,
+        message: String,
+        retry_after_s: Option<u64>,
+    },
+}
 
 /// The attempts of one request over a route's candidates.
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::telemetry::metrics::Answered;
+use crate::policy::telemetry::answers::Answered;
 
 /// Worker -> Durable Object, `GET /decide?<this as query pairs>`: the request facts a decision
 /// needs, plus the successes the Worker batched since its last decision. A URL query is the
@@ -265,7 +265,7 @@ mod tests {
             done: vec![17, 4_000_000_000_000],
             answered: vec![Answered {
                 code: 508,
-                source: crate::policy::telemetry::metrics::Source::Flowbalance,
+                source: crate::policy::telemetry::answers::Source::Flowbalance,
                 count: 2,
             }],
         };

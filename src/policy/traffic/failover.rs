@@ -1,7 +1,7 @@
 //! The failover plan of one balanced request: fed each attempt's result, it answers what to try next, after how long, and what the client gets.
 
 use crate::policy::rng::Rng;
-use crate::policy::traffic::attempts::Attempts;
+use crate::policy::traffic::attempts::{Answer, Attempts, Step};
 use crate::policy::traffic::decision::{Outcome, Route};
 use crate::policy::traffic::retry::{
     backoff_ms, is_failure_status, is_idempotent, may_retry, status_means_unreached, Failure,
@@ -21,36 +21,6 @@ pub enum AttemptResult {
     Lost(String),
     /// The client's own request body failed (it hung up mid-upload): nothing to blame a backend for.
     ClientAborted,
-}
-
-/// What the driver does next.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Send the request to `route.attempts[index]` after waiting `wait_ms`.
-    Try {
-        index: usize,
-        url: String,
-        wait_ms: u64,
-        trial: bool,
-    },
-    /// A connection was lost and the runtime's message does not say how: find out whether the
-    /// backend refuses fresh TCP connections (then it never took the request, and a POST may be
-    /// replayed; either way the reason names it) and call [`FailoverPlan::on_refused_check`].
-    CheckRefused(String),
-    /// Done: what the client gets.
-    Answer(Answer),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// The response of `route.attempts[index]`: the last real answer a backend gave.
-    Backend(usize),
-    /// No backend gave an answer the client can have.
-    Failed {
-        status: u16,
-        message: String,
-        retry_after_s: Option<u64>,
-    },
 }
 
 /// A lost connection waiting for the refusal check.

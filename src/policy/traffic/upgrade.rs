@@ -1,8 +1,9 @@
 //! The failover plan of one WebSocket upgrade: only the connection attempt fails over (a backend that refuses the upgrade or the connection is skipped); a connected socket is never retried.
 
 use crate::policy::traffic::attempts::Attempts;
+use crate::policy::traffic::attempts::{Answer, Step};
 use crate::policy::traffic::decision::{Outcome, Route};
-use crate::policy::traffic::failover::{Answer, LostKind, Step};
+use crate::policy::traffic::failover::LostKind;
 use crate::policy::traffic::retry::is_failure_status;
 
 /// What one upgrade attempt produced.

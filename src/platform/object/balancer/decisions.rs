@@ -7,7 +7,7 @@ use crate::platform::error_response;
 use crate::platform::store::registry::unknown_host;
 use crate::policy::health::transitions;
 use crate::policy::rng::Rng;
-use crate::policy::telemetry::metrics::Answered;
+use crate::policy::telemetry::answers::Answered;
 use crate::policy::telemetry::notify::Cause;
 use crate::policy::telemetry::tail::{self, Line, RequestLine};
 use crate::policy::traffic::decision::{DecideRequest, Outcome, ReportRequest, Verdict};

@@ -1,6 +1,7 @@
 //! Tests of the counters and of both exposition formats.
 
 use super::*;
+use crate::policy::telemetry::answers::Source;
 
 fn outcome(url: &str, status: Option<u16>, latency_ms: u64, count: u32) -> Outcome {
     Outcome {

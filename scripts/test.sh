@@ -13,6 +13,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy (host and wasm32)"
 cargo clippy -q --all-targets -- -D warnings
 cargo clippy -q --lib --target wasm32-unknown-unknown -- -D warnings
+echo "== cargo doc (no warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -q
 echo "== cargo test (policy)"
 cargo test -q
 

@@ -16,7 +16,7 @@ pub enum Step {
     },
     /// A connection was lost and the runtime's message does not say how: find out whether the
     /// backend refuses fresh TCP connections (then it never took the request, and a POST may be
-    /// replayed; either way the reason names it) and call [`FailoverPlan::on_refused_check`].
+    /// replayed; either way the reason names it) and call [`FailoverPlan::on_refused_check`](crate::policy::traffic::failover::FailoverPlan::on_refused_check).
     CheckRefused(String),
     /// Done: what the client gets.
     Answer(Answer),

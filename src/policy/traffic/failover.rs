@@ -335,28 +335,13 @@ impl LostKind {
 mod tests {
     use super::*;
     use crate::policy::rng::SplitMix64;
-    use crate::policy::traffic::decision::Attempt;
     use proptest::prelude::*;
 
     fn route(urls: &[&str], retries: u32, conn_retries: u32) -> Route {
         Route {
-            attempts: urls
-                .iter()
-                .map(|u| Attempt {
-                    url: u.to_string(),
-                    trial: false,
-                    pin: None,
-                })
-                .collect(),
             retries,
             conn_retries,
-            timeout_ms: 1000,
-            immediate_failover: true,
-            panic: false,
-            ticket: None,
-            cookie: None,
-            affinity_header: None,
-            geo: false,
+            ..Route::to(urls)
         }
     }
 

@@ -149,6 +149,23 @@ pub struct Route {
 }
 
 #[cfg(test)]
+impl Outcome {
+    /// A test outcome: one failed connection to `url`.
+    pub fn connect_failure(url: &str) -> Outcome {
+        Outcome {
+            url: url.into(),
+            failure: Some("connect".into()),
+            latency_ms: 1,
+            trial: false,
+            retry: false,
+            count: 1,
+            status: None,
+            retry_reason: None,
+        }
+    }
+}
+
+#[cfg(test)]
 impl Route {
     /// A test route to `urls` in order: no retries, no pins, no affinity, one-second timeout.
     pub fn to(urls: &[&str]) -> Route {

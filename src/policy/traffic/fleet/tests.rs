@@ -39,19 +39,7 @@ fn first(f: &mut Fleet, now: u64) -> String {
 }
 
 fn fail(f: &mut Fleet, url: &str, now: u64) -> Changes {
-    f.report(
-        &Outcome {
-            url: url.into(),
-            failure: Some("connect".into()),
-            latency_ms: 1,
-            trial: false,
-            retry: false,
-            count: 1,
-            status: None,
-            retry_reason: None,
-        },
-        now,
-    )
+    f.report(&Outcome::connect_failure(url), now)
 }
 
 #[test]

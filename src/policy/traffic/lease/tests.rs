@@ -44,16 +44,7 @@ fn url(h: &mut Held, now: u64) -> Option<String> {
 }
 
 fn failure(url: &str) -> Outcome {
-    Outcome {
-        url: url.into(),
-        failure: Some("connect".into()),
-        latency_ms: 1,
-        trial: false,
-        retry: false,
-        count: 1,
-        status: None,
-        retry_reason: None,
-    }
+    Outcome::connect_failure(url)
 }
 
 #[test]

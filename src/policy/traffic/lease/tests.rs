@@ -43,10 +43,6 @@ fn url(h: &mut Held, now: u64) -> Option<String> {
     first(h, &RequestFacts::default(), now).map(|r| r.attempts[0].url.clone())
 }
 
-fn failure(url: &str) -> Outcome {
-    Outcome::connect_failure(url)
-}
-
 #[test]
 fn expiry_arithmetic_counts_from_the_send_and_ends_early() {
     assert_eq!(lease_end(10_000, 1000), 10_000 + 1000 - EXPIRY_MARGIN_MS);
@@ -121,7 +117,7 @@ fn local_round_robin_matches_weights_and_offsets_spread_workers() {
 fn open_breaker_is_never_leased_and_its_trial_goes_to_the_object() {
     let mut f = object(json!({}), 1);
     for t in 0..3 {
-        f.report(&failure("http://b"), t);
+        f.report(&Outcome::connect_failure("http://b"), t);
     }
     let mut book = LeaseBook::new(0, 0);
     let l = lease(&f, &mut book, 10);
@@ -155,7 +151,7 @@ fn open_breaker_is_never_leased_and_its_trial_goes_to_the_object() {
 fn a_due_trial_the_object_does_not_hand_out_is_asked_for_only_now_and_then() {
     let mut f = object(json!({}), 1);
     for t in 0..3 {
-        f.report(&failure("http://b"), t);
+        f.report(&Outcome::connect_failure("http://b"), t);
     }
     let mut book = LeaseBook::new(0, 0);
     // Granted after the breaker's wait: the trial is due at once.

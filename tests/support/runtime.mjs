@@ -40,13 +40,7 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
   });
   const url = await mf.ready;
   const db = await mf.getD1Database("DB");
-  for (const file of readdirSync(path.join(root, "migrations")).sort()) {
-    // D1's exec() splits on newlines: apply statement by statement.
-    const sql = readFileSync(path.join(root, "migrations", file), "utf8");
-    for (const stmt of sql.split(";").map((s) => s.replace(/^\s*--.*$/gm, "").trim()).filter(Boolean)) {
-      await db.prepare(stmt).run();
-    }
-  }
+  await applyMigrations(db);
   return {
     mf,
     url,
@@ -78,4 +72,20 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
       await mf.dispose();
     },
   };
+}
+
+/** Applies each migration in migrations/ once, as `wrangler d1 migrations apply` does (a persisted D1
+ * keeps its d1_migrations table across restarts: ALTER TABLE cannot run twice). */
+export async function applyMigrations(db) {
+  await db.prepare("CREATE TABLE IF NOT EXISTS d1_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TEXT)").run();
+  const done = new Set((await db.prepare("SELECT name FROM d1_migrations").all()).results.map((r) => r.name));
+  for (const file of readdirSync(path.join(root, "migrations")).sort()) {
+    if (done.has(file)) continue;
+    // D1's exec() splits on newlines: apply statement by statement.
+    const sql = readFileSync(path.join(root, "migrations", file), "utf8");
+    for (const stmt of sql.split(";").map((s) => s.replace(/^\s*--.*$/gm, "").trim()).filter(Boolean)) {
+      await db.prepare(stmt).run();
+    }
+    await db.prepare("INSERT INTO d1_migrations (name, applied_at) VALUES (?1, datetime('now'))").bind(file).run();
+  }
 }

@@ -366,6 +366,7 @@ impl Reporter<'_> {
             hostname: self.host.to_string(),
             request,
             failed,
+            kept: None,
         };
         requestlog::record(self.env, self.ctx, row);
     }

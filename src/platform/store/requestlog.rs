@@ -59,31 +59,10 @@ async fn write(env: &Env, rows: &[LogRow]) -> Result<()> {
         let json = serde_json::to_string(chunk)?;
         statements.push(
             db.prepare(
-                "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms) \
+                "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed) \
                  SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'method', j.value ->> 'path', \
-                 j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms' \
-                 FROM json_each(?1) AS j",
-            )
-            .bind(&[JsValue::from_str(&json)])?,
-        );
-    }
-    // Failures are few: one more statement only when a batch has any.
-    let failed: Vec<serde_json::Value> = rows
-        .iter()
-        .flat_map(|r| {
-            r.failed.iter().map(|f| {
-                serde_json::json!({ "ts_ms": r.request.ts_ms, "hostname": r.hostname, "backend": f.backend,
-                                    "status": f.status, "latency_ms": f.latency_ms })
-            })
-        })
-        .collect();
-    for chunk in failed.chunks(ROWS_PER_STATEMENT) {
-        let json = serde_json::to_string(chunk)?;
-        statements.push(
-            db.prepare(
-                "INSERT INTO failed_attempts (ts_ms, hostname, backend, status, latency_ms) \
-                 SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'backend', \
-                 j.value ->> 'status', j.value ->> 'latency_ms' FROM json_each(?1) AS j",
+                 j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms', \
+                 j.value ->> 'kept', j.value -> 'failed' FROM json_each(?1) AS j",
             )
             .bind(&[JsValue::from_str(&json)])?,
         );
@@ -187,8 +166,9 @@ pub struct BucketMetrics {
 /// as a 502), so a backend's errors include those another backend covered for.
 const ATTEMPTS: &str = "SELECT backend, ts_ms, status, latency_ms, attempts FROM request_logs \
      WHERE hostname = ?1 AND ts_ms >= ?2 UNION ALL \
-     SELECT backend, ts_ms, COALESCE(status, 502), latency_ms, 1 FROM failed_attempts \
-     WHERE hostname = ?1 AND ts_ms >= ?2";
+     SELECT f.value ->> 'backend', r.ts_ms, COALESCE(f.value ->> 'status', 502), f.value ->> 'latency_ms', 1 \
+     FROM request_logs AS r, json_each(r.failed) AS f \
+     WHERE r.hostname = ?1 AND r.ts_ms >= ?2 AND r.failed IS NOT NULL";
 
 /// Per-backend totals over the last `window_s`, and per-backend buckets when `bucket_s` is set;
 /// counts and percentiles are computed by SQLite over the window's attempts ([`ATTEMPTS`]).

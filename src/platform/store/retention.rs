@@ -7,11 +7,7 @@ use crate::policy::telemetry::retention::{cutoff_ms, delete_more, parse_days, DE
 
 const DB_BINDING: &str = "DB";
 /// Tables cleaned, with their time column.
-const TABLES: [(&str, &str); 3] = [
-    ("request_logs", "ts_ms"),
-    ("failed_attempts", "ts_ms"),
-    ("health_events", "at_ms"),
-];
+const TABLES: [(&str, &str); 2] = [("request_logs", "ts_ms"), ("health_events", "at_ms")];
 
 /// Runs on the deployment's cron (wrangler.toml `[triggers]`): one run for every hostname, so
 /// services without health checks (no alarm) and deleted services are cleaned too.

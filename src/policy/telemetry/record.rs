@@ -15,16 +15,36 @@ pub struct RequestRecord {
     pub latency_ms: u64,
 }
 
-/// A request-log row (D1's `request_logs`, and `failed_attempts` for its failures).
+/// Why a request's row is in the request log: every request an operator must be able to inspect
+/// is kept; successes only as a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kept {
+    /// Answered 5xx, or an attempt failed.
+    Error,
+    /// Answered after a retry or failover.
+    Retried,
+    /// Refused by FlowBalance itself (403, 421, 429, 508).
+    Refused,
+    /// Slower than `logging.slow_ms`.
+    Slow,
+    /// A successful request picked at `logging.success_sample_rate`.
+    Sampled,
+}
+
+/// A request-log row (D1's `request_logs`; sampled successes ride in the minute's rollup row).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogRow {
     pub hostname: String,
     #[serde(flatten)]
     pub request: RequestRecord,
-    /// Attempts of this request that failed (at other backends, or at the same before a retry):
-    /// each is stored in `failed_attempts` and counts against its backend in the metrics.
+    /// Attempts of this request that failed (at other backends, or at the same before a retry),
+    /// stored with the row as JSON (the rollups count them against their backends).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedAttempt>,
+    /// Why the row was kept (None: logged before the log was sampled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Kept>,
 }
 
 /// One failed attempt of a logged request: its backend, the status it answered (none when the
@@ -62,13 +82,14 @@ mod tests {
                 status: None,
                 latency_ms: 1,
             }],
+            kept: Some(Kept::Error),
         };
         let v = serde_json::to_value(&row).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"hostname": "a.test", "ts_ms": 5, "method": "GET", "path": "/a?b=1",
                 "status": 200, "backend": "http://b:1", "attempts": 2, "latency_ms": 3,
-                "failed": [{"backend": "http://c:1", "status": null, "latency_ms": 1}]})
+                "failed": [{"backend": "http://c:1", "status": null, "latency_ms": 1}], "kept": "error"})
         );
         // Read back as stored: D1 has no `failed` column, and no failures are written as none.
         let stored = serde_json::json!({"hostname": "a.test", "ts_ms": 5, "method": "GET",

@@ -7,7 +7,6 @@ use crate::platform::edge::forward::{self, Forwarded, Outbound, HOP_HEADER};
 use crate::platform::edge::report::Reporter;
 use crate::platform::edge::websocket;
 use crate::platform::{error_response, now_ms};
-use crate::policy::telemetry::answers;
 use crate::policy::telemetry::record::RequestRecord;
 use crate::policy::traffic::decision::Verdict;
 use crate::policy::traffic::forwarding::host_and_path;
@@ -24,7 +23,8 @@ pub async fn balance(
     let source = Source::of(host);
     let mut incoming = source.read(&req);
     if incoming.hop {
-        report.count_answer(508, answers::Source::Flowbalance);
+        let path = host_and_path(&incoming.url).1.to_string();
+        report.refused(incoming.method, &path, 508, None).await;
         return error_response(
             508,
             &format!(
@@ -43,12 +43,13 @@ pub async fn balance(
         Verdict::Route(route) => route,
         Verdict::Reject(r) => {
             let path = host_and_path(&incoming.url).1;
-            report.refused(incoming.method, path, &r, why);
+            report.refused(incoming.method, path, r.status, why).await;
             return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
     };
 
     // Forward.
+    let log = route.log.clone();
     let out = Outbound::new(&req, &incoming, host).await?;
     let started = now_ms();
     let path = host_and_path(&incoming.url).1.to_string();
@@ -74,6 +75,6 @@ pub async fn balance(
         attempts,
         latency_ms: now_ms().saturating_sub(started),
     };
-    report.answered(request, source, failed, why);
+    report.answered(request, source, failed, why, &log).await;
     Ok(resp)
 }

@@ -10,13 +10,13 @@ use worker::*;
 
 use crate::platform::edge::lease;
 use crate::platform::object::tail as tail_route;
-use crate::platform::store::requestlog;
 use crate::platform::{now_ms, object_stub};
+use crate::policy::control::config::Logging;
 use crate::policy::telemetry::answers::{Answered, Source};
 use crate::policy::telemetry::metrics;
-use crate::policy::telemetry::record::{FailedAttempt, LogRow, RequestRecord};
+use crate::policy::telemetry::record::{self, FailedAttempt, Kept, LogRow, RequestRecord};
 use crate::policy::telemetry::tail::{self, RequestLine};
-use crate::policy::traffic::decision::{Outcome, Reject, ReportRequest};
+use crate::policy::traffic::decision::{Outcome, ReportRequest};
 
 /// Successes not yet reported for one hostname.
 #[derive(Default)]
@@ -141,6 +141,32 @@ thread_local! {
     /// Successful outcomes per hostname, batched here and carried on the next decision request,
     /// so a healthy request costs no extra Durable Object round trip.
     static PENDING_OK: RefCell<HashMap<String, SuccessTally>> = RefCell::new(HashMap::new());
+    /// Sampled successes per hostname, carried on the next report (see [`Reporter::answered`]).
+    static SAMPLES: RefCell<HashMap<String, PendingSamples>> = RefCell::new(HashMap::new());
+}
+
+/// Sampled successes of one hostname not yet sent, and how many this minute took.
+#[derive(Default)]
+struct PendingSamples {
+    rows: Vec<LogRow>,
+    /// A send timer is running.
+    timer: bool,
+    minute: u64,
+    taken: u32,
+}
+
+/// Samples wait at most this long for a report to carry them, then go in one of their own: at
+/// most one extra object request a second per isolate, and only while sampling.
+const SAMPLE_FLUSH_MS: u64 = 1000;
+
+/// The sampled successes to carry on a report now.
+fn take_samples(host: &str) -> Vec<LogRow> {
+    SAMPLES.with(|s| {
+        s.borrow_mut()
+            .get_mut(host)
+            .map(|p| std::mem::take(&mut p.rows))
+            .unwrap_or_default()
+    })
 }
 
 /// Reports what became of one request to `host`: every outcome of the request path goes
@@ -213,20 +239,28 @@ impl Reporter<'_> {
             for round in 1..=DONE_FLUSH_ROUNDS {
                 Delay::from(Duration::from_millis(ANSWER_FLUSH_MS)).await;
                 // Ok(true): send now; Ok(false): nothing left; Err: messages are flowing, look again.
+                // Batched successes go too: an idle hostname's last successes must not wait
+                // for a next request to be counted.
+                let successes =
+                    PENDING_OK.with(|p| p.borrow().get(&host).is_some_and(|t| t.count > 0));
                 let due = ANSWERED.with(|a| {
                     let mut a = a.borrow_mut();
                     let Some(p) = a.get_mut(&host) else {
-                        return Ok(false);
+                        return Ok(successes);
                     };
                     let idle = now_ms().saturating_sub(p.carried_ms) >= ANSWER_FLUSH_MS;
-                    if p.tally.is_empty() || idle || round == DONE_FLUSH_ROUNDS {
+                    let pending = !p.tally.is_empty() || successes;
+                    if !pending || idle || round == DONE_FLUSH_ROUNDS {
                         p.timer = false;
-                        return Ok(!p.tally.is_empty());
+                        return Ok(pending);
                     }
                     Err(())
                 });
                 match due {
-                    Ok(true) => return send_reports(&env, &host, Vec::new(), Vec::new()).await,
+                    Ok(true) => {
+                        let successes = take_successes(&host, true);
+                        return send_report(&env, &host, successes, Vec::new()).await;
+                    }
                     Ok(false) => return,
                     Err(()) => {}
                 }
@@ -320,33 +354,39 @@ impl Reporter<'_> {
         }
     }
 
-    /// A request the decision refused: counted, and shown to a listening tail (`why`).
-    pub fn refused(&self, method: String, path: &str, reject: &Reject, why: Option<String>) {
+    /// A request FlowBalance refused itself (a rule's 403/429, 421, a loop's 508): counted, shown
+    /// to a listening tail (`why`), and kept in the request log before the client is answered.
+    pub async fn refused(&self, method: String, path: &str, status: u16, why: Option<String>) {
+        let request = RequestRecord {
+            ts_ms: now_ms(),
+            method,
+            path: tail::bounded_path(path),
+            status,
+            backend: None,
+            attempts: 0,
+            latency_ms: 0,
+        };
         if let Some(why) = why {
             let line = RequestLine {
-                request: RequestRecord {
-                    ts_ms: now_ms(),
-                    method,
-                    path: tail::bounded_path(path),
-                    status: reject.status,
-                    backend: None,
-                    attempts: 0,
-                    latency_ms: 0,
-                },
+                request: request.clone(),
                 why,
             };
             tail_route::report_line(self.env, self.ctx, self.host, line);
         }
-        self.count_answer(reject.status, Source::Flowbalance);
+        self.count_answer(status, Source::Flowbalance);
+        self.keep(request, Vec::new(), Kept::Refused).await;
     }
 
-    /// A forwarded request answered: counted, logged, and shown to a listening tail (`why`).
-    pub fn answered(
+    /// A forwarded request answered: counted, shown to a listening tail (`why`), and logged when
+    /// `log` says so: a failure, retry or slow request before the client is answered (so a
+    /// runtime stop right after loses none), a sampled success with the next report.
+    pub async fn answered(
         &self,
         request: RequestRecord,
         source: Source,
         failed: Vec<FailedAttempt>,
         why: Option<String>,
+        log: &Logging,
     ) {
         self.count_answer(request.status, source);
         // Only while a tail listens (the decision said why): its line goes to the object.
@@ -362,13 +402,88 @@ impl Reporter<'_> {
             };
             tail_route::report_line(self.env, self.ctx, self.host, line);
         }
+        // Refusals come through `refused`: whatever FlowBalance answers here (502/503 when no
+        // backend could) is an error.
+        match record::keep(&request, !failed.is_empty(), false, log.slow_ms) {
+            Some(kept) => self.keep(request, failed, kept).await,
+            None => self.sample(request, log),
+        }
+    }
+
+    /// Hands a row that must be kept to the object, which stores it before answering: it is
+    /// written to D1 from there, in a batch, whatever happens to this isolate afterwards.
+    async fn keep(&self, mut request: RequestRecord, failed: Vec<FailedAttempt>, kept: Kept) {
+        request.path = tail::bounded_path(&request.path);
         let row = LogRow {
             hostname: self.host.to_string(),
             request,
             failed,
-            kept: None,
+            kept: Some(kept),
         };
-        requestlog::record(self.env, self.ctx, row);
+        let Ok(body) = serde_json::to_string(&[row]) else {
+            return;
+        };
+        let Ok(stub) = object_stub(self.env, self.host) else {
+            return;
+        };
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(JsValue::from_str(&body)));
+        if let Ok(req) = Request::new_with_init("https://balancer/log", &init) {
+            if let Err(e) = stub.fetch_with_request(req).await {
+                console_error!("request log: a kept row of {} was lost: {e}", self.host);
+            }
+        }
+    }
+
+    /// Picks a success for the log at `log.success_sample_rate`, at most
+    /// `log.max_success_rows_per_minute` a minute from this isolate; it rides on the next report.
+    fn sample(&self, request: RequestRecord, log: &Logging) {
+        if log.success_sample_rate <= 0.0 || js_sys::Math::random() >= log.success_sample_rate {
+            return;
+        }
+        let minute = request.ts_ms / 60_000;
+        let arm = SAMPLES.with(|s| {
+            let mut s = s.borrow_mut();
+            let p = s.entry(self.host.to_string()).or_default();
+            if p.minute != minute {
+                p.minute = minute;
+                p.taken = 0;
+            }
+            if p.taken >= log.max_success_rows_per_minute {
+                return false;
+            }
+            p.taken += 1;
+            p.rows.push(LogRow {
+                hostname: self.host.to_string(),
+                request: RequestRecord {
+                    path: tail::bounded_path(&request.path),
+                    ..request
+                },
+                failed: Vec::new(),
+                kept: Some(Kept::Sampled),
+            });
+            !std::mem::replace(&mut p.timer, true)
+        });
+        if !arm {
+            return;
+        }
+        let env = self.env.clone();
+        let host = self.host.to_string();
+        self.ctx.wait_until(async move {
+            Delay::from(Duration::from_millis(SAMPLE_FLUSH_MS)).await;
+            let pending = SAMPLES.with(|s| {
+                let mut s = s.borrow_mut();
+                let Some(p) = s.get_mut(&host) else {
+                    return false;
+                };
+                p.timer = false;
+                !p.rows.is_empty()
+            });
+            if pending {
+                send_report(&env, &host, take_successes(&host, true), Vec::new()).await;
+            }
+        });
     }
 }
 
@@ -416,11 +531,17 @@ async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u
     if done.is_empty() && !outcomes.is_empty() && lease::holding(host) {
         return lease::report(env, host, outcomes).await;
     }
+    send_report(env, host, outcomes, done).await
+}
+
+/// `POST /report`: outcomes, tickets, answer tallies and samples, in either mode.
+async fn send_report(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
     let msg = ReportRequest {
         host: host.to_string(),
         outcomes,
         done,
         answered: take_answered(host),
+        samples: take_samples(host),
     };
     let Ok(body) = serde_json::to_string(&msg) else {
         return;

@@ -17,6 +17,7 @@ use crate::policy::control::config::{self, Deployment, ServiceConfig};
 use crate::policy::rng::{Rng, SplitMix64};
 use crate::policy::telemetry::metrics::Counters;
 use crate::policy::telemetry::notify::Outbox;
+use crate::policy::telemetry::rollup::Rollup;
 use crate::policy::traffic::decision::Reject;
 use crate::policy::traffic::fleet::{BackendRecord, Fleet};
 use crate::policy::traffic::lease::LeaseBook;
@@ -24,6 +25,7 @@ use crate::policy::traffic::lease::LeaseBook;
 mod alarm;
 mod config_api;
 mod counters;
+mod d1;
 mod decisions;
 mod outbox;
 mod store;
@@ -98,6 +100,10 @@ pub struct Balancer {
     metrics: RefCell<Counters>,
     metrics_dirty: Cell<bool>,
     metrics_saved_ms: Cell<u64>,
+    /// Minutes and hours not yet written to D1, stored with the counters.
+    rollup: RefCell<Rollup>,
+    /// The D1 writer's held rows, backoff and budget state.
+    d1: RefCell<d1::D1State>,
     /// Webhook deliveries not yet finished (and recent finished ones), mirrored in storage.
     outbox: RefCell<Outbox>,
     outbox_dirty: Cell<bool>,
@@ -134,6 +140,8 @@ impl DurableObject for Balancer {
             metrics: RefCell::new(Counters::default()),
             metrics_dirty: Cell::new(false),
             metrics_saved_ms: Cell::new(Date::now().as_millis()),
+            rollup: RefCell::new(Rollup::default()),
+            d1: RefCell::new(d1::D1State::default()),
             outbox: RefCell::new(Outbox::default()),
             outbox_dirty: Cell::new(false),
             actor: RefCell::new("api".to_string()),
@@ -165,6 +173,9 @@ impl DurableObject for Balancer {
         if path == tail_route::LINE_PATH {
             return self.tail_line(&mut req).await;
         }
+        if path == "/log" {
+            return self.keep_rows(&mut req).await;
+        }
         if let Some(host) = req.headers().get(HOST_HEADER)? {
             self.ensure_loaded(&host).await?;
         } else {
@@ -184,6 +195,7 @@ impl DurableObject for Balancer {
             (Method::Get, "/events") => self.events_view(),
             (Method::Post, "/events/test") => self.test_event().await,
             (Method::Get, "/metrics") => self.metrics_view(),
+            (Method::Post, "/flush") => self.flush_now().await,
             (Method::Get, "/audit") => self.audit_view().await,
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
@@ -285,6 +297,9 @@ impl DurableObject for Balancer {
         if let Err(e) = self.deliver_due().await {
             console_error!("webhook delivery round failed: {e}");
         }
+        if let Err(e) = self.write_d1(false).await {
+            console_error!("D1 write round failed: {e}");
+        }
         self.save_metrics(true).await?;
         self.arm_next().await?;
         Response::empty()
@@ -384,6 +399,7 @@ impl Balancer {
         if let Some(c) = counters.and_then(|t| serde_json::from_str(&t).ok()) {
             *self.metrics.borrow_mut() = c;
         }
+        self.load_d1().await?;
         let outbox: Option<String> = self.state.storage().get(KEY_OUTBOX).await?;
         if let Some(o) = outbox.and_then(|t| serde_json::from_str(&t).ok()) {
             *self.outbox.borrow_mut() = o;

@@ -7,3 +7,4 @@ pub mod healthlog;
 pub mod registry;
 pub mod requestlog;
 pub mod retention;
+pub mod rollups;

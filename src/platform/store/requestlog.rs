@@ -1,75 +1,13 @@
-//! The D1 request log: each row is written by a flush shared with the requests around it, inside its own request's `waitUntil`, never on the request path.
+//! The D1 request log as the admin API reads it (each hostname's object writes it: see `rollups`).
 
-use std::cell::RefCell;
-use std::time::Duration;
-
-use js_sys::futures::future_to_promise;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use worker::*;
 
-use crate::policy::telemetry::logbatch::{Batch, Queued, COALESCE_MS, ROWS_PER_STATEMENT};
 use crate::policy::telemetry::logquery::{Cursor, LogQuery, MetricsQuery, SqlValue};
 use crate::policy::telemetry::record::LogRow;
 
 const DB_BINDING: &str = "DB";
-
-thread_local! {
-    static BATCH: RefCell<Batch<LogRow>> = RefCell::new(Batch::default());
-}
-
-/// Queues one row for a flush that is kept alive (`waitUntil`) until it has written it: a row
-/// never waits for a later request, so a runtime stop after the burst loses none. The request
-/// that starts a flush hands it to `waitUntil`; the rows that join it ride on that (one
-/// `waitUntil` per flush, not per request: measured ~18 µs a request).
-pub fn record(env: &Env, ctx: &Context, row: LogRow) {
-    match BATCH.with(|b| b.borrow_mut().push(row)) {
-        Queued::Dropped | Queued::JoinFlush => {}
-        Queued::StartFlush => {
-            let env = env.clone();
-            let promise = future_to_promise(async move {
-                // A short window gathers the rows of concurrent requests into one write.
-                Delay::from(Duration::from_millis(COALESCE_MS)).await;
-                let rows = BATCH.with(|b| b.borrow_mut().take());
-                let dropped = BATCH.with(|b| b.borrow_mut().take_dropped());
-                if dropped > 0 {
-                    console_error!("request log: {dropped} rows dropped (more than the isolate may hold wait for D1)");
-                }
-                if let Err(e) = write(&env, &rows).await {
-                    console_error!("request log: {} rows lost: {e}", rows.len());
-                }
-                Ok(JsValue::UNDEFINED)
-            });
-            // The promise itself goes to waitUntil: no Rust future per request.
-            let _ = ctx.as_ref().wait_until(&promise);
-        }
-    }
-}
-
-/// One statement per [`ROWS_PER_STATEMENT`] rows, all in one batch: each statement carries its
-/// rows as a single JSON parameter that SQLite unpacks with json_each, instead of 8 bound
-/// parameters a row (D1 allows 100 per statement).
-async fn write(env: &Env, rows: &[LogRow]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let db = env.d1(DB_BINDING)?;
-    let mut statements = Vec::new();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let json = serde_json::to_string(chunk)?;
-        statements.push(
-            db.prepare(
-                "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed) \
-                 SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'method', j.value ->> 'path', \
-                 j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms', \
-                 j.value ->> 'kept', j.value -> 'failed' FROM json_each(?1) AS j",
-            )
-            .bind(&[JsValue::from_str(&json)])?,
-        );
-    }
-    db.batch(statements).await?;
-    Ok(())
-}
 
 /// A logged request as the log page shows it: the row plus its id, which paging continues from.
 #[derive(Serialize, Deserialize)]

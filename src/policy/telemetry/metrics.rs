@@ -68,6 +68,13 @@ pub struct Counters {
     /// What clients got, keyed `"<code> <source>"` (a JSON map needs text keys).
     #[serde(default)]
     pub responses: BTreeMap<String, u64>,
+    /// D1 rows written by this hostname's object, by table (D1's own `rows_written`, which
+    /// counts index entries too).
+    #[serde(default)]
+    pub d1_rows_written: BTreeMap<String, u64>,
+    /// Request-log rows counted but not written: the deployment's daily D1 budget was spent.
+    #[serde(default)]
+    pub log_rows_skipped: u64,
 }
 
 impl Counters {
@@ -519,6 +526,24 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
             "result",
         ),
         |c| &c.webhook_deliveries,
+    );
+    w.per_host_key(
+        hosts,
+        (
+            "flowbalance_d1_rows_written_total",
+            "D1 rows written by the hostname's object, by table (D1's rows_written: index entries included).",
+            "table",
+        ),
+        |c| &c.d1_rows_written,
+    );
+    w.per_host(
+        hosts,
+        (
+            "flowbalance_log_rows_skipped_total",
+            "counter",
+            "Request-log rows counted but not written because the daily D1 budget was spent.",
+        ),
+        |h| h.counters.log_rows_skipped,
     );
 
     if format == Format::OpenMetrics {

@@ -6,10 +6,11 @@
 //! `control` for settings, and `rng` for backoff jitter.
 
 pub mod answers;
-pub mod logbatch;
+pub mod budget;
 pub mod logquery;
 pub mod metrics;
 pub mod notify;
 pub mod record;
 pub mod retention;
+pub mod rollup;
 pub mod tail;

@@ -47,6 +47,22 @@ pub struct LogRow {
     pub kept: Option<Kept>,
 }
 
+/// Why a finished request must be kept (None: a success, left to sampling). `refused`: FlowBalance
+/// answered it itself without asking a backend.
+pub fn keep(r: &RequestRecord, failed_attempts: bool, refused: bool, slow_ms: u64) -> Option<Kept> {
+    if refused {
+        Some(Kept::Refused)
+    } else if r.status >= 500 || failed_attempts {
+        Some(Kept::Error)
+    } else if r.attempts > 1 {
+        Some(Kept::Retried)
+    } else if r.latency_ms >= slow_ms {
+        Some(Kept::Slow)
+    } else {
+        None
+    }
+}
+
 /// One failed attempt of a logged request: its backend, the status it answered (none when the
 /// connection failed or timed out) and how long it took.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +86,23 @@ mod tests {
             attempts: 2,
             latency_ms: 3,
         }
+    }
+
+    #[test]
+    fn failures_retries_refusals_and_slow_requests_are_kept() {
+        let r = |status, attempts, latency_ms| RequestRecord {
+            status,
+            attempts,
+            latency_ms,
+            ..record()
+        };
+        assert_eq!(keep(&r(200, 1, 5), false, false, 1000), None);
+        assert_eq!(keep(&r(404, 1, 5), false, false, 1000), None);
+        assert_eq!(keep(&r(502, 1, 5), false, false, 1000), Some(Kept::Error));
+        assert_eq!(keep(&r(200, 2, 5), true, false, 1000), Some(Kept::Error));
+        assert_eq!(keep(&r(200, 2, 5), false, false, 1000), Some(Kept::Retried));
+        assert_eq!(keep(&r(200, 1, 1000), false, false, 1000), Some(Kept::Slow));
+        assert_eq!(keep(&r(429, 0, 0), false, true, 1000), Some(Kept::Refused));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::control::config::Logging;
 use crate::policy::telemetry::answers::Answered;
+use crate::policy::telemetry::record::LogRow;
 
 /// Worker -> Durable Object, `GET /decide?<this as query pairs>`: the request facts a decision
 /// needs, plus the successes the Worker batched since its last decision. A URL query is the
@@ -110,6 +112,10 @@ pub struct ReportRequest {
     /// Responses the Worker gave clients (see [`DecideRequest::answered`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answered: Vec<Answered>,
+    /// Successful requests the Worker sampled for the request log (`logging`); the object keeps
+    /// them in the minute's rollup row, up to the per-minute cap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<LogRow>,
 }
 
 /// The Durable Object's answer to "where does this request go?".
@@ -146,6 +152,13 @@ pub struct Route {
     /// only for such hostnames, and asks again with it when it had not.
     #[serde(default, skip_serializing_if = "is_false")]
     pub geo: bool,
+    /// What the request log keeps of this request (the service's `logging`; absent: the defaults).
+    #[serde(default, skip_serializing_if = "is_default_logging")]
+    pub log: Logging,
+}
+
+fn is_default_logging(l: &Logging) -> bool {
+    *l == Logging::default()
 }
 
 #[cfg(test)]
@@ -187,6 +200,7 @@ impl Route {
             affinity_header: None,
             ticket: None,
             geo: false,
+            log: Logging::default(),
         }
     }
 }
@@ -303,6 +317,7 @@ mod tests {
             outcomes: vec![],
             done: vec![3],
             answered: vec![],
+            samples: vec![],
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ReportRequest>(&text).unwrap(), r);

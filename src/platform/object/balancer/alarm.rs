@@ -33,17 +33,21 @@ impl Balancer {
     pub(super) async fn watchdog(&self, now: u64) -> Result<()> {
         // Without active checks no alarm is kept, so there is nothing to look up in storage
         // (otherwise every decision would read the alarm).
-        if !self.probing_enabled() && self.outbox.borrow().next_due().is_none() {
+        let d1_due = self.d1_due_at(now);
+        if !self.probing_enabled() && self.outbox.borrow().next_due().is_none() && d1_due.is_none()
+        {
             return Ok(());
         }
         let known = *self.alarm_at.borrow();
         match known {
             Some(at) if at + 30_000 > now => Ok(()),
             _ => match self.state.storage().get_alarm().await? {
-                // Kept unless a probe is due before it (a config change just added a backend).
+                // Kept unless a probe or a D1 write is due before it (a config change just added
+                // a backend; traffic opened a minute).
                 Some(at)
                     if at as u64 + 30_000 > now
-                        && self.next_probe_at(now).is_none_or(|p| at as u64 <= p) =>
+                        && self.next_probe_at(now).is_none_or(|p| at as u64 <= p)
+                        && d1_due.is_none_or(|d| at as u64 <= d) =>
                 {
                     *self.alarm_at.borrow_mut() = Some(at as u64);
                     Ok(())
@@ -61,11 +65,11 @@ impl Balancer {
         }
     }
 
-    /// Sets the alarm for the earlier of the next due probe and the next webhook delivery.
+    /// Sets the alarm for the earliest of the next due probe, webhook delivery and D1 write.
     pub(super) async fn arm_next(&self) -> Result<()> {
         let now = Self::now();
         let probe = self.next_probe_at(now);
-        let next = [probe, self.outbox.borrow().next_due()]
+        let next = [probe, self.outbox.borrow().next_due(), self.d1_due_at(now)]
             .into_iter()
             .flatten()
             .min();

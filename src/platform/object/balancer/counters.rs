@@ -2,6 +2,7 @@
 
 use worker::*;
 
+use super::d1::KEY_ROLLUP;
 use super::{Balancer, Service, KEY_METRICS, METRICS_SAVE_MS};
 use crate::policy::health::breaker::BreakerState;
 use crate::policy::telemetry::metrics::{BackendGauges, HostMetrics, LeaseMetrics};
@@ -14,10 +15,14 @@ impl Balancer {
         if !self.metrics_dirty.get() || !due {
             return Ok(());
         }
+        // The open minute is stored with the counters: a restart loses no more of it than of them.
+        let entries = js_sys::Object::new();
         let text = serde_json::to_string(&*self.metrics.borrow())?;
+        js_sys::Reflect::set(&entries, &KEY_METRICS.into(), &text.into())?;
+        js_sys::Reflect::set(&entries, &KEY_ROLLUP.into(), &self.rollup_text()?)?;
         self.metrics_dirty.set(false);
         self.metrics_saved_ms.set(now);
-        self.state.storage().put(KEY_METRICS, text).await
+        self.state.storage().put_multiple_raw(entries).await
     }
 
     /// This hostname's counters and gauges for `/admin/metrics`.

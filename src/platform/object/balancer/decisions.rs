@@ -101,10 +101,10 @@ impl Balancer {
         if let Some(book) = &mut *self.leases.borrow_mut() {
             book.hand_back(&msg.returned, now);
         }
-        self.watchdog(now).await?;
         if !msg.outcomes.is_empty() {
             self.apply_outcomes(&msg.outcomes).await?;
         }
+        self.watchdog(now).await?;
         let reply = LeaseReply {
             lease: if msg.want {
                 self.grant(Self::now(), msg.holding)
@@ -144,10 +144,12 @@ impl Balancer {
             Err(e) => return error_response(400, &format!("malformed report: {e}"), None),
         };
         self.ensure_loaded(&msg.host).await?;
-        self.watchdog(Self::now()).await?;
         self.complete(&msg.done);
         self.record_answered(&msg.answered);
+        self.roll_samples(Self::now(), msg.samples);
         self.apply_outcomes(&msg.outcomes).await?;
+        // After counting: a report may open the minute the alarm must write.
+        self.watchdog(Self::now()).await?;
         Response::empty().map(|r| r.with_status(204))
     }
 
@@ -155,6 +157,7 @@ impl Balancer {
     fn record_answered(&self, answered: &[Answered]) {
         if !answered.is_empty() {
             self.metrics.borrow_mut().record_answered(answered);
+            self.roll_answered(Self::now(), answered);
             self.metrics_dirty.set(true);
         }
     }
@@ -192,6 +195,7 @@ impl Balancer {
             let before = transitions::marks(fleet.records());
             let mut persist = false;
             let mut reprobe = false;
+            self.roll_outcomes(now, outcomes);
             let mut counters = self.metrics.borrow_mut();
             for o in outcomes {
                 counters.record_outcome(o);

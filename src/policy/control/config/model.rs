@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use super::values::{int, percent, secs_0_1h, secs_100ms_1d, secs_1ms_60s};
+use super::values::{fraction, int, percent, secs_0_1h, secs_100ms_1d, secs_1ms_60s};
 use super::*;
 use crate::policy::access::lists::Cidr;
 use crate::policy::health::monitor::{Expect, ExpectedCodes, MonitorType, ProbeMethod};
@@ -608,6 +608,39 @@ pub struct ServiceConfig {
     /// Where routing decisions are made: at the object per request, or in the Worker under a lease.
     #[serde(default)]
     pub decisions: Decisions,
+    /// What the request log keeps of successful requests.
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+/// What the request log keeps (`logging`). Failed, retried, refused and slow requests are always
+/// kept; successes are sampled, since the rollups already count every one of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Logging {
+    /// Share of successful requests logged, 0 to 1.
+    #[serde(deserialize_with = "fraction")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 0, max = 1)))]
+    pub success_sample_rate: f64,
+    /// At most this many sampled successes a minute for the hostname.
+    #[serde(deserialize_with = "int::<0, 1000, _, _>")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 0, max = 1000)))]
+    pub max_success_rows_per_minute: u32,
+    /// A request slower than this (ms) is always kept.
+    #[serde(deserialize_with = "int::<1, 600_000, _, _>")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 600_000)))]
+    pub slow_ms: u64,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            success_sample_rate: 0.01,
+            max_success_rows_per_minute: 60,
+            slow_ms: 1000,
+        }
+    }
 }
 
 fn default_retries() -> u32 {

@@ -657,6 +657,7 @@ prop_compose! {
                 mode: if lease { DecisionMode::Lease } else { DecisionMode::PerRequest },
                 lease_ms: decisions.1,
             },
+            logging: Logging::default(),
         }
     }
 }

@@ -240,6 +240,18 @@ pub(super) fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> 
     }
 }
 
+/// A share from 0 to 1 inclusive (`logging.success_sample_rate`).
+pub(super) fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = Value::deserialize(d)?;
+    match v.as_f64() {
+        Some(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(de::Error::custom(format!(
+            "expected a number from 0 to 1, found {}",
+            describe(&v)
+        ))),
+    }
+}
+
 /// Seconds in the config (fractions allowed), milliseconds inside.
 macro_rules! seconds_field {
     ($module:ident, $min_ms:expr, $max_ms:expr, $range:expr) => {

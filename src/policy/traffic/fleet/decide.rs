@@ -143,6 +143,7 @@ impl Fleet {
             panic,
             ticket: None,
             geo: needs.geo,
+            log: self.cfg.logging.clone(),
             cookie: cookie_affinity.map(|a| CookieSpec {
                 name: a.cookie_name.to_string(),
                 ttl_s: a.ttl_s,

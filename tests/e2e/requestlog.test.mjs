@@ -112,6 +112,32 @@ test("successes are counted exactly in the rollups and only sampled into the log
   }
 });
 
+test("a runtime restart neither loses nor double-counts a written minute", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "fb-roll-"));
+  const bs = await startBackends(1);
+  const config = { hostname: "restart.test", backends: [bs[0].url], activeHealthChecks: { enabled: false }, decisions: { mode: "per_request" } };
+  let lb = await startBalancer({ defaultBackends: config, persistDir: dir });
+  const total = async () => {
+    await lb.admin("/admin/services/restart.test/logs");
+    const db = await lb.mf.getD1Database("DB");
+    return (await db.prepare("SELECT COALESCE(SUM(requests), 0) AS n FROM rollup_minutes WHERE hostname = 'restart.test' AND backend = ''").first()).n;
+  };
+  try {
+    for (let i = 0; i < 20; i++) await (await lb.fetch("restart.test", `/a${i}`)).arrayBuffer();
+    await waitFor(async () => (await total()) === 20, { what: "20 requests written" });
+    await lb.stop();
+    lb = await startBalancer({ defaultBackends: config, persistDir: dir });
+    for (let i = 0; i < 10; i++) await (await lb.fetch("restart.test", `/b${i}`)).arrayBuffer();
+    // The minute written before the stop is written again whole, with the new requests added once.
+    await waitFor(async () => (await total()) === 30, { what: "30 requests after the restart" });
+    assert.equal(await total(), 30, "and no more");
+  } finally {
+    await stopAll(bs);
+    await lb.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("D1 rows written are counted per table, exported, and the day's ledger holds them", async () => {
   const bs = await startBackends(1);
   const lb = await startBalancer({ defaultBackends: { hostname: "ledger.test", backends: [bs[0].url], activeHealthChecks: { enabled: false } } });

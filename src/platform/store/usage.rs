@@ -1,0 +1,75 @@
+//! D1's state as the admin surface reports it: whether D1 answers, the day's rows written (`d1_usage`) and the daily budget.
+
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+use worker::*;
+
+use crate::platform::env_string;
+use crate::policy::telemetry::budget::{self, State};
+
+const DB_BINDING: &str = "DB";
+
+thread_local! {
+    /// `D1_DAILY_ROWS_BUDGET`, read once per isolate (bindings never change within one).
+    static BUDGET: std::cell::OnceCell<u64> = const { std::cell::OnceCell::new() };
+}
+
+/// The deployment's daily budget of D1 rows written. A value that cannot be read is logged and
+/// the default used: the budget only slows logging down, so refusing to run would cost more.
+pub fn daily_budget(env: &Env) -> u64 {
+    BUDGET.with(|b| {
+        *b.get_or_init(
+            || match budget::parse(env_string(env, "D1_DAILY_ROWS_BUDGET").as_deref()) {
+                Ok(n) => n,
+                Err(e) => {
+                    console_error!("{e}; using {}", budget::DEFAULT_DAILY_ROWS);
+                    budget::DEFAULT_DAILY_ROWS
+                }
+            },
+        )
+    })
+}
+
+/// Rows written today (UTC) by every table. This is also the probe of whether D1 answers: it
+/// reads a real table, so a database without its migrations counts as down (`SELECT 1` would not).
+pub async fn rows_today(env: &Env, now_ms: u64) -> Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Sum {
+        rows: f64,
+    }
+    let sum: Option<Sum> = env
+        .d1(DB_BINDING)?
+        .prepare("SELECT COALESCE(SUM(rows), 0) AS rows FROM d1_usage WHERE day = ?1")
+        .bind(&[JsValue::from_str(&budget::day_of(now_ms))])?
+        .first(None)
+        .await?;
+    // D1 hands numbers over as JavaScript numbers; a row count is whole and non-negative.
+    Ok(sum.map_or(0, |s| s.rows.max(0.0) as u64))
+}
+
+/// `GET /admin/d1`.
+#[derive(Serialize)]
+pub struct Status {
+    pub up: bool,
+    /// D1's own message when it refused the probe.
+    pub reason: Option<String>,
+    pub budget: u64,
+    pub rows_today: u64,
+    pub state: State,
+}
+
+/// Asks D1 for the day's rows written; a refusal is the answer "down", with D1's message.
+pub async fn status(env: &Env) -> Status {
+    let budget = daily_budget(env);
+    let (up, reason, rows) = match rows_today(env, Date::now().as_millis()).await {
+        Ok(n) => (true, None, n),
+        Err(e) => (false, Some(e.to_string()), 0),
+    };
+    Status {
+        up,
+        reason,
+        budget,
+        rows_today: rows,
+        state: budget::state(rows, budget),
+    }
+}

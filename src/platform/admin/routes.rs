@@ -267,7 +267,7 @@ async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Respons
 /// with D1's own message, which the console shows in place of the view. Nothing else depends on
 /// D1, so only this view is unavailable.
 fn d1_unavailable(view: &str, e: &Error) -> Result<Response> {
-    let reason = e.to_string();
+    let reason = usage::reason(e);
     console_error!("{view} unavailable: {reason}");
     Ok(Response::from_json(&serde_json::json!({
         "error": format!("{view} is unavailable: D1 refused the query ({reason})"),
@@ -602,12 +602,12 @@ async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Resul
     let mut hosts = service_hosts(env).await;
     // A key limited to some hostnames sees only those.
     hosts.retain(|h| grant.is_none_or(|g| g.sees(h)));
-    // Without D1 the overview still lists every service and its health, and says why traffic is missing.
+    // Without D1 the overview still lists each service and its health, and says why traffic is missing.
     let (traffic, traffic_unavailable) = match requestlog::by_host(env, window_s).await {
         Ok(rows) => (rows, None),
         Err(e) => {
             console_error!("request log unavailable for the overview: {e}");
-            let reason = e.to_string();
+            let reason = usage::reason(&e);
             (
                 vec![],
                 Some(serde_json::json!({ "unavailable": "d1", "reason": reason })),

@@ -47,6 +47,16 @@ pub async fn rows_today(env: &Env, now_ms: u64) -> Result<u64> {
     Ok(sum.map_or(0, |s| s.rows.max(0.0) as u64))
 }
 
+/// D1's own message, as an operator reads it: the cause of a D1 error (its `Display` is a debug
+/// dump with a stack), the message of any other, without JavaScript's `Error: ` prefix.
+pub fn reason(e: &Error) -> String {
+    let text = match e {
+        Error::D1(d1) => d1.cause(),
+        other => other.to_string(),
+    };
+    text.trim_start_matches("Error: ").to_string()
+}
+
 /// `GET /admin/d1`.
 #[derive(Serialize)]
 pub struct Status {
@@ -63,7 +73,7 @@ pub async fn status(env: &Env) -> Status {
     let budget = daily_budget(env);
     let (up, reason, rows) = match rows_today(env, Date::now().as_millis()).await {
         Ok(n) => (true, None, n),
-        Err(e) => (false, Some(e.to_string()), 0),
+        Err(e) => (false, Some(reason(&e)), 0),
     };
     Status {
         up,

@@ -150,6 +150,12 @@ export function promptDialog({ title, label, value, type = "text", min, max, con
 }
 
 /** A table inside a horizontally scrolling wrapper (wide tables stay usable on a phone). */
+/** The card a D1-backed view shows when the API answers 503 `unavailable: "d1"`; null for other errors. */
+export function unavailable(e, what) {
+  if (e?.body?.unavailable !== "d1") return null;
+  return h("section", { class: "card unavailable", "data-unavailable": "d1", role: "status" }, h("h2", {}, `${what} unavailable`), h("p", {}, "D1 refused the query. Balancing, config, health checks, webhooks and metrics go on without it."), h("p", {}, h("code", {}, e.body.reason)));
+}
+
 export function table(headers, rows, attrs = {}) {
   return h("div", { class: "table-wrap" }, h("table", attrs, h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))), h("tbody", {}, rows)));
 }

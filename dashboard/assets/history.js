@@ -1,7 +1,7 @@
 // What happened to a service: its backends' health and breaker transitions (the D1 health
 // history) and its webhook events with each delivery's state, attempts and last error.
 import { api, get, svc } from "./api.js";
-import { ago, dateTime, h, mount, pill, poll, table, toast } from "./dom.js";
+import { ago, dateTime, h, mount, pill, poll, table, toast, unavailable } from "./dom.js";
 
 /** How each state of a transition reads: health up/down, breaker closed/half_open/open. */
 const STATE_KIND = { up: "ok", closed: "ok", down: "bad", open: "bad", half_open: "warn" };
@@ -48,7 +48,7 @@ export function renderHealthHistory(body, host) {
       events = (await get(svc(host, "/health-history?limit=200"))).events ?? [];
       draw();
     } catch (e) {
-      mount(out, h("p", { class: "error" }, e.message));
+      mount(out, unavailable(e, "The health history") ?? h("p", { class: "error" }, e.message));
     }
   }, 10000);
 }

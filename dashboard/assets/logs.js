@@ -1,7 +1,7 @@
 // Request log: filters (status class, backend, method, path prefix) and paging by cursor, as
 // the logs endpoint answers them.
 import { get, svc } from "./api.js";
-import { h, mount, ms, table } from "./dom.js";
+import { h, mount, ms, table, unavailable } from "./dom.js";
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -62,7 +62,7 @@ export function renderLogs(body, host) {
         h("button", { type: "button", id: "log-older", disabled: !page.next_before, onclick: () => (cursors.push(page.next_before), load()) }, "Older →"),
       );
     } catch (e) {
-      mount(out, h("p", { class: "error", role: "alert" }, e.message));
+      mount(out, unavailable(e, "The request log") ?? h("p", { class: "error", role: "alert" }, e.message));
       mount(pager);
     }
   };

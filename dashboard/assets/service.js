@@ -2,7 +2,7 @@
 // the add-backend form, the traffic charts and the audit trail. Configuration, the request log, the
 // live tail and the health and webhook history have their own modules.
 import { api, get, svc } from "./api.js";
-import { ago, clearFieldErrors, confirmDialog, field, h, mount, ms, pct, pill, poll, promptDialog, rate, showFieldError, table, toast } from "./dom.js";
+import { ago, clearFieldErrors, confirmDialog, field, h, mount, ms, pct, pill, poll, promptDialog, rate, showFieldError, table, toast, unavailable } from "./dom.js";
 import { legend, lineChart, PALETTE } from "./charts.js";
 import { renderConfig, renderVersions } from "./config.js";
 import { renderLogs } from "./logs.js";
@@ -290,7 +290,7 @@ function renderAnalytics(body, host) {
       const m = await get(svc(host, `/metrics?window=${windowS}&bucket=${bucketS}`));
       mount(out, charts(m, windowS, bucketS));
     } catch (e) {
-      mount(out, h("p", { class: "error" }, e.message));
+      mount(out, unavailable(e, "Analytics") ?? h("p", { class: "error" }, e.message));
     }
   };
   mount(body, h("div", { class: "toolbar" }, picker, h("span", { class: "muted" }, "From the request log in D1 (written in batches: the last seconds may be missing)")), out);

@@ -96,12 +96,12 @@ export async function signIn(page, base) {
 /**
  * A signed-out console for test `t`: the fake GitHub and Google, the Worker with `defaultBackends`
  * and sign-in for OPERATOR, and a Chromium page under `watch` (the two 401s the console meets
- * before sign-in are allowed). Returns { lb, base, browser, context, page, w }.
+ * before sign-in are allowed). `runtime`: more `startBalancer` options. Returns { lb, base, browser, context, page, w }.
  */
-export async function consoleFor(t, defaultBackends, { viewport = { width: 1280, height: 860 }, bindings = {} } = {}) {
+export async function consoleFor(t, defaultBackends, { viewport = { width: 1280, height: 860 }, bindings = {}, runtime = {} } = {}) {
   const fakes = await startOAuthFakes({ email: OPERATOR });
   t.after(() => fakes.stop());
-  const lb = await balancerFor(t, { bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR, ...bindings }, defaultBackends });
+  const lb = await balancerFor(t, { bindings: { ...fakes.env, JWT_SECRET, AUTHORIZED_USERS: OPERATOR, ...bindings }, defaultBackends, ...runtime });
   const browser = await browserFor(t);
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();

@@ -13,7 +13,8 @@ export const API_SECRET = "test-secret-0123456789";
 
 // `buildDir`: another build of the Worker (a benchmark's baseline); default this checkout's.
 // `miniflare`: extra Miniflare options (a profiler's inspectorPort).
-export async function startBalancer({ defaultBackends, bindings = {}, persistDir, buildDir = path.join(root, "build"), miniflare = {} } = {}) {
+// `migrations: false`: leave D1 without its tables, so every D1 query fails (D1 unavailable).
+export async function startBalancer({ defaultBackends, bindings = {}, persistDir, buildDir = path.join(root, "build"), miniflare = {}, migrations = true } = {}) {
   const mf = new Miniflare({
     scriptPath: path.join(buildDir, "index.js"),
     modules: true,
@@ -40,10 +41,11 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
   });
   const url = await mf.ready;
   const db = await mf.getD1Database("DB");
-  await applyMigrations(db);
+  if (migrations) await applyMigrations(db);
   return {
     mf,
     url,
+    db,
     /** Sends a request for `host` through the Worker. */
     fetch(host, pathname = "/", init = {}) {
       return mf.dispatchFetch(`http://${host}${pathname}`, init);

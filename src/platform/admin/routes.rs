@@ -13,6 +13,7 @@ use crate::platform::relay::call_object;
 use crate::platform::store::healthlog;
 use crate::platform::store::registry::{self, service_hosts};
 use crate::platform::store::requestlog;
+use crate::platform::store::usage;
 use crate::platform::{env_string, error_response, random_bytes};
 use crate::policy::access::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::access::keys::{self, ApiKey, Grant};
@@ -110,6 +111,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         (Method::Get, ["admin", "metrics"]) => {
             metrics::scrape(&req, env, caller.grant.as_ref()).await
         }
+        (Method::Get, ["admin", "d1"]) => Response::from_json(&usage::status(env).await),
         (Method::Get, ["admin", "services"]) => {
             list_services(&req, env, caller.grant.as_ref()).await
         }
@@ -134,7 +136,10 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
                 Ok(n) => n,
                 Err(resp) => return Ok(resp),
             };
-            let events = healthlog::recent(env, host, limit as u32).await?;
+            let events = match healthlog::recent(env, host, limit as u32).await {
+                Ok(e) => e,
+                Err(e) => return d1_unavailable("the health history", &e),
+            };
             Response::from_json(&serde_json::json!({ "hostname": host, "events": events }))
         }
         (Method::Get, ["admin", "services", host, "tail"]) => tail::relay(&req, env, host).await,
@@ -220,7 +225,10 @@ async fn logs(req: &Request, env: &Env, host: &str) -> Result<Response> {
         Err(e) => return error_response(400, &e.to_string(), None),
     };
     flush_first(env, host).await;
-    let (rows, next_before) = requestlog::page(env, host, &query).await?;
+    let (rows, next_before) = match requestlog::page(env, host, &query).await {
+        Ok(page) => page,
+        Err(e) => return d1_unavailable("the request log", &e),
+    };
     Response::from_json(&serde_json::json!({
         "hostname": host,
         "requests": rows,
@@ -244,11 +252,15 @@ async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Respons
         Err(e) => return error_response(400, &e.to_string(), None),
     };
     flush_first(env, host).await;
-    let ((backends, series), total, errors) = futures_util::try_join!(
+    let found = futures_util::try_join!(
         requestlog::metrics(env, host, &query),
         requestlog::service_total(env, host, query.window_s),
         requestlog::errors_by_status(env, host, query.window_s),
-    )?;
+    );
+    let ((backends, series), total, errors) = match found {
+        Ok(f) => f,
+        Err(e) => return d1_unavailable("analytics", &e),
+    };
     Response::from_json(&serde_json::json!({
         "hostname": host,
         "window_s": query.window_s,
@@ -259,6 +271,21 @@ async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Respons
         "backends": backends,
         "series": series,
     }))
+}
+
+/// The answer of a view D1 holds when D1 refused the query (quota, outage, missing table): 503
+/// with D1's own message, which the console shows in place of the view. Nothing else depends on
+/// D1, so only this view is unavailable.
+fn d1_unavailable(view: &str, e: &Error) -> Result<Response> {
+    let reason = usage::reason(e);
+    console_error!("{view} unavailable: {reason}");
+    Ok(Response::from_json(&serde_json::json!({
+        "error": format!("{view} is unavailable: D1 refused the query ({reason})"),
+        "status": 503,
+        "unavailable": "d1",
+        "reason": reason,
+    }))?
+    .with_status(503))
 }
 
 /// An integer query parameter within bounds, or the 400 that names it and the allowed range.
@@ -585,11 +612,16 @@ async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Resul
     let mut hosts = service_hosts(env).await;
     // A key limited to some hostnames sees only those.
     hosts.retain(|h| grant.is_none_or(|g| g.sees(h)));
-    let traffic = match requestlog::by_host(env, window_s).await {
-        Ok(rows) => rows,
+    // Without D1 the overview still lists each service and its health, and says why traffic is missing.
+    let (traffic, traffic_unavailable) = match requestlog::by_host(env, window_s).await {
+        Ok(rows) => (rows, None),
         Err(e) => {
             console_error!("request log unavailable for the overview: {e}");
-            vec![]
+            let reason = usage::reason(&e);
+            (
+                vec![],
+                Some(serde_json::json!({ "unavailable": "d1", "reason": reason })),
+            )
         }
     };
     // Every object is asked at once: the overview polls this, and a deployment may have many.
@@ -619,6 +651,7 @@ async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Resul
         "services": services,
         "config_errors": errors,
         "window_s": window_s,
+        "traffic_unavailable": traffic_unavailable,
     }))
 }
 

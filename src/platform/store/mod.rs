@@ -1,10 +1,13 @@
 //! The store: D1.
 //!
 //! Owns the registry of services created through the API, the request log and failed attempts,
-//! the health history and the retention cron. Nothing here is on a request's critical path.
+//! the health history, the retention cron, and D1's state and daily budget. Nothing here is on a
+//! request's critical path, and every caller survives D1 refusing (quota, outage, missing table):
+//! writes are logged as lost, admin reads answer 503 `unavailable: "d1"`.
 
 pub mod healthlog;
 pub mod registry;
 pub mod requestlog;
 pub mod retention;
 pub mod rollups;
+pub mod usage;

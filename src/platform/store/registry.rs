@@ -14,6 +14,9 @@ use crate::policy::traffic::decision::Reject;
 const DB_BINDING: &str = "DB";
 /// Registered hostnames remembered per isolate; past this the memory starts over.
 const REGISTERED_MAX: usize = 10_000;
+/// After D1 refuses a registry lookup, this isolate skips the lookup for this long: on a day the
+/// quota is spent, every request would otherwise wait for one more refusal.
+const REGISTRY_RETRY_MS: u64 = 30_000;
 
 /// DEFAULT_BACKENDS as parsed, and the deployment it describes (ADMIN_HOSTNAME and the hostnames
 /// it balances). An isolate's bindings never change, so this is read once per isolate.
@@ -30,6 +33,8 @@ thread_local! {
     /// for them from then on (421 once deleted), so they need no second lookup. Only "exists" is
     /// remembered: a service the API creates must work at the very next request on any isolate.
     static REGISTERED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// Until when (ms) this isolate does not ask D1's registry (see [`REGISTRY_RETRY_MS`]).
+    static REGISTRY_DOWN_UNTIL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// DEFAULT_BACKENDS, parsed partially (one service's mistake does not take the others down).
@@ -63,9 +68,18 @@ pub fn defaults(env: &Env) -> Rc<Defaults> {
 /// The refusal the Worker answers itself when no service is configured for `host`, so an unknown
 /// hostname never reaches (and never creates) a Durable Object; None when the hostname's object
 /// should decide. D1 is read only for hostnames not in DEFAULT_BACKENDS.
+///
+/// When D1 refuses (quota spent, outage, missing table), the hostname's object decides: it holds
+/// the config the API stored, so an API-created service keeps balancing, and an unknown hostname
+/// gets the same 421 from its object (at the cost of one object per unknown hostname while D1 is
+/// down). The registry is only a filter in front of the objects, never the source of truth.
 pub async fn unserved(env: &Env, host: &str) -> Option<Reject> {
     let defaults = defaults(env);
     if defaults.hostnames.contains(host) || REGISTERED.with(|r| r.borrow().contains(host)) {
+        return None;
+    }
+    let now = Date::now().as_millis();
+    if now < REGISTRY_DOWN_UNTIL.with(|d| d.get()) {
         return None;
     }
     match registered(env, host).await {
@@ -83,8 +97,11 @@ pub async fn unserved(env: &Env, host: &str) -> Option<Reject> {
         // The hostname may be the service DEFAULT_BACKENDS failed to describe.
         Ok(false) => Some(config_error(host, "DEFAULT_BACKENDS", &defaults.errors)),
         Err(e) => {
-            // Without the registry, the object (which knows its own state) decides.
-            console_error!("service registry unavailable: {e}");
+            console_error!(
+                "service registry unavailable, the hostname's object decides for {}s: {e}",
+                REGISTRY_RETRY_MS / 1000
+            );
+            REGISTRY_DOWN_UNTIL.with(|d| d.set(now + REGISTRY_RETRY_MS));
             None
         }
     }

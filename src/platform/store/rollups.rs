@@ -1,4 +1,4 @@
-//! The D1 writes of a hostname's object: its closed minutes and hours, the request-log rows it holds, and the deployment's daily usage ledger, each statement's rows written counted.
+//! The D1 writes of a hostname's object: its closed minutes and hours and the request-log rows it holds, each statement's rows written counted.
 
 use serde::Serialize;
 use wasm_bindgen::JsValue;
@@ -134,32 +134,10 @@ pub async fn write(env: &Env, w: &Write<'_>) -> Result<Vec<(&'static str, u64)>>
 }
 
 /// D1's own count of rows a statement wrote (index entries included).
-fn rows_written(r: &D1Result) -> u64 {
+pub fn rows_written(r: &D1Result) -> u64 {
     r.meta()
         .ok()
         .flatten()
         .and_then(|m| m.rows_written)
         .unwrap_or(0) as u64
-}
-
-/// Adds `rows` to the deployment's count for `day`; returns the day's total and the rows this
-/// statement wrote itself.
-pub async fn add_usage(env: &Env, day: &str, rows: u64) -> Result<(u64, u64)> {
-    let db = env.d1(DB_BINDING)?;
-    let result = db
-        .prepare(
-            "INSERT INTO d1_usage (day, tbl, rows) VALUES (?1, 'all', ?2) \
-             ON CONFLICT (day, tbl) DO UPDATE SET rows = rows + excluded.rows RETURNING rows",
-        )
-        .bind(&[day.into(), (rows as f64).into()])?
-        .all()
-        .await?;
-    let own = rows_written(&result);
-    let total = result
-        .results::<serde_json::Value>()?
-        .first()
-        .and_then(|r| r.get("rows"))
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(0.0) as u64;
-    Ok((total, own))
 }

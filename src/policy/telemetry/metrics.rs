@@ -293,7 +293,7 @@ fn seconds(ms: u64) -> String {
 }
 
 /// The exposition of every hostname's metrics plus the deployment-wide ones.
-pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> String {
+pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: Format) -> String {
     let mut w = Writer {
         out: String::new(),
         format,
@@ -517,6 +517,12 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
         "Errors found in DEFAULT_BACKENDS (services with errors are not served).",
     );
     w.sample("flowbalance_config_errors", &[], config_errors);
+    w.family(
+        "flowbalance_d1_up",
+        "gauge",
+        "1 when D1 answered a query at scrape time; 0 when it refused (quota, outage, missing table): the request log, analytics and health history are not being written.",
+    );
+    w.sample("flowbalance_d1_up", &[], u8::from(d1_up));
 
     w.per_host_key(
         hosts,

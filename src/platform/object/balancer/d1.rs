@@ -6,9 +6,9 @@ use wasm_bindgen::JsValue;
 use worker::*;
 
 use super::Balancer;
-use crate::platform::env_string;
 use crate::platform::error_response;
 use crate::platform::store::rollups::{self, Write};
+use crate::platform::store::usage;
 use crate::policy::telemetry::answers::Answered;
 use crate::policy::telemetry::budget::{self, State};
 use crate::policy::telemetry::record::LogRow;
@@ -262,14 +262,8 @@ impl Balancer {
     /// Adds this object's unledgered rows to the day's count and reads the budget state back.
     async fn ledger(&self, now: u64) {
         let rows = self.d1.borrow().unledgered;
-        let budget = match budget::parse(env_string(&self.env, "D1_DAILY_ROWS_BUDGET").as_deref()) {
-            Ok(b) => b,
-            Err(e) => {
-                console_error!("{e}; using {}", budget::DEFAULT_DAILY_ROWS);
-                budget::DEFAULT_DAILY_ROWS
-            }
-        };
-        match rollups::add_usage(&self.env, &budget::day_of(now), rows).await {
+        let budget = usage::daily_budget(&self.env);
+        match usage::add_usage(&self.env, &budget::day_of(now), rows).await {
             Ok((total, own)) => {
                 let mut d = self.d1.borrow_mut();
                 // The ledger's own write is counted on the next one.

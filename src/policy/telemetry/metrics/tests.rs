@@ -99,7 +99,7 @@ fn histogram_buckets_are_cumulative_and_end_in_inf() {
     c.record_outcome(&outcome("http://b:1", Some(200), 3, 2));
     c.record_outcome(&outcome("http://b:1", Some(200), 120, 1));
     c.record_outcome(&outcome("http://b:1", Some(200), 60_000, 1));
-    let text = render(&[host(c)], 0, Format::Text);
+    let text = render(&[host(c)], 0, true, Format::Text);
     let bucket = |le: &str| {
         let needle = format!(
             "flowbalance_request_duration_seconds_bucket{{hostname=\"a.test\",backend=\"http://b:1\",le=\"{le}\"}} "
@@ -126,7 +126,7 @@ fn label_values_are_escaped() {
     assert_eq!(escape_label("x\ny"), "x\\ny");
     let mut h = host(Counters::default());
     h.hostname = "we\"ird\\host\n".into();
-    let text = render(&[h], 0, Format::Text);
+    let text = render(&[h], 0, true, Format::Text);
     assert!(text.contains(r#"flowbalance_config_version{hostname="we\"ird\\host\n"} 3"#));
 }
 
@@ -135,7 +135,7 @@ fn text_format_names_counters_with_total_and_one_hot_breaker() {
     let mut c = Counters::default();
     c.record_outcome(&outcome("http://b:1", Some(200), 3, 1));
     c.record_probe("http://b:1", true);
-    let text = render(&[host(c)], 2, Format::Text);
+    let text = render(&[host(c)], 2, true, Format::Text);
     assert!(text.contains("# TYPE flowbalance_requests_total counter\n"));
     assert!(text.contains("# TYPE flowbalance_request_duration_seconds histogram\n"));
     assert!(text.contains("flowbalance_requests_total{hostname=\"a.test\",backend=\"http://b:1\",code_class=\"2xx\"} 1\n"));
@@ -168,7 +168,7 @@ fn openmetrics_drops_total_from_counter_families_and_ends_with_eof() {
     let mut c = Counters::default();
     c.record_outcome(&outcome("http://b:1", Some(200), 3, 1));
     c.record_delivery("delivered", 2);
-    let om = render(&[host(c)], 0, Format::OpenMetrics);
+    let om = render(&[host(c)], 0, true, Format::OpenMetrics);
     assert!(om.contains("# TYPE flowbalance_requests counter\n"));
     assert!(om.contains("# TYPE flowbalance_webhook_deliveries counter\n"));
     assert!(om.contains(
@@ -228,7 +228,7 @@ fn client_responses_travel_compactly_and_render_by_code_and_source() {
         counters: c,
         leases: LeaseMetrics::default(),
     };
-    let text = render(&[h], 0, Format::Text);
+    let text = render(&[h], 0, true, Format::Text);
     assert!(text.contains("# TYPE flowbalance_responses_total counter\n"));
     assert!(text.contains(
         "flowbalance_responses_total{hostname=\"a.test\",code=\"200\",source=\"backend\"} 24\n"
@@ -236,4 +236,13 @@ fn client_responses_travel_compactly_and_render_by_code_and_source() {
     assert!(text.contains(
         "flowbalance_responses_total{hostname=\"a.test\",code=\"503\",source=\"flowbalance\"} 1\n"
     ));
+}
+
+#[test]
+fn d1_up_is_a_gauge_of_the_scrape_time_probe() {
+    let up = render(&[], 0, true, Format::Text);
+    assert!(up.contains("# TYPE flowbalance_d1_up gauge\nflowbalance_d1_up 1\n"));
+    let down = render(&[], 0, false, Format::OpenMetrics);
+    assert!(down.contains("# TYPE flowbalance_d1_up gauge\nflowbalance_d1_up 0\n"));
+    assert!(down.ends_with("# EOF\n"));
 }

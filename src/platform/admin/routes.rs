@@ -12,7 +12,7 @@ use crate::platform::object::tail;
 use crate::platform::relay::call_object;
 use crate::platform::store::healthlog;
 use crate::platform::store::registry::{self, service_hosts};
-use crate::platform::store::requestlog;
+use crate::platform::store::{analytics, requestlog};
 use crate::platform::{env_string, error_response, random_bytes};
 use crate::policy::access::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::access::keys::{self, ApiKey, Grant};
@@ -235,15 +235,19 @@ async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Respons
         Err(e) => return error_response(400, &e.to_string(), None),
     };
     let ((backends, series), total, errors) = futures_util::try_join!(
-        requestlog::metrics(env, host, &query),
-        requestlog::service_total(env, host, query.window_s),
-        requestlog::errors_by_status(env, host, query.window_s),
+        analytics::metrics(env, host, &query),
+        analytics::service_total(env, host, query.window_s),
+        analytics::errors_by_status(env, host, query.window_s),
     )?;
     Response::from_json(&serde_json::json!({
         "hostname": host,
         "window_s": query.window_s,
         "bucket_s": query.bucket_s,
         "now_ms": Date::now().as_millis(),
+        "source": "rollups",
+        // The histogram's upper bounds (ms; one more bucket above the last): the percentiles are
+        // interpolated within them.
+        "buckets_ms": crate::policy::telemetry::metrics::BUCKETS_MS,
         "total": total,
         "errors_by_status": errors,
         "backends": backends,
@@ -575,7 +579,7 @@ async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Resul
     let mut hosts = service_hosts(env).await;
     // A key limited to some hostnames sees only those.
     hosts.retain(|h| grant.is_none_or(|g| g.sees(h)));
-    let traffic = match requestlog::by_host(env, window_s).await {
+    let traffic = match analytics::by_host(env, window_s).await {
         Ok(rows) => rows,
         Err(e) => {
             console_error!("request log unavailable for the overview: {e}");

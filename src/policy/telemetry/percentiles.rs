@@ -15,7 +15,11 @@ pub fn percentile(counts: &[u64], p: f64) -> Option<f64> {
     let rank = p / 100.0 * total as f64;
     let mut below = 0u64;
     for (i, &n) in counts.iter().enumerate() {
-        let lower = if i == 0 { 0 } else { BUCKETS_MS[(i - 1).min(BUCKETS_MS.len() - 1)] } as f64;
+        let lower = if i == 0 {
+            0
+        } else {
+            BUCKETS_MS[(i - 1).min(BUCKETS_MS.len() - 1)]
+        } as f64;
         let Some(&upper) = BUCKETS_MS.get(i) else {
             // +Inf (and anything past it): no upper bound to interpolate towards.
             return Some(lower);

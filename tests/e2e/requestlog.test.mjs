@@ -174,7 +174,7 @@ test("health history: a killed backend's down and its revival's up are stored in
   }
 });
 
-test("a failed attempt counts against the backend that failed it, and a refused connection is named so", async () => {
+test("a failed attempt is logged with its request, against the backend that failed it, and a refused connection is named so", async () => {
   const bs = await startBackends(2);
   const lb = await startBalancer({
     defaultBackends: {

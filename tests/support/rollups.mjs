@@ -22,8 +22,9 @@ const COUNTS = ["c2xx", "c3xx", "c4xx", "c5xx", "cerr", "rate_limited", "denied"
  * start), `backend` ('' = the hostname as clients saw it), any of the counts above, and either
  * `latencies` (sets hist and latency_sum_ms) or `hist`/`latency_sum_ms`; `requests` defaults to
  * the sum of the status classes and cerr; `samples` (minute rows of backend '') is a list of log rows.
+ * `ifAbsent`: keep a row the object already wrote for that key (the test only needs some figures there).
  */
-export async function insertRollups(lb, rows, { table = "rollup_minutes" } = {}) {
+export async function insertRollups(lb, rows, { table = "rollup_minutes", ifAbsent = false } = {}) {
   const db = await lb.mf.getD1Database("DB");
   for (const r of rows) {
     const counts = Object.fromEntries(COUNTS.map((k) => [k, r[k] ?? 0]));
@@ -37,7 +38,7 @@ export async function insertRollups(lb, rows, { table = "rollup_minutes" } = {})
       values.push(JSON.stringify(r.samples));
     }
     await db
-      .prepare(`INSERT INTO ${table} (${cols.join(", ")}) VALUES (${cols.map((_, i) => `?${i + 1}`).join(", ")})`)
+      .prepare(`INSERT${ifAbsent ? " OR IGNORE" : ""} INTO ${table} (${cols.join(", ")}) VALUES (${cols.map((_, i) => `?${i + 1}`).join(", ")})`)
       .bind(...values)
       .run();
   }

@@ -112,17 +112,21 @@ impl StoredRow {
 }
 
 /// The log as one table: the kept rows of `request_logs` and the sampled successes inside the
-/// hostname's minute rollups (backend '' rows' `samples`). A sample's id is
-/// `-(minute start + its index + 1)`: unique (a minute holds far fewer than 60,000 samples),
-/// stable across reads, and negative, so it never meets a kept row's id and (ts_ms, id) orders
-/// and pages the union as it does the table.
-const LOG_ROWS: &str = "SELECT id, ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed \
-     FROM request_logs WHERE hostname = ?1 UNION ALL \
-     SELECT -(m.t_ms + s.key + 1), s.value ->> 'ts_ms', m.hostname, s.value ->> 'method', s.value ->> 'path', \
-     s.value ->> 'status', s.value ->> 'backend', s.value ->> 'attempts', s.value ->> 'latency_ms', \
-     COALESCE(s.value ->> 'kept', 'sampled'), s.value -> 'failed' \
-     FROM rollup_minutes AS m, json_each(m.samples) AS s \
-     WHERE m.hostname = ?1 AND m.backend = '' AND m.samples IS NOT NULL";
+/// hostname's minute rollups (backend '' rows' `samples`), minutes starting after `?{upto}` left
+/// out (a page after a cursor needs none of them). A sample's id is `-(minute start + its index +
+/// 1)`: unique (a minute holds far fewer than 60,000 samples), stable across reads, and negative,
+/// so it never meets a kept row's id and (ts_ms, id) orders and pages the union as it does the table.
+fn log_rows(upto: usize) -> String {
+    format!(
+        "SELECT id, ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed \
+         FROM request_logs WHERE hostname = ?1 UNION ALL \
+         SELECT -(m.t_ms + s.key + 1), s.value ->> 'ts_ms', m.hostname, s.value ->> 'method', s.value ->> 'path', \
+         s.value ->> 'status', s.value ->> 'backend', s.value ->> 'attempts', s.value ->> 'latency_ms', \
+         COALESCE(s.value ->> 'kept', 'sampled'), s.value -> 'failed' \
+         FROM rollup_minutes AS m, json_each(m.samples) AS s \
+         WHERE m.hostname = ?1 AND m.backend = '' AND m.t_ms <= ?{upto} AND m.samples IS NOT NULL"
+    )
+}
 
 /// One page of a hostname's log (kept rows and sampled successes), newest first, and the
 /// `before=` cursor of the next page when there are more rows.
@@ -133,13 +137,19 @@ pub async fn page(
 ) -> Result<(Vec<LoggedRequest>, Option<String>)> {
     let db = env.d1(DB_BINDING)?;
     let (conditions, values) = query.conditions();
+    // The minutes' bound is bound after the filters' values (?2 on).
+    let upto = values.len() + 2;
     let sql = format!(
-        "SELECT * FROM ({LOG_ROWS}) WHERE 1 = 1{conditions} ORDER BY ts_ms DESC, id DESC LIMIT {}",
+        "SELECT * FROM ({}) WHERE 1 = 1{conditions} ORDER BY ts_ms DESC, id DESC LIMIT {}",
+        log_rows(upto),
         // One more row than asked tells whether a next page exists.
         query.limit + 1
     );
     let mut binds = vec![JsValue::from_str(host)];
     binds.extend(values.iter().map(js_value));
+    binds.push(JsValue::from_f64(
+        query.before.map_or(f64::MAX, |c| c.ts_ms as f64),
+    ));
     let stored: Vec<StoredRow> = db.prepare(&sql).bind(&binds)?.all().await?.results()?;
     let mut rows = stored
         .into_iter()

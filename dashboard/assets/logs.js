@@ -1,11 +1,19 @@
 // Request log: filters (status class, backend, method, path prefix) and paging by cursor, as
-// the logs endpoint answers them.
+// the logs endpoint answers them. The log keeps every failed, retried, refused or slow request;
+// successes are sampled, and the page says at what rate.
 import { get, svc } from "./api.js";
 import { h, mount, ms, table, unavailable } from "./dom.js";
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 const statusKind = (s) => (s >= 500 ? "bad-text" : s >= 400 ? "warn-text" : "");
+/** `logging.success_sample_rate` when the service's config does not set it. */
+const DEFAULT_SAMPLE_RATE = 0.01;
+
+function samplingNote(rate) {
+  const share = `${+(rate * 100).toFixed(2)}%`;
+  return `Every failed, retried, refused or slow request is kept; successes are sampled at ${share} (logging.success_sample_rate).`;
+}
 
 export function renderLogs(body, host) {
   const backend = h("select", { name: "backend", "aria-label": "Backend" }, h("option", { value: "" }, "Any backend"));
@@ -21,8 +29,16 @@ export function renderLogs(body, host) {
   );
   const out = h("div", { id: "log-results" });
   const pager = h("div", { class: "pager" });
+  const note = h("p", { class: "muted", id: "log-sampling" }, samplingNote(DEFAULT_SAMPLE_RATE));
   const cursors = []; // `before` of each page shown so far; [] is the newest page
-  mount(body, form, out, pager);
+  mount(body, note, form, out, pager);
+
+  get(svc(host, "/config"))
+    .then((b) => {
+      const rate = b.config?.logging?.success_sample_rate;
+      if (typeof rate === "number") note.textContent = samplingNote(rate);
+    })
+    .catch(() => {});
 
   get(svc(host))
     .then((st) => {
@@ -52,9 +68,10 @@ export function renderLogs(body, host) {
           h("td", {}, r.backend ? h("code", {}, r.backend) : h("span", { class: "muted" }, "none")),
           h("td", { class: "num" }, String(r.attempts)),
           h("td", { class: "num" }, ms(r.latency_ms)),
+          h("td", { "data-kept": r.kept ?? "" }, r.kept ?? h("span", { class: "muted" }, "–"), r.failed?.length ? h("span", { class: "muted" }, ` · ${r.failed.length} failed`) : null),
         ),
       );
-      mount(out, rows.length ? table(["Time", "Method", "Path", "Status", "Backend", "Attempts", "Latency"], rows, { id: "log-table" }) : h("p", { class: "muted", id: "log-empty" }, "No requests match these filters."));
+      mount(out, rows.length ? table(["Time", "Method", "Path", "Status", "Backend", "Attempts", "Latency", "Kept"], rows, { id: "log-table" }) : h("p", { class: "muted", id: "log-empty" }, "No requests match these filters."));
       mount(
         pager,
         h("span", { class: "muted" }, `Page ${cursors.length + 1} · ${rows.length} rows · newest first`),

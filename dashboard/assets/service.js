@@ -359,12 +359,13 @@ function errorBreakdown(rows, total) {
     rows.map((r) =>
       h(
         "tr",
-        { "data-status": r.status, "data-source": r.source },
-        h("td", { class: ["num", r.status >= 500 ? "bad-text" : "warn-text"] }, String(r.status)),
+        // A backend's 4xx are counted by class only (the log keeps them as samples): status is null.
+        { "data-status": r.status ?? r.class, "data-source": r.source },
+        h("td", { class: ["num", r.class === "5xx" ? "bad-text" : "warn-text"] }, String(r.status ?? r.class)),
         h("td", {}, SOURCE[r.source] ?? r.source),
         h("td", { class: "num" }, String(r.requests)),
         h("td", { class: "num" }, total?.requests ? pct(r.requests / total.requests) : "–"),
-        h("td", { class: "bar-cell" }, h("span", { class: ["bar", r.status >= 500 ? "bad" : "warn"], "data-width": Math.max(2, Math.round((r.requests / max) * 100)) })),
+        h("td", { class: "bar-cell" }, h("span", { class: ["bar", r.class === "5xx" ? "bad" : "warn"], "data-width": Math.max(2, Math.round((r.requests / max) * 100)) })),
       ),
     ),
     { id: "errors-table" },

@@ -5,6 +5,7 @@ import { stopAll, waitFor } from "../support/backends.mjs";
 import { backendsFor } from "../support/scoped.mjs";
 import { startReceiver } from "../support/receiver.mjs";
 import { api, consoleFor, logged, shot, signIn, traffic, watch } from "../support/console.mjs";
+import { MINUTE, insertRollups } from "../support/rollups.mjs";
 
 const HOOK_SECRET = "console-views-webhook-secret-0123";
 /** Fields that count or identify something: integers, never `6.0`. */
@@ -173,20 +174,37 @@ test("console: add a backend, read health history, webhook deliveries and servic
   });
 
   await t.test("analytics: service-wide totals and errors by status and source", async () => {
-    await traffic(lb, "views.test", 20);
-    await traffic(lb, "views.test", 5, (i) => `/missing/${i}`);
+    // The analytics read the object's rollups: rows of known figures, a few minutes back (the
+    // object writes the current minutes), and FlowBalance's own 5xx from real requests' kept rows.
+    const t_ms = Math.floor(Date.now() / MINUTE) * MINUTE - 10 * MINUTE;
+    await insertRollups(lb, [
+      { hostname: "views.test", t_ms, backend: g1.url, c2xx: 10, c4xx: 3, latencies: [...Array(10).fill(20), 2, 2, 2] },
+      { hostname: "views.test", t_ms, backend: g2.url, c2xx: 10, c4xx: 2, latencies: [...Array(10).fill(30), 3, 3] },
+      {
+        hostname: "views.test",
+        t_ms,
+        backend: "",
+        requests: 25,
+        c2xx: 20,
+        c4xx: 5,
+        samples: [{ hostname: "views.test", ts_ms: t_ms + 1000, method: "GET", path: "/sampled/one", status: 200, backend: g1.url, attempts: 1, latency_ms: 20, kept: "sampled" }],
+      },
+    ]);
     for (const s of await traffic(lb, "dead.test", 3)) assert.ok(s >= 500, `dead.test answered ${s}`);
-    await logged(lb, "views.test", 25);
     await logged(lb, "dead.test", 3);
     await page.getByRole("link", { name: "Analytics" }).click();
     const totals = page.locator("#service-totals");
     await totals.waitFor();
     const m = await api(lb, "/admin/services/views.test/metrics?window=900&bucket=30");
-    assert.equal(m.total.requests, m.backends.reduce((n, b) => n + b.requests, 0), "the service total is the sum over backends");
+    const db = await lb.mf.getD1Database("DB");
+    const answered = await db.prepare("SELECT SUM(requests) AS n FROM rollup_minutes WHERE hostname = 'views.test' AND backend = '' AND t_ms >= ?1").bind(m.now_ms - 960_000).first();
+    assert.equal(m.total.requests, answered.n, "the service total is what clients were answered (backend '' rows)");
+    assert.ok(m.total.requests >= 25);
     await waitFor(async () => (await totals.locator('[data-total="Requests"] strong').innerText()) === String(m.total.requests), { what: "the requests tile" });
-    const missing = page.locator('#errors-table tr[data-status="404"][data-source="backend"]');
+    // A backend's 4xx are counted by class (the rollups do not keep exact 4xx codes).
+    const missing = page.locator('#errors-table tr[data-status="4xx"][data-source="backend"]');
     await missing.waitFor();
-    assert.match(await missing.innerText(), /404\s+a backend\s+5\b/);
+    assert.match(await missing.innerText(), /4xx\s+a backend\s+5\b/);
     await shot(page, "analytics");
     // FlowBalance's own answers, when no backend could answer, are told apart.
     await page.goto(`${base}#/services/dead.test/analytics`);
@@ -194,6 +212,21 @@ test("console: add a backend, read health history, webhook deliveries and servic
     await ours.first().waitFor();
     assert.match(await ours.first().innerText(), /FlowBalance/);
     w.check("analytics");
+  });
+
+  await t.test("the request log says why each row was kept and at what rate successes are sampled", async () => {
+    await page.goto(`${base}#/services/views.test/logs`);
+    const note = page.locator("#log-sampling");
+    await note.waitFor();
+    assert.match(await note.innerText(), /successes are sampled at 1%/);
+    const form = page.locator("#log-filters");
+    await form.locator('input[name="path_prefix"]').fill("/sampled/");
+    await form.getByRole("button", { name: "Apply" }).click();
+    const rows = page.locator("#log-table tbody tr");
+    await waitFor(async () => (await rows.count()) === 1 && /\/sampled\/one/.test(await rows.first().innerText()), { what: "the sampled success in the log" });
+    assert.equal(await rows.first().locator("td[data-kept]").innerText(), "sampled");
+    await shot(page, "request-log-kept");
+    w.check("the request log's kept column");
   });
 
   await t.test("counts and ids are integers in the API's JSON", async () => {

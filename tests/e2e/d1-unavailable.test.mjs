@@ -162,7 +162,9 @@ test("D1 unavailable: balancing, config, health, webhooks and Prometheus go on; 
   await t.test("once D1 answers, /admin/d1 and Prometheus say up, and the budget banner follows the day's rows", async () => {
     await applyMigrations(lb.db);
     const d1 = await api(lb, "/admin/d1");
-    assert.deepEqual(d1, { up: true, reason: null, budget: BUDGET, rows_today: 0, state: "ok" });
+    // The objects write what they held while D1 was away as soon as it answers: a few rows, counted.
+    assert.deepEqual({ up: d1.up, reason: d1.reason, budget: d1.budget, state: d1.state }, { up: true, reason: null, budget: BUDGET, state: "ok" });
+    assert.ok(d1.rows_today < 200, `only the held rows so far: ${d1.rows_today}`);
     assert.match(await (await lb.admin("/admin/metrics")).text(), /^flowbalance_d1_up 1$/m);
     const logs = await lb.admin("/admin/services/down.test/logs");
     assert.equal(logs.status, 200);
@@ -173,16 +175,19 @@ test("D1 unavailable: balancing, config, health, webhooks and Prometheus go on; 
     await lb.db.prepare("INSERT INTO d1_usage (day, tbl, rows) VALUES (?1, 'request_logs', 1000), (?1, 'rollup_minutes', 600)").bind(today).run();
     // Yesterday's rows count against yesterday's budget only.
     await lb.db.prepare("INSERT INTO d1_usage (day, tbl, rows) VALUES ('2000-01-01', 'request_logs', 99999)").run();
-    assert.deepEqual(await api(lb, "/admin/d1"), { up: true, reason: null, budget: BUDGET, rows_today: 1600, state: "samples_stopped" });
+    const at80 = await api(lb, "/admin/d1");
+    assert.equal(at80.state, "samples_stopped");
+    // The objects' own writes are in the day's count too (1600 inserted here, a few from the writers).
+    assert.ok(at80.rows_today >= 1600 && at80.rows_today < 1800, `${at80.rows_today} rows today`);
     await page.goto(`${base}#/`);
     const banner = page.locator("#d1-budget");
     await banner.getByRole("heading", { name: "D1 daily budget at 80%: sampled successes stopped" }).waitFor();
-    await page.locator("#d1-state").getByText("1600 / 2000 rows today").waitFor();
+    await page.locator("#d1-state").getByText(/^1[67]\d\d \/ 2000 rows today$/).waitFor();
 
     await lb.db.prepare("UPDATE d1_usage SET rows = 1400 WHERE day = ?1 AND tbl = 'request_logs'").bind(today).run();
     assert.equal((await api(lb, "/admin/d1")).state, "exhausted");
     await banner.getByRole("heading", { name: "D1 daily budget reached: request-log rows are counted, not written" }).waitFor({ timeout: 15000 });
-    assert.match(await banner.innerText(), /2000 of 2000 rows written today/);
+    assert.match(await banner.innerText(), /2\d\d\d of 2000 rows written today/);
     await shot(page, "d1-budget-reached");
     w.check("the budget banner");
   });

@@ -1,4 +1,4 @@
-// End to end: the request log survives a runtime stop right after a burst, old rows go by the retention cron in bounded batches, and health transitions are kept in D1.
+// End to end: the request log survives a runtime stop right after a burst, old rows (log, health history, rollups) go by the retention cron in bounded batches, and health transitions are kept in D1.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startBalancer } from "../support/runtime.mjs";
 import { startBackends, stopAll, waitFor } from "../support/backends.mjs";
+import { MINUTE, insertRollups } from "../support/rollups.mjs";
 
 const count = async (lb, sql, ...args) => (await (await lb.mf.getD1Database("DB")).prepare(sql).bind(...args).first()).n;
 const logged = (lb, host) => count(lb, "SELECT COUNT(*) AS n FROM request_logs WHERE hostname = ?1", host);
@@ -177,30 +178,72 @@ async function backdate(lb, host, n, ageMs) {
 
 const DAY = 24 * 3600 * 1000;
 
-test("retention: the cron deletes rows past LOG_RETENTION_DAYS in batches and keeps the rest; a bad value deletes nothing", async () => {
-  const lb = await startBalancer({ defaultBackends: "", bindings: { LOG_RETENTION_DAYS: "2" } });
+/** `n` minute rollup rows per backend of `backends` for `host`, in `table`, the newest `ageMs` old, one minute apart. */
+async function backdateRollups(lb, host, n, ageMs, { table = "rollup_minutes", backends = ["", "http://127.0.0.1:1"] } = {}) {
+  const newest = Math.floor((Date.now() - ageMs) / MINUTE) * MINUTE;
+  const rows = [];
+  for (let i = 0; i < n; i++) for (const backend of backends) rows.push({ hostname: host, t_ms: newest - i * MINUTE, backend, c2xx: 1 });
+  // One statement for the lot: a few thousand single inserts would take long.
+  const db = await lb.mf.getD1Database("DB");
+  await db
+    .prepare(`INSERT INTO ${table} (hostname, t_ms, backend, requests, c2xx, hist) SELECT j.value ->> 'hostname', j.value ->> 't_ms', j.value ->> 'backend', 1, 1, '[1]' FROM json_each(?1) AS j`)
+    .bind(JSON.stringify(rows))
+    .run();
+}
+
+test("retention: the cron deletes rows past LOG_RETENTION_DAYS (log, health history, minute rollups) and ROLLUP_RETENTION_DAYS (hour rollups) in batches and keeps the rest; a bad value deletes nothing", async () => {
+  const lb = await startBalancer({ defaultBackends: "", bindings: { LOG_RETENTION_DAYS: "2", ROLLUP_RETENTION_DAYS: "10" } });
   try {
     await backdate(lb, "old.test", 2500, 3 * DAY); // three DELETE statements of 1000
     await backdate(lb, "old.test", 7, 1 * DAY);
     await backdate(lb, "new.test", 5, 60_000);
+    // Minute rollups: 1,200 keys past retention for one hostname (two statements), 4 for another; 6 kept.
+    await backdateRollups(lb, "old.test", 600, 3 * DAY);
+    await backdateRollups(lb, "b.test", 2, 3 * DAY);
+    await backdateRollups(lb, "old.test", 3, 1 * DAY);
+    // Hour rollups follow their own retention: 11 days goes, 9 days stays.
+    await backdateRollups(lb, "old.test", 5, 11 * DAY, { table: "rollup_hours" });
+    await backdateRollups(lb, "old.test", 4, 9 * DAY, { table: "rollup_hours" });
     const worker = await lb.mf.getWorker();
     await worker.scheduled({ cron: "*/5 * * * *" });
     assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM request_logs"), 12);
     assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM health_events"), 12);
     assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM request_logs WHERE ts_ms < ?1", Date.now() - 2 * DAY), 0);
+    assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM rollup_minutes"), 6);
+    assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM rollup_minutes WHERE t_ms < ?1", Date.now() - 2 * DAY), 0);
+    assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM rollup_hours"), 8);
+    assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM rollup_hours WHERE t_ms < ?1", Date.now() - 10 * DAY), 0);
     // Idempotent: a second run finds nothing more to delete.
     await worker.scheduled({ cron: "*/5 * * * *" });
     assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM request_logs"), 12);
+    assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM rollup_minutes"), 6);
+    assert.equal(await count(lb, "SELECT COUNT(*) AS n FROM rollup_hours"), 8);
   } finally {
     await lb.stop();
   }
+  // Each variable fails closed on its own: a bad LOG_RETENTION_DAYS keeps the log and minute rows,
+  // while hour rows still follow ROLLUP_RETENTION_DAYS' default (90 days); and the other way round.
   const bad = await startBalancer({ defaultBackends: "", bindings: { LOG_RETENTION_DAYS: "0" } });
   try {
     await backdate(bad, "old.test", 3, 30 * DAY);
+    await backdateRollups(bad, "old.test", 3, 30 * DAY);
+    await backdateRollups(bad, "old.test", 2, 91 * DAY, { table: "rollup_hours" });
     await (await bad.mf.getWorker()).scheduled({ cron: "*/5 * * * *" });
     assert.equal(await count(bad, "SELECT COUNT(*) AS n FROM request_logs"), 3, "an unreadable retention deletes nothing");
+    assert.equal(await count(bad, "SELECT COUNT(*) AS n FROM rollup_minutes"), 6);
+    assert.equal(await count(bad, "SELECT COUNT(*) AS n FROM rollup_hours"), 0, "hour rows past the default 90 days go");
   } finally {
     await bad.stop();
+  }
+  const badRollups = await startBalancer({ defaultBackends: "", bindings: { ROLLUP_RETENTION_DAYS: "90d" } });
+  try {
+    await backdateRollups(badRollups, "old.test", 2, 100 * DAY, { table: "rollup_hours" });
+    await backdateRollups(badRollups, "old.test", 2, 30 * DAY);
+    await (await badRollups.mf.getWorker()).scheduled({ cron: "*/5 * * * *" });
+    assert.equal(await count(badRollups, "SELECT COUNT(*) AS n FROM rollup_hours"), 4, "an unreadable ROLLUP_RETENTION_DAYS deletes nothing");
+    assert.equal(await count(badRollups, "SELECT COUNT(*) AS n FROM rollup_minutes"), 0, "minute rows still follow LOG_RETENTION_DAYS (default 7)");
+  } finally {
+    await badRollups.stop();
   }
 });
 
@@ -244,7 +287,7 @@ test("health history: a killed backend's down and its revival's up are stored in
   }
 });
 
-test("a failed attempt counts against the backend that failed it, and a refused connection is named so", async () => {
+test("a failed attempt is logged with its request, against the backend that failed it, and a refused connection is named so", async () => {
   const bs = await startBackends(2);
   const lb = await startBalancer({
     defaultBackends: {
@@ -276,11 +319,11 @@ test("a failed attempt counts against the backend that failed it, and a refused 
     // The log keeps every request that met a failure (one row each, answered by the live
     // backend after its retry); the others were successes, counted but not logged at rate 0.
     await waitFor(async () => (await logged(lb, "fail.test")) === dead.requests, { what: `${dead.requests} rows` });
-    const db = await lb.mf.getD1Database("DB");
-    const row = await db.prepare("SELECT kept, failed, backend FROM request_logs WHERE hostname = 'fail.test' LIMIT 1").first();
-    assert.equal(row.kept, "error");
-    assert.equal(row.backend, bs[1].url);
-    assert.equal(JSON.parse(row.failed)[0].backend, bs[0].url, "the failed attempt is stored with its row");
+    const rows = (await (await lb.admin("/admin/services/fail.test/logs?limit=100")).json()).requests;
+    assert.ok(rows.every((r) => r.backend === bs[1].url && r.status === 200 && r.kept === "error"), JSON.stringify(rows));
+    const failed = rows.flatMap((r) => r.failed ?? []);
+    assert.equal(failed.length, dead.requests, "each failed attempt is stored with its request's row");
+    assert.ok(failed.every((f) => f.backend === bs[0].url && f.status === null), JSON.stringify(failed));
     // Why: a refused connection, in those words, in the status view and in a 503 once both are down.
     const st = await (await lb.admin("/admin/services/fail.test")).json();
     assert.equal(st.backends.find((b) => b.url === bs[0].url).last_error, "connection refused");

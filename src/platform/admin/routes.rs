@@ -12,8 +12,8 @@ use crate::platform::object::tail;
 use crate::platform::relay::call_object;
 use crate::platform::store::healthlog;
 use crate::platform::store::registry::{self, service_hosts};
-use crate::platform::store::requestlog;
 use crate::platform::store::usage;
+use crate::platform::store::{analytics, requestlog};
 use crate::platform::{env_string, error_response, random_bytes};
 use crate::policy::access::auth::{self, AuthOutcome, Credentials, Secrets};
 use crate::policy::access::keys::{self, ApiKey, Grant};
@@ -253,9 +253,9 @@ async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Respons
     };
     flush_first(env, host).await;
     let found = futures_util::try_join!(
-        requestlog::metrics(env, host, &query),
-        requestlog::service_total(env, host, query.window_s),
-        requestlog::errors_by_status(env, host, query.window_s),
+        analytics::metrics(env, host, &query),
+        analytics::service_total(env, host, query.window_s),
+        analytics::errors_by_status(env, host, query.window_s),
     );
     let ((backends, series), total, errors) = match found {
         Ok(f) => f,
@@ -266,6 +266,10 @@ async fn service_metrics(req: &Request, env: &Env, host: &str) -> Result<Respons
         "window_s": query.window_s,
         "bucket_s": query.bucket_s,
         "now_ms": Date::now().as_millis(),
+        "source": "rollups",
+        // The histogram's upper bounds (ms; one more bucket above the last): the percentiles are
+        // interpolated within them.
+        "buckets_ms": crate::policy::telemetry::metrics::BUCKETS_MS,
         "total": total,
         "errors_by_status": errors,
         "backends": backends,
@@ -613,7 +617,7 @@ async fn list_services(req: &Request, env: &Env, grant: Option<&Grant>) -> Resul
     // A key limited to some hostnames sees only those.
     hosts.retain(|h| grant.is_none_or(|g| g.sees(h)));
     // Without D1 the overview still lists each service and its health, and says why traffic is missing.
-    let (traffic, traffic_unavailable) = match requestlog::by_host(env, window_s).await {
+    let (traffic, traffic_unavailable) = match analytics::by_host(env, window_s).await {
         Ok(rows) => (rows, None),
         Err(e) => {
             console_error!("request log unavailable for the overview: {e}");

@@ -5,10 +5,15 @@ use std::fmt;
 /// Rows per page when `limit` is not given, and the most one page may hold.
 pub const DEFAULT_LOG_LIMIT: u32 = 100;
 pub const MAX_LOG_LIMIT: u32 = 1000;
-/// Metrics window when `window` is not given (seconds), and the longest (the log keeps 7 days;
-/// a day is the longest the console charts).
+/// Metrics window when `window` is not given (seconds), and the longest (hour rollups are kept
+/// 90 days by default, `ROLLUP_RETENTION_DAYS`).
 pub const DEFAULT_METRICS_WINDOW_S: u64 = 300;
-pub const MAX_METRICS_WINDOW_S: u64 = 86_400;
+pub const MAX_METRICS_WINDOW_S: u64 = 90 * DAY_S;
+/// Windows up to a day read the minute rollups; longer ones the hour rollups (minute rows are
+/// kept only `LOG_RETENTION_DAYS`).
+pub const MAX_MINUTE_WINDOW_S: u64 = DAY_S;
+const DAY_S: u64 = 86_400;
+const HOUR_S: u64 = 3600;
 /// Most buckets one series may have: enough for a day by the minute, bounded for the browser.
 pub const MAX_BUCKETS: u64 = 1440;
 
@@ -40,10 +45,12 @@ pub enum SqlValue {
 }
 
 /// Where a page of the log ends: the newest row *not* on it is older than this (time, then id).
+/// Kept rows have their table's id (positive); sampled successes, which live inside the minute's
+/// rollup row, have negative synthetic ids (see `store::requestlog::page`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub ts_ms: u64,
-    pub id: u64,
+    pub id: i64,
 }
 
 impl Cursor {
@@ -219,6 +226,39 @@ pub struct MetricsQuery {
     pub bucket_s: Option<u64>,
 }
 
+/// Which rollup table answers a question: one row per minute, or per hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollup {
+    Minutes,
+    Hours,
+}
+
+impl Rollup {
+    pub fn table(self) -> &'static str {
+        match self {
+            Rollup::Minutes => "rollup_minutes",
+            Rollup::Hours => "rollup_hours",
+        }
+    }
+
+    /// How long one row's period is (ms).
+    pub fn period_ms(self) -> u64 {
+        match self {
+            Rollup::Minutes => 60_000,
+            Rollup::Hours => HOUR_S * 1000,
+        }
+    }
+
+    /// The table for totals over a window: minutes up to a day, hours beyond.
+    pub fn for_window(window_s: u64) -> Rollup {
+        if window_s <= MAX_MINUTE_WINDOW_S {
+            Rollup::Minutes
+        } else {
+            Rollup::Hours
+        }
+    }
+}
+
 const METRICS_PARAMS: &[&str] = &["window", "bucket"];
 
 impl MetricsQuery {
@@ -247,6 +287,12 @@ impl MetricsQuery {
             Some(v) => integer("window", v, 1, MAX_METRICS_WINDOW_S)?,
             None => DEFAULT_METRICS_WINDOW_S,
         };
+        // Beyond a day only hour rows are there to be bucketed.
+        let hourly = window_s > MAX_MINUTE_WINDOW_S;
+        let mut least = window_s.div_ceil(MAX_BUCKETS);
+        if hourly {
+            least = least.div_ceil(HOUR_S) * HOUR_S;
+        }
         let bucket_s = match bucket {
             Some(v) => {
                 let b = integer("bucket", v, 1, window_s)?;
@@ -254,8 +300,15 @@ impl MetricsQuery {
                     return Err(bad(
                         "bucket",
                         format!(
-                            "{b} s buckets over a {window_s} s window make more than {MAX_BUCKETS} buckets; use at least {} s",
-                            window_s.div_ceil(MAX_BUCKETS)
+                            "{b} s buckets over a {window_s} s window make more than {MAX_BUCKETS} buckets; use at least {least} s"
+                        ),
+                    ));
+                }
+                if hourly && b % HOUR_S != 0 {
+                    return Err(bad(
+                        "bucket",
+                        format!(
+                            "windows over {MAX_MINUTE_WINDOW_S} s read hourly rollups; use a multiple of {HOUR_S} s (at least {least} s)"
                         ),
                     ));
                 }
@@ -264,6 +317,23 @@ impl MetricsQuery {
             None => None,
         };
         Ok(MetricsQuery { window_s, bucket_s })
+    }
+
+    /// The table the window's totals read.
+    pub fn totals_from(&self) -> Rollup {
+        Rollup::for_window(self.window_s)
+    }
+
+    /// The table the series reads: hour buckets (and every bucket of a window over a day) from the
+    /// hour rows, shorter ones from the minute rows.
+    pub fn series_from(&self) -> Option<Rollup> {
+        self.bucket_s.map(|b| {
+            if b % HOUR_S == 0 {
+                Rollup::Hours
+            } else {
+                self.totals_from()
+            }
+        })
     }
 }
 
@@ -359,6 +429,15 @@ mod tests {
             id: 9,
         };
         assert_eq!(log(&[("before", &c.encode())]).unwrap().before, Some(c));
+        let sample = Cursor {
+            ts_ms: 1_764_300_000_123,
+            id: -1_764_300_000_001,
+        };
+        assert_eq!(sample.encode(), "1764300000123--1764300000001");
+        assert_eq!(
+            log(&[("before", &sample.encode())]).unwrap().before,
+            Some(sample)
+        );
     }
 
     #[test]
@@ -377,9 +456,28 @@ mod tests {
                 bucket_s: Some(60)
             }
         );
+        let long = metrics(&[("window", "7776000"), ("bucket", "86400")]).unwrap();
+        assert_eq!(long.totals_from(), Rollup::Hours);
+        assert_eq!(long.series_from(), Some(Rollup::Hours));
+        let day = metrics(&[("window", "86400"), ("bucket", "60")]).unwrap();
+        assert_eq!(day.totals_from(), Rollup::Minutes);
+        assert_eq!(day.series_from(), Some(Rollup::Minutes));
+        let hourly = metrics(&[("window", "86400"), ("bucket", "3600")]).unwrap();
+        assert_eq!(hourly.totals_from(), Rollup::Minutes);
+        assert_eq!(hourly.series_from(), Some(Rollup::Hours));
         for (q, param, needle) in [
-            (vec![("window", "0")], "window", "1..=86400"),
-            (vec![("window", "86401")], "window", "1..=86400"),
+            (vec![("window", "0")], "window", "1..=7776000"),
+            (vec![("window", "7776001")], "window", "1..=7776000"),
+            (
+                vec![("window", "172800"), ("bucket", "600")],
+                "bucket",
+                "multiple of 3600",
+            ),
+            (
+                vec![("window", "7776000"), ("bucket", "3600")],
+                "bucket",
+                "at least 7200 s",
+            ),
             (
                 vec![("window", "900"), ("bucket", "901")],
                 "bucket",

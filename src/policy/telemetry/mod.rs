@@ -10,6 +10,7 @@ pub mod budget;
 pub mod logquery;
 pub mod metrics;
 pub mod notify;
+pub mod percentiles;
 pub mod record;
 pub mod retention;
 pub mod rollup;

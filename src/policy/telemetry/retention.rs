@@ -1,7 +1,22 @@
-//! How long request-log and health-history rows are kept (`LOG_RETENTION_DAYS`), and how much one cleanup run may delete.
+//! How long the request log, health history and minute rollups (`LOG_RETENTION_DAYS`) and the hour rollups (`ROLLUP_RETENTION_DAYS`) are kept, and how much one cleanup run may delete.
 
-/// Days kept when `LOG_RETENTION_DAYS` is unset.
-pub const DEFAULT_DAYS: u32 = 7;
+/// A retention variable: its name and the days kept when it is unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub var: &'static str,
+    pub default_days: u32,
+}
+
+/// The request log, health history and minute rollups.
+pub const LOG_RETENTION: Retention = Retention {
+    var: "LOG_RETENTION_DAYS",
+    default_days: 7,
+};
+/// The hour rollups: long windows (up to 90 days) of `/metrics` read them.
+pub const ROLLUP_RETENTION: Retention = Retention {
+    var: "ROLLUP_RETENTION_DAYS",
+    default_days: 90,
+};
 pub const MAX_DAYS: u32 = 3650;
 /// Rows one DELETE statement removes at most: short statements never hold D1 for long.
 pub const DELETE_BATCH: u32 = 1000;
@@ -11,17 +26,20 @@ pub const MAX_STATEMENTS: u32 = 25;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
-/// Reads `LOG_RETENTION_DAYS`: unset (or blank) is the default; anything else must be a whole
-/// number of days in 1..=3650. A value that cannot be read deletes nothing (fail closed).
-pub fn parse_days(raw: Option<&str>) -> Result<u32, String> {
-    let Some(text) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Ok(DEFAULT_DAYS);
-    };
-    match text.parse::<u32>() {
-        Ok(d) if (1..=MAX_DAYS).contains(&d) => Ok(d),
-        _ => Err(format!(
-            "LOG_RETENTION_DAYS: {text:?} is not allowed; expected a whole number of days 1..={MAX_DAYS} (default {DEFAULT_DAYS})"
-        )),
+impl Retention {
+    /// Reads the variable: unset (or blank) is the default; anything else must be a whole number
+    /// of days in 1..=3650. A value that cannot be read deletes nothing (fail closed).
+    pub fn parse_days(&self, raw: Option<&str>) -> Result<u32, String> {
+        let Some(text) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(self.default_days);
+        };
+        match text.parse::<u32>() {
+            Ok(d) if (1..=MAX_DAYS).contains(&d) => Ok(d),
+            _ => Err(format!(
+                "{}: {text:?} is not allowed; expected a whole number of days 1..={MAX_DAYS} (default {})",
+                self.var, self.default_days
+            )),
+        }
     }
 }
 
@@ -42,6 +60,7 @@ mod tests {
 
     #[test]
     fn days_default_and_bounds() {
+        let parse_days = |raw| LOG_RETENTION.parse_days(raw);
         assert_eq!(parse_days(None), Ok(7));
         assert_eq!(parse_days(Some("  ")), Ok(7));
         assert_eq!(parse_days(Some("30")), Ok(30));
@@ -54,6 +73,17 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn rollup_days_default_to_ninety_and_name_their_variable() {
+        assert_eq!(ROLLUP_RETENTION.parse_days(None), Ok(90));
+        assert_eq!(ROLLUP_RETENTION.parse_days(Some("400")), Ok(400));
+        let e = ROLLUP_RETENTION.parse_days(Some("0")).unwrap_err();
+        assert!(
+            e.starts_with("ROLLUP_RETENTION_DAYS:") && e.contains("default 90"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ test("console: an operator runs the balancer from the browser", async (t) => {
   const { lb, base, browser, page, w } = await consoleFor(t, {
     activeHealthChecks: { interval: 60, timeout: 2 },
     services: [
-      { hostname: "shop.test", backends: shop.map((b) => b.url) },
+      // Every success sampled: the log page is exercised on successes too (the default keeps 1%).
+      { hostname: "shop.test", backends: shop.map((b) => b.url), logging: { success_sample_rate: 1, max_success_rows_per_minute: 1000 } },
       { hostname: "api.test", backends: api1.map((b) => b.url), load_balancer: { session_affinity: { type: "cookie" } } },
     ],
   }, { bindings: { ADMIN_PREFIX_HOSTNAMES: "shop.test" } });

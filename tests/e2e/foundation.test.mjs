@@ -23,7 +23,8 @@ async function setup(t) {
       services: [
         { hostname: "svc-a.test", backends: a.map((x) => x.url) },
         { hostname: "svc-b.test", backends: b.map((x) => x.url) },
-        { hostname: "based.test", backends: [`${based.url}/base/`] },
+        // Every success sampled into the log (the default keeps 1%), so the log test sees them all.
+        { hostname: "based.test", backends: [`${based.url}/base/`], logging: { success_sample_rate: 1, max_success_rows_per_minute: 1000 } },
       ],
     },
     // The reserved prefix is off on balanced hostnames unless listed.
@@ -261,40 +262,35 @@ test("the dashboard is served on the admin hostname with a strict CSP, and needs
   await data.arrayBuffer();
 });
 
-test("requests are logged to D1 in batches off the request path; logs and metrics are served per hostname", async (t) => {
+test("every request is counted in the rollups and sampled successes reach the log; logs and metrics are served per hostname", async (t) => {
   const { lb, based } = await setup(t);
   const sent = [];
-  const send = async (p) => {
-    sent.push(p);
-    await (await lb.fetch("based.test", p)).arrayBuffer();
-  };
+  for (let i = 0; i < 30; i++) {
+    sent.push(`/log/${i}`);
+    await (await lb.fetch("based.test", `/log/${i}`)).arrayBuffer();
+  }
   const logged = async () => (await (await lb.admin("/admin/services/based.test/logs?limit=1000")).json()).requests;
-  for (let i = 0; i < 30; i++) await send(`/log/${i}`);
-  // A batch is written by the first request that finds its oldest row 2 s old: keep sending one
-  // request per poll until D1 holds at least the 30 above.
-  const rows = await waitFor(
-    async () => {
-      const r = await logged();
-      if (r.length >= 30) return r;
-      await send(`/log/tick${sent.length}`);
-      return null;
-    },
-    { timeoutMs: 15000, stepMs: 200, what: "the first 30 requests to be written to D1" },
-  );
-  // D1 holds whole batches: exactly the requests sent up to the one that wrote the last batch, newest first.
+  // Samples ride to the hostname's object with the next report (within a second), and reading
+  // the log asks the object to write what it holds.
+  const rows = await waitFor(async () => {
+    const r = await logged();
+    return r.length >= 30 ? r : null;
+  }, { timeoutMs: 15000, stepMs: 200, what: "the 30 sampled requests in the log" });
   assert.deepEqual(
     rows.map((r) => r.path),
-    sent.slice(0, rows.length).reverse(),
+    [...sent].reverse(),
     "every request is logged exactly once, newest first",
   );
   assert.deepEqual(
-    { method: rows[0].method, status: rows[0].status, backend: rows[0].backend, attempts: rows[0].attempts },
-    { method: "GET", status: 200, backend: `${based.url}/base`, attempts: 1 },
+    { method: rows[0].method, status: rows[0].status, backend: rows[0].backend, attempts: rows[0].attempts, kept: rows[0].kept },
+    { method: "GET", status: 200, backend: `${based.url}/base`, attempts: 1, kept: "sampled" },
   );
-  const m = await (await lb.admin("/admin/services/based.test/metrics?window=600")).json();
-  assert.equal(m.backends.length, 1);
-  assert.equal(m.backends[0].requests, rows.length);
+  const m = await waitFor(async () => {
+    const r = await (await lb.admin("/admin/services/based.test/metrics?window=600")).json();
+    return r.backends.length === 1 && r.backends[0].requests === 30 ? r : null;
+  }, { what: "30 requests counted in the rollups" });
   assert.equal(m.backends[0].errors, 0);
+  assert.equal(m.total.requests, 30);
   const bad = await lb.admin("/admin/services/based.test/logs?limit=0");
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error, /limit/);

@@ -68,6 +68,10 @@ pub struct Counters {
     /// What clients got, keyed `"<code> <source>"` (a JSON map needs text keys).
     #[serde(default)]
     pub responses: BTreeMap<String, u64>,
+    /// Requests this hostname's Durable Object served and its alarms (decide, report, lease, relay): each
+    /// one is a billed Durable Object request, which the cost table in docs/benchmarks.md counts.
+    #[serde(default)]
+    pub object_requests: u64,
 }
 
 impl Counters {
@@ -464,6 +468,15 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, format: Format) -> St
             "Requests refused with 403 by the service's access lists.",
         ),
         |h| h.counters.access_denied,
+    );
+    w.per_host(
+        hosts,
+        (
+            "flowbalance_object_requests_total",
+            "counter",
+            "Requests and alarm invocations the hostname's Durable Object served (each billed as a Durable Object request).",
+        ),
+        |h| h.counters.object_requests,
     );
 
     w.family(

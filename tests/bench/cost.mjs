@@ -65,10 +65,10 @@ export function goals(t, d1RowsPer1000) {
   const g = (goal, value, pass, shown) => ({ goal, value, shown, pass });
   const ratio = (a, b) => a / b;
   const rows = [
-    ["per-request throughput ≥ 0.65× pass-through", ratio(t.perRequest.rps, t.passThrough.rps), (v) => v >= 0.65, (v) => `${v.toFixed(2)}×`],
-    ["lease throughput ≥ 0.85× pass-through", ratio(t.lease.rps, t.passThrough.rps), (v) => v >= 0.85, (v) => `${v.toFixed(2)}×`],
-    ["per-request p99 ≤ 1.5× pass-through p99", ratio(t.perRequest.p99, t.passThrough.p99), (v) => v <= 1.5, (v) => `${v.toFixed(2)}×`],
-    ["lease p99 ≤ 1.5× pass-through p99", ratio(t.lease.p99, t.passThrough.p99), (v) => v <= 1.5, (v) => `${v.toFixed(2)}×`],
+    ["per-request throughput ≥ 0.65× pass-through", ratio(t.perRequest.rps, t.passThrough.rps), (v) => v >= 0.65, (v) => `${v.toFixed(3)}×`],
+    ["lease throughput ≥ 0.85× pass-through", ratio(t.lease.rps, t.passThrough.rps), (v) => v >= 0.85, (v) => `${v.toFixed(3)}×`],
+    ["per-request p99 ≤ 1.5× pass-through p99", ratio(t.perRequest.p99, t.passThrough.p99), (v) => v <= 1.5, (v) => `${v.toFixed(3)}×`],
+    ["lease p99 ≤ 1.5× pass-through p99", ratio(t.lease.p99, t.passThrough.p99), (v) => v <= 1.5, (v) => `${v.toFixed(3)}×`],
   ].map(([goal, v, ok, show]) => g(goal, v, ok(v), show(v)));
   for (const [mode, v] of [["per-request", d1RowsPer1000.perRequest], ["lease", d1RowsPer1000.lease]]) {
     rows.push(g(`${mode}: D1 rows written ≤ 10 per 1,000 successful requests at ≥ 100 req/s`, v, v <= 10, v.toFixed(1)));

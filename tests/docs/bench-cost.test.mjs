@@ -55,6 +55,6 @@ test("goals pass and fail at their thresholds", () => {
     g.map((x) => x.pass),
     [true, false, false, true, true, false],
   );
-  assert.equal(g[0].shown, "0.65×");
+  assert.equal(g[0].shown, "0.650×");
   assert.equal(g[5].shown, "3000.0");
 });

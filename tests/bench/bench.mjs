@@ -13,6 +13,10 @@ const DURATION = Number(process.env.BENCH_SECONDS ?? 9);
 const ROUNDS = 3;
 
 const TICKS = 100; // USER_HZ on Linux
+/**
+ * CPU seconds (user + system) of the workerd processes this benchmark started (Miniflare spawns each
+ * as a child of this process): other sessions' workerd on a shared machine do not count.
+ */
 export function workerdCpuSeconds() {
   let total = 0;
   for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
@@ -21,6 +25,7 @@ export function workerdCpuSeconds() {
       if (!comm.startsWith("workerd")) continue;
       const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) !== process.pid) continue;
       total += (Number(fields[11]) + Number(fields[12])) / TICKS;
     } catch {}
   }

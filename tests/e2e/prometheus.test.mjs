@@ -144,6 +144,11 @@ scrape_configs:
       timeoutMs: 20000,
       what: "health checks counted",
     });
+    // limited.test's 6 requests were each decided by its object (per-request mode); scrapes and alarms add more.
+    await waitFor(async () => (await value(`flowbalance_object_requests_total{${job},hostname="limited.test"}`)) >= 6, {
+      timeoutMs: 20000,
+      what: "object requests counted",
+    });
     // Histogram buckets are cumulative: the +Inf bucket equals the count.
     await expect(`sum(flowbalance_request_duration_seconds_bucket{${job},hostname="app.test",le="+Inf"})`, served + via503);
   } finally {

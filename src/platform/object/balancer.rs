@@ -157,6 +157,9 @@ impl DurableObject for Balancer {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // Counted in memory and saved with the other counters, never written per request.
+        self.metrics.borrow_mut().object_requests += 1;
+        self.metrics_dirty.set(true);
         let path = req.path();
         if self.test_delay_ms > 0 && matches!(path.as_str(), "/decide" | "/report" | "/lease") {
             Delay::from(std::time::Duration::from_millis(self.test_delay_ms)).await;
@@ -289,6 +292,9 @@ impl DurableObject for Balancer {
         // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
+        // An alarm invocation is billed as a Durable Object request too.
+        self.metrics.borrow_mut().object_requests += 1;
+        self.metrics_dirty.set(true);
         if self.fleet_ready() && self.probing_enabled() {
             if let Err(e) = self.probe(false).await {
                 console_error!("probe round failed: {e}");
@@ -396,7 +402,9 @@ impl Balancer {
             .unwrap_or_default();
         let key: Option<Vec<u8>> = self.state.storage().get(KEY_AFFINITY).await?;
         let counters: Option<String> = self.state.storage().get(KEY_METRICS).await?;
-        if let Some(c) = counters.and_then(|t| serde_json::from_str(&t).ok()) {
+        if let Some(mut c) = counters.and_then::<Counters, _>(|t| serde_json::from_str(&t).ok()) {
+            // Requests counted while loading are kept without double counting if two load at once.
+            c.object_requests = c.object_requests.max(self.metrics.borrow().object_requests);
             *self.metrics.borrow_mut() = c;
         }
         self.load_d1().await?;

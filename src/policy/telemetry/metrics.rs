@@ -75,6 +75,10 @@ pub struct Counters {
     /// Request-log rows counted but not written: the deployment's daily D1 budget was spent.
     #[serde(default)]
     pub log_rows_skipped: u64,
+    /// Requests this hostname's Durable Object served and its alarms (decide, report, lease, relay): each
+    /// one is a billed Durable Object request, which the cost table in docs/benchmarks.md counts.
+    #[serde(default)]
+    pub object_requests: u64,
 }
 
 impl Counters {
@@ -471,6 +475,15 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: 
             "Requests refused with 403 by the service's access lists.",
         ),
         |h| h.counters.access_denied,
+    );
+    w.per_host(
+        hosts,
+        (
+            "flowbalance_object_requests_total",
+            "counter",
+            "Requests and alarm invocations the hostname's Durable Object served (each billed as a Durable Object request).",
+        ),
+        |h| h.counters.object_requests,
     );
 
     w.family(

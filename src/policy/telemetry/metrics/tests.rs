@@ -131,6 +131,17 @@ fn label_values_are_escaped() {
 }
 
 #[test]
+fn object_requests_are_one_counter_per_hostname() {
+    let c = Counters {
+        object_requests: 7,
+        ..Counters::default()
+    };
+    let text = render(&[host(c)], 0, Format::Text);
+    assert!(text.contains("# TYPE flowbalance_object_requests_total counter\n"));
+    assert!(text.contains("flowbalance_object_requests_total{hostname=\"a.test\"} 7\n"));
+}
+
+#[test]
 fn text_format_names_counters_with_total_and_one_hot_breaker() {
     let mut c = Counters::default();
     c.record_outcome(&outcome("http://b:1", Some(200), 3, 1));

@@ -1,6 +1,6 @@
 -- Analytics from rollups: each hostname's Durable Object writes one row per (hostname, minute, backend)
 -- that had traffic, and keeps the hour's row current beside it. backend '' is the hostname as its clients
--- saw it (what they were answered, by whom); every other backend is the attempts FlowBalance sent there.
+-- saw it (what they were answered, by whom), and every other backend is the attempts FlowBalance sent there.
 -- hist holds counts per request-duration bucket (metrics::BUCKETS_MS, then +Inf), as a JSON array.
 -- samples (minute rows of backend '' only) holds the minute's sampled successful requests as a JSON array:
 -- successes are logged inside the rollup row, at no extra row written.
@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS rollup_hours (hostname TEXT NOT NULL, t_ms INTEGER NO
 -- The deployment's D1 rows written per UTC day (D1's own meta.rows_written), for D1_DAILY_ROWS_BUDGET.
 CREATE TABLE IF NOT EXISTS d1_usage (day TEXT NOT NULL, tbl TEXT NOT NULL, rows INTEGER NOT NULL, PRIMARY KEY (day, tbl)) WITHOUT ROWID;
 -- The request log keeps what an operator must see one by one: why a row was kept (error, retried, slow,
--- refused; NULL: logged before sampling), and its failed attempts as JSON (failed_attempts is gone: rollups
+-- refused, NULL: logged before sampling), and its failed attempts as JSON (failed_attempts is gone: rollups
 -- count failures per backend).
 ALTER TABLE request_logs ADD COLUMN kept TEXT;
 ALTER TABLE request_logs ADD COLUMN failed TEXT;

@@ -21,9 +21,12 @@ async function setup(t) {
     defaultBackends: {
       ...quiet,
       services: [
-        { hostname: "svc-a.test", backends: a.map((x) => x.url) },
+        // Per request where a test counts exactly: svc-a's 90 concurrent requests spread 30/30/30
+        // by the object's one round robin, based.test's log rows and metrics agree at any moment.
+        // svc-b runs in the default mode (auto: lease).
+        { hostname: "svc-a.test", backends: a.map((x) => x.url), decisions: { mode: "per_request" } },
         { hostname: "svc-b.test", backends: b.map((x) => x.url) },
-        { hostname: "based.test", backends: [`${based.url}/base/`] },
+        { hostname: "based.test", backends: [`${based.url}/base/`], decisions: { mode: "per_request" } },
       ],
     },
     // The reserved prefix is off on balanced hostnames unless listed.

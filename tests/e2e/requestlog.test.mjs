@@ -141,6 +141,8 @@ test("a failed attempt counts against the backend that failed it, and a refused 
       // Probes and the breaker stay out of the way: every request meets the dead backend's turn.
       activeHealthChecks: { enabled: false },
       passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000 } },
+      // Per request: a lease would eject the dead backend locally after its first failure.
+      decisions: { mode: "per_request" },
     },
   });
   try {

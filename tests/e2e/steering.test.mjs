@@ -199,7 +199,8 @@ test("config API: create a service, read it back with version and ETag, replace 
     t,
     ["weights.test", "sticky.test", "oa.test"].map((hostname) => ({ hostname, backends: [other.url] })),
   );
-  let res = await admin(lb, "/admin/services/new.test/config", { method: "POST", body: { backends: [n1.url, n2.url] } });
+  // Per request: the exact 2:2 below is the object's round robin (a lease starts at a random offset).
+  let res = await admin(lb, "/admin/services/new.test/config", { method: "POST", body: { backends: [n1.url, n2.url], decisions: { mode: "per_request" } } });
   assert.equal(res.status, 201, res.text);
   assert.equal(res.body.version, 1);
   assert.deepEqual((await counts(lb, "new.test", 4)), { n1: 2, n2: 2 });
@@ -392,7 +393,8 @@ test("a config stored through the API survives a restart of the runtime (same st
 
 test("backend operations: add, disable, reweight, remove; removing the last backend is refused", async (t) => {
   const [o1, o2, o3] = await backendsFor(t, ["o1", "o2", "o3"]);
-  const lb = await serve(t, [{ hostname: "ops.test", backends: urls([o1, o2]) }]);
+  // Per request: exact counts right after each backend edit are the object's round robin.
+  const lb = await serve(t, [{ hostname: "ops.test", backends: urls([o1, o2]), decisions: { mode: "per_request" } }]);
   const base = "/admin/services/ops.test/backends";
   let res = await admin(lb, base, { method: "POST", body: { url: o3.url } });
   assert.equal(res.status, 200, res.text);

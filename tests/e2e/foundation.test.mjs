@@ -21,11 +21,11 @@ async function setup(t) {
     defaultBackends: {
       ...quiet,
       services: [
-        // Per request where a test counts exactly: svc-a's 90 concurrent requests spread 30/30/30
-        // by the object's one round robin, based.test's log rows and metrics agree at any moment.
-        // svc-b runs in the default mode (auto: lease).
+        // Per request: these tests count exactly what the object's one round robin hands out
+        // (90 concurrent requests 30/30/30, 40 in a row 20/20; a lease starts at a random offset),
+        // and based.test's log rows and metrics agree at any moment.
         { hostname: "svc-a.test", backends: a.map((x) => x.url), decisions: { mode: "per_request" } },
-        { hostname: "svc-b.test", backends: b.map((x) => x.url) },
+        { hostname: "svc-b.test", backends: b.map((x) => x.url), decisions: { mode: "per_request" } },
         { hostname: "based.test", backends: [`${based.url}/base/`], decisions: { mode: "per_request" } },
       ],
     },

@@ -20,8 +20,9 @@ const services = [
   // cost of watching for transitions on every batch of outcomes.
   { hostname: "hooked.test", backends: urls, notifications: { webhooks: [{ url: "http://127.0.0.1:9/hook", secret: "0123456789abcdef" }] } },
 ];
-const a = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services: services.slice(0, 1) }, buildDir: path.resolve(dirA) });
-const b = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services }, buildDir: path.resolve(dirB) });
+// Per-request mode in both, as the A/B figures have always been.
+const a = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, decisions: { mode: "per_request" }, services: services.slice(0, 1) }, buildDir: path.resolve(dirA) });
+const b = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, decisions: { mode: "per_request" }, services }, buildDir: path.resolve(dirB) });
 const subjects = [
   { name: `A ${dirA}`, url: `http://${new URL(a.url).host}/`, host: "bench.test" },
   { name: `B ${dirB}`, url: `http://${new URL(b.url).host}/`, host: "bench.test" },

@@ -161,11 +161,14 @@ function renderBackends(body, host, head) {
     const d = status.decisions;
     let mode = head.querySelector("#decisions");
     if (!mode) head.append((mode = h("span", { class: "muted", id: "decisions", title: "decisions.mode: where routing decisions are made" })));
+    // The mode in effect, then why: what auto found, or that decisions.mode says so.
+    const effective = d?.effective_mode ?? d?.mode;
+    const chosen = d?.why ? ` · ${d.mode === "auto" ? "auto: " : ""}${d.why}` : "";
     mode.textContent = !d
       ? ""
-      : d.mode === "lease"
-        ? `Decisions: lease mode (${d.lease_ms} ms), ${d.leases_outstanding} lease${d.leases_outstanding === 1 ? "" : "s"} outstanding`
-        : "Decisions: per request";
+      : effective === "lease"
+        ? `Decisions: lease mode (${d.lease_ms} ms), ${d.leases_outstanding} lease${d.leases_outstanding === 1 ? "" : "s"} outstanding${chosen}`
+        : `Decisions: per request${chosen}`;
     mount(list, status.pools?.length ? poolsCard(status.pools) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
   };
   const refresh = async () => {

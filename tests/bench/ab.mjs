@@ -16,11 +16,12 @@ if (!dirA) throw new Error("usage: node tests/bench/ab.mjs <build dir A> [<build
 const child = fork(path.join(here, "backend-process.mjs"), ["3"], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
 const { urls } = await new Promise((r) => child.once("message", r));
 const services = [
-  { hostname: "bench.test", backends: urls },
+  // Per request, as the A/B figures have always been (auto would pick lease).
+  { hostname: "bench.test", backends: urls, decisions: { mode: "per_request" } },
   { hostname: "lease.test", backends: urls, decisions: { mode: "lease", lease_ms: 1000 } },
   // Webhooks configured (nothing listens; no transition happens, so nothing is sent): the
   // cost of watching for transitions on every batch of outcomes.
-  { hostname: "hooked.test", backends: urls, notifications: { webhooks: [{ url: "http://127.0.0.1:9/hook", secret: "0123456789abcdef" }] } },
+  { hostname: "hooked.test", backends: urls, decisions: { mode: "per_request" }, notifications: { webhooks: [{ url: "http://127.0.0.1:9/hook", secret: "0123456789abcdef" }] } },
 ];
 const a = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services: services.slice(0, 2) }, buildDir: path.resolve(dirA) });
 const b = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services }, buildDir: path.resolve(dirB) });

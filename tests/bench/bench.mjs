@@ -90,7 +90,7 @@ export function ask(child, msg) {
 async function failoverRun() {
   const { child, urls } = await startBackendProcess(3);
   const lb = await startBalancer({
-    defaultBackends: { hostname: "failover.test", backends: urls, activeHealthChecks: { interval: 5, timeout: 1 } },
+    defaultBackends: { hostname: "failover.test", backends: urls, activeHealthChecks: { interval: 5, timeout: 1 }, decisions: { mode: "per_request" } },
   });
   const target = `http://${new URL(lb.url).host}/`;
   const run = autocannon({ url: target, connections: CONNECTIONS, duration: 8, headers: { host: "failover.test" } });
@@ -125,6 +125,8 @@ async function main() {
   const lb = await startBalancer({
     defaultBackends: {
       activeHealthChecks: { interval: 60 },
+      // Per-request mode, as these figures have always been (lease.mjs measures both modes).
+      decisions: { mode: "per_request" },
       services: [
         { hostname: "bench.test", backends: urls },
         {

@@ -19,6 +19,7 @@ function startBackendProcess(ports) {
 
 const services = (urls) => ({
   activeHealthChecks: { interval: 60 },
+  decisions: { mode: "per_request" },
   services: [
     { hostname: "quiet.test", backends: urls },
     { hostname: "tailed.test", backends: urls },

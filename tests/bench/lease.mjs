@@ -20,7 +20,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const services = (urls) => ({
   activeHealthChecks: { interval: 60 },
   services: [
-    { hostname: "per.test", backends: urls },
+    { hostname: "per.test", backends: urls, decisions: { mode: "per_request" } },
     { hostname: "lease.test", backends: urls, decisions: { mode: "lease", lease_ms: LEASE_MS } },
   ],
 });
@@ -31,7 +31,7 @@ async function decisions(lb, host) {
 
 /** Median latency of config writes to `host` (each a real change: weights alternate), while `connections` clients load it. */
 async function writeLatency(lb, host, urls, connections) {
-  const mode = host === "lease.test" ? { decisions: { mode: "lease", lease_ms: LEASE_MS } } : {};
+  const mode = host === "lease.test" ? { decisions: { mode: "lease", lease_ms: LEASE_MS } } : { decisions: { mode: "per_request" } };
   const load = connections
     ? autocannon({ url: `http://${new URL(lb.url).host}/`, connections, duration: 6, headers: { host } })
     : null;

@@ -105,13 +105,13 @@ async function main() {
   const { child, urls } = await startBackendProcess(3);
   const { mf: hop, url: hopUrl } = await startBareHop(urls, 0, { inspectorPort: 9301 });
   const lb = await startBalancer({
-    defaultBackends: { activeHealthChecks: { interval: 60 }, services: [{ hostname: "bench.test", backends: urls }] },
+    defaultBackends: { activeHealthChecks: { interval: 60 }, decisions: { mode: "per_request" }, services: [{ hostname: "bench.test", backends: urls }] },
     miniflare: { inspectorPort: 9302 },
   });
   if (process.env.PROFILE_BUILDS) {
     const others = [];
     for (const dir of process.env.PROFILE_BUILDS.split(","))
-      others.push([dir, await startBalancer({ buildDir: dir, defaultBackends: { activeHealthChecks: { interval: 60 }, services: [{ hostname: "bench.test", backends: urls }] } })]);
+      others.push([dir, await startBalancer({ buildDir: dir, defaultBackends: { activeHealthChecks: { interval: 60 }, decisions: { mode: "per_request" }, services: [{ hostname: "bench.test", backends: urls }] } })]);
     const headers = { host: "bench.test" };
     const rows = await compare([
       { name: "bare hop", url: `${hopUrl}/` },

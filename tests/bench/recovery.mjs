@@ -15,6 +15,7 @@ async function main() {
       activeHealthChecks: { interval: INTERVAL_S, timeout: 1, consecutive_up: CONSECUTIVE_UP, consecutive_down: 2 },
       passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: RECOVERY_TIMEOUT_MS } },
       connection_error_handling: { connection_timeout_ms: 1000 },
+      decisions: { mode: "per_request" },
     },
   });
   let stop = false;

@@ -80,7 +80,8 @@ async function main() {
   const services = [];
   for (const mode of MODES) services.push({ hostname: fastHost(mode), backends: fast, load_balancer: { endpoint_steering: mode } });
   for (const mode of SLOW_MODES) services.push({ hostname: slowHost(mode), backends: mixed, load_balancer: { endpoint_steering: mode } });
-  const lb = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services } });
+  // Per request: the steering figures are the object's own decisions.
+  const lb = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, decisions: { mode: "per_request" }, services } });
   const base = `http://${new URL(lb.url).host}/`;
   await ask(child, { slow: 5, ms: SLOW_MS });
   const slowRows = [];

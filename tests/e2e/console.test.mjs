@@ -208,6 +208,8 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     await form.getByRole("button", { name: "Add service" }).click();
     await page.getByRole("heading", { name: "new.test" }).waitFor();
     await page.locator(`#backends tr[data-backend="${fresh.url}"]`).waitFor();
+    // No decisions block: auto, and nothing in the form needs every request at the object.
+    assert.match(await page.locator("#decisions").innerText(), /lease mode \(1000 ms\).* · auto: no feature needs every request at the object/);
     const statuses = await traffic(lb, "new.test", 5, "/hello");
     assert.deepEqual(statuses, [200, 200, 200, 200, 200]);
     assert.equal(fresh.requests().filter((r) => r.url === "/hello").length, 5);
@@ -226,7 +228,7 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     await waitFor(async () => (await pool.count()) === 1, { timeoutMs: 15000, what: "the Pools card" });
     assert.match(await pool.innerText(), /primary.*healthy.*1 \/ 1 healthy/s);
     assert.match(await page.locator("#steering").innerText(), /round robin within a pool · pools by failover/);
-    assert.match(await page.locator("#decisions").innerText(), /lease mode \(500 ms\)/);
+    assert.match(await page.locator("#decisions").innerText(), /lease mode \(500 ms\).* · decisions\.mode is "lease"/);
 
     await page.getByRole("link", { name: "Live", exact: true }).click();
     await waitFor(async () => /Connected/.test(await page.locator("#live-state").innerText()), { what: "the tail connected" });

@@ -18,6 +18,9 @@ const quiet = {
 };
 
 const tolerant = { passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000, min_requests: 1000 } } };
+// Per request: round robin keeps sending requests to the failing backend (a lease ejects it
+// locally after its first failure), so each test sees the failure as often as it counts.
+const perRequest = { decisions: { mode: "per_request" } };
 
 async function start(services) {
   const lb = await startBalancer({ defaultBackends: { services } });
@@ -57,8 +60,8 @@ test("no backend status can crash the Worker: requests in flight survive, odd st
   const lb = await start([
     { hostname: "slow.test", backends: [slow.url], ...quiet, connection_error_handling: { connection_timeout_ms: 20000 } },
     // A high threshold keeps the odd backends in rotation, so every status reaches the Worker.
-    { hostname: "odd.test", backends: [bad.url, good.url], ...quiet, ...tolerant },
-    { hostname: "only-odd.test", backends: [lonely.url], ...quiet, ...tolerant },
+    { hostname: "odd.test", backends: [bad.url, good.url], ...quiet, ...tolerant, ...perRequest },
+    { hostname: "only-odd.test", backends: [lonely.url], ...quiet, ...tolerant, ...perRequest },
   ]);
   try {
     // Requests held in flight on the same instance while the odd statuses arrive.
@@ -156,7 +159,7 @@ test("clients that hang up mid-upload open no breaker, and traffic still spreads
 test("a backend that breaks every large response off mid-body has its breaker opened", async () => {
   const [cut, fine] = await startBackends(2);
   cut.mode = "truncate";
-  const lb = await start([{ hostname: "cut.test", backends: [cut.url, fine.url], ...quiet }]);
+  const lb = await start([{ hostname: "cut.test", backends: [cut.url, fine.url], ...quiet, ...perRequest }]);
   try {
     let broken = 0;
     for (let i = 0; i < 12; i++) {
@@ -184,7 +187,7 @@ test("a small response body broken off is a 502 naming it, and a failure of its 
     res.writeHead(200, { "content-type": "text/plain", "content-length": "2000" });
     res.write("x".repeat(500), () => req.socket.destroy());
   };
-  const lb = await start([{ hostname: "cutsmall.test", backends: [cut.url, fine.url], ...quiet }]);
+  const lb = await start([{ hostname: "cutsmall.test", backends: [cut.url, fine.url], ...quiet, ...perRequest }]);
   try {
     let named = 0;
     for (let i = 0; i < 12; i++) {

@@ -21,10 +21,13 @@ async function setup(t) {
     defaultBackends: {
       ...quiet,
       services: [
-        { hostname: "svc-a.test", backends: a.map((x) => x.url) },
-        { hostname: "svc-b.test", backends: b.map((x) => x.url) },
-        // Every success sampled into the log (the default keeps 1%), so the log test sees them all.
-        { hostname: "based.test", backends: [`${based.url}/base/`], logging: { success_sample_rate: 1, max_success_rows_per_minute: 1000 } },
+        // Per request: these tests count exactly what the object's one round robin hands out
+        // (90 concurrent requests 30/30/30, 40 in a row 20/20; a lease starts at a random offset),
+        // and based.test's log rows and metrics agree at any moment.
+        { hostname: "svc-a.test", backends: a.map((x) => x.url), decisions: { mode: "per_request" } },
+        { hostname: "svc-b.test", backends: b.map((x) => x.url), decisions: { mode: "per_request" } },
+        // based.test samples every success into the log (the default keeps 1%), so the log test sees them all.
+        { hostname: "based.test", backends: [`${based.url}/base/`], decisions: { mode: "per_request" }, logging: { success_sample_rate: 1, max_success_rows_per_minute: 1000 } },
       ],
     },
     // The reserved prefix is off on balanced hostnames unless listed.

@@ -1,6 +1,7 @@
 // End to end: lease mode. The Worker decides locally under a lease from the hostname's Durable
 // Object; spread, weights, stickiness, geo, failover, config changes, rollback and breaker trials
-// behave as in per-request mode, and what lease mode cannot do is refused.
+// behave as in per-request mode, and what lease mode cannot do is refused. Auto mode (the
+// default) leases unless the service needs every request at the object.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
@@ -199,7 +200,7 @@ test("lease mode: rollback takes effect for every request decided after its 2xx"
   assert.equal(res.status, 200, res.text);
   for (let i = 0; i < 5; i++) assert.equal(await backendOf(lb, "hist.test", `/b${i}`), "hist1");
   // Back to per-request mode: also at once.
-  res = await admin(lb, cfgPath, { method: "POST", body: { backends: [h2.url] } });
+  res = await admin(lb, cfgPath, { method: "POST", body: { backends: [h2.url], decisions: { mode: "per_request" } } });
   assert.equal(res.status, 200, res.text);
   assert.equal(await backendOf(lb, "hist.test", "/c"), "hist2");
   assert.equal((await decisions(lb, "hist.test")).mode, "per_request");
@@ -278,7 +279,41 @@ test("lease mode refuses rate_limit and in-flight steering with a 400 naming bot
   assert.ok(res.body.errors.some((er) => er.path === "decisions.lease_ms"), res.text);
   const after = await admin(lb, cfgPath);
   assert.equal(after.body.version, before.body.version, "a refused config changed the version");
-  assert.equal((await decisions(lb, "refuse.test")).mode, "per_request");
+  const d = await decisions(lb, "refuse.test");
+  assert.deepEqual([d.mode, d.effective_mode], ["auto", "lease"]);
+});
+
+test("auto mode (the default): no decisions section runs in lease mode; rate_limit or in-flight steering per request, and each says why", async (t) => {
+  const [x] = await backendsFor(t, ["x1"]);
+  const lb = await serve(t, [
+    { hostname: "plain.test", backends: [x.url] },
+    { hostname: "limited.test", backends: [x.url], rate_limit: { requests: 1000, window: 60 } },
+    { hostname: "latency.test", backends: [x.url], load_balancer: { endpoint_steering: "latency" } },
+  ]);
+  for (const host of ["plain.test", "limited.test", "latency.test"]) {
+    for (let i = 0; i < 20; i++) assert.equal(await backendOf(lb, host, `/${i}`), "x1");
+  }
+  const plain = await decisions(lb, "plain.test");
+  assert.deepEqual([plain.mode, plain.effective_mode, plain.why], ["auto", "lease", "no feature needs every request at the object"]);
+  assert.equal(plain.lease_ms, 1000);
+  assert.ok(plain.lease_grants >= 1 && plain.lease_grants + plain.lease_refreshes < 10, `20 requests under leases: ${JSON.stringify(plain)}`);
+  const limited = await decisions(lb, "limited.test");
+  assert.deepEqual([limited.mode, limited.effective_mode, limited.why], ["auto", "per_request", "rate_limit needs every request at the object"]);
+  assert.equal(limited.lease_grants, 0, JSON.stringify(limited));
+  const latency = await decisions(lb, "latency.test");
+  assert.deepEqual([latency.mode, latency.effective_mode, latency.why], ["auto", "per_request", 'endpoint_steering "latency" needs every request at the object']);
+  assert.equal(latency.lease_grants, 0, JSON.stringify(latency));
+  // A config change that adds rate_limit moves the service to per-request mode at once.
+  const res = await admin(lb, "/admin/services/plain.test/config", { method: "POST", body: { backends: [x.url], rate_limit: { requests: 1000, window: 60 } } });
+  assert.equal(res.status, 200, res.text);
+  const after = await decisions(lb, "plain.test");
+  assert.deepEqual([after.effective_mode, after.why], ["per_request", "rate_limit needs every request at the object"]);
+  // Once the old leases are gone every request asks the object, so each one counts toward the limit.
+  const grants = after.lease_grants + after.lease_refreshes;
+  for (let i = 0; i < 10; i++) assert.equal(await backendOf(lb, "plain.test", `/r${i}`), "x1");
+  const later = await decisions(lb, "plain.test");
+  assert.equal(later.lease_grants + later.lease_refreshes, grants, `leases granted in per-request mode: ${JSON.stringify(later)}`);
+  assert.equal(later.leases_outstanding, 0, JSON.stringify(later));
 });
 
 test("lease mode: a live tail opened while a lease is held sees every request decided after it connects", async (t) => {

@@ -22,6 +22,8 @@ test("Prometheus scrapes requests, retries, failovers, health checks, limits and
           retries: 1,
           activeHealthChecks: { enabled: false },
           passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000 } },
+          // Per request: round robin keeps meeting the 503 backend (a lease ejects it locally).
+          decisions: { mode: "per_request" },
         },
         {
           hostname: "limited.test",
@@ -168,6 +170,8 @@ test("counters survive a runtime restart (stored by the alarm and every 10 s, ne
     retries: 1,
     activeHealthChecks: { interval: 1, timeout: 1, consecutive_down: 100 },
     passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000 } },
+    // Per request: round robin keeps meeting the 503 backend (a lease ejects it locally).
+    decisions: { mode: "per_request" },
   };
   let lb = await startBalancer({ defaultBackends: config, persistDir: dir });
   const sample = async (re) => {

@@ -298,6 +298,8 @@ test("a failed attempt is logged with its request, against the backend that fail
       activeHealthChecks: { enabled: false },
       passiveHealthChecks: { circuit_breaker: { failure_threshold: 1000 } },
       logging: { success_sample_rate: 0 },
+      // Per request: a lease would eject the dead backend locally after its first failure.
+      decisions: { mode: "per_request" },
     },
   });
   try {

@@ -105,7 +105,9 @@ test("a POST that reached a failing backend is not replayed; a POST refused at c
 
 test("the breaker opens after N failures, admits exactly one trial after recovery, and closes on success", async (t) => {
   const bs = await backendsFor(t, 2);
-  const lb = await setup(t, bs, { activeHealthChecks: { enabled: false } });
+  // Per request: every failure reaches the object (a lease ejects the backend locally after its
+  // first; lease.test.mjs covers the breaker under leases).
+  const lb = await setup(t, bs, { activeHealthChecks: { enabled: false }, decisions: { mode: "per_request" } });
   bs[0].mode = "503";
   for (let i = 0; i < 12; i++) assert.equal((await lb.fetch("app.test", `/a${i}`)).status, 200);
   // Failure reports reach the Durable Object after the responses.
@@ -222,6 +224,8 @@ test("health and breaker state survive a runtime restart", async (t) => {
     ...fast,
     activeHealthChecks: { enabled: false },
     passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 60000 } },
+    // Per request: the 8 requests below bring 3 failures to the object (a lease ejects locally).
+    decisions: { mode: "per_request" },
   };
   try {
     let lb = await startBalancer({ defaultBackends: cfg, persistDir: dir });

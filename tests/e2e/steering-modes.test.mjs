@@ -130,6 +130,9 @@ test("failover steering: the first healthy pool takes all traffic; minimum_healt
       hostname: "pools.test",
       activeHealthChecks: { interval: 0.3, timeout: 0.5, consecutive_down: 1, consecutive_up: 1, path: "/health" },
       load_balancer: { steering: "failover" },
+      // Per request: traffic moves at the next request after a pool turns critical (a lease would
+      // keep the old pools for up to lease_ms).
+      decisions: { mode: "per_request" },
       pools: [
         { name: "primary", backends: [p1.url, p2.url], minimum_healthy: 2 },
         { name: "secondary", backends: [s1.url] },

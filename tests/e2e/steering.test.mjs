@@ -40,7 +40,9 @@ function cookieValue(setCookie) {
 
 test("weights 3:1: exactly 3 heavy and 1 light pick per cycle of 4, never more than 3 heavy in a row", async (t) => {
   const [wHeavy, wLight] = await backendsFor(t, ["w-heavy", "w-light"]);
-  const lb = await serve(t, [{ hostname: "weights.test", backends: [{ url: wHeavy.url, weight: 3 }, wLight.url] }]);
+  // Per request: exact cycles of 4 are the object's one round robin (each lease starts at its own
+  // offset; lease.test.mjs checks the ratio under leases).
+  const lb = await serve(t, [{ hostname: "weights.test", backends: [{ url: wHeavy.url, weight: 3 }, wLight.url], decisions: { mode: "per_request" } }]);
   const picks = [];
   for (let i = 0; i < 400; i++) picks.push(await backendOf(lb, "weights.test", `/w${i}`));
   const heavy = picks.filter((p) => p === "w-heavy").length;
@@ -199,7 +201,8 @@ test("config API: create a service, read it back with version and ETag, replace 
     t,
     ["weights.test", "sticky.test", "oa.test"].map((hostname) => ({ hostname, backends: [other.url] })),
   );
-  let res = await admin(lb, "/admin/services/new.test/config", { method: "POST", body: { backends: [n1.url, n2.url] } });
+  // Per request: the exact 2:2 below is the object's round robin (a lease starts at a random offset).
+  let res = await admin(lb, "/admin/services/new.test/config", { method: "POST", body: { backends: [n1.url, n2.url], decisions: { mode: "per_request" } } });
   assert.equal(res.status, 201, res.text);
   assert.equal(res.body.version, 1);
   assert.deepEqual((await counts(lb, "new.test", 4)), { n1: 2, n2: 2 });
@@ -244,7 +247,8 @@ test("config API: create a service, read it back with version and ETag, replace 
 
 test("invalid configs get 400 with every error by field path, and nothing changes", async (t) => {
   const [i1, i2] = await backendsFor(t, ["inv1", "inv2"]);
-  const lb = await serve(t, [{ hostname: "inv.test", backends: urls([i1, i2]) }]);
+  // Per request: the exact 2:2 at the end is the object's round robin.
+  const lb = await serve(t, [{ hostname: "inv.test", backends: urls([i1, i2]), decisions: { mode: "per_request" } }]);
   const before = await admin(lb, "/admin/services/inv.test/config");
   assert.equal(before.status, 200);
   const cases = [
@@ -288,17 +292,18 @@ test("invalid configs get 400 with every error by field path, and nothing change
 
 test("versions: each accepted change bumps the version and ETag; a stale If-Match is 412 and changes nothing; the current one succeeds", async (t) => {
   const [v1, v2, v3] = await backendsFor(t, ["v1", "v2", "v3"]);
-  const lb = await serve(t, [{ hostname: "ver.test", backends: [v1.url] }]);
+  // Per request: the exact 2:2 after the backend edit is the object's round robin.
+  const lb = await serve(t, [{ hostname: "ver.test", backends: [v1.url], decisions: { mode: "per_request" } }]);
   const cfgPath = "/admin/services/ver.test/config";
   let res = await admin(lb, cfgPath);
   assert.equal(res.body.version, 0, "a DEFAULT_BACKENDS service starts at version 0");
   assert.equal(res.headers.get("etag"), '"0"');
 
-  res = await admin(lb, cfgPath, { method: "POST", body: { backends: [v2.url] } });
+  res = await admin(lb, cfgPath, { method: "POST", body: { backends: [v2.url], decisions: { mode: "per_request" } } });
   assert.equal(res.status, 200, res.text);
   assert.equal(res.body.version, 1);
   assert.equal(res.headers.get("etag"), '"1"');
-  res = await admin(lb, cfgPath, { method: "PUT", body: { backends: [v3.url] } });
+  res = await admin(lb, cfgPath, { method: "PUT", body: { backends: [v3.url], decisions: { mode: "per_request" } } });
   assert.equal(res.status, 200, res.text);
   assert.equal(res.body.version, 2);
   assert.deepEqual(await counts(lb, "ver.test", 3), { v3: 3 });
@@ -392,7 +397,8 @@ test("a config stored through the API survives a restart of the runtime (same st
 
 test("backend operations: add, disable, reweight, remove; removing the last backend is refused", async (t) => {
   const [o1, o2, o3] = await backendsFor(t, ["o1", "o2", "o3"]);
-  const lb = await serve(t, [{ hostname: "ops.test", backends: urls([o1, o2]) }]);
+  // Per request: exact counts right after each backend edit are the object's round robin.
+  const lb = await serve(t, [{ hostname: "ops.test", backends: urls([o1, o2]), decisions: { mode: "per_request" } }]);
   const base = "/admin/services/ops.test/backends";
   let res = await admin(lb, base, { method: "POST", body: { url: o3.url } });
   assert.equal(res.status, 200, res.text);
@@ -526,13 +532,17 @@ test("access lists: deny wins, a non-matching allow list refuses, a matching one
 test("two services are isolated: one service's failing backends and open breakers do not touch another's", async (t) => {
   const isoA = await backendsFor(t, ["fa1", "fa2"]);
   const isoB = await backendsFor(t, ["gb1", "gb2"]);
+  // Per request: every failure reaches iso-a's object, and iso-b's 10:10 is the object's round
+  // robin (a lease starts at a random offset).
+  const perRequest = { decisions: { mode: "per_request" } };
   const lb = await serve(t, [
     {
       hostname: "iso-a.test",
       backends: urls(isoA),
       passiveHealthChecks: { circuit_breaker: { failure_threshold: 3, recovery_timeout_ms: 600000 } },
+      ...perRequest,
     },
-    { hostname: "iso-b.test", backends: urls(isoB) },
+    { hostname: "iso-b.test", backends: urls(isoB), ...perRequest },
   ]);
   for (const x of isoA) x.mode = "503";
   for (let i = 0; i < 8; i++) await send(lb, "iso-a.test", `/f${i}`);

@@ -83,9 +83,10 @@ export async function applyMigrations(db) {
   const done = new Set((await db.prepare("SELECT name FROM d1_migrations").all()).results.map((r) => r.name));
   for (const file of readdirSync(path.join(root, "migrations")).sort()) {
     if (done.has(file)) continue;
-    // D1's exec() splits on newlines: apply statement by statement.
-    const sql = readFileSync(path.join(root, "migrations", file), "utf8");
-    for (const stmt of sql.split(";").map((s) => s.replace(/^\s*--.*$/gm, "").trim()).filter(Boolean)) {
+    // D1's exec() splits on newlines: apply statement by statement. Comments go first, since one
+    // may hold a ";".
+    const sql = readFileSync(path.join(root, "migrations", file), "utf8").replace(/^\s*--.*$/gm, "");
+    for (const stmt of sql.split(";").map((s) => s.trim()).filter(Boolean)) {
       await db.prepare(stmt).run();
     }
     await db.prepare("INSERT INTO d1_migrations (name, applied_at) VALUES (?1, datetime('now'))").bind(file).run();

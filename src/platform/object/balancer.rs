@@ -12,8 +12,7 @@ use crate::platform::relay::{ACTOR_HEADER, HOST_HEADER};
 use crate::platform::store::registry::{self, config_error, unknown_host};
 use crate::platform::{env_string, error_response, random_bytes};
 use crate::policy::control::audit::{Actor, ActorKind};
-use crate::policy::control::config::DecisionMode;
-use crate::policy::control::config::{self, Deployment, ServiceConfig};
+use crate::policy::control::config::{self, Deployment, EffectiveMode, ServiceConfig};
 use crate::policy::rng::{Rng, SplitMix64};
 use crate::policy::telemetry::metrics::Counters;
 use crate::policy::telemetry::notify::Outbox;
@@ -347,7 +346,7 @@ impl Balancer {
     }
 
     fn lease_mode(&self) -> bool {
-        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg().decisions.mode == DecisionMode::Lease)
+        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg().effective_mode() == EffectiveMode::Lease)
     }
 
     fn fleet_ready(&self) -> bool {
@@ -427,7 +426,7 @@ impl Balancer {
         // Leases an earlier lifetime of this object granted are unknown: they count as in use
         // for one lease length, so a config change right after a restart still waits for them.
         let unknown_for = match &service {
-            Service::Ready(f) if f.cfg().decisions.mode == DecisionMode::Lease => {
+            Service::Ready(f) if f.cfg().effective_mode() == EffectiveMode::Lease => {
                 f.cfg().decisions.lease_ms
             }
             _ => 0,

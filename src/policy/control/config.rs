@@ -1,8 +1,9 @@
 //! Service configuration: one typed model (serde derive, newtypes that check themselves, one `validate()` pass) for DEFAULT_BACKENDS and the REST API.
 //!
-//! Its parts: `model` (the types and what callers read from them), `values` (field types that
-//! check themselves), `validate` (cross-field rules), `forms` (a service, DEFAULT_BACKENDS and the
-//! REST API body), `typed` (serde errors at their paths), `names`, `secrets` and `schema`.
+//! Its parts: `model` (the types and what callers read from them), `mode` (the decision mode in
+//! effect, `auto` resolved), `values` (field types that check themselves), `validate`
+//! (cross-field rules), `forms` (a service, DEFAULT_BACKENDS and the REST API body), `typed`
+//! (serde errors at their paths), `names`, `secrets` and `schema`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -65,6 +66,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 mod forms;
+mod mode;
 mod model;
 mod names;
 #[cfg(not(target_arch = "wasm32"))]
@@ -78,6 +80,7 @@ pub use forms::{
     default_hostnames, parse_default_backends, parse_default_backends_partial, parse_service,
     parse_service_for_host,
 };
+pub use mode::{EffectiveMode, ObjectNeed};
 pub use model::*;
 pub use names::{validate_backend_url, validate_hostname};
 #[cfg(not(target_arch = "wasm32"))]

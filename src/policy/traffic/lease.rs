@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::control::config::{self, DecisionMode, Deployment};
+use crate::policy::control::config::{self, Deployment, EffectiveMode};
 use crate::policy::traffic::decision::{Outcome, Verdict};
 use crate::policy::traffic::facts::{Needs, RequestFacts};
 use crate::policy::traffic::fleet::{Fleet, LeasedBackend};
@@ -88,7 +88,7 @@ pub fn grant(
     tailing: bool,
 ) -> Option<Lease> {
     let d = &fleet.cfg().decisions;
-    if d.mode != DecisionMode::Lease {
+    if fleet.cfg().effective_mode() != EffectiveMode::Lease {
         return None;
     }
     let id = book.grant(d.lease_ms, now_ms, refresh)?;

@@ -94,12 +94,14 @@ fn status_view(
     })
 }
 
-/// Where decisions are made, and the leases (see `lease_metrics`).
+/// Where decisions are made (as set, in effect and why), and the leases (see `lease_metrics`).
 fn decisions_view(fleet: &Fleet, leases: &LeaseMetrics) -> serde_json::Value {
-    let d = &fleet.cfg().decisions;
+    let cfg = fleet.cfg();
     serde_json::json!({
-        "mode": d.mode,
-        "lease_ms": d.lease_ms,
+        "mode": cfg.decisions.mode,
+        "effective_mode": cfg.effective_mode(),
+        "why": cfg.effective_mode_why(),
+        "lease_ms": cfg.decisions.lease_ms,
         "leases_outstanding": leases.outstanding,
         "lease_grants": leases.grants,
         "lease_refreshes": leases.refreshes,

@@ -376,7 +376,7 @@ pub struct Decisions {
 impl Default for Decisions {
     fn default() -> Self {
         Decisions {
-            mode: DecisionMode::PerRequest,
+            mode: DecisionMode::Auto,
             lease_ms: DEFAULT_LEASE_MS,
         }
     }
@@ -390,8 +390,11 @@ pub const DEFAULT_LEASE_MS: u64 = 1000;
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionMode {
-    /// Every request asks the hostname's Durable Object.
+    /// Lease, unless the service uses a feature that needs every request at the object
+    /// (`rate_limit`, `least_outstanding_requests` or `latency` steering): then per request.
     #[default]
+    Auto,
+    /// Every request asks the hostname's Durable Object.
     PerRequest,
     /// The Worker decides locally from a lease the object grants for `lease_ms`.
     Lease,

@@ -175,29 +175,30 @@ impl ServiceConfig {
 
 impl ServiceConfig {
     /// `load_balancer.steering` and `fallback_pool` against the pools and `geo_steering`.
-    /// Lease mode refuses what needs every request at the object: per-IP rate limits, and the
-    /// steering modes that count requests in flight.
+    /// An explicit lease mode refuses what needs every request at the object
+    /// ([`ServiceConfig::object_needs`]); `auto` runs such a service per request instead.
     fn validate_steering(&self) -> Vec<Issue> {
         let mut errs = Vec::new();
         if self.decisions.mode == DecisionMode::Lease {
-            if self.rate_limit.is_some() {
-                errs.push((
-                    vec![key("rate_limit")],
-                    "cannot be combined with decisions.mode \"lease\": exact per-client rate limiting needs every request at the Durable Object (use mode \"per_request\" or remove rate_limit)".into(),
-                    None,
-                ));
-            }
-            let steering = self.load_balancer.endpoint_steering;
-            if steering.counts_outstanding() {
-                let name = serde_json::to_value(steering)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                errs.push((
-                    vec![key("load_balancer"), key("endpoint_steering")],
-                    format!("\"{name}\" cannot be combined with decisions.mode \"lease\": it counts every request in flight at the Durable Object (use \"round_robin\" or \"hash\", or mode \"per_request\")"),
-                    None,
-                ));
+            for need in self.object_needs() {
+                errs.push(match need {
+                    ObjectNeed::RateLimit => (
+                        vec![key("rate_limit")],
+                        "cannot be combined with decisions.mode \"lease\": exact per-client rate limiting needs every request at the Durable Object (use mode \"per_request\" or \"auto\", or remove rate_limit)".into(),
+                        None,
+                    ),
+                    ObjectNeed::Steering(steering) => {
+                        let name = serde_json::to_value(steering)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        (
+                            vec![key("load_balancer"), key("endpoint_steering")],
+                            format!("\"{name}\" cannot be combined with decisions.mode \"lease\": it counts every request in flight at the Durable Object (use \"round_robin\" or \"hash\", or mode \"per_request\" or \"auto\")"),
+                            None,
+                        )
+                    }
+                });
             }
         }
         let lb = |k: &str| vec![key("load_balancer"), key(k)];

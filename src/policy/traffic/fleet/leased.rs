@@ -13,18 +13,23 @@ pub struct LeasedBackend {
     pub up: bool,
     /// Round-robin weight now (scaled, slow start applied).
     pub weight: u32,
+    /// Not yet seen answering (see `BackendRecord::unproven`): the Worker keeps the first
+    /// attempt of a body it cannot replay off it, as the object does.
+    #[serde(default)]
+    pub unproven: bool,
 }
 
 impl Fleet {
     /// What a lease carries of each backend, in backend order: whether it takes new traffic
-    /// (healthy, breaker closed; enabled/draining/disabled travel in the config) and its
-    /// round-robin weight now. A backend whose breaker is not closed is never in a lease.
+    /// (healthy, breaker closed; enabled/draining/disabled travel in the config), its
+    /// round-robin weight now, and whether it is unproven. A backend whose breaker is not closed is never in a lease.
     pub fn lease_backends(&self, now_ms: u64) -> Vec<LeasedBackend> {
         (0..self.backends.len())
             .map(|i| LeasedBackend {
                 up: self.backends[i].health.healthy
                     && self.backends[i].breaker.state == BreakerState::Closed,
                 weight: self.effective_weight(i, now_ms),
+                unproven: self.backends[i].unproven,
             })
             .collect()
     }
@@ -61,6 +66,7 @@ impl Fleet {
         }
         for (b, l) in fleet.backends.iter_mut().zip(leased) {
             b.health.healthy = l.up;
+            b.unproven = l.unproven;
         }
         fleet.leased_weights = Some(leased.iter().map(|l| l.weight).collect());
         Ok(fleet)

@@ -798,7 +798,7 @@ fn a_request_that_cannot_be_replayed_avoids_a_backend_nobody_has_seen_answer() {
     assert!(Fleet::new(cfg.clone(), 2, &saved, b"s", 0).records()[2].unproven);
     g.apply_probe(2, true, 1, None, 1_300);
     assert!(firsts(&mut g, &streamed, 1_400).contains(&"http://dead".into()));
-    let mut h = Fleet::new(cfg, 2, &saved, b"s", 0);
+    let mut h = Fleet::new(cfg.clone(), 2, &saved, b"s", 0);
     h.report(&ok_outcome("http://dead", 1), 5);
     assert!(!h.records()[2].unproven);
     // With only unproven backends to pick from, they are picked.
@@ -810,4 +810,13 @@ fn a_request_that_cannot_be_replayed_avoids_a_backend_nobody_has_seen_answer() {
     .unwrap();
     let mut n = Fleet::new(only, 3, f.records(), b"s", 0);
     assert!(matches!(n.decide(&streamed, 1), Verdict::Route(_)));
+    // A lease carries it: a Worker deciding locally keeps such a request off it too.
+    let leased = Fleet::new(cfg.clone(), 2, f.records(), b"secret", 1_000).lease_backends(1_000);
+    assert_eq!(
+        leased.iter().map(|l| l.unproven).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    let mut local = Fleet::from_lease(cfg, 2, &leased, b"secret", 1_000).unwrap();
+    assert!(firsts(&mut local, &RequestFacts::default(), 1_000).contains(&"http://dead".into()));
+    assert!(!firsts(&mut local, &streamed, 1_100).contains(&"http://dead".into()));
 }

@@ -136,7 +136,7 @@ fn object_requests_are_one_counter_per_hostname() {
         object_requests: 7,
         ..Counters::default()
     };
-    let text = render(&[host(c)], 0, Format::Text);
+    let text = render(&[host(c)], 0, true, Format::Text);
     assert!(text.contains("# TYPE flowbalance_object_requests_total counter\n"));
     assert!(text.contains("flowbalance_object_requests_total{hostname=\"a.test\"} 7\n"));
 }

@@ -84,7 +84,11 @@ test("successes are counted exactly in the rollups and only sampled into the log
       }, { what: `${SENT} requests of ${h} in the rollups` });
       assert.equal(row.ok, SENT);
       const perBackend = await db.prepare("SELECT backend, SUM(requests) AS n FROM rollup_minutes WHERE hostname = ?1 AND backend <> '' GROUP BY backend ORDER BY backend").bind(h).all();
-      assert.deepEqual(perBackend.results.map((r) => r.n), [SENT / 2, SENT / 2], `${h}: round robin, every attempt counted`);
+      const counts = perBackend.results.map((r) => r.n);
+      assert.equal(counts.length, 2, `${h}: both backends`);
+      assert.equal(counts[0] + counts[1], SENT, `${h}: every attempt counted once`);
+      // Per request the object's round robin alternates exactly; a lease starts at a random offset.
+      if (h === "quiet.test") assert.deepEqual(counts, [SENT / 2, SENT / 2], "round robin");
       const hours = await db.prepare("SELECT SUM(requests) AS n FROM rollup_hours WHERE hostname = ?1 AND backend = ''").bind(h).first();
       assert.equal(hours.n, SENT, `${h}: the hour's row holds the same count`);
     }

@@ -147,7 +147,7 @@ async function main() {
     defaultBackends: {
       activeHealthChecks: { interval: 60 },
       services: [
-        { hostname: "steady-per.test", backends: urls },
+        { hostname: "steady-per.test", backends: urls, decisions: { mode: "per_request" } },
         { hostname: "steady-lease.test", backends: urls, decisions: { mode: "lease", lease_ms: LEASE_MS } },
       ],
     },

@@ -420,19 +420,8 @@ impl Reporter<'_> {
             failed,
             kept: Some(kept),
         };
-        let Ok(body) = serde_json::to_string(&[row]) else {
-            return;
-        };
-        let Ok(stub) = object_stub(self.env, self.host) else {
-            return;
-        };
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(JsValue::from_str(&body)));
-        if let Ok(req) = Request::new_with_init("https://balancer/log", &init) {
-            if let Err(e) = stub.fetch_with_request(req).await {
-                console_error!("request log: a kept row of {} was lost: {e}", self.host);
-            }
+        if let Err(e) = post(self.env, self.host, "log", &[row]).await {
+            console_error!("request log: a kept row of {} was lost: {e}", self.host);
         }
     }
 
@@ -543,18 +532,18 @@ async fn send_report(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u6
         answered: take_answered(host),
         samples: take_samples(host),
     };
-    let Ok(body) = serde_json::to_string(&msg) else {
-        return;
-    };
-    let Ok(stub) = object_stub(env, host) else {
-        return;
-    };
+    if let Err(e) = post(env, host, "report", &msg).await {
+        console_error!("reporting outcomes for {host} failed: {e}");
+    }
+}
+
+/// `POST /<path>` of `msg` as JSON to the hostname's object.
+async fn post(env: &Env, host: &str, path: &str, msg: &impl serde::Serialize) -> Result<()> {
+    let body = serde_json::to_string(msg)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(&body)));
-    if let Ok(req) = Request::new_with_init("https://balancer/report", &init) {
-        if let Err(e) = stub.fetch_with_request(req).await {
-            console_error!("reporting outcomes for {host} failed: {e}");
-        }
-    }
+    let req = Request::new_with_init(&format!("https://balancer/{path}"), &init)?;
+    object_stub(env, host)?.fetch_with_request(req).await?;
+    Ok(())
 }

@@ -46,6 +46,9 @@ pub async fn balance(
             report.refused(incoming.method, path, r.status, why).await;
             return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
+        Verdict::Answer(_) | Verdict::More(_) => {
+            return error_response(501, "traffic rules are not wired yet", None).map(Into::into);
+        }
     };
 
     // Forward.

@@ -89,6 +89,7 @@ fn under_lease(req: &web_sys::Request, incoming: &Incoming, host: &str) -> Optio
         cookies: incoming.cookies.clone(),
         affinity_header: incoming.affinity_key.clone(),
         streamed_body: incoming.streams_body(req),
+        line: None,
     };
     lease::decide_local(host, &facts).map(|(verdict, why)| Decision { verdict, why })
 }
@@ -115,6 +116,7 @@ async fn ask_object(
         successes: take_successes(host, false),
         done: take_done(host),
         answered: take_answered(host),
+        line: None,
     };
     let mut decision = ask(env, &msg).await?;
     // First request of this instance (or the first after a config change) for a hostname whose

@@ -44,6 +44,10 @@ pub fn decide_local(host: &str, facts: &RequestFacts) -> Option<(Verdict, Option
                 let why = held.tailing.then(|| match &verdict {
                     Verdict::Route(route) => tail::why(held.cfg(), route, keyed),
                     Verdict::Reject(r) => tail::refused(&r.message),
+                    Verdict::Answer(a) => {
+                        tail::refused(&format!("rule {} answered {}", a.rule, a.status))
+                    }
+                    Verdict::More(_) => String::new(),
                 });
                 Some((verdict, why))
             }

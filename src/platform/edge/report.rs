@@ -526,6 +526,7 @@ async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u
 /// `POST /report`: outcomes, tickets, answer tallies and samples, in either mode.
 async fn send_report(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
     let msg = ReportRequest {
+        rule_hits: Vec::new(),
         host: host.to_string(),
         outcomes,
         done,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::control::config::Logging;
 use crate::policy::telemetry::answers::Answered;
 use crate::policy::telemetry::record::LogRow;
+use crate::policy::traffic::rules::{RequestLine, RuleAnswer, RuleEffects, RuleNeeds};
 
 /// Worker -> Durable Object, `GET /decide?<this as query pairs>`: the request facts a decision
 /// needs, plus the successes the Worker batched since its last decision. A URL query is the
@@ -37,6 +38,9 @@ pub struct DecideRequest {
     /// Responses this Worker gave clients of the hostname since its last message.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "answered_text")]
     pub answered: Vec<Answered>,
+    /// What the service's rules read of the request, as one JSON text (only what they name).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "line_text")]
+    pub line: Option<RequestLine>,
 }
 
 impl DecideRequest {
@@ -84,6 +88,22 @@ mod answered_text {
     }
 }
 
+/// The request line as one JSON text (inside a query pair).
+mod line_text {
+    use super::RequestLine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<RequestLine>, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(v).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RequestLine>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 mod json_text {
     use super::Outcome;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -116,6 +136,9 @@ pub struct ReportRequest {
     /// them in the minute's rollup row, up to the per-minute cap.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<LogRow>,
+    /// Rule matches a Worker counted while deciding under a lease: (rule name, count).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_hits: Vec<(String, u64)>,
 }
 
 /// The Durable Object's answer to "where does this request go?".
@@ -124,6 +147,10 @@ pub struct ReportRequest {
 pub enum Verdict {
     Route(Route),
     Reject(Reject),
+    /// A traffic rule answers the request itself (`respond`, `redirect`).
+    Answer(RuleAnswer),
+    /// The service's rules read more of the request than the Worker sent: send these and ask again.
+    More(RuleNeeds),
 }
 
 /// Backends to try, in order, and how hard to try.
@@ -155,6 +182,12 @@ pub struct Route {
     /// What the request log keeps of this request (the service's `logging`; absent: the defaults).
     #[serde(default, skip_serializing_if = "is_default_logging")]
     pub log: Logging,
+    /// What the service's traffic rules did to this request (None: no rule applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RuleEffects>,
+    /// What the service's rules read of a request: the Worker sends it with the next ask.
+    #[serde(default, skip_serializing_if = "RuleNeeds::is_empty")]
+    pub rule_needs: RuleNeeds,
 }
 
 fn is_default_logging(l: &Logging) -> bool {
@@ -201,6 +234,8 @@ impl Route {
             ticket: None,
             geo: false,
             log: Logging::default(),
+            rules: None,
+            rule_needs: RuleNeeds::default(),
         }
     }
 }
@@ -299,6 +334,15 @@ mod tests {
                 source: crate::policy::telemetry::answers::Source::Flowbalance,
                 count: 2,
             }],
+            line: Some(RequestLine {
+                method: "GET".into(),
+                path: "/a b/%2F".into(),
+                query: "x=1&y=%26".into(),
+                headers: vec![
+                    ("x-canary".into(), Some("1".into())),
+                    ("x-gone".into(), None),
+                ],
+            }),
         };
         let text = full.to_query();
         assert_eq!(DecideRequest::from_query(&text).unwrap(), full);
@@ -318,6 +362,7 @@ mod tests {
             done: vec![3],
             answered: vec![],
             samples: vec![],
+            rule_hits: vec![("api".into(), 3)],
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ReportRequest>(&text).unwrap(), r);

@@ -1,6 +1,7 @@
 //! What the decision reads of one client request, and which of it a service's config needs read.
 
 use crate::policy::control::config::{AffinityKind, ServiceConfig};
+use crate::policy::traffic::rules::{RequestLine, RuleNeeds};
 
 /// Facts about one client request that the decision may use.
 #[derive(Clone, Debug, Default)]
@@ -15,6 +16,9 @@ pub struct RequestFacts {
     /// The request's body streams (no length, or too long to buffer): it cannot be replayed
     /// on another backend, so its first attempt avoids unproven backends when it can.
     pub streamed_body: bool,
+    /// What the service's rules read of the request (None: the service has no rules, or they
+    /// read nothing of it).
+    pub line: Option<RequestLine>,
 }
 
 /// The request facts a service's decisions need beyond those always read, because reading
@@ -25,8 +29,10 @@ pub struct RequestFacts {
 pub struct Needs {
     /// The request header whose value keys the client (`session_affinity.type: header` only).
     pub affinity_header: Option<String>,
-    /// The service steers by the client's country or continent.
+    /// The service steers (or its rules match) by the client's country or continent.
     pub geo: bool,
+    /// What the service's rules read of the request line and headers.
+    pub rules: RuleNeeds,
 }
 
 impl Needs {
@@ -37,6 +43,7 @@ impl Needs {
                 .filter(|a| a.kind == AffinityKind::Header)
                 .and_then(|a| a.header_name.as_ref().map(ToString::to_string)),
             geo: cfg.geo.is_some(),
+            rules: RuleNeeds::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod forwarding;
 pub mod geo;
 pub mod lease;
 pub mod retry;
+pub mod rules;
 pub mod select;
 pub mod steering;
 pub mod upgrade;

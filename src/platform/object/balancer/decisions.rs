@@ -34,6 +34,7 @@ impl Balancer {
         }
         let keyed = msg.affinity_key.is_some() || msg.client_ip.is_some();
         let facts = RequestFacts {
+            line: None,
             client_ip: msg.client_ip,
             country: msg.country,
             continent: msg.continent,

@@ -144,6 +144,8 @@ impl Fleet {
             ticket: None,
             geo: needs.geo,
             log: self.cfg.logging.clone(),
+            rules: None,
+            rule_needs: needs.rules,
             cookie: cookie_affinity.map(|a| CookieSpec {
                 name: a.cookie_name.to_string(),
                 ttl_s: a.ttl_s,

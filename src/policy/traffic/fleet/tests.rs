@@ -30,7 +30,7 @@ fn fleet(extra: serde_json::Value) -> Fleet {
 fn route(f: &mut Fleet, now: u64) -> Route {
     match f.decide(&RequestFacts::default(), now) {
         Verdict::Route(r) => r,
-        Verdict::Reject(r) => panic!("rejected: {r:?}"),
+        other => panic!("not routed: {other:?}"),
     }
 }
 

@@ -183,3 +183,24 @@ pub struct SplitShare {
     pub pool: String,
     pub weight: u32,
 }
+
+/// What `cfg`'s rules would do with `sample`. Err: the sample itself is unusable (the message
+/// names the field).
+// SKELETON: the rules helper replaces this body with the real evaluation.
+pub fn explain(
+    cfg: &crate::policy::control::config::ServiceConfig,
+    sample: &Sample,
+) -> Result<Explanation, String> {
+    let _ = cfg;
+    if !sample.path.starts_with('/') {
+        return Err(format!("path: {:?} must start with /", sample.path));
+    }
+    Ok(Explanation {
+        matched: Vec::new(),
+        decided_by: None,
+        action: ExplainedAction::Steering,
+        path: sample.path.clone(),
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+    })
+}

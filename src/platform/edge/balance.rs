@@ -4,7 +4,7 @@ use worker::*;
 
 use crate::platform::edge::decide::{Decision, Source};
 use crate::platform::edge::forward::{self, Forwarded, Outbound, HOP_HEADER};
-use crate::platform::edge::report::Reporter;
+use crate::platform::edge::report::{Reporter, Ruled};
 use crate::platform::edge::websocket;
 use crate::platform::{error_response, now_ms};
 use crate::policy::telemetry::record::RequestRecord;
@@ -37,7 +37,11 @@ pub async fn balance(
     }
 
     // Decide.
-    let Decision { verdict, why } = source.decide(env, &req, &mut incoming, host).await?;
+    let Decision {
+        verdict,
+        why,
+        local,
+    } = source.decide(env, &req, &mut incoming, host).await?;
     report.lease_upkeep();
     let route = match verdict {
         Verdict::Route(route) => route,
@@ -46,14 +50,37 @@ pub async fn balance(
             report.refused(incoming.method, path, r.status, why).await;
             return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
-        Verdict::Answer(_) | Verdict::More(_) => {
-            return error_response(501, "traffic rules are not wired yet", None).map(Into::into);
+        Verdict::Answer(answer) => {
+            let request = RequestRecord {
+                ts_ms: now_ms(),
+                method: incoming.method,
+                path: host_and_path(&incoming.url).1.to_string(),
+                status: answer.status,
+                backend: None,
+                attempts: 0,
+                latency_ms: 0,
+            };
+            let counted: &[String] = if local { &answer.matched } else { &[] };
+            report
+                .rule_answered(request, why, &answer.rule, counted)
+                .await;
+            return forward::rule_response(&answer);
+        }
+        Verdict::More(_) => {
+            // `decide` asks again with what the object named; a second `More` is an error there.
+            return error_response(502, "the decision asked for more of the request", None)
+                .map(Into::into);
         }
     };
 
     // Forward.
     let log = route.log.clone();
-    let out = Outbound::new(&req, &incoming, host).await?;
+    let out = Outbound::new(&req, &incoming, host, route.rules.as_ref()).await?;
+    let decided_by = route.rules.as_ref().and_then(|e| e.decided_by.clone());
+    let matched_here = match (&route.rules, local) {
+        (Some(e), true) => e.matched.clone(),
+        _ => Vec::new(),
+    };
     let started = now_ms();
     let path = host_and_path(&incoming.url).1.to_string();
     let Forwarded {
@@ -78,6 +105,12 @@ pub async fn balance(
         attempts,
         latency_ms: now_ms().saturating_sub(started),
     };
-    report.answered(request, source, failed, why, &log).await;
+    let rules = Ruled {
+        decided_by: decided_by.as_deref(),
+        counted_here: &matched_here,
+    };
+    report
+        .answered(request, source, failed, why, &log, rules)
+        .await;
     Ok(resp)
 }

@@ -14,11 +14,22 @@ use crate::platform::now_ms;
 use crate::policy::telemetry::tail;
 use crate::policy::traffic::decision::{DecideRequest, Route, Verdict};
 use crate::policy::traffic::facts::RequestFacts;
+use crate::policy::traffic::rules::RuleNeeds;
+
+/// Header names in `a` or `b`, each once.
+fn merged(a: &[String], b: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
+    all.sort();
+    all.dedup();
+    all
+}
 
 /// The answer of either source: the verdict, and why it was chosen (only while a tail listens).
 pub struct Decision {
     pub verdict: Verdict,
     pub why: Option<String>,
+    /// Decided here under a lease (the Worker counts what its own decisions did).
+    pub local: bool,
 }
 
 thread_local! {
@@ -27,6 +38,20 @@ thread_local! {
     /// Whether a hostname's decisions use the client's geography, as the last decision said
     /// (unknown: read it).
     static GEO: RefCell<HashMap<String, bool>> = RefCell::new(HashMap::new());
+    /// What a hostname's traffic rules read of a request, as the object last said (unknown:
+    /// method, path and query, which cost nothing to send; a rule on a header is learnt from
+    /// the object's `More` answer).
+    static RULES: RefCell<HashMap<String, RuleNeeds>> = RefCell::new(HashMap::new());
+}
+
+/// What to send of a request to a hostname the object has not described yet.
+fn unknown_rule_needs() -> RuleNeeds {
+    RuleNeeds {
+        method: true,
+        path: true,
+        query: true,
+        headers: Vec::new(),
+    }
 }
 
 /// Where one request's decision comes from, and what it needs read of the request.
@@ -37,6 +62,8 @@ pub struct Source {
     key_header: Option<String>,
     /// Whether the decision uses the client's geography.
     geo: bool,
+    /// What the service's traffic rules read of the request.
+    rules: RuleNeeds,
 }
 
 impl Source {
@@ -44,22 +71,26 @@ impl Source {
     /// otherwise as the object's last decision for this hostname said.
     pub fn of(host: &str) -> Self {
         match lease::needs(host) {
-            Some((key_header, geo)) => Self {
+            Some(needs) => Self {
                 leased: true,
-                key_header,
-                geo,
+                key_header: needs.affinity_header,
+                geo: needs.geo,
+                rules: needs.rules,
             },
             None => Self {
                 leased: false,
                 key_header: AFFINITY_HEADER.with(|a| a.borrow().get(host).cloned()),
                 geo: GEO.with(|g| g.borrow().get(host).copied().unwrap_or(true)),
+                rules: RULES
+                    .with(|r| r.borrow().get(host).cloned())
+                    .unwrap_or_else(unknown_rule_needs),
             },
         }
     }
 
     /// Reads what this source needs of the request.
     pub fn read(&self, req: &web_sys::Request) -> Incoming {
-        Incoming::read(req, self.key_header.as_deref(), self.geo)
+        Incoming::read(req, self.key_header.as_deref(), self.geo, &self.rules)
     }
 
     /// Decides where the request goes: under the lease when it can, else by asking the object.
@@ -75,7 +106,7 @@ impl Source {
                 return Ok(decision);
             }
         }
-        ask_object(env, req, incoming, self.key_header, host).await
+        ask_object(env, req, incoming, self.key_header, self.rules, host).await
     }
 }
 
@@ -89,9 +120,13 @@ fn under_lease(req: &web_sys::Request, incoming: &Incoming, host: &str) -> Optio
         cookies: incoming.cookies.clone(),
         affinity_header: incoming.affinity_key.clone(),
         streamed_body: incoming.streams_body(req),
-        line: None,
+        line: incoming.line.clone(),
     };
-    lease::decide_local(host, &facts).map(|(verdict, why)| Decision { verdict, why })
+    lease::decide_local(host, &facts).map(|(verdict, why)| Decision {
+        verdict,
+        why,
+        local: true,
+    })
 }
 
 /// Asks the hostname's Durable Object where this request goes. The message travels in the URL
@@ -103,6 +138,7 @@ async fn ask_object(
     req: &web_sys::Request,
     incoming: &mut Incoming,
     key_header: Option<String>,
+    rules: RuleNeeds,
     host: &str,
 ) -> Result<Decision> {
     let mut msg = DecideRequest {
@@ -116,9 +152,30 @@ async fn ask_object(
         successes: take_successes(host, false),
         done: take_done(host),
         answered: take_answered(host),
-        line: None,
+        line: incoming.line.clone(),
     };
     let mut decision = ask(env, &msg).await?;
+    // The service's rules read more of the request than was sent (a header they name, or this
+    // isolate's first request since they changed): read it and ask once more.
+    if let Verdict::More(more) = &decision.verdict {
+        let wanted = RuleNeeds {
+            headers: merged(&more.headers, &rules.headers),
+            ..more.clone()
+        };
+        RULES.with(|r| r.borrow_mut().insert(host.to_string(), more.clone()));
+        let again = Incoming::read(req, key_header.as_deref(), incoming.geo, &wanted);
+        msg.successes.clear();
+        msg.answered.clear();
+        msg.done.clear();
+        msg.line = again.line.clone();
+        incoming.line = again.line;
+        decision = ask(env, &msg).await?;
+        if let Verdict::More(_) = decision.verdict {
+            return Err(Error::RustError(format!(
+                "the object of \"{host}\" asked twice for more of the request than was sent"
+            )));
+        }
+    }
     // First request of this instance (or the first after a config change) for a hostname whose
     // decisions need what was not sent: the affinity header's value (its name was not known
     // yet) or the client's geography. Ask once more with it rather than let this client land on
@@ -133,7 +190,7 @@ async fn ask_object(
         let need_key = affinity_header.is_some() && key_header.is_none();
         let need_geo = *geo && !incoming.geo;
         let more = (need_key || need_geo)
-            .then(|| Incoming::read(req, affinity_header.as_deref(), *geo))
+            .then(|| Incoming::read(req, affinity_header.as_deref(), *geo, &rules))
             .filter(|more| need_geo || more.affinity_key.is_some());
         if let Some(more) = more {
             // Already applied by the first ask; the first ask's own ticket is given back, as
@@ -161,6 +218,13 @@ async fn ask_object(
                 _ => {}
             }
         });
+        // Traffic rules: read of the request only what they name.
+        RULES.with(|r| {
+            if r.borrow().get(host) != Some(&route.rule_needs) {
+                r.borrow_mut()
+                    .insert(host.to_string(), route.rule_needs.clone());
+            }
+        });
         // Geo steering: read the client's geography only for hostnames that use it.
         GEO.with(|g| {
             if g.borrow().get(host) != Some(&route.geo) {
@@ -184,6 +248,7 @@ async fn ask(env: &Env, msg: &DecideRequest) -> Result<Decision> {
     Ok(Decision {
         verdict: serde_json::from_str(json)?,
         why: why.map(str::to_string),
+        local: false,
     })
 }
 

@@ -24,6 +24,7 @@ use crate::policy::traffic::forwarding::{
     backend_url, connection_tokens, forwarded_for, path_and_query, HOP_BY_HOP,
 };
 use crate::policy::traffic::retry::REPLAY_BODY_CAP;
+use crate::policy::traffic::rules::{HeaderOps, RuleAnswer, RuleEffects};
 
 /// A successful response body of known length up to this size is read in whole before it is
 /// answered: its outcome is then known at once (no stream to watch, nothing to settle later).
@@ -101,14 +102,34 @@ pub struct Outbound {
 impl Outbound {
     /// Reads the client's body (buffered when small, else streamed) and builds the forwarded
     /// headers.
-    pub async fn new(req: &web_sys::Request, incoming: &Incoming, host: &str) -> Result<Self> {
+    /// `rules`: what the service's traffic rules did to the request (path rewrite, header edits).
+    pub async fn new(
+        req: &web_sys::Request,
+        incoming: &Incoming,
+        host: &str,
+        rules: Option<&RuleEffects>,
+    ) -> Result<Self> {
         let url = &incoming.url;
         let body = read_body(req, &incoming.method, incoming.content_length.as_deref()).await?;
         let https = url.starts_with("https:");
-        let headers = outbound_headers(req, incoming, host, https);
+        let headers = outbound_headers(
+            req,
+            incoming,
+            host,
+            https,
+            rules.map(|r| &r.request_headers),
+        );
+        let pq = path_and_query(url);
+        let pq = match rules.and_then(|r| r.path.as_deref()) {
+            Some(path) => match pq.split_once('?') {
+                Some((_, query)) => format!("{path}?{query}"),
+                None => path.to_string(),
+            },
+            None => pq.to_string(),
+        };
         Ok(Self {
             method: incoming.method.clone(),
-            pq: path_and_query(url).to_string(),
+            pq,
             headers,
             body,
             https,
@@ -216,7 +237,13 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
                 )),
                 _ => None,
             };
-            let mut parts = fb_respond(&resp, cookie, success.is_some(), RESPONSE_BUFFER_CAP);
+            let edits = route
+                .rules
+                .as_ref()
+                .map(|r| header_edits(&r.response_headers))
+                .unwrap_or_default();
+            let mut parts =
+                fb_respond(&resp, cookie, success.is_some(), RESPONSE_BUFFER_CAP, edits);
             if let Some(read) = parts.dyn_ref::<js_sys::Promise>() {
                 parts = JsFuture::from(read.clone()).await?;
             }
@@ -328,7 +355,7 @@ export function fb_watch_upload(body, length) {
 // Promise of [Response or null, "" or why the backend broke it off]. Otherwise
 // [Response, undefined | Promise<"" or the backend's error>] with the body pumped through a
 // native stream. With nothing to change, the backend's own Response goes back as it is.
-export function fb_respond(resp, cookie, watch, bufferCap) {
+export function fb_respond(resp, cookie, watch, bufferCap, edits) {
   const status = resp.status;
   let body = resp.body;
   let done;
@@ -339,26 +366,31 @@ export function fb_respond(resp, cookie, watch, bufferCap) {
     const len = resp.headers.get("content-length");
     const enc = resp.headers.get("content-encoding");
     const sized = len !== null && /^[0-9]+$/.test(len) && (enc === null || enc === "identity");
-    if (sized && Number(len) <= bufferCap) return buffered(resp, cookie);
+    if (sized && Number(len) <= bufferCap) return buffered(resp, cookie, edits);
     const t = sized ? new FixedLengthStream(Number(len)) : new IdentityTransformStream();
     done = pump(body, t.writable);
     body = t.readable;
-  } else if (cookie === undefined) {
+  } else if (cookie === undefined && edits.length === 0) {
     return [resp, undefined];
   }
-  return [rebuilt(resp, body, cookie), done];
+  return [rebuilt(resp, body, cookie, edits), done];
 }
 
-async function buffered(resp, cookie) {
+async function buffered(resp, cookie, edits) {
   try {
-    return [rebuilt(resp, await resp.arrayBuffer(), cookie), ""];
+    return [rebuilt(resp, await resp.arrayBuffer(), cookie, edits), ""];
   } catch (e) {
     return [null, String((e && e.message) || e || "stream error")];
   }
 }
 
-function rebuilt(resp, body, cookie) {
+// `edits`: traffic rules' response header changes as [op, name, value, ...] ("s" set, "r" remove).
+function rebuilt(resp, body, cookie, edits) {
   const out = new Response(body, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
+  for (let i = 0; i + 2 < edits.length; i += 3) {
+    if (edits[i] === "s") out.headers.set(edits[i + 1], edits[i + 2]);
+    else out.headers.delete(edits[i + 1]);
+  }
   if (cookie !== undefined) out.headers.append("set-cookie", cookie);
   return out;
 }
@@ -410,6 +442,7 @@ extern "C" {
         cookie: Option<String>,
         watch: bool,
         buffer_cap: f64,
+        edits: Vec<String>,
     ) -> JsValue;
 }
 
@@ -421,8 +454,9 @@ fn outbound_headers(
     incoming: &Incoming,
     host: &str,
     https: bool,
+    rules: Option<&HeaderOps>,
 ) -> web_sys::Headers {
-    let drop = connection_tokens(incoming.connection.as_deref());
+    let mut drop = connection_tokens(incoming.connection.as_deref());
     let proto = if https { "https" } else { "http" };
     let mut set = vec![
         "x-forwarded-proto".to_string(),
@@ -436,7 +470,67 @@ fn outbound_headers(
         set.push("x-forwarded-for".to_string());
         set.push(forwarded_for(incoming.forwarded_for.as_deref(), ip));
     }
+    // Traffic rules' edits come last, so a rule's value wins over ours; a header a rule removes
+    // is not added back (validation keeps rules off the loop guard and hop-by-hop headers).
+    if let Some(ops) = rules {
+        drop.extend(ops.remove.iter().cloned());
+        let mut kept = Vec::with_capacity(set.len());
+        for pair in set.chunks(2) {
+            if !ops.remove.iter().any(|r| r.eq_ignore_ascii_case(&pair[0])) {
+                kept.extend_from_slice(pair);
+            }
+        }
+        set = kept;
+        for (name, value) in &ops.set {
+            set.push(name.clone());
+            set.push(value.clone());
+        }
+    }
     ALWAYS_DROPPED.with(|always| fb_forward_headers(&req.headers(), always, drop, set))
+}
+
+/// Response header changes as `fb_respond` takes them: `[op, name, value, ...]`.
+fn header_edits(ops: &HeaderOps) -> Vec<String> {
+    let mut edits = Vec::with_capacity(3 * (ops.set.len() + ops.remove.len()));
+    for name in &ops.remove {
+        edits.extend(["r".to_string(), name.clone(), String::new()]);
+    }
+    for (name, value) in &ops.set {
+        edits.extend(["s".to_string(), name.clone(), value.clone()]);
+    }
+    edits
+}
+
+/// The answer of a traffic rule's `respond` or `redirect`: no backend is asked.
+pub fn rule_response(answer: &RuleAnswer) -> Result<web_sys::Response> {
+    let headers = Headers::new();
+    // 204, 205 and 304 carry no body: the runtime refuses to build one with a body.
+    let body = match answer.status {
+        204 | 205 | 304 => "",
+        _ => answer.body.as_str(),
+    };
+    if !body.is_empty() {
+        let kind = answer
+            .content_type
+            .as_deref()
+            .unwrap_or("text/plain; charset=utf-8");
+        headers.set("content-type", kind)?;
+    }
+    if let Some(location) = &answer.location {
+        headers.set("location", location)?;
+    }
+    for name in &answer.response_headers.remove {
+        headers.delete(name)?;
+    }
+    for (name, value) in &answer.response_headers.set {
+        headers.set(name, value)?;
+    }
+    let resp = if body.is_empty() {
+        Response::empty()?
+    } else {
+        Response::ok(body)?
+    };
+    Ok(resp.with_status(answer.status).with_headers(headers).into())
 }
 
 pub(super) fn build_request(

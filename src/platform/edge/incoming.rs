@@ -2,7 +2,9 @@
 
 use worker::{wasm_bindgen, web_sys};
 
+use crate::policy::traffic::forwarding::UrlParts;
 use crate::policy::traffic::retry::REPLAY_BODY_CAP;
+use crate::policy::traffic::rules::{RequestLine, RuleNeeds};
 
 /// The request facts the balanced path uses, read in one call into the runtime (one string,
 /// rather than a crossing and a string copy per header).
@@ -23,11 +25,18 @@ pub struct Incoming {
     pub country: Option<String>,
     pub continent: Option<String>,
     pub geo: bool,
+    /// What the service's traffic rules read of the request (only what they name).
+    pub line: Option<RequestLine>,
 }
 
 impl Incoming {
-    pub fn read(req: &web_sys::Request, key_header: Option<&str>, geo: bool) -> Self {
-        let text = fb_incoming(req, key_header, geo);
+    pub fn read(
+        req: &web_sys::Request,
+        key_header: Option<&str>,
+        geo: bool,
+        rules: &RuleNeeds,
+    ) -> Self {
+        let text = fb_incoming(req, key_header, geo, rules.headers.clone());
         let mut lines = text.split('\n');
         let method = lines.next().unwrap_or("GET").to_string();
         let url = lines.next().unwrap_or_default().to_string();
@@ -38,20 +47,55 @@ impl Incoming {
                 .and_then(|l| l.strip_prefix('='))
                 .map(str::to_string)
         };
+        let hop = next().is_some();
+        let upgrade = next();
+        let client_ip = next();
+        let cookies = next();
+        let connection = next();
+        let forwarded_for = next();
+        let content_length = next();
+        let affinity_key = next();
+        let (country, continent) = if geo { (next(), next()) } else { (None, None) };
+        let line = (!rules.is_empty()).then(|| {
+            let parts = UrlParts::of(&url);
+            RequestLine {
+                method: if rules.method {
+                    method.clone()
+                } else {
+                    String::new()
+                },
+                path: parts.path.to_string(),
+                query: if rules.query {
+                    parts
+                        .path_and_query
+                        .split_once('?')
+                        .map_or("", |(_, q)| q)
+                        .to_string()
+                } else {
+                    String::new()
+                },
+                headers: rules
+                    .headers
+                    .iter()
+                    .map(|name| (name.clone(), next()))
+                    .collect(),
+            }
+        });
         Self {
             method,
             url,
-            hop: next().is_some(),
-            upgrade: next(),
-            client_ip: next(),
-            cookies: next(),
-            connection: next(),
-            forwarded_for: next(),
-            content_length: next(),
-            affinity_key: next(),
-            country: next(),
-            continent: next(),
+            hop,
+            upgrade,
+            client_ip,
+            cookies,
+            connection,
+            forwarded_for,
+            content_length,
+            affinity_key,
+            country,
+            continent,
             geo,
+            line,
         }
     }
 
@@ -76,7 +120,7 @@ impl Incoming {
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
 // The request facts the balanced path needs, as lines: method, URL, then per header "" when
 // absent or "=value" (a header value holds no newline), then cf's country and continent.
-export function fb_incoming(req, keyHeader, geo) {
+export function fb_incoming(req, keyHeader, geo, ruleHeaders) {
   const h = req.headers;
   const v = (x) => (x === null || x === undefined ? "" : "=" + x);
   let out = `${req.method}\n${req.url}\n${v(h.get("x-flowbalance-hop"))}\n${v(h.get("upgrade"))}\n${v(h.get("cf-connecting-ip"))}\n${v(h.get("cookie"))}\n${v(h.get("connection"))}\n${v(h.get("x-forwarded-for"))}\n${v(h.get("content-length"))}\n${v(keyHeader === undefined ? null : h.get(keyHeader))}`;
@@ -84,10 +128,16 @@ export function fb_incoming(req, keyHeader, geo) {
     const cf = req.cf;
     out += `\n${v(cf && cf.country)}\n${v(cf && cf.continent)}`;
   }
+  for (const name of ruleHeaders) out += `\n${v(h.get(name))}`;
   return out;
 }
 "#)]
 extern "C" {
     /// See [`Incoming`].
-    fn fb_incoming(req: &web_sys::Request, key_header: Option<&str>, geo: bool) -> String;
+    fn fb_incoming(
+        req: &web_sys::Request,
+        key_header: Option<&str>,
+        geo: bool,
+        rule_headers: Vec<String>,
+    ) -> String;
 }

@@ -9,7 +9,7 @@ use worker::*;
 use crate::platform::object_stub;
 use crate::policy::telemetry::tail;
 use crate::policy::traffic::decision::{Outcome, Verdict};
-use crate::policy::traffic::facts::RequestFacts;
+use crate::policy::traffic::facts::{Needs, RequestFacts};
 use crate::policy::traffic::lease::{Held, Lease, LeaseReply, LeaseRequest, Local};
 
 thread_local! {
@@ -20,14 +20,9 @@ thread_local! {
 }
 
 /// What the Worker must read of a request for `host` under its lease: the affinity header's
-/// name, and whether geo steering needs `request.cf`. None: no lease held.
-pub fn needs(host: &str) -> Option<(Option<String>, bool)> {
-    HELD.with(|h| {
-        h.borrow().get(host).map(|l| {
-            let needs = l.needs();
-            (needs.affinity_header, needs.geo)
-        })
-    })
+/// name, whether geo steering needs `request.cf`, what the rules read. None: no lease held.
+pub fn needs(host: &str) -> Option<Needs> {
+    HELD.with(|h| h.borrow().get(host).map(|l| l.needs()))
 }
 
 /// Decides a request locally when this isolate holds a usable lease for `host`: the verdict,
@@ -44,9 +39,7 @@ pub fn decide_local(host: &str, facts: &RequestFacts) -> Option<(Verdict, Option
                 let why = held.tailing.then(|| match &verdict {
                     Verdict::Route(route) => tail::why(held.cfg(), route, keyed),
                     Verdict::Reject(r) => tail::refused(&r.message),
-                    Verdict::Answer(a) => {
-                        tail::refused(&format!("rule {} answered {}", a.rule, a.status))
-                    }
+                    Verdict::Answer(a) => tail::rule_answered(a),
                     Verdict::More(_) => String::new(),
                 });
                 Some((verdict, why))

@@ -18,6 +18,16 @@ use crate::policy::telemetry::record::{self, FailedAttempt, Kept, LogRow, Reques
 use crate::policy::telemetry::tail::{self, RequestLine};
 use crate::policy::traffic::decision::{Outcome, ReportRequest};
 
+/// What the traffic rules did to a request, as its report needs it.
+#[derive(Clone, Copy, Default)]
+pub struct Ruled<'a> {
+    /// The rule that decided the request (logged with its row).
+    pub decided_by: Option<&'a str>,
+    /// The rules that applied, when this Worker decided under its lease: the Worker counts them
+    /// (the object counts the rules of the decisions it makes).
+    pub counted_here: &'a [String],
+}
+
 /// Successes not yet reported for one hostname.
 #[derive(Default)]
 struct SuccessTally {
@@ -92,6 +102,8 @@ const DONE_FLUSH_ROUNDS: u32 = 25;
 #[derive(Default)]
 struct PendingAnswers {
     tally: BTreeMap<(u16, Source), u32>,
+    /// Traffic-rule matches of requests decided under a lease (the object counts its own).
+    rules: BTreeMap<String, u64>,
     /// A flush timer is running for this hostname.
     timer: bool,
     /// When a message to the object last carried the tally.
@@ -117,6 +129,16 @@ pub(super) fn take_answered(host: &str) -> Vec<Answered> {
                 count,
             })
             .collect()
+    })
+}
+
+/// The traffic-rule matches to carry on a report now.
+fn take_rule_hits(host: &str) -> Vec<(String, u64)> {
+    ANSWERED.with(|a| {
+        a.borrow_mut()
+            .get_mut(host)
+            .map(|p| std::mem::take(&mut p.rules).into_iter().collect())
+            .unwrap_or_default()
     })
 }
 
@@ -224,10 +246,19 @@ impl Reporter<'_> {
     /// sends what no message carried once the hostname has been quiet for [`ANSWER_FLUSH_MS`]
     /// (or after [`DONE_FLUSH_ROUNDS`] of them under steady traffic).
     pub fn count_answer(&self, code: u16, source: Source) {
+        self.count(code, source, &[]);
+    }
+
+    /// Counts a response as [`Reporter::count_answer`] does, and the traffic rules a Worker's
+    /// own decision (under a lease) applied to its request; they ride on the next report.
+    pub fn count(&self, code: u16, source: Source, rules_matched: &[String]) {
         let arm = ANSWERED.with(|a| {
             let mut a = a.borrow_mut();
             let p = a.entry(self.host.to_string()).or_default();
             *p.tally.entry((code, source)).or_default() += 1;
+            for rule in rules_matched {
+                *p.rules.entry(rule.clone()).or_default() += 1;
+            }
             !std::mem::replace(&mut p.timer, true)
         });
         if !arm {
@@ -249,7 +280,7 @@ impl Reporter<'_> {
                         return Ok(successes);
                     };
                     let idle = now_ms().saturating_sub(p.carried_ms) >= ANSWER_FLUSH_MS;
-                    let pending = !p.tally.is_empty() || successes;
+                    let pending = !p.tally.is_empty() || !p.rules.is_empty() || successes;
                     if !pending || idle || round == DONE_FLUSH_ROUNDS {
                         p.timer = false;
                         return Ok(pending);
@@ -374,7 +405,7 @@ impl Reporter<'_> {
             tail_route::report_line(self.env, self.ctx, self.host, line);
         }
         self.count_answer(status, Source::Flowbalance);
-        self.keep(request, Vec::new(), Kept::Refused).await;
+        self.keep(request, Vec::new(), Kept::Refused, None).await;
     }
 
     /// A forwarded request answered: counted, shown to a listening tail (`why`), and logged when
@@ -387,8 +418,10 @@ impl Reporter<'_> {
         failed: Vec<FailedAttempt>,
         why: Option<String>,
         log: &Logging,
+        rules: Ruled<'_>,
     ) {
-        self.count_answer(request.status, source);
+        self.count(request.status, source, rules.counted_here);
+        let rule = rules.decided_by.map(str::to_string);
         // Only while a tail listens (the decision said why): its line goes to the object.
         if let Some(why) = why {
             let line = RequestLine {
@@ -405,16 +438,52 @@ impl Reporter<'_> {
         // Refusals come through `refused`: whatever FlowBalance answers here (502/503 when no
         // backend could) is an error.
         match record::keep(&request, !failed.is_empty(), false, log.slow_ms) {
-            Some(kept) => self.keep(request, failed, kept).await,
-            None => self.sample(request, log),
+            Some(kept) => self.keep(request, failed, kept, rule).await,
+            None => self.sample(request, log, rule),
+        }
+    }
+
+    /// A request a traffic rule answered itself (`respond`, `redirect`): counted as FlowBalance's
+    /// answer, shown to a listening tail, logged with the rule's name like any answer FlowBalance
+    /// makes (kept as refused when it is an error status, else sampled as a success).
+    pub async fn rule_answered(
+        &self,
+        request: RequestRecord,
+        why: Option<String>,
+        rule: &str,
+        counted_here: &[String],
+    ) {
+        self.count(request.status, Source::Flowbalance, counted_here);
+        if let Some(why) = why {
+            let line = RequestLine {
+                request: RequestRecord {
+                    path: tail::bounded_path(&request.path),
+                    ..request.clone()
+                },
+                why,
+            };
+            tail_route::report_line(self.env, self.ctx, self.host, line);
+        }
+        let rule = Some(rule.to_string());
+        if request.status >= 400 {
+            self.keep(request, Vec::new(), Kept::Refused, rule).await;
+        } else {
+            self.sample(request, &Logging::default(), rule);
         }
     }
 
     /// Hands a row that must be kept to the object, which stores it before answering: it is
     /// written to D1 from there, in a batch, whatever happens to this isolate afterwards.
-    async fn keep(&self, mut request: RequestRecord, failed: Vec<FailedAttempt>, kept: Kept) {
+    async fn keep(
+        &self,
+        mut request: RequestRecord,
+        failed: Vec<FailedAttempt>,
+        kept: Kept,
+        rule: Option<String>,
+    ) {
         request.path = tail::bounded_path(&request.path);
         let row = LogRow {
+            rule,
             hostname: self.host.to_string(),
             request,
             failed,
@@ -427,7 +496,7 @@ impl Reporter<'_> {
 
     /// Picks a success for the log at `log.success_sample_rate`, at most
     /// `log.max_success_rows_per_minute` a minute from this isolate; it rides on the next report.
-    fn sample(&self, request: RequestRecord, log: &Logging) {
+    fn sample(&self, request: RequestRecord, log: &Logging, rule: Option<String>) {
         if log.success_sample_rate <= 0.0 || js_sys::Math::random() >= log.success_sample_rate {
             return;
         }
@@ -451,6 +520,7 @@ impl Reporter<'_> {
                 },
                 failed: Vec::new(),
                 kept: Some(Kept::Sampled),
+                rule,
             });
             !std::mem::replace(&mut p.timer, true)
         });
@@ -526,7 +596,7 @@ async fn send_reports(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u
 /// `POST /report`: outcomes, tickets, answer tallies and samples, in either mode.
 async fn send_report(env: &Env, host: &str, outcomes: Vec<Outcome>, done: Vec<u64>) {
     let msg = ReportRequest {
-        rule_hits: Vec::new(),
+        rule_hits: take_rule_hits(host),
         host: host.to_string(),
         outcomes,
         done,

@@ -27,6 +27,7 @@ struct StoredRow {
     request: RequestRecord,
     kept: Option<Kept>,
     failed: Option<String>,
+    rule: Option<String>,
 }
 
 impl StoredRow {
@@ -44,6 +45,7 @@ impl StoredRow {
                 request: self.request,
                 failed,
                 kept: self.kept,
+                rule: self.rule,
             },
         })
     }
@@ -56,11 +58,11 @@ impl StoredRow {
 /// so it never meets a kept row's id and (ts_ms, id) orders and pages the union as it does the table.
 fn log_rows(upto: usize) -> String {
     format!(
-        "SELECT id, ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed \
+        "SELECT id, ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed, rule \
          FROM request_logs WHERE hostname = ?1 UNION ALL \
          SELECT -(m.t_ms + s.key + 1), s.value ->> 'ts_ms', m.hostname, s.value ->> 'method', s.value ->> 'path', \
          s.value ->> 'status', s.value ->> 'backend', s.value ->> 'attempts', s.value ->> 'latency_ms', \
-         COALESCE(s.value ->> 'kept', 'sampled'), s.value -> 'failed' \
+         COALESCE(s.value ->> 'kept', 'sampled'), s.value -> 'failed', s.value ->> 'rule' \
          FROM rollup_minutes AS m, json_each(m.samples) AS s \
          WHERE m.hostname = ?1 AND m.backend = '' AND m.t_ms <= ?{upto} AND m.samples IS NOT NULL"
     )

@@ -79,6 +79,9 @@ pub struct Counters {
     /// one is a billed Durable Object request, which the cost table in docs/benchmarks.md counts.
     #[serde(default)]
     pub object_requests: u64,
+    /// Requests each traffic rule applied to, by rule name (`continue` rules included).
+    #[serde(default)]
+    pub rule_matches: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -106,6 +109,18 @@ impl Counters {
             429 => self.rate_limited += 1,
             403 => self.access_denied += 1,
             _ => {}
+        }
+    }
+
+    /// Counts traffic-rule matches: the rules one decision applied, or a Worker's tally.
+    pub fn record_rule_hits<'a>(&mut self, hits: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (rule, n) in hits {
+            match self.rule_matches.get_mut(rule) {
+                Some(c) => *c += n,
+                None => {
+                    self.rule_matches.insert(rule.to_string(), n);
+                }
+            }
         }
     }
 
@@ -382,6 +397,16 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: 
         );
         w.sample("flowbalance_request_duration_seconds_count", &base, count);
     }
+
+    w.per_host_key(
+        hosts,
+        (
+            "flowbalance_rule_matches_total",
+            "Requests each traffic rule applied to.",
+            "rule",
+        ),
+        |c| &c.rule_matches,
+    );
 
     w.per_host_key(
         hosts,

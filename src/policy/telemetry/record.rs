@@ -45,6 +45,9 @@ pub struct LogRow {
     /// Why the row was kept (None: logged before the log was sampled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept: Option<Kept>,
+    /// The traffic rule that decided the request (it ended the rules' walk), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// Why a finished request must be kept (None: a success, left to sampling). `refused`: FlowBalance
@@ -109,6 +112,7 @@ mod tests {
     fn a_log_row_is_one_flat_object_with_the_request_log_columns() {
         let row = LogRow {
             hostname: "a.test".into(),
+            rule: None,
             request: record(),
             failed: vec![FailedAttempt {
                 backend: "http://c:1".into(),

@@ -310,6 +310,7 @@ mod tests {
     fn sample(ts_ms: u64) -> LogRow {
         LogRow {
             hostname: "a.test".into(),
+            rule: None,
             request: RequestRecord {
                 ts_ms,
                 method: "GET".into(),

@@ -159,6 +159,18 @@ pub fn refused(message: &str) -> String {
     why
 }
 
+/// Why a traffic rule answered a request itself: `rule old-docs → redirect 308 https://…`.
+pub fn rule_answered(a: &crate::policy::traffic::rules::RuleAnswer) -> String {
+    let mut why = match &a.location {
+        Some(location) => format!("rule {} → redirect {} {location}", a.rule, a.status),
+        None => format!("rule {} → respond {}", a.rule, a.status),
+    };
+    if why.len() > MAX_PATH {
+        why = bounded_path(&why);
+    }
+    why
+}
+
 /// The decision's reason, plus `retry` when the answer came from a later attempt.
 pub fn answered_why(decided: &str, attempts: u32) -> String {
     if attempts > 1 {

@@ -153,6 +153,20 @@ pub enum Verdict {
     More(RuleNeeds),
 }
 
+impl Verdict {
+    /// Names of the traffic rules this verdict applied, in order.
+    pub fn rules_matched(&self) -> &[String] {
+        match self {
+            Verdict::Route(Route {
+                rules: Some(effects),
+                ..
+            }) => &effects.matched,
+            Verdict::Answer(answer) => &answer.matched,
+            _ => &[],
+        }
+    }
+}
+
 /// Backends to try, in order, and how hard to try.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Route {

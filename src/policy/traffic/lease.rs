@@ -288,6 +288,9 @@ pub struct Held {
 
 /// What the Worker does with one request under its lease.
 #[derive(Debug)]
+// `Decided` is the common case: boxing it would cost an allocation per request to save stack
+// space in the rare `AskObject`.
+#[allow(clippy::large_enum_variant)]
 pub enum Local {
     /// Decided here.
     Decided(Verdict),

@@ -34,7 +34,7 @@ impl Balancer {
         }
         let keyed = msg.affinity_key.is_some() || msg.client_ip.is_some();
         let facts = RequestFacts {
-            line: None,
+            line: msg.line,
             client_ip: msg.client_ip,
             country: msg.country,
             continent: msg.continent,
@@ -51,6 +51,13 @@ impl Balancer {
             self.metrics.borrow_mut().record_reject(r.status);
             self.metrics_dirty.set(true);
         }
+        let matched = verdict.rules_matched();
+        if !matched.is_empty() {
+            self.metrics
+                .borrow_mut()
+                .record_rule_hits(matched.iter().map(|r| (r.as_str(), 1)));
+            self.metrics_dirty.set(true);
+        }
         // While a tail listens, the reply also says why, so the edge reports the request's line.
         let why = match (&verdict, &*self.service.borrow()) {
             (Verdict::Route(route), Some(Service::Ready(fleet)))
@@ -60,6 +67,9 @@ impl Balancer {
             }
             (Verdict::Reject(r), _) if self.tails.listening(&self.state) => {
                 Some(tail::refused(&r.message))
+            }
+            (Verdict::Answer(a), _) if self.tails.listening(&self.state) => {
+                Some(tail::rule_answered(a))
             }
             _ => None,
         };
@@ -147,6 +157,12 @@ impl Balancer {
         self.ensure_loaded(&msg.host).await?;
         self.complete(&msg.done);
         self.record_answered(&msg.answered);
+        if !msg.rule_hits.is_empty() {
+            self.metrics
+                .borrow_mut()
+                .record_rule_hits(msg.rule_hits.iter().map(|(r, n)| (r.as_str(), *n)));
+            self.metrics_dirty.set(true);
+        }
         self.roll_samples(Self::now(), msg.samples);
         self.apply_outcomes(&msg.outcomes).await?;
         // After counting: a report may open the minute the alarm must write.

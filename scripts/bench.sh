@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh
 node tests/bench/bench.mjs "$@"
 node tests/bench/lease.mjs
+node tests/bench/rules.mjs
 node tests/bench/steering.mjs
 node tests/bench/recovery.mjs
 node tests/bench/scrape.mjs

@@ -10,6 +10,7 @@
 pub mod affinity;
 pub mod attempts;
 pub mod decision;
+pub mod dynamic;
 pub mod facts;
 pub mod failover;
 pub mod fleet;

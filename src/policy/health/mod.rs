@@ -1,11 +1,13 @@
 //! Health: whether a backend should take traffic.
 //!
 //! Owns probe hysteresis and scheduling (`checks`), monitor verdicts, the circuit breaker, service
-//! and backend health classes, and the transitions between states that events are made of.
+//! and backend health classes, the health score (`score`), and the transitions between states
+//! that events are made of.
 //! Uses `control` for the monitor and breaker settings, `traffic` for backend records and URL
 //! parts, and `rng` for jitter.
 
 pub mod breaker;
 pub mod checks;
 pub mod monitor;
+pub mod score;
 pub mod transitions;

@@ -36,14 +36,23 @@ for (const mode of ["per_request", "lease"]) {
         decisions: { mode },
       },
     ]);
-    // Enough traffic for the breaker's window to hold the bad backend's error rate.
-    await spread(lb, "app.test", [g1, g2, bad], 60);
-    await waitFor(async () => backendStatus(await serviceStatus(lb), bad).error_rate != null, { what: "the bad backend's error rate in the window" });
+    // Traffic until the breaker's window holds enough of the bad backend's requests for an error
+    // rate (in lease mode a Worker also sets a backend aside for the rest of its lease after each
+    // failure, so that takes longer).
+    await waitFor(
+      async () => {
+        await spread(lb, "app.test", [g1, g2, bad], 30);
+        return backendStatus(await serviceStatus(lb), bad).error_rate != null;
+      },
+      { timeoutMs: 30000, what: "the bad backend's error rate in the window" },
+    );
 
     const [a, b, c] = await spread(lb, "app.test", [g1, g2, bad], 300);
     assert.equal(a + b + c, 300);
     assert.ok(c < 0.75 * Math.min(a, b), `the bad backend's share is visibly smaller: ${[a, b, c]}`);
-    assert.ok(c > 0, `it still gets some traffic above the floor: ${[a, b, c]}`);
+    // Above the floor it keeps some traffic (per request; under a lease each failure also sets it
+    // aside in the Worker until the next lease, so there it may get very little).
+    if (mode === "per_request") assert.ok(c > 0.1 * Math.min(a, b), `it still gets some traffic above the floor: ${[a, b, c]}`);
 
     const st = await serviceStatus(lb);
     assert.equal(st.decisions.effective_mode, mode);

@@ -4,9 +4,10 @@
 //! - probes: the pass rate of the last [`PROBE_WINDOW`] probes (1 with no probe yet);
 //! - errors: `(1 - error_rate / 100)²` over the breaker's window (1 while the window holds
 //!   fewer than `min_requests` requests), so 10 % errors cost 19 points and 30 % cost 51;
-//! - latency: `(median + 25) / (latency + 25)`, at most 1, where latency is the backend's
-//!   peak-EWMA and median the median of its pool's (1 when either is unknown). The 25 ms
-//!   keep a few milliseconds of jitter between fast backends from counting.
+//! - latency: `(2 × median + 100) / (latency + 100)`, at most 1, where latency is the
+//!   backend's peak-EWMA and median the median of its pool's (1 when either is unknown). Up to
+//!   twice the median costs nothing, and the 100 ms keep a spike on a fast backend (a peak-EWMA
+//!   takes every slow sample at once) from costing much.
 //!
 //! A backend its probes hold down, or whose breaker is not closed, scores 0.
 
@@ -15,7 +16,7 @@ pub const PROBE_WINDOW: u32 = 10;
 /// Below this score, score weighting takes a backend out of rotation while a peer is above it.
 pub const SCORE_FLOOR: u8 = 10;
 /// Latency slack (ms) added to both sides of the latency ratio.
-const LATENCY_SLACK_MS: f64 = 25.0;
+const LATENCY_SLACK_MS: f64 = 100.0;
 
 /// What the score is computed from; `None` means "not known yet" and costs nothing.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,7 +63,7 @@ pub fn score(x: &Inputs) -> u8 {
     let ok = known(x.error_rate).map_or(1.0, |e| 1.0 - e.clamp(0.0, 100.0) / 100.0);
     let latency = match (known(x.latency_ms), known(x.median_ms)) {
         (Some(l), Some(m)) => {
-            ((m.max(0.0) + LATENCY_SLACK_MS) / (l.max(0.0) + LATENCY_SLACK_MS)).min(1.0)
+            ((2.0 * m.max(0.0) + LATENCY_SLACK_MS) / (l.max(0.0) + LATENCY_SLACK_MS)).min(1.0)
         }
         _ => 1.0,
     };
@@ -106,7 +107,8 @@ mod tests {
         assert_eq!(with(|x| x.error_rate = Some(30.0)), 49);
         assert_eq!(with(|x| x.error_rate = Some(10.0)), 81);
         assert_eq!(with(|x| x.probe_pass_rate = Some(0.7)), 70);
-        // 2 ms against a median of 1 ms is jitter; 200 ms against 50 ms is not.
+        // 60 ms against a median of 12 ms is a spike; 200 ms against 50 ms and 2 s against
+        // 100 ms are slow.
         let lat = |l: f64, m: f64| {
             score(&Inputs {
                 latency_ms: Some(l),
@@ -114,9 +116,14 @@ mod tests {
                 ..Inputs::perfect()
             })
         };
-        assert_eq!(lat(2.0, 1.0), 96);
-        assert_eq!(lat(200.0, 50.0), 33);
-        assert_eq!(lat(10.0, 50.0), 100, "faster than the median costs nothing");
+        assert_eq!(lat(60.0, 12.0), 78);
+        assert_eq!(lat(200.0, 50.0), 67);
+        assert_eq!(lat(2000.0, 100.0), 14);
+        assert_eq!(
+            lat(100.0, 50.0),
+            100,
+            "up to twice the median costs nothing"
+        );
         assert_eq!(with(|x| x.breaker_closed = false), 0);
         assert_eq!(with(|x| x.healthy = false), 0);
         assert_eq!(with(|x| x.error_rate = Some(f64::NAN)), 100);

@@ -873,19 +873,19 @@ fn health_scores_read_errors_probes_and_latency() {
     assert_eq!(f.health_scores(400)[0], 50);
     // c turns slow: 200 ms against a median of 5 ms.
     traffic_on(&mut f, "http://c", 1, 0, 200, 500);
-    assert_eq!(f.health_scores(500)[2], 13);
+    assert_eq!(f.health_scores(500)[2], 37);
     // The status view shows the scores, and the weights they give.
     let status = f.backend_status(500);
     assert_eq!(
         status.iter().map(|s| s.health_score).collect::<Vec<_>>(),
-        [50, 49, 13]
+        [50, 49, 37]
     );
     assert_eq!(
         status
             .iter()
             .map(|s| s.effective_weight)
             .collect::<Vec<_>>(),
-        [0.5, 0.49, 0.13]
+        [0.5, 0.49, 0.37]
     );
     // Failures age out of the breaker's window (60 s) and the score recovers.
     assert_eq!(f.health_scores(70_000)[1], 100);

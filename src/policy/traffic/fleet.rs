@@ -219,8 +219,8 @@ impl Fleet {
     }
 
     /// Keeps what the previous config's fleet knew of load (requests in flight, response times),
-    /// each backend's recent probe results and when it is due for its next probe, for the backends both have, so a config
-    /// change does not forget them.
+    /// each backend's recent probe results and when it is due for its next probe, for the
+    /// backends both have, so a config change does not forget them.
     pub fn adopt_load(&mut self, old: &Fleet) {
         for (i, b) in self.backends.iter().enumerate() {
             if let Some(j) = old.index_of(&b.url) {
@@ -257,8 +257,8 @@ impl Fleet {
             && self.backends[i].breaker.state == BreakerState::Closed
     }
 
-    /// The weight round robin uses now: the configured weight (scaled so a ramp has steps even
-    /// at weight 1), reduced linearly while the backend is within its slow-start window.
+    /// The configured weight (scaled so a ramp has steps even at weight 1), reduced linearly
+    /// while the backend is within its slow-start window.
     fn ramped_weight(&self, i: usize, now_ms: u64) -> u32 {
         let full = self.weights[i] * WEIGHT_SCALE;
         let window = self.cfg.load_balancer.slow_start_ms;

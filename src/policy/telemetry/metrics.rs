@@ -160,6 +160,9 @@ pub struct BackendGauges {
     pub url: String,
     pub up: bool,
     pub weight: f64,
+    /// 0–100 (see `health::score`).
+    #[serde(default)]
+    pub health_score: u8,
     /// `closed`, `open` or `half_open`.
     pub breaker: String,
 }
@@ -443,6 +446,14 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: 
             "The weight round robin uses now (lower while slow start ramps the backend up).",
         ),
         |b| b.weight,
+    );
+    w.per_backend(
+        hosts,
+        (
+            "flowbalance_backend_health_score",
+            "Health score 0-100 from recent probes, passive error rate, latency against the pool's median and breaker state (open: 0).",
+        ),
+        |b| b.health_score,
     );
     w.family(
         "flowbalance_circuit_breaker_state",

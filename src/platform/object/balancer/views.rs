@@ -52,6 +52,7 @@ fn status_view(
                 "url": b.url,
                 "weight": s.weight,
                 "effective_weight": s.effective_weight,
+                "health_score": s.health_score,
                 "state": s.state,
                 "health": s.health,
                 "healthy": b.health.healthy,

@@ -364,6 +364,10 @@ pub struct LoadBalancer {
     /// With `steering: failover`: the pool that takes traffic when no pool is healthy (default: the last pool).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_pool: Option<PoolName>,
+    /// Weigh each backend by its health score: weight × score / 100, none below a score of 10
+    /// while a peer is above it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub score_weighting: bool,
 }
 
 /// How a backend is picked within a pool (`load_balancer.endpoint_steering`).

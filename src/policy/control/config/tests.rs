@@ -447,14 +447,15 @@ fn pools_only_service_has_empty_backends() {
 fn affinity_and_access_rejections() {
     let e = errs_of(
         r#"{"hostname": "a.com", "backends": ["http://x"],
-        "load_balancer": {"session_affinity": {"type": "header", "ttl": 0}, "algo": "rr"},
+        "load_balancer": {"session_affinity": {"type": "header", "ttl": 0}, "algo": "rr", "score_weighting": "yes"},
         "access_control": {"allow": ["10.0.0.0/33", "1.2.3", "::1/129", "fe80::1/64", "10.0.0.0/+8"], "deny": [5]}}"#,
     );
     assert_err(
         &e,
         "load_balancer.algo",
-        "unknown key \"algo\"; allowed: session_affinity, slow_start, endpoint_steering, steering, fallback_pool",
+        "unknown key \"algo\"; allowed: session_affinity, slow_start, endpoint_steering, steering, fallback_pool, score_weighting",
     );
+    assert_err(&e, "load_balancer.score_weighting", "boolean");
     assert_err(
         &e,
         "load_balancer.session_affinity.header_name",
@@ -597,6 +598,7 @@ prop_compose! {
         retries in 0u32..=10,
         affinity in prop::option::of((0..3u8, 1u64..=31_536_000, any::<bool>())),
         slow_start_ms in 0u64..=3_600_000,
+        score_weighting in any::<bool>(),
         endpoint_steering in 0..4usize,
         geo in any::<bool>(),
         rate in prop::option::of((1u32..=u32::MAX, 1u32..=86_400)),
@@ -639,6 +641,7 @@ prop_compose! {
                     }
                 }),
                 slow_start_ms,
+                score_weighting,
                 endpoint_steering: [
                     EndpointSteering::RoundRobin,
                     EndpointSteering::LeastOutstandingRequests,

@@ -57,6 +57,8 @@ impl Fleet {
     /// Per-backend facts for the status view (the platform shapes them into JSON).
     pub fn backend_status(&self, now_ms: u64) -> Vec<BackendStatus<'_>> {
         let params = self.breaker_params();
+        let weights = self.effective_weights(now_ms);
+        let scores = self.health_scores(now_ms);
         self.backends
             .iter()
             .enumerate()
@@ -64,8 +66,8 @@ impl Fleet {
                 record: b,
                 health: self.backend_health(i),
                 weight: self.weights[i],
-                effective_weight: f64::from(self.effective_weight(i, now_ms))
-                    / f64::from(WEIGHT_SCALE),
+                effective_weight: f64::from(weights[i]) / f64::from(WEIGHT_SCALE),
+                health_score: scores[i],
                 state: self.states[i],
                 error_rate: b.breaker.error_rate(now_ms, &params),
                 outstanding: self.load[i].outstanding,
@@ -80,8 +82,11 @@ pub struct BackendStatus<'a> {
     pub record: &'a BackendRecord,
     pub health: BackendHealth,
     pub weight: u32,
-    /// The weight in use now (lower while slow start ramps the backend up).
+    /// The weight in use now (lower while slow start ramps the backend up, or with score
+    /// weighting while its health score is below 100).
     pub effective_weight: f64,
+    /// 0–100, see `health::score`.
+    pub health_score: u8,
     pub state: BackendState,
     pub error_rate: Option<f64>,
     /// Requests counted in flight (steering modes that count them).

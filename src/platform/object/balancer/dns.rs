@@ -89,10 +89,11 @@ async fn reconcile(
     let api = Api::from_env(env)?;
     let path = format!("/zones/{}/dns_records", block.zone_id);
     let name = block.name.as_str();
+    let query: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
     let existing: Vec<ZoneRecord> = api
         .call(
             "GET",
-            &format!("{path}?name={name}&per_page={PER_PAGE}"),
+            &format!("{path}?name={query}&per_page={PER_PAGE}"),
             None,
         )
         .await?;
@@ -161,16 +162,17 @@ impl Balancer {
         Some(self.dns.borrow().due_at(&block_key(&block), &wanted))
     }
 
-    /// A health or config change wants a sync now: the alarm wakes for it unless it wakes sooner.
+    /// After a health or config change: when it wants a sync now, the alarm wakes at once
+    /// (a later sync is armed by `arm_next`, so an unknown alarm is never pushed back).
     pub(super) async fn dns_soon(&self) -> Result<()> {
-        let Some(due) = self.dns_due_at() else {
-            return Ok(());
-        };
         let now = Self::now();
+        if self.dns_due_at().is_none_or(|due| due > now) {
+            return Ok(());
+        }
         let known = *self.alarm_at.borrow();
         match known {
-            Some(at) if at <= due.max(now) => Ok(()),
-            _ => self.set_alarm_in(due.saturating_sub(now)).await,
+            Some(at) if at <= now => Ok(()),
+            _ => self.set_alarm_in(0).await,
         }
     }
 

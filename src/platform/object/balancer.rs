@@ -293,7 +293,8 @@ impl DurableObject for Balancer {
 
     async fn alarm(&self) -> Result<Response> {
         // Alarms are at-least-once: probing twice is harmless, a delivery is settled once, and
-        // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
+        // re-arming is unconditional. The alarm serves probes, DNS record syncs, webhook deliveries
+        // and D1 writes.
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
         // An alarm invocation is billed as a Durable Object request too.

@@ -68,6 +68,19 @@ function poolsCard(pools) {
   );
 }
 
+/** The `dns` record set: its addresses, the last sync, and whether it is held (nothing healthy). */
+function dnsCard(d, now) {
+  const last = d.last_sync;
+  return h(
+    "section",
+    { class: "card", id: "dns" },
+    h("h2", {}, "DNS records ", h("code", {}, d.name)),
+    h("p", {}, d.records.length ? d.records.map((r) => h("code", { class: "url" }, `${r.type} ${r.content} `)) : h("span", { class: "muted" }, "none written yet")),
+    d.held ? h("p", {}, pill("held", "warn"), " no healthy backend, the last set stays") : null,
+    h("p", { class: "muted" }, last ? [`last sync ${ago(last.at_ms, now)}: `, last.error ? pill("failed", "bad") : pill("synced", "ok"), last.error ? ` ${last.error}` : ""] : "not synced yet"),
+  );
+}
+
 /** Requests in flight and the decaying response-time average, when the steering mode tracks them. */
 function inFlight(b) {
   const parts = [b.outstanding ? `${b.outstanding} in flight` : null, b.ewma_ms != null ? `avg ${ms(b.ewma_ms)}` : null].filter(Boolean);
@@ -173,7 +186,7 @@ function renderBackends(body, host, head) {
       : effective === "lease"
         ? `Decisions: lease mode (${d.lease_ms} ms), ${d.leases_outstanding} lease${d.leases_outstanding === 1 ? "" : "s"} outstanding${chosen}`
         : `Decisions: per request${chosen}`;
-    mount(list, status.pools?.length ? poolsCard(status.pools) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Score", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
+    mount(list, status.pools?.length ? poolsCard(status.pools) : null, status.dns ? dnsCard(status.dns, now) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Score", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
   };
   const refresh = async () => {
     try {

@@ -155,6 +155,103 @@ pub fn backoff_ms(attempt: u32) -> u64 {
     (5_000u64 << attempt.min(6)).min(300_000)
 }
 
+/// The address a backend's record gives: its URL's host when that is an IP literal (`host` as
+/// `BackendUrl::host` spells it, IPv6 bracketed), else its configured `address`.
+pub fn address_of(host: &str, address: Option<IpAddr>) -> Option<Address> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        .or(address)
+        .map(Address::of)
+}
+
+/// `text` with every occurrence of `secret` replaced: an API error or a network message that
+/// echoes the request must not carry the token into the status view, the history or a webhook.
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_string();
+    }
+    text.replace(secret, "[redacted]")
+}
+
+/// A healthy set is written again at least this often (records changed by hand come back).
+pub const RESYNC_MS: u64 = 300_000;
+
+/// What the object remembers of its syncs (stored; shown in the status view).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// The `dns` block the last attempt was for (`zone/name/ttl`): another one syncs at once.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The addresses the last attempt wanted.
+    #[serde(default)]
+    pub wanted: Vec<Address>,
+    /// The managed records after the last successful sync.
+    #[serde(default)]
+    pub records: Vec<Address>,
+    /// The last successful sync found nothing healthy and kept the set.
+    #[serde(default)]
+    pub held: bool,
+    /// When the last attempt ended, and why it failed (None: it worked).
+    #[serde(default)]
+    pub last_ms: Option<u64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Failed attempts in a row, and when the next one may start.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub retry_at: u64,
+}
+
+impl SyncState {
+    /// When the next sync is due for the `dns` block `key` and the addresses `wanted` now: at once
+    /// when either changed since the last attempt (a health change, a config change), after the
+    /// backoff while failing, else [`RESYNC_MS`] after the last sync.
+    pub fn due_at(&self, key: &str, wanted: &[Address]) -> u64 {
+        match self.last_ms {
+            Some(_) if self.key.as_deref() != Some(key) => 0,
+            Some(_) if self.failures > 0 => self.retry_at,
+            Some(last) if self.wanted == wanted => last + RESYNC_MS,
+            _ => 0,
+        }
+    }
+
+    /// Records a successful sync.
+    pub fn succeeded(
+        &mut self,
+        now_ms: u64,
+        key: &str,
+        wanted: &[Address],
+        records: Vec<Address>,
+        held: bool,
+    ) {
+        *self = SyncState {
+            key: Some(key.to_string()),
+            wanted: wanted.to_vec(),
+            records,
+            held,
+            last_ms: Some(now_ms),
+            error: None,
+            failures: 0,
+            retry_at: 0,
+        };
+    }
+
+    /// Records a failed sync and schedules the retry with [`backoff_ms`]. True when it is the
+    /// first failure in a row (the one reported: later ones only count).
+    pub fn failed(&mut self, now_ms: u64, key: &str, wanted: &[Address], error: String) -> bool {
+        self.retry_at = now_ms + backoff_ms(self.failures);
+        self.failures += 1;
+        self.key = Some(key.to_string());
+        self.wanted = wanted.to_vec();
+        self.last_ms = Some(now_ms);
+        self.error = Some(error);
+        self.failures == 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +322,49 @@ mod tests {
             (backoff_ms(0), backoff_ms(3), backoff_ms(30)),
             (5_000, 40_000, 300_000)
         );
+    }
+
+    #[test]
+    fn a_backend_gives_its_ip_literal_else_its_address() {
+        let lit = address_of("[2001:db8::1]", Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(lit, Some(addr("2001:db8::1")));
+        assert_eq!(
+            address_of("api.test", Some("192.0.2.7".parse().unwrap())),
+            Some(addr("192.0.2.7"))
+        );
+        assert_eq!(address_of("127.0.0.2", None), Some(addr("127.0.0.2")));
+        assert_eq!(address_of("api.test", None), None);
+        assert_eq!(
+            redact("Bearer s3cr3t refused; s3cr3t", "s3cr3t"),
+            "Bearer [redacted] refused; [redacted]"
+        );
+        assert_eq!(redact("nothing", ""), "nothing");
+    }
+
+    #[test]
+    fn syncs_at_once_on_a_change_backs_off_on_failure_and_resyncs_every_five_minutes() {
+        let a = [addr("192.0.2.1")];
+        let b = [addr("192.0.2.1"), addr("192.0.2.2")];
+        let mut s = SyncState::default();
+        assert_eq!(s.due_at("z/n/60", &a), 0);
+        s.succeeded(1_000, "z/n/60", &a, a.to_vec(), false);
+        assert_eq!(s.due_at("z/n/60", &a), 1_000 + RESYNC_MS);
+        assert_eq!(s.due_at("z/n/60", &b), 0, "a health change syncs at once");
+        assert_eq!(s.due_at("z/n/30", &a), 0, "a config change syncs at once");
+        assert!(s.failed(2_000, "z/n/60", &b, "401".into()));
+        assert_eq!(s.due_at("z/n/60", &b), 7_000);
+        assert_eq!(
+            s.due_at("z/n/60", &a),
+            7_000,
+            "a failing sync waits for its backoff"
+        );
+        assert!(
+            !s.failed(7_000, "z/n/60", &b, "401".into()),
+            "reported once"
+        );
+        assert_eq!((s.due_at("z/n/60", &b), s.failures), (17_000, 2));
+        assert_eq!(s.records, a.to_vec(), "the last good set is still known");
+        s.succeeded(17_000, "z/n/60", &[], a.to_vec(), true);
+        assert_eq!((s.failures, s.error.clone(), s.held), (0, None, true));
     }
 }

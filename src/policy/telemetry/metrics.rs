@@ -82,6 +82,9 @@ pub struct Counters {
     /// Requests each traffic rule applied to, by rule name (`continue` rules included).
     #[serde(default)]
     pub rule_matches: BTreeMap<String, u64>,
+    /// DNS record syncs by result (`success`, `failure`).
+    #[serde(default)]
+    pub dns_syncs: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -581,6 +584,15 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: 
             "result",
         ),
         |c| &c.webhook_deliveries,
+    );
+    w.per_host_key(
+        hosts,
+        (
+            "flowbalance_dns_syncs_total",
+            "Syncs of the service's DNS records with the Cloudflare API, by result (success, failure).",
+            "result",
+        ),
+        |c| &c.dns_syncs,
     );
     w.per_host_key(
         hosts,

@@ -577,10 +577,12 @@ pub enum EventKind {
     ConfigChanged,
     #[serde(rename = "config.rolled_back")]
     ConfigRolledBack,
+    #[serde(rename = "dns.sync_failed")]
+    DnsSyncFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::BackendDown,
         EventKind::BackendUp,
         EventKind::BreakerOpen,
@@ -589,6 +591,7 @@ impl EventKind {
         EventKind::ServiceRecovered,
         EventKind::ConfigChanged,
         EventKind::ConfigRolledBack,
+        EventKind::DnsSyncFailed,
     ];
 }
 

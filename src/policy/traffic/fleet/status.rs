@@ -4,6 +4,7 @@ use super::{BackendRecord, Fleet, WEIGHT_SCALE};
 use crate::policy::control::config::BackendState;
 use crate::policy::health::breaker::BreakerState;
 use crate::policy::health::checks::{BackendHealth, ServiceHealth};
+use crate::policy::health::dns::{self, Address};
 use crate::policy::traffic::steering::{self, PoolHealth};
 
 impl Fleet {
@@ -30,6 +31,25 @@ impl Fleet {
             .filter(|&i| self.failover_ok(i))
             .count();
         (up, self.backends.len())
+    }
+
+    /// The addresses the service's `dns` records should list, sorted: each enabled backend its
+    /// probes find healthy. The breaker is left out on purpose: it follows the Worker's own
+    /// requests within seconds, and DNS answers are cached for a TTL anyway.
+    pub fn dns_addresses(&self) -> Vec<Address> {
+        let mut out: Vec<Address> = self
+            .cfg
+            .all_backends()
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| {
+                self.states[i] == BackendState::Enabled && self.backends[i].health.healthy
+            })
+            .filter_map(|(_, b)| dns::address_of(b.url.host(), b.address))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Backend `i` as operators see it: down when its probes or breaker keep traffic from it,

@@ -980,3 +980,36 @@ fn recent_probes_survive_a_config_change() {
     g.adopt_load(&f);
     assert_eq!(g.health_scores(3), [50, 100]);
 }
+
+#[test]
+fn dns_addresses_are_the_enabled_healthy_backends_ip_or_address() {
+    let mut f = fleet(json!({
+        "backends": [
+            "http://192.0.2.1:8080",
+            {"url": "http://api.test", "address": "2001:db8::7"},
+            {"url": "http://192.0.2.3", "state": "draining"},
+            "http://[2001:db8::1]",
+        ],
+        "activeHealthChecks": {"consecutive_down": 1},
+        "dns": {"zone_id": "0123456789abcdef0123456789abcdef", "name": "origin.test"},
+    }));
+    let contents = |f: &Fleet| -> Vec<String> {
+        f.dns_addresses()
+            .into_iter()
+            .map(|a| format!("{} {}", a.kind, a.content))
+            .collect()
+    };
+    assert_eq!(
+        contents(&f),
+        ["A 192.0.2.1", "AAAA 2001:db8::1", "AAAA 2001:db8::7"]
+    );
+    f.apply_probe(0, false, 1, Some("refused".into()), 10);
+    assert_eq!(contents(&f), ["AAAA 2001:db8::1", "AAAA 2001:db8::7"]);
+    for i in [1, 3] {
+        f.apply_probe(i, false, 1, Some("refused".into()), 10);
+    }
+    assert!(
+        f.dns_addresses().is_empty(),
+        "nothing healthy: the plan holds the set"
+    );
+}

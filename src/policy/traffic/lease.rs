@@ -301,9 +301,10 @@ impl Held {
         self.fleet.cfg()
     }
 
-    /// What the Worker must read of a request to decide it under this lease.
+    /// What the Worker must read of a request to decide it under this lease (computed once,
+    /// when the lease was taken).
     pub fn needs(&self) -> Needs {
-        Needs::of(self.fleet.cfg())
+        self.fleet.needs().clone()
     }
 
     /// Builds the local view from a lease whose request was sent at `sent_ms` (Worker clock).

@@ -639,3 +639,6 @@ fn validate_header_actions(actions: &HeaderActions, hp: &[Seg], errs: &mut Vec<I
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -87,9 +87,8 @@ pub use model::*;
 pub use names::{validate_backend_url, validate_hostname};
 pub use rules::{
     ContentType, HeaderActions, Method, PathRegex, Redirect, RedirectLocation, Respond,
-    ResponseBody, Rewrite, Rule, RuleName, RulePath, SplitTo, Then, When,
-    DEFAULT_REDIRECT_STATUS, DEFAULT_RESPOND_CONTENT_TYPE, MAX_REGEX_LEN, MAX_RESPOND_BODY,
-    MAX_RULES, REGEX_SIZE_LIMIT,
+    ResponseBody, Rewrite, Rule, RuleName, RulePath, SplitTo, Then, When, DEFAULT_REDIRECT_STATUS,
+    DEFAULT_RESPOND_CONTENT_TYPE, MAX_REGEX_LEN, MAX_RESPOND_BODY, MAX_RULES, REGEX_SIZE_LIMIT,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use schema::schemas;

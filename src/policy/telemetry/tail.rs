@@ -165,17 +165,19 @@ fn rule_why(cfg: &ServiceConfig, route: &Route) -> Option<String> {
     let effects = route.rules.as_ref()?;
     let name = effects.decided_by.as_deref()?;
     let rule = cfg.rules.iter().find(|r| r.name.as_str() == name);
-    Some(match (&effects.pool, rule.and_then(|r| r.then.split.as_ref())) {
-        (Some(chosen), Some(split)) => {
-            let shares: Vec<String> = split
-                .iter()
-                .map(|s| format!("{} {}", s.pool, s.weight))
-                .collect();
-            format!("rule {name} → split {} → {chosen}", shares.join(" / "))
-        }
-        (Some(pool), None) => format!("rule {name} → pool {pool}"),
-        (None, _) => format!("rule {name}"),
-    })
+    Some(
+        match (&effects.pool, rule.and_then(|r| r.then.split.as_ref())) {
+            (Some(chosen), Some(split)) => {
+                let shares: Vec<String> = split
+                    .iter()
+                    .map(|s| format!("{} {}", s.pool, s.weight))
+                    .collect();
+                format!("rule {name} → split {} → {chosen}", shares.join(" / "))
+            }
+            (Some(pool), None) => format!("rule {name} → pool {pool}"),
+            (None, _) => format!("rule {name}"),
+        },
+    )
 }
 
 /// The reason for a request a traffic rule answered itself: `rule no-trace → respond 405`,
@@ -326,6 +328,75 @@ mod tests {
         let cut = bounded_path(&long);
         assert!(cut.len() <= MAX_PATH + "…".len());
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn why_names_the_traffic_rule_that_decided() {
+        use crate::policy::traffic::rules::RuleEffects;
+        let c = cfg(serde_json::json!({"hostname": "a.test",
+        "pools": [{"name": "web", "backends": ["http://127.0.0.1:1"]}, {"name": "canary", "backends": ["http://127.0.0.1:2"]}],
+        "geo_steering": {"regions": {"EU": "web"}, "fallback_pool": "web"},
+        "rules": [
+            {"name": "api", "when": {"path_prefix": "/api/"}, "then": {"pool": "canary"}},
+            {"name": "shop-canary", "then": {"split": [{"pool": "web", "weight": 95}, {"pool": "canary", "weight": 5}]}},
+            {"name": "strip", "then": {"rewrite": {"strip_prefix": "/x"}}}
+        ]}));
+        let ruled = |decided: Option<&str>, pool: Option<&str>, panic: bool| Route {
+            rules: Some(RuleEffects {
+                matched: decided.into_iter().map(str::to_string).collect(),
+                decided_by: decided.map(str::to_string),
+                pool: pool.map(str::to_string),
+                ..RuleEffects::default()
+            }),
+            ..route(&["http://127.0.0.1:2"], false, false, panic)
+        };
+        assert_eq!(
+            why(&c, &ruled(Some("api"), Some("canary"), false), false),
+            "rule api → pool canary, round robin"
+        );
+        assert_eq!(
+            why(
+                &c,
+                &ruled(Some("shop-canary"), Some("canary"), false),
+                false
+            ),
+            "rule shop-canary → split web 95 / canary 5 → canary, round robin"
+        );
+        // A deciding rule without a pool: steering chose the pool, and says so.
+        assert_eq!(
+            why(&c, &ruled(Some("strip"), None, false), false),
+            "rule strip, round robin"
+        );
+        assert_eq!(
+            why(&c, &ruled(None, None, false), false),
+            "geo pool canary, round robin"
+        );
+        assert_eq!(
+            why(&c, &ruled(Some("api"), Some("canary"), true), false),
+            "rule api → pool canary, panic"
+        );
+        let answer = |location: Option<&str>, status: u16| RuleAnswer {
+            rule: "old-docs".into(),
+            matched: vec!["old-docs".into()],
+            status,
+            location: location.map(str::to_string),
+            body: String::new(),
+            content_type: None,
+            response_headers: Default::default(),
+        };
+        assert_eq!(
+            answered_by_rule(&answer(Some("https://docs.example.com/a"), 308)),
+            "rule old-docs → redirect 308 https://docs.example.com/a"
+        );
+        assert_eq!(
+            answered_by_rule(&answer(None, 405)),
+            "rule old-docs → respond 405"
+        );
+        let long = answered_by_rule(&answer(
+            Some(&format!("https://x.test/{}", "a".repeat(1000))),
+            302,
+        ));
+        assert!(long.len() <= MAX_PATH + "…".len());
     }
 
     #[test]

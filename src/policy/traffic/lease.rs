@@ -287,6 +287,8 @@ pub struct Held {
 }
 
 /// What the Worker does with one request under its lease.
+// Made once per request and matched at once: boxing the verdict would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Local {
     /// Decided here.

@@ -255,7 +255,9 @@ pub fn split_key(
     client_ip: Option<&str>,
     affinity_header: Option<&str>,
 ) -> Option<String> {
-    let by_header = cfg.affinity().is_some_and(|a| a.kind == AffinityKind::Header);
+    let by_header = cfg
+        .affinity()
+        .is_some_and(|a| a.kind == AffinityKind::Header);
     match affinity_header {
         Some(value) if by_header && !value.is_empty() => Some(value.to_string()),
         _ => client_ip.map(canonical_ip).filter(|k| !k.is_empty()),
@@ -284,7 +286,10 @@ pub fn explain(cfg: &ServiceConfig, sample: &Sample) -> Result<Explanation, Stri
     }
     let no_fragment = sample.path.split('#').next().unwrap_or_default();
     let (path, query) = no_fragment.split_once('?').unwrap_or((no_fragment, ""));
-    for (field, code) in [("country", &sample.country), ("continent", &sample.continent)] {
+    for (field, code) in [
+        ("country", &sample.country),
+        ("continent", &sample.continent),
+    ] {
         if let Some(c) = code {
             if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
                 return Err(format!("{field}: {c:?} is not a two-letter code"));
@@ -318,10 +323,17 @@ pub fn explain(cfg: &ServiceConfig, sample: &Sample) -> Result<Explanation, Stri
             continent: sample.continent.as_deref(),
         },
     );
-    let pool_name = |p: usize| cfg.pools.get(p).map(|p| p.name.to_string()).unwrap_or_default();
+    let pool_name = |p: usize| {
+        cfg.pools
+            .get(p)
+            .map(|p| p.name.to_string())
+            .unwrap_or_default()
+    };
     let action = match walk.action() {
         Action::Steering => ExplainedAction::Steering,
-        Action::Pool(p) => ExplainedAction::Pool { pool: pool_name(*p) },
+        Action::Pool(p) => ExplainedAction::Pool {
+            pool: pool_name(*p),
+        },
         Action::Split(split) => {
             let named: Vec<(String, u32)> = split.iter().map(|&(p, w)| (pool_name(p), w)).collect();
             let shares: Vec<(&str, u32)> = named.iter().map(|(n, w)| (n.as_str(), *w)).collect();
@@ -377,7 +389,11 @@ pub fn explain(cfg: &ServiceConfig, sample: &Sample) -> Result<Explanation, Stri
         decided_by: walk.decided.map(|(n, _)| n.to_string()),
         action,
         // An answered request reaches no backend: no path or request headers to show.
-        path: if answered { String::new() } else { backend_path },
+        path: if answered {
+            String::new()
+        } else {
+            backend_path
+        },
         request_headers: if answered {
             HeaderOps::default()
         } else {

@@ -67,7 +67,8 @@ fn check_rule_name(s: &str) -> Result<String, String> {
 fn check_rule_path(s: &str) -> Result<String, String> {
     if s.starts_with('/')
         && s.len() <= 1024
-        && s.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
     {
         Ok(s.to_string())
     } else {
@@ -318,7 +319,10 @@ pub struct SplitTo {
 pub struct Redirect {
     pub location: RedirectLocation,
     /// 301, 302, 303, 307 or 308.
-    #[serde(default = "default_redirect_status", deserialize_with = "redirect_status")]
+    #[serde(
+        default = "default_redirect_status",
+        deserialize_with = "redirect_status"
+    )]
     #[cfg_attr(
         not(target_arch = "wasm32"),
         schemars(extend("enum" = [301, 302, 303, 307, 308]))
@@ -445,7 +449,10 @@ pub(super) fn validate_rules(cfg: &ServiceConfig) -> Vec<Issue> {
         if let Some(first) = names.insert(rule.name.as_str(), i) {
             errs.push((
                 extend(&rp, key("name")),
-                format!("duplicate rule name {:?} (same as {SAME})", rule.name.as_str()),
+                format!(
+                    "duplicate rule name {:?} (same as {SAME})",
+                    rule.name.as_str()
+                ),
                 Some(vec![key("rules"), Seg::Index(first), key("name")]),
             ));
             names.insert(rule.name.as_str(), first);
@@ -489,7 +496,10 @@ pub(super) fn validate_rules(cfg: &ServiceConfig) -> Vec<Issue> {
                 if let Some(first) = seen.insert(s.pool.as_str(), k) {
                     errs.push((
                         pp,
-                        format!("pool {:?} is in this split twice (same as {SAME})", s.pool.as_str()),
+                        format!(
+                            "pool {:?} is in this split twice (same as {SAME})",
+                            s.pool.as_str()
+                        ),
                         Some(extend(&extend(&sp, Seg::Index(first)), key("pool"))),
                     ));
                 }
@@ -623,7 +633,10 @@ fn validate_header_actions(actions: &HeaderActions, hp: &[Seg], errs: &mut Vec<I
         if let Some(why) = untouchable(name) {
             errs.push((
                 at.clone(),
-                format!("{:?} cannot be set or removed by a rule: it {why}", name.as_str()),
+                format!(
+                    "{:?} cannot be set or removed by a rule: it {why}",
+                    name.as_str()
+                ),
                 None,
             ));
         }

@@ -55,7 +55,7 @@ impl Fleet {
         }
         let (rule_group, effects) = match self.apply_rules(facts, ip, now_ms) {
             Ok(routed) => routed,
-            Err(answer) => return Verdict::Answer(answer),
+            Err(answer) => return Verdict::Answer(*answer),
         };
         self.budget.record_request(now_ms);
         let params = self.breaker_params();
@@ -128,7 +128,7 @@ impl Fleet {
         facts: &RequestFacts,
         ip: Option<IpAddr>,
         now_ms: u64,
-    ) -> Result<(Option<usize>, Option<RuleEffects>), RuleAnswer> {
+    ) -> Result<(Option<usize>, Option<RuleEffects>), Box<RuleAnswer>> {
         if self.rules.is_empty() {
             return Ok((None, None));
         }
@@ -142,7 +142,7 @@ impl Fleet {
         let (action, effects) = {
             let walk = self.rules.evaluate(line, client);
             if let Some(answer) = walk.answer(line) {
-                return Err(answer);
+                return Err(Box::new(answer));
             }
             (walk.action().clone(), walk.effects(None))
         };
@@ -161,13 +161,15 @@ impl Fleet {
     /// The pool of a split for this client: the pool of the backend its valid affinity pin
     /// names (a pool it is still given clients), else by its key (affinity header value or
     /// address), else a weighted draw. An index into the config's pools.
-    fn split_pool(&mut self, split: &[(usize, u32)], facts: &RequestFacts, now_ms: u64) -> Option<usize> {
+    fn split_pool(
+        &mut self,
+        split: &[(usize, u32)],
+        facts: &RequestFacts,
+        now_ms: u64,
+    ) -> Option<usize> {
         if let Some(id) = self.pin_id(facts, now_ms) {
             let kept = split.iter().find(|&&(p, w)| {
-                w > 0
-                    && self.groups[p + 1]
-                        .iter()
-                        .any(|&i| self.pin_ids[i] == id)
+                w > 0 && self.groups[p + 1].iter().any(|&i| self.pin_ids[i] == id)
             });
             if let Some(&(p, _)) = kept {
                 return Some(p);

@@ -94,9 +94,9 @@ impl Walk<'_> {
 
 /// The `when` blocks of a rule list, each with its nested `not`s.
 fn conditions(rules: &[Rule]) -> impl Iterator<Item = &When> {
-    rules.iter().flat_map(|r| {
-        std::iter::successors(Some(&r.when), |w| w.not.as_deref())
-    })
+    rules
+        .iter()
+        .flat_map(|r| std::iter::successors(Some(&r.when), |w| w.not.as_deref()))
 }
 
 /// What `rules` read of the request line, and whether they read the client's geography.
@@ -161,7 +161,11 @@ fn cond(w: &When) -> Cond {
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), any_or(v)))
             .collect(),
-        query: w.query.iter().map(|(k, v)| (k.clone(), any_or(v))).collect(),
+        query: w
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), any_or(v)))
+            .collect(),
         countries: w.countries.iter().map(ToString::to_string).collect(),
         nets: w.client_ips.clone(),
         not: w.not.as_deref().map(|n| Box::new(cond(n))),
@@ -194,10 +198,18 @@ impl RuleSet {
                         preserve_path: rd.preserve_path,
                     }
                 } else if let Some(rs) = &t.respond {
-                    let body = rs.body.as_ref().map(ToString::to_string).unwrap_or_default();
-                    let content_type = rs.content_type.as_ref().map(ToString::to_string).or_else(
-                        || (!body.is_empty()).then(|| DEFAULT_RESPOND_CONTENT_TYPE.to_string()),
-                    );
+                    let body = rs
+                        .body
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    let content_type =
+                        rs.content_type
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .or_else(|| {
+                                (!body.is_empty()).then(|| DEFAULT_RESPOND_CONTENT_TYPE.to_string())
+                            });
                     Action::Respond {
                         status: rs.status,
                         body,
@@ -360,7 +372,11 @@ pub fn location(location: &str, preserve_path: bool, line: &RequestLine) -> Stri
         return location.to_string();
     }
     let mut out = location.trim_end_matches('/').to_string();
-    out.push_str(if line.path.is_empty() { "/" } else { &line.path });
+    out.push_str(if line.path.is_empty() {
+        "/"
+    } else {
+        &line.path
+    });
     if !line.query.is_empty() {
         out.push('?');
         out.push_str(&line.query);

@@ -91,7 +91,10 @@ fn continue_rules_add_their_header_actions_to_the_deciding_rules() {
     assert_eq!(
         w.response_headers,
         HeaderOps {
-            set: vec![("x-debug".into(), "on".into()), ("x-served-by".into(), "api".into())],
+            set: vec![
+                ("x-debug".into(), "on".into()),
+                ("x-served-by".into(), "api".into())
+            ],
             remove: vec!["server".into()],
         }
     );
@@ -148,9 +151,15 @@ fn not_holds_when_its_conditions_do_not_all_hold() {
     let outside = set.evaluate(&line("GET", "/internal/a", &[]), office("192.0.2.1"));
     assert_eq!(decided(&outside), Some("office-only"));
     let unknown = set.evaluate(&line("GET", "/internal/a", &[]), Client::default());
-    assert_eq!(decided(&unknown), Some("office-only"), "no address is not in the office");
+    assert_eq!(
+        decided(&unknown),
+        Some("office-only"),
+        "no address is not in the office"
+    );
     // A not of two conditions: the rule is excluded only when both hold.
-    let c = cfg(json!([{"name": "n", "when": {"not": {"methods": ["POST"], "path_prefix": "/up"}}, "then": {}}]));
+    let c = cfg(
+        json!([{"name": "n", "when": {"not": {"methods": ["POST"], "path_prefix": "/up"}}, "then": {}}]),
+    );
     let set = RuleSet::new(&c);
     let d = |m: &str, p: &str| decided(&set.evaluate(&line(m, p, &[]), Client::default()));
     assert_eq!(d("POST", "/up/1"), None);
@@ -174,12 +183,32 @@ fn every_condition_matches_as_documented() {
     assert!(matches(json!({"path_prefix": "/a/"}), &get("/a/b"), any));
     assert!(!matches(json!({"path_prefix": "/a/"}), &get("/a"), any));
     assert!(matches(json!({"path": "/a%20b"}), &get("/a%20b"), any));
-    assert!(matches(json!({"path_regex": "v[0-9]+"}), &get("/api/v2/x"), any));
-    assert!(!matches(json!({"path_regex": "^/v[0-9]+$"}), &get("/api/v2"), any));
-    assert!(matches(json!({"path_regex": "^/v[0-9]+$"}), &get("/v22"), any));
+    assert!(matches(
+        json!({"path_regex": "v[0-9]+"}),
+        &get("/api/v2/x"),
+        any
+    ));
+    assert!(!matches(
+        json!({"path_regex": "^/v[0-9]+$"}),
+        &get("/api/v2"),
+        any
+    ));
+    assert!(matches(
+        json!({"path_regex": "^/v[0-9]+$"}),
+        &get("/v22"),
+        any
+    ));
     // Methods.
-    assert!(matches(json!({"methods": ["GET", "HEAD"]}), &line("HEAD", "/", &[]), any));
-    assert!(!matches(json!({"methods": ["GET"]}), &line("POST", "/", &[]), any));
+    assert!(matches(
+        json!({"methods": ["GET", "HEAD"]}),
+        &line("HEAD", "/", &[]),
+        any
+    ));
+    assert!(!matches(
+        json!({"methods": ["GET"]}),
+        &line("POST", "/", &[]),
+        any
+    ));
     // Headers: exact value, "*" for present; names case-insensitive both ways.
     let h = line("GET", "/", &[("X-Canary", "1")]);
     assert!(matches(json!({"headers": {"x-canary": "1"}}), &h, any));
@@ -190,14 +219,42 @@ fn every_condition_matches_as_documented() {
         headers: vec![("x-canary".into(), None)],
         ..get("/")
     };
-    assert!(!matches(json!({"headers": {"x-canary": "*"}}), &absent, any));
+    assert!(!matches(
+        json!({"headers": {"x-canary": "*"}}),
+        &absent,
+        any
+    ));
     // Query: decoded names and values, any of repeated parameters, "*" for present.
-    assert!(matches(json!({"query": {"q": "a b"}}), &get("/?q=a+b"), any));
-    assert!(matches(json!({"query": {"q": "a b"}}), &get("/?q=a%20b"), any));
-    assert!(matches(json!({"query": {"a&b": "="}}), &get("/?a%26b=%3D"), any));
-    assert!(matches(json!({"query": {"q": "2"}}), &get("/?q=1&q=2"), any));
-    assert!(matches(json!({"query": {"flag": "*"}}), &get("/?flag"), any));
-    assert!(!matches(json!({"query": {"flag": "*"}}), &get("/?flags=1"), any));
+    assert!(matches(
+        json!({"query": {"q": "a b"}}),
+        &get("/?q=a+b"),
+        any
+    ));
+    assert!(matches(
+        json!({"query": {"q": "a b"}}),
+        &get("/?q=a%20b"),
+        any
+    ));
+    assert!(matches(
+        json!({"query": {"a&b": "="}}),
+        &get("/?a%26b=%3D"),
+        any
+    ));
+    assert!(matches(
+        json!({"query": {"q": "2"}}),
+        &get("/?q=1&q=2"),
+        any
+    ));
+    assert!(matches(
+        json!({"query": {"flag": "*"}}),
+        &get("/?flag"),
+        any
+    ));
+    assert!(!matches(
+        json!({"query": {"flag": "*"}}),
+        &get("/?flags=1"),
+        any
+    ));
     assert!(!matches(json!({"query": {"q": "1"}}), &get("/"), any));
     // Countries: the country or the continent, any case.
     let from = |country: Option<&'static str>, continent: Option<&'static str>| Client {
@@ -205,9 +262,21 @@ fn every_condition_matches_as_documented() {
         continent,
         ..Client::default()
     };
-    assert!(matches(json!({"countries": ["DE"]}), &get("/"), from(Some("de"), Some("EU"))));
-    assert!(matches(json!({"countries": ["eu"]}), &get("/"), from(Some("FR"), Some("EU"))));
-    assert!(!matches(json!({"countries": ["EU"]}), &get("/"), from(Some("US"), Some("NA"))));
+    assert!(matches(
+        json!({"countries": ["DE"]}),
+        &get("/"),
+        from(Some("de"), Some("EU"))
+    ));
+    assert!(matches(
+        json!({"countries": ["eu"]}),
+        &get("/"),
+        from(Some("FR"), Some("EU"))
+    ));
+    assert!(!matches(
+        json!({"countries": ["EU"]}),
+        &get("/"),
+        from(Some("US"), Some("NA"))
+    ));
     assert!(!matches(json!({"countries": ["EU"]}), &get("/"), any));
     // Client addresses: v4, v6, a v4-mapped v6 client against a v4 network.
     let at = |ip: &str| Client {
@@ -231,17 +300,28 @@ fn every_condition_matches_as_documented() {
 
 #[test]
 fn rewrites_strip_at_a_segment_boundary_add_and_replace() {
-    let rw = |v: Value| serde_json::from_value::<crate::policy::control::config::Rewrite>(v).unwrap();
+    let rw =
+        |v: Value| serde_json::from_value::<crate::policy::control::config::Rewrite>(v).unwrap();
     let strip = rw(json!({"strip_prefix": "/api"}));
     assert_eq!(rewrite("/api/x", &strip), "/x");
     assert_eq!(rewrite("/api", &strip), "/");
-    assert_eq!(rewrite("/apix", &strip), "/apix", "not at a segment boundary");
+    assert_eq!(
+        rewrite("/apix", &strip),
+        "/apix",
+        "not at a segment boundary"
+    );
     assert_eq!(rewrite("/other", &strip), "/other");
-    assert_eq!(rewrite("/api/x", &rw(json!({"strip_prefix": "/api/"}))), "/x");
+    assert_eq!(
+        rewrite("/api/x", &rw(json!({"strip_prefix": "/api/"}))),
+        "/x"
+    );
     let both = rw(json!({"strip_prefix": "/api", "add_prefix": "/v2/"}));
     assert_eq!(rewrite("/api/users", &both), "/v2/users");
     assert_eq!(rewrite("/api", &both), "/v2/");
-    assert_eq!(rewrite("/x", &rw(json!({"replace_path": "/fixed"}))), "/fixed");
+    assert_eq!(
+        rewrite("/x", &rw(json!({"replace_path": "/fixed"}))),
+        "/fixed"
+    );
 }
 
 #[test]
@@ -265,8 +345,14 @@ fn answers_carry_the_status_body_and_location() {
     let l = line("GET", "/old-docs/a/b?x=1&debug=1", &[]);
     let a = set.evaluate(&l, Client::default()).answer(&l).unwrap();
     assert_eq!((a.rule.as_str(), a.status), ("old-docs", 308));
-    assert_eq!(a.location.as_deref(), Some("https://docs.example.com/old-docs/a/b?x=1&debug=1"));
-    assert_eq!(location("https://x.test/", true, &line("GET", "/a", &[])), "https://x.test/a");
+    assert_eq!(
+        a.location.as_deref(),
+        Some("https://docs.example.com/old-docs/a/b?x=1&debug=1")
+    );
+    assert_eq!(
+        location("https://x.test/", true, &line("GET", "/a", &[])),
+        "https://x.test/a"
+    );
     assert_eq!(location("/new", false, &line("GET", "/a?b", &[])), "/new");
     // A respond without a body has no content type; routed rules answer nothing.
     let l = line("GET", "/internal/", &[]);
@@ -278,7 +364,10 @@ fn answers_carry_the_status_body_and_location() {
     let l = line("GET", "/internal/?debug=1", &[]);
     let a = set.evaluate(&l, Client::default()).answer(&l).unwrap();
     assert_eq!(a.matched, ["debug", "office-only"]);
-    assert_eq!(a.response_headers.set, [("x-debug".to_string(), "on".to_string())]);
+    assert_eq!(
+        a.response_headers.set,
+        [("x-debug".to_string(), "on".to_string())]
+    );
 }
 
 #[test]
@@ -309,13 +398,18 @@ fn needs_name_only_what_the_rules_read() {
             ..RuleNeeds::default()
         }
     );
-    assert!(needs.geo, "a countries condition reads the client's geography");
+    assert!(
+        needs.geo,
+        "a countries condition reads the client's geography"
+    );
     // A rewrite of the path reads it; a redirect keeping the path reads path and query.
     let c = cfg(json!([{"name": "a", "then": {"rewrite": {"add_prefix": "/v1"}}}]));
     assert!(Needs::of(&c).rules.path);
     let c = cfg(json!([{"name": "a", "then": {"rewrite": {"replace_path": "/v1"}}}]));
     assert!(Needs::of(&c).rules.is_empty());
-    let c = cfg(json!([{"name": "a", "then": {"redirect": {"location": "/n", "preserve_path": true}}}]));
+    let c = cfg(
+        json!([{"name": "a", "then": {"redirect": {"location": "/n", "preserve_path": true}}}]),
+    );
     let n = Needs::of(&c).rules;
     assert!(n.path && n.query);
     // Covered: the line holds each header named (read, present or not) and the method and path.
@@ -367,18 +461,32 @@ fn a_split_shares_clients_by_weight_and_keeps_each_one_in_its_pool() {
 #[test]
 fn the_split_key_is_the_affinity_header_under_header_affinity_else_the_address() {
     let mut c = example();
-    assert_eq!(split_key(&c, Some("::ffff:10.0.0.1"), Some("u1")).as_deref(), Some("10.0.0.1"));
+    assert_eq!(
+        split_key(&c, Some("::ffff:10.0.0.1"), Some("u1")).as_deref(),
+        Some("10.0.0.1")
+    );
     assert_eq!(split_key(&c, None, Some("u1")), None);
-    c.load_balancer.session_affinity = serde_json::from_value(json!({"type": "header", "header_name": "x-user"})).unwrap();
-    assert_eq!(split_key(&c, Some("10.0.0.1"), Some("u1")).as_deref(), Some("u1"));
-    assert_eq!(split_key(&c, Some("10.0.0.1"), None).as_deref(), Some("10.0.0.1"));
+    c.load_balancer.session_affinity =
+        serde_json::from_value(json!({"type": "header", "header_name": "x-user"})).unwrap();
+    assert_eq!(
+        split_key(&c, Some("10.0.0.1"), Some("u1")).as_deref(),
+        Some("u1")
+    );
+    assert_eq!(
+        split_key(&c, Some("10.0.0.1"), None).as_deref(),
+        Some("10.0.0.1")
+    );
 }
 
 #[test]
 fn explain_walks_a_sample_like_a_request() {
     let c = example();
     let sample = |v: Value| serde_json::from_value::<Sample>(v).unwrap();
-    let e = explain(&c, &sample(json!({"path": "/api/users?debug=1", "headers": {"X-Internal-Token": "t"}}))).unwrap();
+    let e = explain(
+        &c,
+        &sample(json!({"path": "/api/users?debug=1", "headers": {"X-Internal-Token": "t"}})),
+    )
+    .unwrap();
     assert_eq!(e.matched, ["debug", "api"]);
     assert_eq!(e.decided_by.as_deref(), Some("api"));
     assert_eq!(e.action, ExplainedAction::Pool { pool: "api".into() });
@@ -403,19 +511,42 @@ fn explain_walks_a_sample_like_a_request() {
         }
     );
     // A split names the pool this client gets, the same as in traffic.
-    let e = explain(&c, &sample(json!({"path": "/shop/", "client_ip": "192.0.2.1"}))).unwrap();
+    let e = explain(
+        &c,
+        &sample(json!({"path": "/shop/", "client_ip": "192.0.2.1"})),
+    )
+    .unwrap();
     let ExplainedAction::Split { split, chosen } = &e.action else {
         panic!("{e:?}")
     };
-    assert_eq!(split, &[SplitShare { pool: "web".into(), weight: 95 }, SplitShare { pool: "canary".into(), weight: 5 }]);
+    assert_eq!(
+        split,
+        &[
+            SplitShare {
+                pool: "web".into(),
+                weight: 95
+            },
+            SplitShare {
+                pool: "canary".into(),
+                weight: 5
+            }
+        ]
+    );
     let want = ["web", "canary"][split_by_key(&[("web", 95), ("canary", 5)], "192.0.2.1").unwrap()];
     assert_eq!(chosen, want);
     // Nothing matches: steering.
     let e = explain(&c, &sample(json!({"path": "/"}))).unwrap();
-    assert_eq!((e.action, e.path.as_str()), (ExplainedAction::Steering, "/"));
+    assert_eq!(
+        (e.action, e.path.as_str()),
+        (ExplainedAction::Steering, "/")
+    );
     // Country and continent as the edge reports them.
     let geo = cfg(json!([{"name": "eu", "when": {"countries": ["EU"]}, "then": {"pool": "web"}}]));
-    let e = explain(&geo, &sample(json!({"path": "/", "country": "DE", "continent": "EU"}))).unwrap();
+    let e = explain(
+        &geo,
+        &sample(json!({"path": "/", "country": "DE", "continent": "EU"})),
+    )
+    .unwrap();
     assert_eq!(e.decided_by.as_deref(), Some("eu"));
     // An unusable sample names its field.
     for (bad, field) in [

@@ -56,7 +56,15 @@ fn the_example_parses_and_round_trips() {
     let names: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["no-trace", "old-docs", "debug", "canary", "api", "shop-canary", "office-only"]
+        [
+            "no-trace",
+            "old-docs",
+            "debug",
+            "canary",
+            "api",
+            "shop-canary",
+            "office-only"
+        ]
     );
     assert_eq!(cfg.rules[1].then.redirect.as_ref().unwrap().status, 308);
     assert!(cfg.rules[2].then.r#continue);
@@ -100,7 +108,11 @@ fn an_unknown_pool_is_refused_with_the_pools_there_are() {
         {"name": "a", "then": {}}, {"name": "b", "then": {}}, {"name": "c", "then": {}},
         {"name": "d", "then": {"pool": "nope"}}
     ]);
-    refused(rules, "rules[3].then.pool", "unknown pool \"nope\"; pools: web, api, canary");
+    refused(
+        rules,
+        "rules[3].then.pool",
+        "unknown pool \"nope\"; pools: web, api, canary",
+    );
     refused(
         json!([{"name": "s", "then": {"split": [{"pool": "web", "weight": 1}, {"pool": "gone", "weight": 1}]}}]),
         "rules[0].then.split[1].pool",
@@ -109,7 +121,10 @@ fn an_unknown_pool_is_refused_with_the_pools_there_are() {
     let mut v = json!({"hostname": "a.test", "backends": ["http://a"],
         "rules": [{"name": "a", "then": {"pool": "x"}}]});
     let errs = parse(&v).unwrap_err();
-    assert!(errs[0].message.contains("the service has no pools"), "{errs:?}");
+    assert!(
+        errs[0].message.contains("the service has no pools"),
+        "{errs:?}"
+    );
     v["rules"][0]["then"] = json!({});
     assert!(parse(&v).is_ok());
 }
@@ -121,8 +136,16 @@ fn names_are_checked_and_unique() {
         "rules[0].name",
         "not a valid rule name (1-64 of A-Z a-z 0-9 _ . -)",
     );
-    refused(json!([{"name": "x".repeat(65), "then": {}}]), "rules[0].name", "not a valid rule name");
-    refused(json!([{"name": "", "then": {}}]), "rules[0].name", "not a valid rule name");
+    refused(
+        json!([{"name": "x".repeat(65), "then": {}}]),
+        "rules[0].name",
+        "not a valid rule name",
+    );
+    refused(
+        json!([{"name": "", "then": {}}]),
+        "rules[0].name",
+        "not a valid rule name",
+    );
     refused(
         json!([{"name": "a", "then": {}}, {"name": "b", "then": {}}, {"name": "a", "then": {}}]),
         "rules[2].name",
@@ -293,7 +316,11 @@ fn rewrites_and_request_headers_need_a_backend() {
 
 #[test]
 fn splits_are_checked() {
-    refused(json!([{"name": "a", "then": {"split": []}}]), "rules[0].then.split", "at least one pool");
+    refused(
+        json!([{"name": "a", "then": {"split": []}}]),
+        "rules[0].then.split",
+        "at least one pool",
+    );
     refused(
         json!([{"name": "a", "then": {"split": [{"pool": "web", "weight": 0}]}}]),
         "rules[0].then.split",

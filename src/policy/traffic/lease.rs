@@ -290,9 +290,6 @@ pub struct Held {
 // Made once per request and matched at once: boxing the verdict would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-// `Decided` is the common case: boxing it would cost an allocation per request to save stack
-// space in the rare `AskObject`.
-#[allow(clippy::large_enum_variant)]
 pub enum Local {
     /// Decided here.
     Decided(Verdict),

@@ -2,7 +2,7 @@
 //!
 //! Owns probe hysteresis and scheduling (`checks`), monitor verdicts, the circuit breaker, service
 //! and backend health classes, and the transitions between states that events are made of;
-//! probing from several regions with a quorum (`regions`), and health-checked DNS records (`dns`).
+//! probing from several regions with a quorum (`regions`) and one region's prober (`prober`), and health-checked DNS records (`dns`).
 //! Uses `control` for the monitor and breaker settings, `traffic` for backend records and URL
 //! parts, and `rng` for jitter.
 
@@ -10,5 +10,6 @@ pub mod breaker;
 pub mod checks;
 pub mod dns;
 pub mod monitor;
+pub mod prober;
 pub mod regions;
 pub mod transitions;

@@ -13,6 +13,7 @@ use crate::policy::access::ratelimit::RateLimiter;
 use crate::policy::control::config::{BackendState, BreakerConfig, ServiceConfig};
 use crate::policy::health::breaker::{Breaker, BreakerState};
 use crate::policy::health::checks::Health;
+use crate::policy::health::regions::{Region, RegionStates};
 use crate::policy::rng::SplitMix64;
 use crate::policy::traffic::affinity;
 use crate::policy::traffic::retry::RetryBudget;
@@ -27,6 +28,7 @@ mod probes;
 mod status;
 
 pub use leased::LeasedBackend;
+pub use outcomes::RegionChanges;
 pub use probes::{ProbeOutcome, ProbePlan, ProbeTarget};
 pub use status::BackendStatus;
 
@@ -68,6 +70,10 @@ pub struct BackendRecord {
     /// only attempt. A service's first config starts proven.
     #[serde(default)]
     pub unproven: bool,
+    /// With `activeHealthChecks.regions`: what each region's prober last said (true: up).
+    /// Kept across restarts, so the quorum is never judged on a partial view.
+    #[serde(default, skip_serializing_if = "RegionStates::is_empty")]
+    pub regions: RegionStates,
 }
 
 impl BackendRecord {
@@ -84,6 +90,7 @@ impl BackendRecord {
             suspect: false,
             ramp_start_ms,
             unproven,
+            regions: RegionStates::new(),
         }
     }
 }
@@ -125,6 +132,9 @@ pub struct Fleet {
     /// When each backend's next probe is due (ms), in memory only; None: not scheduled yet.
     /// Each backend keeps its own cadence, so one failing backend does not hurry the others.
     probe_due: Vec<Option<u64>>,
+    /// With `activeHealthChecks.regions`: each backend's last probe latency (ms) from each region
+    /// that sees it up, in memory only (every region reports at least once an interval).
+    region_latency: Vec<BTreeMap<Region, f64>>,
 }
 
 impl Fleet {
@@ -143,16 +153,20 @@ impl Fleet {
             .collect();
         // A backend the fleet did not have before (not the first config) ramps up gently.
         let ramp_new = !saved.is_empty();
+        let probed_from = cfg.health.probe_regions().to_vec();
         let backends = all
             .iter()
             .map(|(url, _, _)| {
-                saved
+                let mut b = saved
                     .iter()
                     .find(|r| &r.url == url)
                     .cloned()
                     .unwrap_or_else(|| {
                         BackendRecord::new(url, ramp_new.then_some(now_ms), ramp_new)
-                    })
+                    });
+                // A region no longer probing has no say in the quorum.
+                b.regions.retain(|r, _| probed_from.contains(r));
+                b
             })
             .collect();
         let index_of = |url: &str| all.iter().position(|(u, _, _)| u == url);
@@ -206,6 +220,7 @@ impl Fleet {
             next_ticket: now_ms << 12,
             rng: SplitMix64(now_ms),
             probe_due: vec![None; all.len()],
+            region_latency: vec![BTreeMap::new(); all.len()],
         }
     }
 
@@ -222,6 +237,8 @@ impl Fleet {
             if let Some(j) = old.index_of(&b.url) {
                 self.load[i].ewma = old.load[j].ewma;
                 self.probe_due[i] = old.probe_due[j];
+                self.region_latency[i] = old.region_latency[j].clone();
+                self.region_latency[i].retain(|r, _| self.backends[i].regions.contains_key(r));
             }
         }
         for (&id, t) in &old.tickets {

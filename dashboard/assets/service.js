@@ -38,7 +38,12 @@ export function renderService(main, host, tab) {
 function healthPill(b) {
   if (b.state === "disabled") return pill("disabled", "off");
   if (b.health === "unknown") return pill("unknown", "off");
-  return b.healthy ? pill("healthy", "ok") : pill("unhealthy", "bad");
+  // Probe regions: seen down from fewer than the quorum, it stays in traffic (degraded).
+  const down = Object.keys(b.regions ?? {}).filter((r) => b.regions[r] === "down");
+  const where = down.length ? h("small", { class: "muted block regions-down" }, `down from ${down.join(", ")}`) : null;
+  if (b.healthy && where) return h("span", { title: "seen down from a minority of probe regions; still in traffic" }, pill("degraded", "warn"), where);
+  const p = b.healthy ? pill("healthy", "ok") : pill("unhealthy", "bad");
+  return where ? h("span", {}, p, where) : p;
 }
 
 function breakerCell(b, now) {

@@ -1,9 +1,10 @@
-// End to end: probes from several regions with a quorum. Every region's prober runs on this machine; the backends tell the regions apart by the X-FlowBalance-Probe-Region header.
+// End to end: probes from several regions with a quorum (and how the console shows them). Every region's prober runs on this machine; the backends tell the regions apart by the X-FlowBalance-Probe-Region header.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startBackend, stopAll, waitFor } from "../support/backends.mjs";
 import { adminCall, backendStatus, serviceStatus as status } from "../support/admin.mjs";
 import { balancerFor } from "../support/scoped.mjs";
+import { consoleFor, shot, signIn } from "../support/console.mjs";
 
 const REGIONS = ["wnam", "weur", "apac"];
 const monitor = { regions: REGIONS, interval: 0.5, timeout: 1, consecutive_up: 1, consecutive_down: 1 };
@@ -123,4 +124,26 @@ test("a region removed from the config, or the service deleted, stops its prober
   const ctlAt = probesFrom(c, "wnam");
   await waitFor(() => probesFrom(c, "wnam") >= ctlAt + 4, { what: "four more probes of the other service", timeoutMs: 15000 });
   for (const r of ["wnam", "weur"]) assert.ok(probesFrom(a, r) <= left[r] + 1, `${r} kept probing a deleted service`);
+});
+
+test("console: a backend seen down from a minority of regions shows as degraded, naming them; the history says from where", async (t) => {
+  const [a, b] = await regionBackends(t, ["a", "b"]);
+  a.failing.add("apac");
+  const { lb, base, page, w } = await consoleFor(t, { hostname: "app.test", backends: [a.url, b.url], activeHealthChecks: monitor });
+  await status(lb);
+  await waitBackend(lb, a, (s) => s.regions?.apac === "down" && s.regions.wnam === "up", "apac to see a down");
+  await signIn(page, base);
+  await page.goto(`${base}#/services/app.test`);
+  const health = page.locator(`#backends tr[data-backend="${a.url}"] td:nth-child(3)`);
+  await waitFor(async () => /degraded/.test(await health.innerText()), { what: "a shown degraded" });
+  assert.match(await health.innerText(), /down from apac/);
+  assert.doesNotMatch(await page.locator(`#backends tr[data-backend="${b.url}"] td:nth-child(3)`).innerText(), /degraded|down from/);
+  await shot(page, "regions-degraded");
+  await page.locator("#run-health-checks").click();
+  assert.match(await page.locator("#probe-regions").innerText(), /wnam, weur, apac are probing now/);
+  await page.getByRole("link", { name: "Health history" }).click();
+  const row = page.locator(`#health-events tr[data-backend="${a.url}"][data-kind="health"]`);
+  await row.first().waitFor({ timeout: 15000 });
+  assert.match(await row.first().innerText(), /from apac/);
+  w.check("probe regions in the console");
 });

@@ -141,13 +141,18 @@ impl Fleet {
                     .push((seen.url.clone(), seen.up, seen.error.clone()));
             }
             changes.persist |= was != Some(seen.up);
+            let latency = &mut self.region_latency[i];
             if seen.up {
                 b.unproven = false;
-                self.region_latency[i].insert(region, seen.latency_ms as f64);
+                latency.insert(region, seen.latency_ms as f64);
             } else {
                 b.last_error = seen.error.clone();
                 b.last_failure_ms = now_ms;
-                self.region_latency[i].remove(&region);
+                latency.remove(&region);
+            }
+            // The probe latency that stands in for request samples: the regions' mean.
+            if !latency.is_empty() {
+                b.latency_ms = Some(latency.values().sum::<f64>() / latency.len() as f64);
             }
             let verdict = regions::verdict(&self.backends[i].regions, quorum);
             changes.persist |= self.apply_verdict(i, verdict != Verdict::Down, now_ms);

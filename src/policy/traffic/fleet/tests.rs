@@ -888,6 +888,7 @@ mod regions {
         assert_eq!(f.records()[0].ramp_start_ms, Some(40));
         // Latency is kept per region while the region sees it up.
         assert_eq!(f.region_latency(0), vec![(Wnam, 10.0), (Weur, 12.0)]);
+        assert_eq!(f.records()[0].latency_ms, Some(11.0));
         assert_eq!(f.region_latency(9), vec![]);
     }
 

@@ -147,3 +147,49 @@ test("console: a backend seen down from a minority of regions shows as degraded,
   assert.match(await row.first().innerText(), /from apac/);
   w.check("probe regions in the console");
 });
+
+for (const mode of ["per_request", "lease"]) {
+  test(`dynamic steering (${mode}) follows the pool that is fastest from the client's nearest probe region`, async (t) => {
+    const out = [];
+    t.after(() => stopAll(out));
+    // slowFrom: region -> ms the backend takes to answer that region's probes.
+    const backend = async (name, address) => {
+      const b = await startBackend(name, { address });
+      b.slowFrom = new Map();
+      b.onProbe = (req, res) => {
+        const ms = b.slowFrom.get(req.headers["x-flowbalance-probe-region"]) ?? 0;
+        setTimeout(() => res.writeHead(200).end(), ms);
+      };
+      out.push(b);
+      return b;
+    };
+    const eu = await backend("eu-1", "127.0.0.2");
+    const us = await backend("us-1", "127.0.0.3");
+    // us is slow from weur; eu is slow from wnam: each region's clients start on their own pool.
+    us.slowFrom.set("weur", 150);
+    eu.slowFrom.set("wnam", 150);
+    const lb = await balancerFor(t, {
+      defaultBackends: {
+        hostname: "dyn.test",
+        pools: [
+          { name: "eu", backends: [eu.url] },
+          { name: "us", backends: [us.url] },
+        ],
+        activeHealthChecks: { regions: ["weur", "wnam"], interval: 0.5, timeout: 2, consecutive_up: 1, consecutive_down: 1 },
+        load_balancer: { steering: "dynamic" },
+        decisions: { mode, lease_ms: 500 },
+      },
+    });
+    const servedFrom = async (cf) => (await (await lb.fetch("dyn.test", "/", { cf })).json()).backend;
+    const de = { country: "DE", continent: "EU" };
+    const mx = { country: "MX", continent: "NA" };
+    await waitFor(async () => (await servedFrom(de)) === "eu-1" && (await servedFrom(mx)) === "us-1", { what: "each region's clients on their own pool", timeoutMs: 15000 });
+    // eu turns slow from weur: European clients follow us, American ones stay.
+    eu.slowFrom.set("weur", 400);
+    us.slowFrom.set("weur", 0);
+    await waitFor(async () => (await servedFrom(de)) === "us-1", { what: "European clients moved to the faster pool", timeoutMs: 15000 });
+    assert.equal(await servedFrom(mx), "us-1");
+    const pools = (await status(lb, "dyn.test")).backends.map((b) => [b.url, Object.keys(b.region_latency_ms ?? {}).sort()]);
+    assert.deepEqual(pools.map(([, r]) => r), [["weur", "wnam"], ["weur", "wnam"]], "each backend's latency per region is shown");
+  });
+}

@@ -146,12 +146,16 @@ pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
     };
     // A rule that chose the pool bypassed pool steering.
     let chose_pool = route.rules.as_ref().is_some_and(|r| r.pool.is_some());
-    let pool = steering.filter(|_| !chose_pool).and_then(|kind| {
-        let url = first?.url.as_str();
-        cfg.pools
-            .iter()
-            .find(|p| p.backends.iter().any(|b| b.url == url))
-            .map(|p| format!("{kind} {}", p.name))
+    // Dynamic steering says which region it read and the latencies it compared.
+    let dynamic = route.pool_why.clone().filter(|_| !chose_pool);
+    let pool = dynamic.or_else(|| {
+        steering.filter(|_| !chose_pool).and_then(|kind| {
+            let url = first?.url.as_str();
+            cfg.pools
+                .iter()
+                .find(|p| p.backends.iter().any(|b| b.url == url))
+                .map(|p| format!("{kind} {}", p.name))
+        })
     });
     match (ruled, pool) {
         (Some(rule), _) => format!("{rule}, {choice}"),

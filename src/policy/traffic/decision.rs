@@ -144,6 +144,9 @@ pub struct ReportRequest {
 /// The Durable Object's answer to "where does this request go?".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// `Route` is the common case and is matched at once: boxing it would add an allocation per
+// request to shrink the rare answers.
+#[allow(clippy::large_enum_variant)]
 pub enum Verdict {
     Route(Route),
     Reject(Reject),
@@ -199,6 +202,10 @@ pub struct Route {
     /// What the service's traffic rules did to this request (None: no rule applied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<RuleEffects>,
+    /// Why dynamic steering chose the pool (the region and the latencies compared), for the tail;
+    /// read where the route is decided, never sent.
+    #[serde(skip)]
+    pub pool_why: Option<String>,
     /// What the service's rules read of a request: the Worker sends it with the next ask.
     #[serde(default, skip_serializing_if = "RuleNeeds::is_empty")]
     pub rule_needs: RuleNeeds,
@@ -250,6 +257,7 @@ impl Route {
             log: Logging::default(),
             rules: None,
             rule_needs: RuleNeeds::default(),
+            pool_why: None,
         }
     }
 }

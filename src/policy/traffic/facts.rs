@@ -1,6 +1,6 @@
 //! What the decision reads of one client request, and which of it a service's config needs read.
 
-use crate::policy::control::config::{AffinityKind, ServiceConfig};
+use crate::policy::control::config::{AffinityKind, PoolSteering, ServiceConfig};
 use crate::policy::traffic::rules::{needs_of, RequestLine, RuleNeeds};
 
 /// Facts about one client request that the decision may use.
@@ -44,7 +44,10 @@ impl Needs {
                 .affinity()
                 .filter(|a| a.kind == AffinityKind::Header)
                 .and_then(|a| a.header_name.as_ref().map(ToString::to_string)),
-            geo: cfg.geo.is_some() || rules_geo,
+            // Dynamic steering reads the client's region from its country and continent.
+            geo: cfg.geo.is_some()
+                || rules_geo
+                || cfg.load_balancer.steering == PoolSteering::Dynamic,
             rules,
         }
     }

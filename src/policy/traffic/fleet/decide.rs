@@ -1,5 +1,6 @@
 //! The routing decision: access lists and rate limits, traffic rules, pool choice (a rule's pool or split, failover, geo), affinity pins and hashing, endpoint steering, and the attempts a route lists.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::Fleet;
@@ -8,8 +9,10 @@ use crate::policy::control::config::{
     AffinityKind, BackendState, BreakerConfig, EndpointSteering, PoolSteering,
 };
 use crate::policy::health::breaker::{Admit, BreakerState};
+use crate::policy::health::regions::Region;
 use crate::policy::traffic::affinity;
 use crate::policy::traffic::decision::{Attempt, CookieSpec, Reject, Route, Verdict};
+use crate::policy::traffic::dynamic::{self, PoolLatency};
 use crate::policy::traffic::facts::RequestFacts;
 use crate::policy::traffic::geo;
 use crate::policy::traffic::rules::{
@@ -59,8 +62,8 @@ impl Fleet {
         };
         self.budget.record_request(now_ms);
         let params = self.breaker_params();
-        let group = match rule_group {
-            Some(g) => g,
+        let (group, pool_why) = match rule_group {
+            Some(g) => (g, None),
             None => self.choose_group(facts, now_ms, &params),
         };
         let members = self.groups[group].clone();
@@ -109,6 +112,7 @@ impl Fleet {
                 }
                 let mut route = self.route(attempts, trials, false, now_ms, pinned);
                 route.rules = effects;
+                route.pool_why = pool_why;
                 route.ticket = self.count_in(first, &route, now_ms);
                 return Verdict::Route(route);
             }
@@ -254,6 +258,7 @@ impl Fleet {
             log: self.cfg.logging.clone(),
             rules: None,
             rule_needs: needs.rules.clone(),
+            pool_why: None,
             cookie: cookie_affinity.map(|a| CookieSpec {
                 name: a.cookie_name.to_string(),
                 ttl_s: a.ttl_s,
@@ -293,7 +298,64 @@ impl Fleet {
     /// The pool group for a request: failover order, or geo steering; without either the
     /// top-level group. A pool with fewer healthy backends than its `minimum_healthy` counts
     /// as unhealthy.
-    fn choose_group(&self, facts: &RequestFacts, now_ms: u64, params: &BreakerConfig) -> usize {
+    fn choose_group(
+        &self,
+        facts: &RequestFacts,
+        now_ms: u64,
+        params: &BreakerConfig,
+    ) -> (usize, Option<String>) {
+        let lb = &self.cfg.load_balancer;
+        if lb.steering == PoolSteering::Dynamic && !self.cfg.pools.is_empty() {
+            let (p, why) = self.dynamic_pool(facts, now_ms, params);
+            return (p + 1, Some(why));
+        }
+        (self.steered_group(facts, now_ms, params), None)
+    }
+
+    /// Dynamic steering: the healthy pool with the lowest probe latency from the probe region
+    /// nearest the client (a pool's latency from a region: the mean over its backends taking
+    /// traffic that the region sees up). An index into the config's pools, and why.
+    fn dynamic_pool(
+        &self,
+        facts: &RequestFacts,
+        now_ms: u64,
+        params: &BreakerConfig,
+    ) -> (usize, String) {
+        let pools: Vec<PoolLatency> = (0..self.cfg.pools.len())
+            .map(|p| {
+                let (healthy, minimum) = self.pool_counts(p, now_ms, params);
+                let mut sums: BTreeMap<Region, (f64, u32)> = BTreeMap::new();
+                for &i in &self.groups[p + 1] {
+                    if !self.eligible(i, now_ms, params) {
+                        continue;
+                    }
+                    for (region, ms) in self.region_latency(i) {
+                        let e = sums.entry(region).or_insert((0.0, 0));
+                        e.0 += ms;
+                        e.1 += 1;
+                    }
+                }
+                PoolLatency {
+                    healthy: healthy >= minimum.max(1) as usize,
+                    latency_ms: sums
+                        .into_iter()
+                        .map(|(r, (sum, n))| (r, sum / f64::from(n.max(1))))
+                        .collect(),
+                }
+            })
+            .collect();
+        let choice = dynamic::choose(
+            &pools,
+            self.cfg.health.probe_regions(),
+            facts.country.as_deref(),
+            facts.continent.as_deref(),
+        );
+        let names: Vec<&str> = self.cfg.pools.iter().map(|p| p.name.as_str()).collect();
+        (choice.pool, dynamic::why(&choice, &names))
+    }
+
+    /// Failover or geo steering, or the top-level group.
+    fn steered_group(&self, facts: &RequestFacts, now_ms: u64, params: &BreakerConfig) -> usize {
         let lb = &self.cfg.load_balancer;
         if lb.steering == PoolSteering::Failover && !self.cfg.pools.is_empty() {
             let counts: Vec<(usize, u32)> = (0..self.cfg.pools.len())

@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::Fleet;
-use crate::policy::control::config::{BackendState, ServiceConfig};
+use crate::policy::control::config::{BackendState, PoolSteering, ServiceConfig};
 use crate::policy::health::breaker::BreakerState;
+use crate::policy::health::regions::Region;
 
 /// One backend as a lease carries it, in the config's backend order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,6 +19,9 @@ pub struct LeasedBackend {
     /// attempt of a body it cannot replay off it, as the object does.
     #[serde(default)]
     pub unproven: bool,
+    /// Probe latency (ms) from each region that sees it up, for dynamic steering in the Worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_latency: Vec<(Region, f64)>,
 }
 
 impl Fleet {
@@ -26,12 +30,18 @@ impl Fleet {
     /// round-robin weight now, and whether it is unproven. A backend whose breaker is not closed is never in a lease.
     pub fn lease_backends(&self, now_ms: u64) -> Vec<LeasedBackend> {
         let weights = self.effective_weights(now_ms);
+        let dynamic = self.cfg.load_balancer.steering == PoolSteering::Dynamic;
         (0..self.backends.len())
             .map(|i| LeasedBackend {
                 up: self.backends[i].health.healthy
                     && self.backends[i].breaker.state == BreakerState::Closed,
                 weight: weights[i],
                 unproven: self.backends[i].unproven,
+                region_latency: if dynamic {
+                    self.region_latency(i)
+                } else {
+                    Vec::new()
+                },
             })
             .collect()
     }
@@ -66,9 +76,10 @@ impl Fleet {
                 fleet.backends.len()
             ));
         }
-        for (b, l) in fleet.backends.iter_mut().zip(leased) {
-            b.health.healthy = l.up;
-            b.unproven = l.unproven;
+        for (i, l) in leased.iter().enumerate() {
+            fleet.backends[i].health.healthy = l.up;
+            fleet.backends[i].unproven = l.unproven;
+            fleet.region_latency[i] = l.region_latency.iter().copied().collect();
         }
         fleet.leased_weights = Some(leased.iter().map(|l| l.weight).collect());
         Ok(fleet)

@@ -1369,3 +1369,91 @@ mod regions {
         assert!(!f.records()[1].health.healthy);
     }
 }
+
+mod dynamic_steering {
+    use super::*;
+    use crate::policy::health::prober::{Report, Seen};
+    use crate::policy::health::regions::Region::{self, *};
+
+    /// eu (e1) and us (u1) pools probed from weur and wnam.
+    fn two_pools() -> Fleet {
+        fleet(json!({
+            "backends": [],
+            "pools": [{"name": "eu", "backends": ["http://e1"]}, {"name": "us", "backends": ["http://u1"]}],
+            "activeHealthChecks": {"regions": ["weur", "wnam"]},
+            "load_balancer": {"steering": "dynamic"},
+        }))
+    }
+
+    fn seen(f: &mut Fleet, region: Region, eu_ms: u64, us_ms: u64, now: u64) {
+        let report = Report {
+            region,
+            backends: vec![
+                Seen {
+                    url: "http://e1".into(),
+                    up: true,
+                    latency_ms: eu_ms,
+                    error: None,
+                },
+                Seen {
+                    url: "http://u1".into(),
+                    up: true,
+                    latency_ms: us_ms,
+                    error: None,
+                },
+            ],
+        };
+        f.apply_region_report(&report, now);
+    }
+
+    fn from(country: &str, continent: &str) -> RequestFacts {
+        RequestFacts {
+            country: Some(country.into()),
+            continent: Some(continent.into()),
+            ..Default::default()
+        }
+    }
+
+    fn routed(f: &mut Fleet, facts: &RequestFacts, now: u64) -> Route {
+        match f.decide(facts, now) {
+            Verdict::Route(r) => r,
+            other => panic!("not routed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn follows_the_pool_fastest_from_the_clients_region_in_both_modes() {
+        let mut f = two_pools();
+        assert!(
+            Needs::of(f.cfg()).geo,
+            "dynamic steering reads the client's geography"
+        );
+        seen(&mut f, Weur, 10, 90, 1);
+        seen(&mut f, Wnam, 95, 12, 1);
+        let eu = from("DE", "EU");
+        let us = from("MX", "NA");
+        let r = routed(&mut f, &eu, 2);
+        assert_eq!(r.attempts[0].url, "http://e1");
+        assert_eq!(
+            r.pool_why.as_deref(),
+            Some("dynamic from weur: eu 10 ms, us 90 ms → eu")
+        );
+        assert_eq!(routed(&mut f, &us, 3).attempts[0].url, "http://u1");
+        // eu turns slow from weur: European clients follow the faster pool.
+        seen(&mut f, Weur, 300, 90, 4);
+        assert_eq!(routed(&mut f, &eu, 5).attempts[0].url, "http://u1");
+        // A lease carries the latencies: the Worker decides the same.
+        let leased = f.lease_backends(6);
+        assert!(leased.iter().all(|l| l.region_latency.len() == 2));
+        let mut local = Fleet::from_lease(f.cfg().clone(), 1, &leased, b"secret", 6).unwrap();
+        assert_eq!(routed(&mut local, &eu, 7).attempts[0].url, "http://u1");
+        assert_eq!(routed(&mut local, &us, 8).attempts[0].url, "http://u1");
+        seen(&mut f, Weur, 10, 90, 9);
+        let mut local =
+            Fleet::from_lease(f.cfg().clone(), 1, &f.lease_backends(10), b"secret", 10).unwrap();
+        assert_eq!(routed(&mut local, &eu, 11).attempts[0].url, "http://e1");
+        // The route's reason is never sent to the Worker (it is read where the route is made).
+        let text = serde_json::to_string(&routed(&mut f, &eu, 12)).unwrap();
+        assert!(!text.contains("dynamic from"), "{text}");
+    }
+}

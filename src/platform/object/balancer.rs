@@ -27,6 +27,7 @@ mod counters;
 mod d1;
 mod decisions;
 mod outbox;
+mod rules_api;
 mod store;
 mod views;
 
@@ -209,6 +210,10 @@ impl DurableObject for Balancer {
             (Method::Get, "/config") => self.get_config(),
             (Method::Post, "/config/validate") => match read_json(&mut req).await? {
                 Ok(body) => self.validate_config(body).await,
+                Err(resp) => Ok(resp),
+            },
+            (Method::Post, "/rules/test") => match read_json(&mut req).await? {
+                Ok(body) => self.test_rules(body).await,
                 Err(resp) => Ok(resp),
             },
             (Method::Post, "/config/reset") => match if_match(&req)? {

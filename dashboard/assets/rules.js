@@ -75,8 +75,13 @@ export function renderRules(body, host) {
     items = (b.config.rules ?? []).map((rule) => ({ rule, text: null, errors: [] }));
     dirty = false;
   };
-  const change = () => {
+  const touched = () => {
     dirty = true;
+    saveBtn.disabled = false;
+    state.textContent = "Unsaved changes";
+  };
+  const change = () => {
+    touched();
     draw();
   };
   /** The rules as edited, open editors included; null (and the error at its rule) when one is not JSON. */
@@ -112,7 +117,7 @@ export function renderRules(body, host) {
     const editor =
       it.text == null
         ? null
-        : h("textarea", { class: "code", rows: Math.min(16, it.text.split("\n").length + 1), spellcheck: "false", "aria-label": `Rule ${i + 1} JSON`, oninput: (e) => ((it.text = e.target.value), (dirty = true)) }, it.text);
+        : h("textarea", { class: "code", rows: Math.min(16, it.text.split("\n").length + 1), spellcheck: "false", "aria-label": `Rule ${i + 1} JSON`, oninput: (e) => ((it.text = e.target.value), touched()) }, it.text);
     const btn = (label, onclick, disabled) => h("button", { type: "button", onclick, disabled }, label);
     return h(
       "li",
@@ -160,8 +165,9 @@ export function renderRules(body, host) {
   const draw = () => {
     mount(ol, items.map(ruleItem));
     if (!items.length) mount(ol, h("li", { class: "muted" }, "No rules: every request goes to the service's steering."));
-    saveBtn.disabled = !dirty;
-    state.textContent = dirty ? "Unsaved changes" : `Version ${stored.version}`;
+    if (dirty) return touched();
+    saveBtn.disabled = true;
+    state.textContent = `Version ${stored.version}`;
   };
   const saveBtn = h("button", { type: "button", class: "primary", id: "rules-save", onclick: save }, "Save rules");
   const state = h("span", { class: "muted" });
@@ -176,7 +182,7 @@ export function renderRules(body, host) {
           h("h2", {}, "Rules"),
           h("p", { class: "muted" }, "Checked in order: the first matching rule without continue decides; header actions of continue rules before it apply too."),
           ol,
-          h("div", { class: "actions" }, state, h("button", { type: "button", id: "rules-add", onclick: add }, "Add rule"), h("button", { type: "button", onclick: () => load().then(draw) }, "Discard changes"), saveBtn),
+          h("div", { class: "actions" }, state, h("button", { type: "button", id: "rules-add", onclick: add }, "Add rule"), h("button", { type: "button", onclick: () => load().then(draw, (e) => mount(message, h("p", { class: "error" }, e.message))) }, "Discard changes"), saveBtn),
           message,
         ),
         tryBox,

@@ -46,7 +46,14 @@ export function thenText(t = {}) {
     .join(", ") || "nothing";
 }
 
-export const summary = (r) => `${r.name}: ${whenText(r.when)} → ${thenText(r.then)}`;
+/** One line for a rule; a draft of the wrong shape says so (the server names the field on save). */
+export function summary(r) {
+  try {
+    return `${r.name}: ${whenText(r.when ?? {})} → ${thenText(r.then ?? {})}`;
+  } catch {
+    return `${r?.name ?? "?"}: (not a rule's shape)`;
+  }
+}
 
 /** The 400's errors split by rule index (`rules[2].then.pool` → 2: "then.pool"); the rest apart. */
 function byRule(errors, prefix) {
@@ -119,19 +126,21 @@ export function renderRules(body, host) {
         ? null
         : h("textarea", { class: "code", rows: Math.min(16, it.text.split("\n").length + 1), spellcheck: "false", "aria-label": `Rule ${i + 1} JSON`, oninput: (e) => ((it.text = e.target.value), touched()) }, it.text);
     const btn = (label, onclick, disabled) => h("button", { type: "button", onclick, disabled }, label);
+    const actions = h(
+      "div",
+      { class: "row-actions" },
+      it.text == null ? btn("Edit", () => ((it.text = pretty(it.rule)), draw())) : btn("Done", () => draft() && ((it.text = null), change())),
+      btn("↑", () => move(i, -1), i === 0),
+      btn("↓", () => move(i, 1), i === items.length - 1),
+      h("button", { type: "button", class: "danger-outline", onclick: () => (items.splice(i, 1), change()) }, "Delete"),
+    );
+    const errors = it.errors.map((e) => h("li", { "data-path": e.path }, e.path ? [h("code", { class: "path" }, e.path), ": "] : null, e.message));
     return h(
       "li",
       { "data-rule": it.rule?.name ?? "", class: it.errors.length ? "invalid" : null },
-      h("div", { class: "rule-head" }, h("code", { class: "rule-summary" }, summary(it.rule ?? {})), h("div", { class: "row-actions" },
-        it.text == null
-          ? btn("Edit", () => ((it.text = pretty(it.rule)), draw()))
-          : btn("Done", () => draft() && ((it.text = null), change())),
-        btn("↑", () => move(i, -1), i === 0),
-        btn("↓", () => move(i, 1), i === items.length - 1),
-        h("button", { type: "button", class: "danger-outline", onclick: () => (items.splice(i, 1), change()) }, "Delete"),
-      )),
+      h("div", { class: "rule-head" }, h("code", { class: "rule-summary" }, summary(it.rule ?? {})), actions),
       editor,
-      it.errors.length ? h("ul", { class: "errors rule-errors", role: "alert" }, it.errors.map((e) => h("li", { "data-path": e.path }, e.path ? [h("code", { class: "path" }, e.path), ": "] : null, e.message))) : null,
+      errors.length ? h("ul", { class: "errors rule-errors", role: "alert" }, errors) : null,
     );
   };
   const add = () => {

@@ -15,7 +15,9 @@ use crate::policy::health::breaker::{Breaker, BreakerState};
 use crate::policy::health::checks::Health;
 use crate::policy::rng::SplitMix64;
 use crate::policy::traffic::affinity;
+use crate::policy::traffic::facts::Needs;
 use crate::policy::traffic::retry::RetryBudget;
+use crate::policy::traffic::rules::RuleSet;
 use crate::policy::traffic::select::Selector;
 use crate::policy::traffic::steering::Ewma;
 
@@ -125,6 +127,10 @@ pub struct Fleet {
     /// When each backend's next probe is due (ms), in memory only; None: not scheduled yet.
     /// Each backend keeps its own cadence, so one failing backend does not hurry the others.
     probe_due: Vec<Option<u64>>,
+    /// The config's traffic rules, compiled once.
+    rules: RuleSet,
+    /// What decisions read of a request under this config, computed once.
+    needs: Needs,
 }
 
 impl Fleet {
@@ -182,6 +188,8 @@ impl Fleet {
             .access
             .as_ref()
             .map(|a| AccessPolicy::new(&a.allow, &a.deny));
+        let rules = RuleSet::new(&cfg);
+        let needs = Needs::of(&cfg);
         Fleet {
             pin_ids: all
                 .iter()
@@ -206,6 +214,8 @@ impl Fleet {
             next_ticket: now_ms << 12,
             rng: SplitMix64(now_ms),
             probe_due: vec![None; all.len()],
+            rules,
+            needs,
         }
     }
 
@@ -277,6 +287,11 @@ impl Fleet {
 
     pub fn cfg(&self) -> &ServiceConfig {
         &self.cfg
+    }
+
+    /// What a decision reads of a request under this config (the Worker reads it before asking).
+    pub fn needs(&self) -> &Needs {
+        &self.needs
     }
 
     pub fn version(&self) -> u64 {

@@ -614,6 +614,10 @@ pub struct ServiceConfig {
     /// What the request log keeps of successful requests.
     #[serde(default)]
     pub logging: Logging,
+    /// Traffic rules, checked in order: match requests and route, split, rewrite, redirect or
+    /// answer them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
 }
 
 /// What the request log keeps (`logging`). Failed, retried, refused and slow requests are always

@@ -658,6 +658,7 @@ prop_compose! {
                 lease_ms: decisions.1,
             },
             logging: Logging::default(),
+            rules: Vec::new(),
         }
     }
 }

@@ -191,7 +191,7 @@ export function renderRules(body, host) {
           h("h2", {}, "Rules"),
           h("p", { class: "muted" }, "Checked in order: the first matching rule without continue decides; header actions of continue rules before it apply too."),
           ol,
-          h("div", { class: "actions" }, state, h("button", { type: "button", id: "rules-add", onclick: add }, "Add rule"), h("button", { type: "button", onclick: () => load().then(draw, (e) => mount(message, h("p", { class: "error" }, e.message))) }, "Discard changes"), saveBtn),
+          h("div", { class: "actions" }, state, h("button", { type: "button", id: "rules-add", onclick: add }, "Add rule"), h("button", { type: "button", onclick: () => load().then(() => (mount(message), draw()), (e) => mount(message, h("p", { class: "error" }, e.message))) }, "Discard changes"), saveBtn),
           message,
         ),
         tryBox,
@@ -261,7 +261,7 @@ function explained(x, draft) {
     dl([
       ["Matched", x.matched?.length ? x.matched.join(" → ") : "none"],
       ["Action", action],
-      ["Backend path", h("code", {}, x.path)],
+      ["Backend path", x.path ? h("code", {}, x.path) : "none: no backend is asked"],
       ["Request headers", ops(x.request_headers)],
       ["Response headers", ops(x.response_headers)],
     ]),

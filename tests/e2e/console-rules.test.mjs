@@ -158,6 +158,7 @@ test("console: rules are added, saved, reordered, refused at their field and exp
     // Discarded: the stored config answers, and a TRACE is answered by the first rule.
     await page.getByRole("button", { name: "Discard changes" }).click();
     await waitFor(async () => (await item.locator("textarea").count()) === 0, { what: "the editor closed on discard" });
+    assert.equal(await page.locator("#rules-message").innerText(), "", "the refused save's message outlived the discard");
     await form.locator('input[name="method"]').fill("TRACE");
     await form.locator('input[name="path"]').fill("/anything");
     await form.getByRole("button", { name: "Explain" }).click();
@@ -165,6 +166,7 @@ test("console: rules are added, saved, reordered, refused at their field and exp
     assert.match(await out.innerText(), /stored config/);
     assert.equal(await out.locator('[data-key="Action"]').innerText(), "answered 405 by FlowBalance: not here");
     assert.equal(await out.locator('[data-key="Matched"]').innerText(), "no-trace");
+    assert.equal(await out.locator('[data-key="Backend path"]').innerText(), "none: no backend is asked");
 
     // A bad sample is shown at its field of the box.
     await form.locator('input[name="path"]').fill("no-slash");

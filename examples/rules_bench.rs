@@ -120,7 +120,7 @@ fn main() {
             ),
         ),
         (
-            "2 continue rules, then a regex near the middle",
+            "2 continue rules, then a regex (rule 19)",
             line(
                 "GET",
                 "/v2/items3/12345/details",
@@ -129,7 +129,7 @@ fn main() {
             ),
         ),
         (
-            "a tenant split (rule 30)",
+            "a tenant split (rule 28)",
             line("GET", "/app/cart", "", &[("x-tenant", "t7")]),
         ),
         (

@@ -100,5 +100,9 @@ pub use values::{
     BackendUrl, ExpectedBody, HeaderValue, HealthPath, Hostname, PoolName, RegionCode, Token,
 };
 
+/// The rules example of the issue and the docs, for tests elsewhere.
+#[cfg(test)]
+pub(crate) use rules::tests::example as rules_example;
+
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 use crate::policy::access::clients::canonical_ip;
-use crate::policy::control::config::{AffinityKind, ServiceConfig};
+use crate::policy::control::config::{AffinityKind, Method, RegionCode, RulePath, ServiceConfig};
 use crate::policy::rng::SplitMix64;
 
 mod engine;
@@ -269,31 +269,24 @@ pub fn split_key(
 /// address or affinity header gets a seeded weighted draw). Err: the sample itself is unusable
 /// (the message names the field).
 pub fn explain(cfg: &ServiceConfig, sample: &Sample) -> Result<Explanation, String> {
-    let method = sample.method.as_deref().unwrap_or("GET");
-    if method.is_empty()
-        || method.len() > 32
-        || !method
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    // The sample's fields are read with the config's own types, so they are checked alike.
+    let method = Method::try_from(sample.method.clone().unwrap_or_else(|| "GET".into()))
+        .map_err(|e| format!("method: {e}"))?;
+    let no_fragment = sample.path.split('#').next().unwrap_or_default();
+    let (path, query) = no_fragment.split_once('?').unwrap_or((no_fragment, ""));
+    if RulePath::try_from(path.to_string()).is_err() || query.bytes().any(|b| !b.is_ascii_graphic())
     {
-        return Err(format!("method: {method:?} is not an HTTP method"));
-    }
-    if !sample.path.starts_with('/') || !sample.path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
             "path: {:?} must start with / and be percent-encoded as a client sends it (no spaces)",
             sample.path
         ));
     }
-    let no_fragment = sample.path.split('#').next().unwrap_or_default();
-    let (path, query) = no_fragment.split_once('?').unwrap_or((no_fragment, ""));
     for (field, code) in [
         ("country", &sample.country),
         ("continent", &sample.continent),
     ] {
         if let Some(c) = code {
-            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(format!("{field}: {c:?} is not a two-letter code"));
-            }
+            RegionCode::try_from(c.clone()).map_err(|e| format!("{field}: {e}"))?;
         }
     }
     let ip: Option<IpAddr> = match &sample.client_ip {
@@ -305,7 +298,7 @@ pub fn explain(cfg: &ServiceConfig, sample: &Sample) -> Result<Explanation, Stri
         None => None,
     };
     let line = RequestLine {
-        method: method.to_ascii_uppercase(),
+        method: method.to_string(),
         path: path.to_string(),
         query: query.to_string(),
         headers: sample

@@ -654,4 +654,4 @@ fn validate_header_actions(actions: &HeaderActions, hp: &[Seg], errs: &mut Vec<I
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

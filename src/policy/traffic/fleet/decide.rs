@@ -98,8 +98,14 @@ impl Fleet {
             }
             None => {
                 // Panic mode (as Envoy): nothing looks healthy, so try every enabled backend,
-                // least recently failed first, rather than refusing while one might work.
-                let mut all: Vec<usize> = (0..self.backends.len())
+                // least recently failed first, rather than refusing while one might work. A
+                // rule's pool stays a hard choice: another pool may not serve that path at all.
+                let scope: Vec<usize> = match rule_group {
+                    Some(_) => members.clone(),
+                    None => (0..self.backends.len()).collect(),
+                };
+                let mut all: Vec<usize> = scope
+                    .into_iter()
                     .filter(|&i| self.states[i] != BackendState::Disabled)
                     .collect();
                 all.sort_by_key(|&i| self.backends[i].last_failure_ms);

@@ -918,6 +918,21 @@ fn a_rules_pool_bypasses_steering_and_keeps_rotation_and_failover_within_it() {
         panic!()
     };
     assert_eq!(r.attempts[0].url, "http://a2");
+    // The whole pool down: panic mode tries the pool's own backends, never another pool's.
+    for t in 0..3 {
+        fail(&mut f, "http://a2", 21 + t);
+    }
+    let Verdict::Route(r) = f.decide(&facts_for("/api/x", None), 25) else {
+        panic!()
+    };
+    let urls: Vec<&str> = r.attempts.iter().map(|a| a.url.as_str()).collect();
+    assert!(r.panic);
+    assert_eq!(urls.len(), 2);
+    assert!(urls.iter().all(|u| u.starts_with("http://a")), "{urls:?}");
+    assert_eq!(
+        r.rules.as_ref().and_then(|e| e.decided_by.as_deref()),
+        Some("api")
+    );
     // No rule matched: geo steering as before, and no effects on the route.
     let Verdict::Route(r) = f.decide(&facts_for("/", None), 30) else {
         panic!()

@@ -1,7 +1,7 @@
 //! The rules' walk: order, `continue`, `not`, every condition, rewrites and answers, what they read, split shares and stickiness, and explain.
 
 use super::*;
-use crate::policy::control::config::{parse_service, Deployment};
+use crate::policy::control::config::{parse_service, rules_example, Deployment};
 use crate::policy::traffic::facts::Needs;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -23,19 +23,7 @@ fn cfg(rules: Value) -> ServiceConfig {
 
 /// The example.
 fn example() -> ServiceConfig {
-    cfg(json!([
-        {"name": "no-trace", "when": {"methods": ["TRACE"]}, "then": {"respond": {"status": 405, "body": "not here"}}},
-        {"name": "old-docs", "when": {"path_prefix": "/old-docs/"},
-         "then": {"redirect": {"location": "https://docs.example.com", "status": 308, "preserve_path": true}}},
-        {"name": "debug", "when": {"query": {"debug": "1"}}, "then": {"response_headers": {"set": {"x-debug": "on"}}, "continue": true}},
-        {"name": "canary", "when": {"headers": {"x-canary": "1"}}, "then": {"pool": "canary"}},
-        {"name": "api", "when": {"path_prefix": "/api/", "not": {"methods": ["DELETE"]}},
-         "then": {"pool": "api", "rewrite": {"strip_prefix": "/api"},
-                  "request_headers": {"set": {"x-from-rule": "api"}, "remove": ["x-internal-token"]},
-                  "response_headers": {"set": {"x-served-by": "api"}, "remove": ["server"]}}},
-        {"name": "shop-canary", "when": {"path_prefix": "/shop/"}, "then": {"split": [{"pool": "web", "weight": 95}, {"pool": "canary", "weight": 5}]}},
-        {"name": "office-only", "when": {"path_prefix": "/internal/", "not": {"client_ips": ["10.0.0.0/8"]}}, "then": {"respond": {"status": 403}}}
-    ]))
+    parse_service(&rules_example(), "", &Deployment::default()).unwrap()
 }
 
 /// A request line: `target` is the path with its query; headers as (name, value).

@@ -4,7 +4,7 @@ use super::*;
 use serde_json::json;
 
 /// The example of the issue and the configuration page.
-pub(crate) fn example() -> Value {
+pub fn example() -> Value {
     json!({
         "hostname": "shop.example.com",
         "pools": [

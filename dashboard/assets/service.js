@@ -1,10 +1,11 @@
 // Service page: header, tabs, the backends table with its actions and health checks on demand,
-// the add-backend form, the traffic charts and the audit trail. Configuration, the request log, the
+// the add-backend form, the traffic charts and the audit trail. Configuration, rules, the request log, the
 // live tail and the health and webhook history have their own modules.
 import { api, get, svc } from "./api.js";
 import { ago, clearFieldErrors, confirmDialog, field, h, mount, ms, pct, pill, poll, promptDialog, rate, showFieldError, table, toast, unavailable } from "./dom.js";
 import { legend, lineChart, PALETTE } from "./charts.js";
 import { renderConfig, renderVersions } from "./config.js";
+import { renderRules } from "./rules.js";
 import { renderLogs } from "./logs.js";
 import { renderLive } from "./live.js";
 import { renderHealthHistory, renderWebhooks } from "./history.js";
@@ -16,6 +17,7 @@ const TABS = [
   ["live", "Live"],
   ["health", "Health history"],
   ["webhooks", "Webhooks"],
+  ["rules", "Rules"],
   ["config", "Configuration"],
   ["versions", "Versions"],
   ["audit", "Audit"],
@@ -30,7 +32,7 @@ export function renderService(main, host, tab) {
   );
   const body = h("div", { class: "tab-body" });
   mount(main, h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / ", host), head, tabs, body);
-  const views = { backends: renderBackends, analytics: renderAnalytics, logs: renderLogs, live: renderLive, health: renderHealthHistory, webhooks: renderWebhooks, config: renderConfig, versions: renderVersions, audit: renderAudit };
+  const views = { backends: renderBackends, analytics: renderAnalytics, logs: renderLogs, live: renderLive, health: renderHealthHistory, webhooks: renderWebhooks, rules: renderRules, config: renderConfig, versions: renderVersions, audit: renderAudit };
   return (views[tab] ?? renderBackends)(body, host, head);
 }
 

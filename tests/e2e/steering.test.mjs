@@ -593,6 +593,7 @@ test("OpenAPI: the document is valid 3.x and every route it lists exists", async
     "post /admin/services/{hostname}/backends": { body: { url: "http://127.0.0.1:9" }, headers: stale },
     "patch /admin/services/{hostname}/backends": { body: { url: p2.url, weight: 2 }, headers: stale },
     "delete /admin/services/{hostname}/backends": { query: `?url=${encodeURIComponent(p2.url)}`, headers: stale },
+    "post /admin/services/{hostname}/rules/test": { body: { request: { path: "/" } } },
   };
   const methods = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
   const results = [];

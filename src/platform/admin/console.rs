@@ -29,6 +29,7 @@ assets!(
     ("overview.js", JS),
     ("service.js", JS),
     ("config.js", JS),
+    ("rules.js", JS),
     ("logs.js", JS),
     ("live.js", JS),
     ("history.js", JS),

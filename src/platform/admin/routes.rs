@@ -147,6 +147,10 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         (Method::Post, ["admin", "services", host, "config", "validate"]) => {
             relay(req, env, host, "/config/validate", false, None).await
         }
+        // What the rules would do with a sample request: stored config or a draft; stores nothing.
+        (Method::Post, ["admin", "services", host, "rules", "test"]) => {
+            relay(req, env, host, "/rules/test", false, None).await
+        }
         (
             Method::Get | Method::Post | Method::Put | Method::Delete,
             ["admin", "services", host, "config"],
@@ -404,7 +408,12 @@ impl Caller {
             }
             _ => None,
         };
-        let read_only = matches!(method, Method::Get | Method::Head);
+        // Explaining a sample request stores nothing: whoever may read the config may ask.
+        let read_only = matches!(method, Method::Get | Method::Head)
+            || matches!(
+                (method, segments),
+                (Method::Post, ["admin", "services", _, "rules", "test"])
+            );
         match grant.permits(read_only, host.as_deref()) {
             Ok(()) => Ok(None),
             Err(why) => error_response(403, &format!("forbidden: {why}"), None).map(Some),

@@ -31,6 +31,7 @@ mod decisions;
 mod dns;
 mod outbox;
 mod regions;
+mod rules_api;
 mod store;
 mod views;
 
@@ -229,6 +230,10 @@ impl DurableObject for Balancer {
             (Method::Get, "/config") => self.get_config(),
             (Method::Post, "/config/validate") => match read_json(&mut req).await? {
                 Ok(body) => self.validate_config(body).await,
+                Err(resp) => Ok(resp),
+            },
+            (Method::Post, "/rules/test") => match read_json(&mut req).await? {
+                Ok(body) => self.test_rules(body).await,
                 Err(resp) => Ok(resp),
             },
             (Method::Post, "/config/reset") => match if_match(&req)? {

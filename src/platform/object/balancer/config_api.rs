@@ -32,7 +32,7 @@ impl Balancer {
         }
     }
 
-    fn current(&self) -> Option<(u64, ServiceConfig, Vec<BackendRecord>)> {
+    pub(super) fn current(&self) -> Option<(u64, ServiceConfig, Vec<BackendRecord>)> {
         match &*self.service.borrow() {
             Some(Service::Ready(f)) => Some((f.version(), f.cfg().clone(), f.records().to_vec())),
             _ => None,
@@ -501,7 +501,7 @@ pub(super) fn invalid(errors: Vec<config::ConfigError>) -> Result<Response> {
 }
 
 /// 413: the config is over MAX_CONFIG_BYTES; nothing was stored.
-fn too_large(message: &str) -> Result<Response> {
+pub(super) fn too_large(message: &str) -> Result<Response> {
     Ok(Response::from_json(&serde_json::json!({
         "error": message,
         "limit_bytes": config::MAX_CONFIG_BYTES,

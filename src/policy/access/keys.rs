@@ -40,7 +40,7 @@ impl Grant {
     /// (None for deployment-wide routes such as the service list).
     pub fn permits(&self, read_only: bool, host: Option<&str>) -> Result<(), String> {
         if !read_only && self.scope == Scope::Read {
-            return Err("this API key has scope \"read\": only GET requests are allowed".into());
+            return Err("this API key has scope \"read\": only requests that change nothing are allowed (GET, HEAD, and POST /admin/services/{h}/rules/test)".into());
         }
         match (host, &self.hostnames) {
             (Some(h), Some(list)) if !list.iter().any(|x| x == h) => Err(format!(

@@ -114,6 +114,28 @@ pub async fn page(
     Ok((rows, next))
 }
 
+/// The hostname's newest logged requests (kept rows and sampled successes) since `since_ms`,
+/// at most `limit`, oldest first: what a config preview replays.
+pub async fn recent(env: &Env, host: &str, since_ms: u64, limit: u32) -> Result<Vec<LogRow>> {
+    let db = env.d1(DB_BINDING)?;
+    let sql = format!(
+        "SELECT * FROM ({}) WHERE ts_ms >= ?3 ORDER BY ts_ms DESC, id DESC LIMIT {limit}",
+        log_rows(2)
+    );
+    let binds = [
+        JsValue::from_str(host),
+        JsValue::from_f64(f64::MAX),
+        JsValue::from_f64(since_ms as f64),
+    ];
+    let stored: Vec<StoredRow> = db.prepare(&sql).bind(&binds)?.all().await?.results()?;
+    let mut rows = stored
+        .into_iter()
+        .map(|r| r.logged().map(|l| l.row))
+        .collect::<Result<Vec<_>>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
 fn js_value(v: &SqlValue) -> JsValue {
     match v {
         SqlValue::Text(s) => JsValue::from_str(s),

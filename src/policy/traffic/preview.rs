@@ -16,6 +16,14 @@ use crate::policy::traffic::fleet::{BackendRecord, Fleet};
 use crate::policy::traffic::rules::RequestLine;
 use crate::policy::traffic::steering::PoolHealth;
 
+/// How many of the newest logged requests a preview replays, and how far back it looks.
+pub const REPLAY_ROWS: u32 = 1000;
+pub const REPLAY_WINDOW_MS: u64 = 3_600_000;
+
+/// The warning of a preview with nothing to replay.
+pub const NOTHING_TO_REPLAY: &str =
+    "the request log holds no recent requests of this service: there was nothing to replay";
+
 /// What the preview answers (shares are fractions of `requests`, 0 to 1).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Preview {
@@ -216,10 +224,7 @@ fn warnings(
 ) -> Vec<String> {
     let mut out = Vec::new();
     if p.requests == 0 {
-        out.push(
-            "the request log holds no recent requests of this service: there was nothing to replay"
-                .to_string(),
-        );
+        out.push(NOTHING_TO_REPLAY.to_string());
     }
     for (url, why) in unanswered {
         let share = p.after.get(url).copied().unwrap_or(0.0);

@@ -21,6 +21,13 @@ impl Balancer {
             Err(refused) => return Ok(refused),
         };
         let host = cfg.hostname.to_string();
+        // What this object still holds (the open minute's samples, kept rows) goes to D1 first,
+        // so the newest requests are replayed too; if it cannot, the read below says so.
+        if self.d1.borrow().changed {
+            if let Err(e) = self.write_d1(true).await {
+                console_error!("{host}: config preview could not write the held log rows: {e}");
+            }
+        }
         let now = Self::now();
         let (rows, unread) = match requestlog::recent(
             &self.env,

@@ -4,7 +4,7 @@ use worker::*;
 
 use super::Balancer;
 use crate::platform::object::probe::probe_backend;
-use crate::platform::store::requestlog;
+use crate::platform::store::{requestlog, usage};
 use crate::policy::traffic::preview::{
     self, Current, NOTHING_TO_REPLAY, REPLAY_ROWS, REPLAY_WINDOW_MS,
 };
@@ -39,11 +39,12 @@ impl Balancer {
         {
             Ok(rows) => (rows, None),
             Err(e) => {
-                console_error!("{host}: config preview could not read the request log: {e}");
+                let reason = usage::reason(&e);
+                console_error!("{host}: config preview could not read the request log: {reason}");
                 (
                     Vec::new(),
                     Some(format!(
-                        "the request log could not be read ({e}): no requests were replayed"
+                        "the request log could not be read (D1 refused the query: {reason}): no requests were replayed"
                     )),
                 )
             }

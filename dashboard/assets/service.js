@@ -41,6 +41,9 @@ function healthPill(b) {
   return b.healthy ? pill("healthy", "ok") : pill("unhealthy", "bad");
 }
 
+/** The health score (0–100), green from 80, amber from 50, red below. */
+const scorePill = (s) => (s == null ? "–" : h("span", { class: `pill ${s >= 80 ? "ok" : s >= 50 ? "warn" : "bad"}`, title: "health score: probes, errors, latency, breaker" }, String(s)));
+
 function breakerCell(b, now) {
   if (b.breaker === "closed") return pill("closed", "ok");
   if (b.breaker === "open") return h("span", {}, pill("open", "bad"), h("small", { class: "muted block" }, b.breaker_open_until_ms ? `may close ${ago(b.breaker_open_until_ms, now)}` : ""));
@@ -62,6 +65,19 @@ function poolsCard(pools) {
       { class: "pools" },
       pools.map((p) => h("li", { "data-pool": p.name }, h("strong", {}, p.name), pill(p.health, HEALTH_KIND[p.health] ?? "off"), h("span", { class: "muted" }, `${p.healthy_backends ?? p.healthy} / ${p.total_backends ?? p.total} healthy`))),
     ),
+  );
+}
+
+/** The `dns` record set: its addresses, the last sync, and whether it is held (nothing healthy). */
+function dnsCard(d, now) {
+  const last = d.last_sync;
+  return h(
+    "section",
+    { class: "card", id: "dns" },
+    h("h2", {}, "DNS records ", h("code", {}, d.name)),
+    h("p", {}, d.records.length ? d.records.map((r) => h("code", { class: "url" }, `${r.type} ${r.content} `)) : h("span", { class: "muted" }, "none written yet")),
+    d.held ? h("p", {}, pill("held", "warn"), " no healthy backend, the last set stays") : null,
+    h("p", { class: "muted" }, last ? [`last sync ${ago(last.at_ms, now)}: `, last.error ? pill("failed", "bad") : pill("synced", "ok"), last.error ? ` ${last.error}` : ""] : "not synced yet"),
   );
 }
 
@@ -141,6 +157,7 @@ function renderBackends(body, host, head) {
         h("td", {}, h("code", { class: "url" }, b.url), inPools[b.url] ? h("small", { class: "muted block" }, `pool ${inPools[b.url].join(", ")}`) : null),
         h("td", {}, pill(b.state, STATE_KIND[b.state] ?? "off")),
         h("td", {}, healthPill(b), h("small", { class: "muted block" }, `${b.consecutive_successes} ok · ${b.consecutive_failures} failed in a row`)),
+        h("td", { class: "num score" }, scorePill(b.health_score)),
         h("td", {}, breakerCell(b, now), b.consecutive_request_failures ? h("small", { class: "muted block" }, `${b.consecutive_request_failures} request failures`) : null),
         h("td", { class: "num" }, String(b.weight), b.effective_weight != null && b.effective_weight !== b.weight ? h("small", { class: "muted block" }, `now ${Math.round(b.effective_weight * 10) / 10}`) : null),
         h("td", { class: "num" }, ms(b.latency_ms), inFlight(b)),
@@ -169,7 +186,7 @@ function renderBackends(body, host, head) {
       : effective === "lease"
         ? `Decisions: lease mode (${d.lease_ms} ms), ${d.leases_outstanding} lease${d.leases_outstanding === 1 ? "" : "s"} outstanding${chosen}`
         : `Decisions: per request${chosen}`;
-    mount(list, status.pools?.length ? poolsCard(status.pools) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
+    mount(list, status.pools?.length ? poolsCard(status.pools) : null, status.dns ? dnsCard(status.dns, now) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Score", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
   };
   const refresh = async () => {
     try {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use worker::*;
 
+use crate::policy::health::regions::Region;
+
 use crate::policy::access::prefix::{self, Reserved};
 use crate::policy::control::config::Deployment;
 use crate::policy::traffic::forwarding::{host_and_path, UrlParts};
@@ -73,9 +75,17 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
 
 /// The Durable Object of a balanced hostname.
 pub fn object_stub(env: &Env, host: &str) -> Result<Stub> {
-    env.durable_object(BALANCER_BINDING)?
-        .id_from_name(host)?
-        .get_stub()
+    object_stub_at(env, host, store::registry::location_hint(env, host))
+}
+
+/// The hostname's object, created (when it does not exist yet) near `hint`: Cloudflare applies a
+/// location hint only when it creates the object, and ignores it afterwards.
+pub fn object_stub_at(env: &Env, host: &str, hint: Option<Region>) -> Result<Stub> {
+    let ns = env.durable_object(BALANCER_BINDING)?;
+    match hint {
+        Some(region) => ns.get_by_name_with_location_hint(host, region.as_str()),
+        None => ns.id_from_name(host)?.get_stub(),
+    }
 }
 
 /// The clock in ms: `Date.now()`, without the Date object workers-rs's `Date::now()` makes.

@@ -2,8 +2,9 @@
 
 use worker::*;
 
-use crate::platform::object_stub;
+use crate::platform::object_stub_at;
 use crate::policy::control::audit::Actor;
+use crate::policy::health::regions::Region;
 
 /// The internal header that carries the caller to a service's Durable Object, for the audit trail.
 /// Only the Worker can reach the object, so the object trusts it.
@@ -33,10 +34,21 @@ pub async fn call_object(
     }
     let mut init = RequestInit::new();
     init.with_method(method).with_headers(h);
+    // A config write that names a location hint creates a new object there (Cloudflare applies a
+    // hint only when it creates the object).
+    let hint = body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .and_then(|v| {
+            v["decisions"]["location_hint"]
+                .as_str()
+                .and_then(Region::parse)
+        })
+        .or_else(|| crate::platform::store::registry::location_hint(env, host));
     if let Some(b) = body {
         init.with_body(Some(b.into()));
     }
-    object_stub(env, host)?
+    object_stub_at(env, host, hint)?
         .fetch_with_request(Request::new_with_init(
             &format!("https://balancer{path_and_query}"),
             &init,

@@ -98,7 +98,7 @@ test("console: add a backend, read health history, webhook deliveries and servic
     await traffic(lb, "views.test", 12);
     assert.ok(g3.requests().length > 0, "the added backend got no traffic");
     await page.getByRole("button", { name: "Run health checks now" }).click();
-    await waitFor(async () => !/never/.test(await row.locator("td").nth(6).innerText()), { what: "the new backend's probe in the table" });
+    await waitFor(async () => !/never/.test(await row.locator("td").nth(7).innerText()), { what: "the new backend's probe in the table" });
     await shot(page, "service-backends-add");
     w.check("the add-backend form");
   });
@@ -121,7 +121,7 @@ test("console: add a backend, read health history, webhook deliveries and servic
     await waitFor(async () => /Someone else changed this service/.test(await p2.locator("#add-backend-message").innerText()), { what: "the 412 explained" });
     assert.equal((await api(lb, "/admin/services/views.test/config")).version, version, "the stale add was stored");
     // The table now shows their change; adding again goes on top of it.
-    await waitFor(async () => /\b7\b/.test(await p2.locator(`#backends tr[data-backend="${g3.url}"] td`).nth(4).innerText()), { what: "their weight in the reloaded table" });
+    await waitFor(async () => /\b7\b/.test(await p2.locator(`#backends tr[data-backend="${g3.url}"] td`).nth(5).innerText()), { what: "their weight in the reloaded table" });
     await form.getByRole("button", { name: "Add backend" }).click();
     await p2.locator(`#backends tr[data-backend="${g4.url}"]`).waitFor();
     assert.equal((await api(lb, "/admin/services/views.test/config")).version, version + 1);

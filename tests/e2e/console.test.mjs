@@ -47,6 +47,11 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     await page.locator('#services a:text("shop.test")').click();
     const row = page.locator(`#backends tr[data-backend="${shop[1].url}"]`);
     await row.waitFor();
+    // The health score column: a number in a coloured pill (green for a backend that answers everything).
+    assert.equal((await page.locator("#backends th").allTextContents()).indexOf("Score"), 3);
+    const score = row.locator("td.score .pill");
+    assert.match(await score.innerText(), /^\d{1,3}$/);
+    assert.match(await score.getAttribute("class"), /\bok\b/);
     await row.getByRole("button", { name: "Drain" }).click();
     await waitFor(async () => /draining/.test(await row.innerText()), { what: "the drained backend shown as draining" });
     await shot(page, "service-backends");

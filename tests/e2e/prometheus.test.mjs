@@ -140,6 +140,9 @@ scrape_configs:
     await expect(`flowbalance_access_denied_total{${job},hostname="limited.test"}`, 1);
     await expect(`flowbalance_backend_up{${job},hostname="app.test",backend="${bs[0].url}"}`, 1);
     await expect(`flowbalance_circuit_breaker_state{${job},hostname="app.test",backend="${bs[0].url}",state="closed"}`, 1);
+    // A backend that answers every request and probe scores high (latency may cost a few points).
+    const score = await value(`flowbalance_backend_health_score{${job},hostname="app.test",backend="${bs[0].url}"}`);
+    assert.ok(score >= 80 && score <= 100, `health score ${score}`);
     await expect(`flowbalance_config_version{${job},hostname="app.test"}`, 0);
     await expect(`flowbalance_config_errors{${job}}`, 0);
     await waitFor(async () => (await value(`flowbalance_health_checks_total{${job},hostname="limited.test",result="success"}`)) > 0, {

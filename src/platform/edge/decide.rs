@@ -242,7 +242,14 @@ async fn ask_object(
 async fn ask(env: &Env, msg: &DecideRequest) -> Result<Decision> {
     // A lease that comes back counts from here (lease mode).
     let sent_ms = now_ms();
-    let reply = JsFuture::from(fb_ask(env.as_ref(), &msg.host, &msg.to_query())).await?;
+    let hint = crate::platform::store::registry::location_hint(env, &msg.host);
+    let reply = JsFuture::from(fb_ask(
+        env.as_ref(),
+        &msg.host,
+        &msg.to_query(),
+        hint.map(|r| r.as_str()),
+    ))
+    .await?;
     let text = reply.as_string().unwrap_or_default();
     let (reply, leased) = crate::policy::traffic::lease::detach(&text);
     lease::adopt_text(&msg.host, leased, sent_ms);
@@ -255,16 +262,17 @@ async fn ask(env: &Env, msg: &DecideRequest) -> Result<Decision> {
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
-// GET /decide?query to the hostname's object; resolves to the reply's text.
-export function fb_ask(env, host, query) {
+// GET /decide?query to the hostname's object (created near `hint` if it does not exist yet);
+// resolves to the reply's text.
+export function fb_ask(env, host, query, hint) {
   const ns = env.BALANCER;
   return ns
-    .get(ns.idFromName(host))
+    .get(ns.idFromName(host), hint === undefined ? undefined : { locationHint: hint })
     .fetch(`https://balancer/decide?${query}`)
     .then((r) => r.text());
 }
 "#)]
 extern "C" {
     /// `Promise<string>`: the object's reply to a decide message.
-    fn fb_ask(env: &JsValue, host: &str, query: &str) -> js_sys::Promise;
+    fn fb_ask(env: &JsValue, host: &str, query: &str, hint: Option<&str>) -> js_sys::Promise;
 }

@@ -26,6 +26,7 @@ mod config_api;
 mod counters;
 mod d1;
 mod decisions;
+mod dns;
 mod outbox;
 mod preview;
 mod store;
@@ -114,6 +115,8 @@ pub struct Balancer {
     /// Each backend's last monitor result (when, what), for the status view; kept in memory only:
     /// the next round refreshes it after a restart.
     last_probes: RefCell<HashMap<String, (u64, ProbeResult)>>,
+    /// The `dns` record syncs: what was written, when, and the backoff (stored under `dns`).
+    dns: RefCell<crate::policy::health::dns::SyncState>,
     /// Leases granted to Workers (lease mode) and the config fence they make; made on load.
     leases: RefCell<Option<LeaseBook>>,
     /// Test-only: every Worker call waits this long first, to simulate an object far away
@@ -148,6 +151,7 @@ impl DurableObject for Balancer {
             tails: Tails::default(),
             last_probes: RefCell::new(HashMap::new()),
             leases: RefCell::new(None),
+            dns: RefCell::new(Default::default()),
             test_delay_ms: env_string(&env, "FB_TEST_OBJECT_DELAY_MS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -205,6 +209,7 @@ impl DurableObject for Balancer {
                     return self.status();
                 }
                 let results = self.probe(true).await?;
+                self.dns_soon().await?;
                 Response::from_json(&serde_json::json!({ "results": results }))
             }
             (Method::Get, "/config") => self.get_config(),
@@ -293,7 +298,8 @@ impl DurableObject for Balancer {
 
     async fn alarm(&self) -> Result<Response> {
         // Alarms are at-least-once: probing twice is harmless, a delivery is settled once, and
-        // re-arming is unconditional. The alarm serves both probes and webhook deliveries.
+        // re-arming is unconditional. The alarm serves probes, DNS record syncs, webhook deliveries
+        // and D1 writes.
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
         // An alarm invocation is billed as a Durable Object request too.
@@ -303,6 +309,9 @@ impl DurableObject for Balancer {
             if let Err(e) = self.probe(false).await {
                 console_error!("probe round failed: {e}");
             }
+        }
+        if let Err(e) = self.sync_dns().await {
+            console_error!("dns record sync failed: {e}");
         }
         if let Err(e) = self.deliver_due().await {
             console_error!("webhook delivery round failed: {e}");
@@ -412,6 +421,7 @@ impl Balancer {
             *self.metrics.borrow_mut() = c;
         }
         self.load_d1().await?;
+        self.load_dns().await?;
         let outbox: Option<String> = self.state.storage().get(KEY_OUTBOX).await?;
         if let Some(o) = outbox.and_then(|t| serde_json::from_str(&t).ok()) {
             *self.outbox.borrow_mut() = o;

@@ -1,7 +1,7 @@
 //! Which hostnames have a service: DEFAULT_BACKENDS (parsed once per isolate) and the D1 registry of services the admin API created or deleted.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
@@ -9,6 +9,7 @@ use worker::*;
 
 use crate::platform::env_string;
 use crate::policy::control::config::{self, ConfigError, Deployment, ServiceConfig};
+use crate::policy::health::regions::Region;
 use crate::policy::traffic::decision::Reject;
 
 const DB_BINDING: &str = "DB";
@@ -22,6 +23,8 @@ const REGISTRY_RETRY_MS: u64 = 30_000;
 /// it balances). An isolate's bindings never change, so this is read once per isolate.
 pub struct Defaults {
     hostnames: HashSet<String>,
+    /// `decisions.location_hint` of the DEFAULT_BACKENDS services that set one.
+    hints: HashMap<String, Region>,
     pub deployment: Deployment,
     pub services: Vec<ServiceConfig>,
     pub errors: Vec<ConfigError>,
@@ -52,10 +55,15 @@ pub fn defaults(env: &Env) -> Rc<Defaults> {
                 };
                 let hostnames: HashSet<String> =
                     services.iter().map(|s| s.hostname.to_string()).collect();
+                let hints = services
+                    .iter()
+                    .filter_map(|s| Some((s.hostname.to_string(), s.decisions.location_hint?)))
+                    .collect();
                 let mut deployment = admin;
                 deployment.balanced.extend(config::default_hostnames(&text));
                 Rc::new(Defaults {
                     hostnames,
+                    hints,
                     deployment,
                     services,
                     errors,
@@ -63,6 +71,11 @@ pub fn defaults(env: &Env) -> Rc<Defaults> {
             })
             .clone()
     })
+}
+
+/// Where DEFAULT_BACKENDS wants `host`'s object created (`decisions.location_hint`).
+pub fn location_hint(env: &Env, host: &str) -> Option<Region> {
+    defaults(env).hints.get(host).copied()
 }
 
 /// The refusal the Worker answers itself when no service is configured for `host`, so an unknown

@@ -91,6 +91,7 @@ pub use typed::{from_value, parse_json};
 pub use validate::Deployment;
 pub use values::{
     BackendUrl, ExpectedBody, HeaderValue, HealthPath, Hostname, PoolName, RegionCode, Token,
+    ZoneId,
 };
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::health::score::PROBE_WINDOW;
 use crate::policy::rng::Rng;
 
 /// Active health state of one backend, persisted in the Durable Object.
@@ -49,6 +50,27 @@ impl Health {
             }
         }
         false
+    }
+}
+
+/// The last [`PROBE_WINDOW`] probe results of one backend, newest in bit 0: what its health
+/// score reads as the probe pass rate. In memory only; a restarted object starts afresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentProbes {
+    passed: u16,
+    seen: u8,
+}
+
+impl RecentProbes {
+    pub fn record(&mut self, ok: bool) {
+        let mask = (1u16 << PROBE_WINDOW) - 1;
+        self.passed = ((self.passed << 1) | u16::from(ok)) & mask;
+        self.seen = (self.seen + 1).min(PROBE_WINDOW as u8);
+    }
+
+    /// Share of the recent probes that passed; None before the first.
+    pub fn pass_rate(&self) -> Option<f64> {
+        (self.seen > 0).then(|| f64::from(self.passed.count_ones()) / f64::from(self.seen))
     }
 }
 
@@ -174,6 +196,27 @@ mod tests {
     use super::*;
     use crate::policy::rng::SplitMix64;
     use proptest::prelude::*;
+
+    #[test]
+    fn recent_probes_keep_the_last_ten() {
+        let mut r = RecentProbes::default();
+        assert_eq!(r.pass_rate(), None);
+        r.record(false);
+        assert_eq!(r.pass_rate(), Some(0.0));
+        for _ in 0..3 {
+            r.record(true);
+        }
+        assert_eq!(r.pass_rate(), Some(0.75));
+        // Ten passes push the failure out of the window.
+        for _ in 0..10 {
+            r.record(true);
+        }
+        assert_eq!(r.pass_rate(), Some(1.0));
+        for _ in 0..3 {
+            r.record(false);
+        }
+        assert_eq!(r.pass_rate(), Some(0.7));
+    }
 
     #[test]
     fn new_is_healthy() {

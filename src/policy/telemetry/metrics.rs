@@ -82,6 +82,9 @@ pub struct Counters {
     /// Requests each traffic rule applied to, by rule name (`continue` rules included).
     #[serde(default)]
     pub rule_matches: BTreeMap<String, u64>,
+    /// DNS record syncs by result (`success`, `failure`).
+    #[serde(default)]
+    pub dns_syncs: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -160,6 +163,9 @@ pub struct BackendGauges {
     pub url: String,
     pub up: bool,
     pub weight: f64,
+    /// 0–100 (see `health::score`).
+    #[serde(default)]
+    pub health_score: u8,
     /// `closed`, `open` or `half_open`.
     pub breaker: String,
 }
@@ -444,6 +450,14 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: 
         ),
         |b| b.weight,
     );
+    w.per_backend(
+        hosts,
+        (
+            "flowbalance_backend_health_score",
+            "Health score 0-100 from recent probes, passive error rate, latency against the pool's median and breaker state (open: 0).",
+        ),
+        |b| b.health_score,
+    );
     w.family(
         "flowbalance_circuit_breaker_state",
         "gauge",
@@ -570,6 +584,15 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: 
             "result",
         ),
         |c| &c.webhook_deliveries,
+    );
+    w.per_host_key(
+        hosts,
+        (
+            "flowbalance_dns_syncs_total",
+            "Syncs of the service's DNS records with the Cloudflare API, by result (success, failure).",
+            "result",
+        ),
+        |c| &c.dns_syncs,
     );
     w.per_host_key(
         hosts,

@@ -415,6 +415,7 @@ pub fn slack_text(e: &Event) -> String {
             d["restored_version"],
             s("actor")
         ),
+        "dns.sync_failed" => format!("DNS records of {} not synced{err}", s("name")),
         _ => "test event".to_string(),
     };
     format!("[FlowBalance] {}: {what}", e.hostname)

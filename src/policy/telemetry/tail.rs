@@ -135,6 +135,7 @@ pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
         PoolSteering::Failover => Some("failover pool"),
         PoolSteering::Geo if cfg.geo.is_some() => Some("geo pool"),
         PoolSteering::Geo => None,
+        PoolSteering::Dynamic => Some("dynamic pool"),
     };
     let pool = steering.and_then(|kind| {
         let url = first?.url.as_str();

@@ -12,7 +12,8 @@ use crate::policy::access::lists::AccessPolicy;
 use crate::policy::access::ratelimit::RateLimiter;
 use crate::policy::control::config::{BackendState, BreakerConfig, ServiceConfig};
 use crate::policy::health::breaker::{Breaker, BreakerState};
-use crate::policy::health::checks::Health;
+use crate::policy::health::checks::{Health, RecentProbes};
+use crate::policy::health::score;
 use crate::policy::rng::SplitMix64;
 use crate::policy::traffic::affinity;
 use crate::policy::traffic::retry::RetryBudget;
@@ -125,6 +126,8 @@ pub struct Fleet {
     /// When each backend's next probe is due (ms), in memory only; None: not scheduled yet.
     /// Each backend keeps its own cadence, so one failing backend does not hurry the others.
     probe_due: Vec<Option<u64>>,
+    /// Each backend's last probe results, for its health score (in memory only).
+    probes_seen: Vec<RecentProbes>,
 }
 
 impl Fleet {
@@ -206,6 +209,7 @@ impl Fleet {
             next_ticket: now_ms << 12,
             rng: SplitMix64(now_ms),
             probe_due: vec![None; all.len()],
+            probes_seen: vec![RecentProbes::default(); all.len()],
         }
     }
 
@@ -214,14 +218,15 @@ impl Fleet {
         self.rng = SplitMix64(seed);
     }
 
-    /// Keeps what the previous config's fleet knew of load (requests in flight, response times)
-    /// and when each backend is due for its next probe, for the backends both have, so a config
-    /// change does not forget them.
+    /// Keeps what the previous config's fleet knew of load (requests in flight, response times),
+    /// each backend's recent probe results and when it is due for its next probe, for the
+    /// backends both have, so a config change does not forget them.
     pub fn adopt_load(&mut self, old: &Fleet) {
         for (i, b) in self.backends.iter().enumerate() {
             if let Some(j) = old.index_of(&b.url) {
                 self.load[i].ewma = old.load[j].ewma;
                 self.probe_due[i] = old.probe_due[j];
+                self.probes_seen[i] = old.probes_seen[j];
             }
         }
         for (&id, t) in &old.tickets {
@@ -252,12 +257,9 @@ impl Fleet {
             && self.backends[i].breaker.state == BreakerState::Closed
     }
 
-    /// The weight round robin uses now: the configured weight (scaled so a ramp has steps even
-    /// at weight 1), reduced linearly while the backend is within its slow-start window.
-    fn effective_weight(&self, i: usize, now_ms: u64) -> u32 {
-        if let Some(w) = self.leased_weights.as_ref().and_then(|l| l.get(i)) {
-            return *w;
-        }
+    /// The configured weight (scaled so a ramp has steps even at weight 1), reduced linearly
+    /// while the backend is within its slow-start window.
+    fn ramped_weight(&self, i: usize, now_ms: u64) -> u32 {
         let full = self.weights[i] * WEIGHT_SCALE;
         let window = self.cfg.load_balancer.slow_start_ms;
         match self.backends[i].ramp_start_ms {
@@ -269,6 +271,65 @@ impl Fleet {
             }
             _ => full,
         }
+    }
+
+    /// Every backend's round-robin weight now: as leased, else the ramped weight, times the
+    /// health score with `score_weighting` (0 below the floor). A breaker that is not closed
+    /// keeps the ramped weight: the breaker itself holds that backend to its trials.
+    fn effective_weights(&self, now_ms: u64) -> Vec<u32> {
+        let scores = self
+            .cfg
+            .load_balancer
+            .score_weighting
+            .then(|| self.health_scores(now_ms));
+        (0..self.backends.len())
+            .map(|i| {
+                if let Some(w) = self.leased_weights.as_ref().and_then(|l| l.get(i)) {
+                    return *w;
+                }
+                let ramped = self.ramped_weight(i, now_ms);
+                match &scores {
+                    Some(s) if self.backends[i].breaker.state == BreakerState::Closed => {
+                        score::weighted(ramped, s[i])
+                    }
+                    _ => ramped,
+                }
+            })
+            .collect()
+    }
+
+    /// Every backend's health score now (see `health::score`): its probes, its breaker's
+    /// error rate, and its peak-EWMA against the median of its pool's (the top-level list
+    /// counts as a pool).
+    pub fn health_scores(&self, now_ms: u64) -> Vec<u8> {
+        let params = self.breaker_params();
+        let latency: Vec<Option<f64>> = self.load.iter().map(|l| l.ewma.recent(now_ms)).collect();
+        // A backend's pool: the named pool that lists it, else the top-level list.
+        let mut home = vec![0; self.backends.len()];
+        for (g, members) in self.groups.iter().enumerate() {
+            for &i in members {
+                home[i] = g;
+            }
+        }
+        let medians: Vec<Option<f64>> = self
+            .groups
+            .iter()
+            .map(|g| score::median(g.iter().filter_map(|&i| latency[i]).collect()))
+            .collect();
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                score::score(&score::Inputs {
+                    healthy: b.health.healthy,
+                    breaker_closed: b.breaker.state == BreakerState::Closed,
+                    probe_pass_rate: self.probes_seen[i].pass_rate(),
+                    error_rate: b.breaker.error_rate(now_ms, &params),
+                    latency_ms: latency[i],
+                    median_ms: medians[home[i]],
+                })
+            })
+            .collect()
     }
 
     fn index_of(&self, url: &str) -> Option<usize> {

@@ -11,6 +11,7 @@
 pub mod affinity;
 pub mod attempts;
 pub mod decision;
+pub mod dynamic;
 pub mod facts;
 pub mod failover;
 pub mod fleet;

@@ -34,7 +34,10 @@ impl Balancer {
         // Without active checks no alarm is kept, so there is nothing to look up in storage
         // (otherwise every decision would read the alarm).
         let d1_due = self.d1_due_at(now);
-        if !self.probing_enabled() && self.outbox.borrow().next_due().is_none() && d1_due.is_none()
+        if !self.probing_enabled()
+            && self.outbox.borrow().next_due().is_none()
+            && d1_due.is_none()
+            && !self.keeps_dns()
         {
             return Ok(());
         }
@@ -47,7 +50,8 @@ impl Balancer {
                 Some(at)
                     if at as u64 + 30_000 > now
                         && self.next_probe_at(now).is_none_or(|p| at as u64 <= p)
-                        && d1_due.is_none_or(|d| at as u64 <= d) =>
+                        && d1_due.is_none_or(|d| at as u64 <= d)
+                        && self.dns_due_at().is_none_or(|d| at as u64 <= d.max(now)) =>
                 {
                     *self.alarm_at.borrow_mut() = Some(at as u64);
                     Ok(())
@@ -69,10 +73,16 @@ impl Balancer {
     pub(super) async fn arm_next(&self) -> Result<()> {
         let now = Self::now();
         let probe = self.next_probe_at(now);
-        let next = [probe, self.outbox.borrow().next_due(), self.d1_due_at(now)]
-            .into_iter()
-            .flatten()
-            .min();
+        let dns = self.dns_due_at().map(|d| d.max(now));
+        let next = [
+            probe,
+            self.outbox.borrow().next_due(),
+            self.d1_due_at(now),
+            dns,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             Some(at) => self.set_alarm_in(at.saturating_sub(now)).await,
             None => Ok(()),

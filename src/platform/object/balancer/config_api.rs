@@ -141,7 +141,10 @@ impl Balancer {
         // The change is stored and live: an alarm that cannot be set now is set by the watchdog
         // on a later request, so this write is not reported as failed.
         let armed = match self.watchdog(now).await {
-            Ok(()) => self.wake_for_deliveries().await,
+            Ok(()) => match self.wake_for_deliveries().await {
+                Ok(()) => self.dns_soon().await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = armed {

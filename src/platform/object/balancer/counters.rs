@@ -39,6 +39,7 @@ impl Balancer {
                 up: s.record.health.healthy
                     && !matches!(s.record.breaker.state, BreakerState::Open { .. }),
                 weight: s.effective_weight,
+                health_score: s.health_score,
                 breaker: match s.record.breaker.state {
                     BreakerState::Closed => "closed",
                     BreakerState::Open { .. } => "open",

@@ -233,6 +233,7 @@ impl Balancer {
         if persist {
             self.notice(before, Cause::Passive);
             self.persist_backends().await?;
+            self.dns_soon().await?;
         }
         if reprobe {
             self.reprobe_soon(now).await?;

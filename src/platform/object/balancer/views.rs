@@ -20,6 +20,7 @@ impl Balancer {
                 let mut view = status_view(fleet, now, &self.last_probes.borrow());
                 view["decisions"] = decisions_view(fleet, &self.lease_metrics(now));
                 view["d1"] = self.d1_view();
+                view["dns"] = self.dns_view();
                 Response::from_json(&view)
             }
             Some(Service::Missing(r)) => Response::error(
@@ -52,6 +53,7 @@ fn status_view(
                 "url": b.url,
                 "weight": s.weight,
                 "effective_weight": s.effective_weight,
+                "health_score": s.health_score,
                 "state": s.state,
                 "health": s.health,
                 "healthy": b.health.healthy,

@@ -10,7 +10,9 @@ use super::values::{fraction, int, percent, secs_0_1h, secs_100ms_1d, secs_1ms_6
 use super::*;
 use crate::policy::access::lists::Cidr;
 use crate::policy::health::monitor::{Expect, ExpectedCodes, MonitorType, ProbeMethod};
+use crate::policy::health::regions::Region;
 use crate::policy::traffic::forwarding::HOP_BY_HOP;
+use std::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
@@ -28,6 +30,10 @@ pub struct Backend {
     pub url: BackendUrl,
     pub weight: u32,
     pub state: BackendState,
+    /// The IP address the service's `dns` records give for this backend (needed when its URL's
+    /// host is a DNS name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
 }
 
 /// The object form of a backend; the string form is a bare URL.
@@ -41,6 +47,9 @@ struct BackendObject {
     weight: u32,
     #[serde(default)]
     state: BackendState,
+    /// The IP address for the service's `dns` records (for a URL whose host is a DNS name).
+    #[serde(default)]
+    address: Option<IpAddr>,
 }
 
 /// A backend weight: 1..=1000.
@@ -58,13 +67,14 @@ impl<'de> Deserialize<'de> for Backend {
         impl<'de> Visitor<'de> for V {
             type Value = Backend;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a URL string or a backend object {url, weight, state}")
+                f.write_str("a URL string or a backend object {url, weight, state, address}")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Backend, E> {
                 Ok(Backend {
                     url: BackendUrl::parse(s).map_err(E::custom)?,
                     weight: DEFAULT_WEIGHT,
                     state: BackendState::Enabled,
+                    address: None,
                 })
             }
             // Keys are read through the caller's map, so errors keep their field path.
@@ -74,6 +84,7 @@ impl<'de> Deserialize<'de> for Backend {
                     url: o.url,
                     weight: o.weight,
                     state: o.state,
+                    address: o.address,
                 })
             }
         }
@@ -142,6 +153,21 @@ pub struct ActiveHealth {
     )]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 65535)))]
     pub port: Option<u16>,
+    /// Probe from these regions (Durable Object location hints), each with its own prober; a
+    /// backend is down when `quorum` of them see it down. Empty: probes run from the hostname's object.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
+    /// How many regions must see a backend down to take it out (default: a majority of `regions`).
+    #[serde(
+        deserialize_with = "optional_quorum",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 9)))]
+    pub quorum: Option<u32>,
+}
+
+fn optional_quorum<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    int::<1, 9, u32, D>(d).map(Some)
 }
 
 fn optional_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
@@ -228,6 +254,8 @@ impl Default for ActiveHealth {
             headers: BTreeMap::new(),
             follow_redirects: false,
             port: None,
+            regions: Vec::new(),
+            quorum: None,
         }
     }
 }
@@ -336,6 +364,10 @@ pub struct LoadBalancer {
     /// With `steering: failover`: the pool that takes traffic when no pool is healthy (default: the last pool).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_pool: Option<PoolName>,
+    /// Weigh each backend by its health score: weight × score / 100, none below a score of 10
+    /// while a peer is above it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub score_weighting: bool,
 }
 
 /// How a backend is picked within a pool (`load_balancer.endpoint_steering`).
@@ -371,6 +403,10 @@ pub struct Decisions {
     #[serde(deserialize_with = "int::<100, 10_000, _, _>")]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 100, max = 10_000)))]
     pub lease_ms: u64,
+    /// Where the hostname's Durable Object is created (a location hint; Cloudflare applies it
+    /// only when the object is first created).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_hint: Option<Region>,
 }
 
 impl Default for Decisions {
@@ -378,6 +414,7 @@ impl Default for Decisions {
         Decisions {
             mode: DecisionMode::Auto,
             lease_ms: DEFAULT_LEASE_MS,
+            location_hint: None,
         }
     }
 }
@@ -410,6 +447,9 @@ pub enum PoolSteering {
     Geo,
     /// Pools in listed order: the first healthy pool takes all traffic, then `fallback_pool`.
     Failover,
+    /// The healthy pool with the lowest probe latency from the probe region nearest the client
+    /// (needs `activeHealthChecks.regions`).
+    Dynamic,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -537,10 +577,12 @@ pub enum EventKind {
     ConfigChanged,
     #[serde(rename = "config.rolled_back")]
     ConfigRolledBack,
+    #[serde(rename = "dns.sync_failed")]
+    DnsSyncFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::BackendDown,
         EventKind::BackendUp,
         EventKind::BreakerOpen,
@@ -549,6 +591,7 @@ impl EventKind {
         EventKind::ServiceRecovered,
         EventKind::ConfigChanged,
         EventKind::ConfigRolledBack,
+        EventKind::DnsSyncFailed,
     ];
 }
 
@@ -614,6 +657,32 @@ pub struct ServiceConfig {
     /// What the request log keeps of successful requests.
     #[serde(default)]
     pub logging: Logging,
+    /// A DNS record set kept in step with the healthy backends (Cloudflare DNS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsRecords>,
+}
+
+/// `dns`: the A/AAAA records of `name` in the Cloudflare zone `zone_id` list the healthy
+/// backends' addresses; FlowBalance manages only the records it created (their comment).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecords {
+    /// The zone's id (32 hexadecimal characters, from the zone's overview page).
+    pub zone_id: ZoneId,
+    /// The record name, e.g. `origin.example.com`.
+    pub name: Hostname,
+    /// Seconds; 1 means automatic.
+    #[serde(
+        default = "default_dns_ttl",
+        deserialize_with = "int::<1, 86_400, _, _>"
+    )]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 86_400)))]
+    pub ttl: u32,
+}
+
+fn default_dns_ttl() -> u32 {
+    60
 }
 
 /// What the request log keeps (`logging`). Failed, retried, refused and slow requests are always

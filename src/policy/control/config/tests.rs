@@ -447,14 +447,15 @@ fn pools_only_service_has_empty_backends() {
 fn affinity_and_access_rejections() {
     let e = errs_of(
         r#"{"hostname": "a.com", "backends": ["http://x"],
-        "load_balancer": {"session_affinity": {"type": "header", "ttl": 0}, "algo": "rr"},
+        "load_balancer": {"session_affinity": {"type": "header", "ttl": 0}, "algo": "rr", "score_weighting": "yes"},
         "access_control": {"allow": ["10.0.0.0/33", "1.2.3", "::1/129", "fe80::1/64", "10.0.0.0/+8"], "deny": [5]}}"#,
     );
     assert_err(
         &e,
         "load_balancer.algo",
-        "unknown key \"algo\"; allowed: session_affinity, slow_start, endpoint_steering, steering, fallback_pool",
+        "unknown key \"algo\"; allowed: session_affinity, slow_start, endpoint_steering, steering, fallback_pool, score_weighting",
     );
+    assert_err(&e, "load_balancer.score_weighting", "boolean");
     assert_err(
         &e,
         "load_balancer.session_affinity.header_name",
@@ -568,6 +569,8 @@ fn backend_strategy(i: usize) -> impl Strategy<Value = Backend> {
             BackendState::Disabled,
             BackendState::Draining,
         ][usize::from(st)],
+        // A DNS-named backend carries its address, so any config here may have `dns`.
+        address: path.map(|_| std::net::IpAddr::from([10, 1, 0, i as u8])),
     })
 }
 
@@ -595,6 +598,7 @@ prop_compose! {
         retries in 0u32..=10,
         affinity in prop::option::of((0..3u8, 1u64..=31_536_000, any::<bool>())),
         slow_start_ms in 0u64..=3_600_000,
+        score_weighting in any::<bool>(),
         endpoint_steering in 0..4usize,
         geo in any::<bool>(),
         rate in prop::option::of((1u32..=u32::MAX, 1u32..=86_400)),
@@ -637,6 +641,7 @@ prop_compose! {
                     }
                 }),
                 slow_start_ms,
+                score_weighting,
                 endpoint_steering: [
                     EndpointSteering::RoundRobin,
                     EndpointSteering::LeastOutstandingRequests,
@@ -656,8 +661,14 @@ prop_compose! {
             decisions: Decisions {
                 mode: if lease { DecisionMode::Lease } else { DecisionMode::PerRequest },
                 lease_ms: decisions.1,
+                location_hint: lease.then_some(crate::policy::health::regions::Region::Weur),
             },
             logging: Logging::default(),
+            dns: retries.is_multiple_of(2).then(|| DnsRecords {
+                zone_id: named("0123456789abcdef0123456789abcdef"),
+                name: named("origin.example.com"),
+                ttl: 60 + retries,
+            }),
         }
     }
 }
@@ -851,7 +862,7 @@ fn steering_rejections_have_paths() {
         "load_balancer.endpoint_steering",
         "`round_robin`, `least_outstanding_requests`, `latency`, `hash`",
     );
-    assert_err(&e, "load_balancer.steering", "`geo` or `failover`");
+    assert_err(&e, "load_balancer.steering", "`geo`, `failover`, `dynamic`");
     assert_err(&e, "pools[0].minimum_healthy", "1..=1000");
     let e = errs_of(
         r#"{"hostname": "a.com", "backends": ["http://x"], "load_balancer": {"steering": "failover", "fallback_pool": "zz"},
@@ -1059,4 +1070,55 @@ fn lease_mode_refuses_what_needs_every_request_at_the_object() {
     )
     .unwrap();
     assert_eq!(s[0].decisions.lease_ms, 2000);
+}
+
+#[test]
+fn regions_dns_and_dynamic_steering_are_checked_at_their_paths() {
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x.internal"],
+            "activeHealthChecks": {"regions": ["weur", "wnam", "weur", "mars"], "quorum": 5},
+            "dns": {"zone_id": "ZZ", "name": "origin.example.com", "ttl": 0}}"#,
+    );
+    assert_err(
+        &e,
+        "activeHealthChecks.regions[3]",
+        "unknown variant `mars`",
+    );
+    assert_err(&e, "dns.zone_id", "32 lowercase hexadecimal");
+    assert_err(&e, "dns.ttl", "1..=86400");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "backends": ["http://x.internal", "http://192.0.2.1", {"url": "http://y.internal", "address": "2001:db8::7"}],
+            "activeHealthChecks": {"regions": ["weur", "wnam", "weur"], "quorum": 4},
+            "load_balancer": {"steering": "dynamic"},
+            "dns": {"zone_id": "0123456789abcdef0123456789abcdef", "name": "origin.example.com"}}"#,
+    );
+    assert_err(&e, "activeHealthChecks.regions[2]", "listed twice");
+    assert_err(&e, "activeHealthChecks.quorum", "more than the 3 regions");
+    assert_err(&e, "backends[0].address", "need an IP address");
+    assert!(
+        !e.iter()
+            .any(|x| x.path.starts_with("backends[1]") || x.path.starts_with("backends[2]")),
+        "{e:?}"
+    );
+    assert_err(&e, "load_balancer.steering", "at least two");
+    let e = errs_of(
+        r#"{"hostname": "a.com", "pools": [{"name": "eu", "backends": ["http://a"]}, {"name": "us", "backends": ["http://b"]}],
+            "load_balancer": {"steering": "dynamic"}}"#,
+    );
+    assert_err(
+        &e,
+        "load_balancer.steering",
+        "needs activeHealthChecks.regions",
+    );
+    let ok = parse_service(
+        &serde_json::json!({"hostname": "a.com", "pools": [{"name": "eu", "backends": ["http://127.0.0.2:1"]}, {"name": "us", "backends": ["http://127.0.0.3:1"]}],
+            "activeHealthChecks": {"regions": ["weur", "wnam", "apac"]}, "load_balancer": {"steering": "dynamic"},
+            "decisions": {"location_hint": "weur"},
+            "dns": {"zone_id": "0123456789abcdef0123456789abcdef", "name": "origin.example.com"}}),
+        "",
+    )
+    .unwrap();
+    assert_eq!(ok.dns.as_ref().map(|d| d.ttl), Some(60));
+    assert_eq!(ok.health.quorum, None);
+    assert_eq!(parse_service(&ok.to_value(), ""), Ok(ok.clone()));
 }

@@ -78,6 +78,23 @@ impl ServiceConfig {
                 } else {
                     seen.insert(b.url.as_str(), i);
                 }
+                // A DNS record needs an address: the URL's own when it is an IP literal.
+                let literal = b
+                    .url
+                    .host()
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok();
+                if self.dns.is_some() && b.address.is_none() && !literal {
+                    errs.push((
+                        extend(&bp, key("address")),
+                        format!(
+                            "the dns records need an IP address for {:?}: its host is a DNS name, so give \"address\"",
+                            b.url.as_str()
+                        ),
+                        None,
+                    ));
+                }
                 if let Some(why) = ctx.loops_back(b.url.host()) {
                     errs.push((
                         bp,
@@ -169,6 +186,42 @@ impl ServiceConfig {
                 ));
             }
         }
+        errs.extend(self.validate_regions());
+        errs
+    }
+
+    /// Probe regions: each once, and a quorum they can reach.
+    fn validate_regions(&self) -> Vec<Issue> {
+        let mut errs = Vec::new();
+        let at = |k: &str| vec![key("activeHealthChecks"), key(k)];
+        let regions = &self.health.regions;
+        for (i, r) in regions.iter().enumerate() {
+            if let Some(first) = regions[..i].iter().position(|x| x == r) {
+                errs.push((
+                    extend(&at("regions"), Seg::Index(i)),
+                    format!("{:?} is listed twice (same as {SAME})", r.as_str()),
+                    Some(extend(&at("regions"), Seg::Index(first))),
+                ));
+            }
+        }
+        if let Some(q) = self.health.quorum {
+            if regions.is_empty() {
+                errs.push((
+                    at("quorum"),
+                    "applies only with activeHealthChecks.regions".into(),
+                    None,
+                ));
+            } else if q as usize > regions.len() {
+                errs.push((
+                    at("quorum"),
+                    format!(
+                        "{q} is more than the {} regions: no backend could ever be marked down",
+                        regions.len()
+                    ),
+                    None,
+                ));
+            }
+        }
         errs
     }
 }
@@ -219,6 +272,36 @@ impl ServiceConfig {
                     errs.push((
                         vec![key("geo_steering")],
                         "applies only with steering \"geo\", not \"failover\"".into(),
+                        None,
+                    ));
+                }
+            }
+            PoolSteering::Dynamic => {
+                if self.pools.len() < 2 {
+                    errs.push((
+                        lb("steering"),
+                        "\"dynamic\" chooses between pools: it needs at least two".into(),
+                        None,
+                    ));
+                }
+                if self.health.regions.is_empty() {
+                    errs.push((
+                        lb("steering"),
+                        "\"dynamic\" steers by the latency measured from each probe region: it needs activeHealthChecks.regions".into(),
+                        None,
+                    ));
+                }
+                if self.geo.is_some() {
+                    errs.push((
+                        vec![key("geo_steering")],
+                        "applies only with steering \"geo\", not \"dynamic\"".into(),
+                        None,
+                    ));
+                }
+                if self.load_balancer.fallback_pool.is_some() {
+                    errs.push((
+                        lb("fallback_pool"),
+                        "applies only with steering \"failover\"".into(),
                         None,
                     ));
                 }

@@ -114,6 +114,11 @@ string_newtype!(
     schemars::json_schema!({"type": "string", "minLength": 1, "maxLength": 1024})
 );
 string_newtype!(
+    ZoneId,
+    check_zone_id,
+    schemars::json_schema!({"type": "string", "pattern": "^[0-9a-f]{32}$"})
+);
+string_newtype!(
     RegionCode,
     check_region,
     schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z]{2}$"})
@@ -181,6 +186,19 @@ fn check_token(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!("{s:?} is not a valid name (RFC 7230 token)"))
+    }
+}
+
+fn check_zone_id(s: &str) -> Result<String, String> {
+    if s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a Cloudflare zone id (32 lowercase hexadecimal characters)"
+        ))
     }
 }
 

@@ -31,6 +31,7 @@ fn host(counters: Counters) -> HostMetrics {
             url: "http://b:1".into(),
             up: true,
             weight: 1.0,
+            health_score: 87,
             breaker: "half_open".into(),
         }],
         counters,
@@ -153,6 +154,10 @@ fn text_format_names_counters_with_total_and_one_hot_breaker() {
     assert!(text.contains("flowbalance_circuit_breaker_state{hostname=\"a.test\",backend=\"http://b:1\",state=\"half_open\"} 1\n"));
     assert!(text.contains("flowbalance_circuit_breaker_state{hostname=\"a.test\",backend=\"http://b:1\",state=\"open\"} 0\n"));
     assert!(text.contains("flowbalance_health_checks_total{hostname=\"a.test\",backend=\"http://b:1\",result=\"success\"} 1\n"));
+    assert!(text.contains("# TYPE flowbalance_backend_health_score gauge\n"));
+    assert!(text.contains(
+        "flowbalance_backend_health_score{hostname=\"a.test\",backend=\"http://b:1\"} 87\n"
+    ));
     assert!(text.contains("flowbalance_config_errors 2\n"));
     assert!(
         text.contains("flowbalance_lease_events_total{hostname=\"a.test\",event=\"refresh\"} 40\n")

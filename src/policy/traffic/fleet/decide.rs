@@ -49,11 +49,25 @@ impl Fleet {
         let params = self.breaker_params();
         let group = self.choose_group(facts, now_ms, &params);
         let members = self.groups[group].clone();
+        let weights = self.effective_weights(now_ms);
+        // Score weighting: a backend below the floor (weight 0) gets no new requests, not even
+        // retries, while a peer of its pool is above it.
+        let floored = self.cfg.load_balancer.score_weighting
+            && members
+                .iter()
+                .any(|&i| weights[i] > 0 && self.eligible(i, now_ms, &params));
+        let in_rotation = |i: usize| !floored || weights[i] > 0;
 
         let pinned = self.pinned_backend(facts, &members, now_ms);
         let primary = match pinned {
             Some(i) => Some(i),
-            None => self.pick_in_group(group, &members, facts, now_ms, &params),
+            None => {
+                let eligible: Vec<bool> = members
+                    .iter()
+                    .map(|&i| self.eligible(i, now_ms, &params) && in_rotation(i))
+                    .collect();
+                self.pick_in_group(group, &members, eligible, &weights, facts, now_ms)
+            }
         };
 
         let max_extra = self
@@ -70,7 +84,9 @@ impl Fleet {
                 attempts.push(first);
                 let mut trials = vec![trial];
                 let pos = members.iter().position(|&m| m == first).unwrap_or(0);
-                let order = failover_order(members.len(), pos, |k| self.failover_ok(members[k]));
+                let order = failover_order(members.len(), pos, |k| {
+                    self.failover_ok(members[k]) && in_rotation(members[k])
+                });
                 let budget = self.budget.available(now_ms) as usize;
                 for k in order.into_iter().take(max_extra.min(budget)) {
                     attempts.push(members[k]);
@@ -246,19 +262,17 @@ impl Fleet {
         })
     }
 
-    /// Picks in `group` (whose backend indices are `members`) by hash affinity or weighted round robin.
+    /// Picks in `group` (whose backend indices are `members`, `eligible` each) by hash affinity
+    /// or weighted round robin; `weights` are every backend's effective weights.
     fn pick_in_group(
         &mut self,
         group: usize,
         members: &[usize],
+        mut eligible: Vec<bool>,
+        weights: &[u32],
         facts: &RequestFacts,
         now_ms: u64,
-        params: &BreakerConfig,
     ) -> Option<usize> {
-        let mut eligible: Vec<bool> = members
-            .iter()
-            .map(|&i| self.eligible(i, now_ms, params))
-            .collect();
         if facts.streamed_body {
             let proven: Vec<bool> = (0..members.len())
                 .map(|k| eligible[k] && !self.backends[members[k]].unproven)
@@ -286,7 +300,7 @@ impl Fleet {
         let loads: Vec<Load> = members
             .iter()
             .map(|&i| Load {
-                weight: self.effective_weight(i, now_ms),
+                weight: weights[i],
                 outstanding: self.load[i].outstanding,
                 latency_ms: self.latency_ms(i, now_ms),
             })

@@ -11,7 +11,8 @@ use crate::policy::health::breaker::BreakerState;
 pub struct LeasedBackend {
     /// Takes new traffic (healthy, breaker closed). Enabled/draining/disabled are in the config.
     pub up: bool,
-    /// Round-robin weight now (scaled, slow start applied).
+    /// Round-robin weight now (scaled, slow start and score weighting applied; 0: below the
+    /// score floor, see `health::score`).
     pub weight: u32,
     /// Not yet seen answering (see `BackendRecord::unproven`): the Worker keeps the first
     /// attempt of a body it cannot replay off it, as the object does.
@@ -24,11 +25,12 @@ impl Fleet {
     /// (healthy, breaker closed; enabled/draining/disabled travel in the config), its
     /// round-robin weight now, and whether it is unproven. A backend whose breaker is not closed is never in a lease.
     pub fn lease_backends(&self, now_ms: u64) -> Vec<LeasedBackend> {
+        let weights = self.effective_weights(now_ms);
         (0..self.backends.len())
             .map(|i| LeasedBackend {
                 up: self.backends[i].health.healthy
                     && self.backends[i].breaker.state == BreakerState::Closed,
-                weight: self.effective_weight(i, now_ms),
+                weight: weights[i],
                 unproven: self.backends[i].unproven,
             })
             .collect()
@@ -97,12 +99,10 @@ impl Fleet {
     /// Starts each group's round robin `offset` picks in, so Workers that got their leases at
     /// the same moment do not all send their first requests to the same backend.
     pub fn spread(&mut self, offset: u64) {
+        let all = self.effective_weights(0);
         for g in 0..self.groups.len() {
             let n = self.groups[g].len() as u64;
-            let weights: Vec<u32> = self.groups[g]
-                .iter()
-                .map(|&i| self.effective_weight(i, 0))
-                .collect();
+            let weights: Vec<u32> = self.groups[g].iter().map(|&i| all[i]).collect();
             for _ in 0..offset.checked_rem(n).unwrap_or(0) {
                 self.selectors[g].pick(&weights, |_| true);
             }

@@ -66,6 +66,7 @@ impl Fleet {
             return false;
         };
         b.last_probe_ms = Some(now_ms);
+        self.probes_seen[i].record(ok);
         if ok {
             b.unproven = false;
         }

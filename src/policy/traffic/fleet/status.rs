@@ -4,6 +4,7 @@ use super::{BackendRecord, Fleet, WEIGHT_SCALE};
 use crate::policy::control::config::BackendState;
 use crate::policy::health::breaker::BreakerState;
 use crate::policy::health::checks::{BackendHealth, ServiceHealth};
+use crate::policy::health::dns::{self, Address};
 use crate::policy::traffic::steering::{self, PoolHealth};
 
 impl Fleet {
@@ -32,6 +33,25 @@ impl Fleet {
         (up, self.backends.len())
     }
 
+    /// The addresses the service's `dns` records should list, sorted: each enabled backend its
+    /// probes find healthy. The breaker is left out on purpose: it follows the Worker's own
+    /// requests within seconds, and DNS answers are cached for a TTL anyway.
+    pub fn dns_addresses(&self) -> Vec<Address> {
+        let mut out: Vec<Address> = self
+            .cfg
+            .all_backends()
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| {
+                self.states[i] == BackendState::Enabled && self.backends[i].health.healthy
+            })
+            .filter_map(|(_, b)| dns::address_of(b.url.host(), b.address))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Backend `i` as operators see it: down when its probes or breaker keep traffic from it,
     /// unknown until active checks have probed it once, else healthy.
     fn backend_health(&self, i: usize) -> BackendHealth {
@@ -57,6 +77,8 @@ impl Fleet {
     /// Per-backend facts for the status view (the platform shapes them into JSON).
     pub fn backend_status(&self, now_ms: u64) -> Vec<BackendStatus<'_>> {
         let params = self.breaker_params();
+        let weights = self.effective_weights(now_ms);
+        let scores = self.health_scores(now_ms);
         self.backends
             .iter()
             .enumerate()
@@ -64,8 +86,8 @@ impl Fleet {
                 record: b,
                 health: self.backend_health(i),
                 weight: self.weights[i],
-                effective_weight: f64::from(self.effective_weight(i, now_ms))
-                    / f64::from(WEIGHT_SCALE),
+                effective_weight: f64::from(weights[i]) / f64::from(WEIGHT_SCALE),
+                health_score: scores[i],
                 state: self.states[i],
                 error_rate: b.breaker.error_rate(now_ms, &params),
                 outstanding: self.load[i].outstanding,
@@ -80,8 +102,11 @@ pub struct BackendStatus<'a> {
     pub record: &'a BackendRecord,
     pub health: BackendHealth,
     pub weight: u32,
-    /// The weight in use now (lower while slow start ramps the backend up).
+    /// The weight in use now (lower while slow start ramps the backend up, or with score
+    /// weighting while its health score is below 100).
     pub effective_weight: f64,
+    /// 0–100, see `health::score`.
+    pub health_score: u8,
     pub state: BackendState,
     pub error_rate: Option<f64>,
     /// Requests counted in flight (steering modes that count them).

@@ -820,3 +820,196 @@ fn a_request_that_cannot_be_replayed_avoids_a_backend_nobody_has_seen_answer() {
     assert!(firsts(&mut local, &RequestFacts::default(), 1_000).contains(&"http://dead".into()));
     assert!(!firsts(&mut local, &streamed, 1_100).contains(&"http://dead".into()));
 }
+
+/// A fleet of a, b, c with score weighting and a breaker that never opens on its own.
+fn scored(extra: serde_json::Value) -> Fleet {
+    let mut v = json!({
+        "load_balancer": {"score_weighting": true},
+        "passiveHealthChecks": {"circuit_breaker": {"failure_threshold": 1000, "error_rate_threshold": 100, "min_requests": 10}},
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    fleet(v)
+}
+
+/// Reports `n` requests on `url` at `now`, `failed` of them failures, all of `latency_ms`.
+fn traffic_on(f: &mut Fleet, url: &str, n: u32, failed: u32, latency_ms: u64, now: u64) {
+    for k in 0..n {
+        let mut o = ok_outcome(url, latency_ms);
+        if k < failed {
+            o.failure = Some("status 503".into());
+            o.status = Some(503);
+        }
+        f.report(&o, now);
+    }
+}
+
+fn shares(f: &mut Fleet, picks: u64, now: u64) -> [usize; 3] {
+    let mut n = [0; 3];
+    for k in 0..picks {
+        let url = first(f, now + k);
+        n[["http://a", "http://b", "http://c"]
+            .iter()
+            .position(|u| *u == url)
+            .unwrap()] += 1;
+    }
+    n
+}
+
+#[test]
+fn health_scores_read_errors_probes_and_latency() {
+    let mut f = scored(json!({"activeHealthChecks": {"consecutive_down": 3}}));
+    assert_eq!(f.health_scores(0), [100, 100, 100], "nothing known yet");
+    traffic_on(&mut f, "http://a", 10, 0, 5, 100);
+    traffic_on(&mut f, "http://b", 10, 3, 5, 100);
+    traffic_on(&mut f, "http://c", 10, 0, 5, 100);
+    assert_eq!(f.health_scores(200), [100, 49, 100], "30% errors");
+    // Half of a's recent probes failed, never three in a row: still up, scored 50.
+    for k in 0..10 {
+        f.apply_probe(0, k % 2 == 0, 5, None, 300 + k);
+    }
+    assert!(f.records()[0].health.healthy);
+    assert_eq!(f.health_scores(400)[0], 50);
+    // c turns slow: 200 ms against a median of 5 ms.
+    traffic_on(&mut f, "http://c", 1, 0, 200, 500);
+    assert_eq!(f.health_scores(500)[2], 37);
+    // The status view shows the scores, and the weights they give.
+    let status = f.backend_status(500);
+    assert_eq!(
+        status.iter().map(|s| s.health_score).collect::<Vec<_>>(),
+        [50, 49, 37]
+    );
+    assert_eq!(
+        status
+            .iter()
+            .map(|s| s.effective_weight)
+            .collect::<Vec<_>>(),
+        [0.5, 0.49, 0.37]
+    );
+    // Failures age out of the breaker's window (60 s) and the score recovers.
+    assert_eq!(f.health_scores(70_000)[1], 100);
+}
+
+#[test]
+fn score_weighting_gives_a_backend_with_errors_a_smaller_share() {
+    let mut f = scored(json!({}));
+    traffic_on(&mut f, "http://a", 10, 0, 5, 0);
+    traffic_on(&mut f, "http://b", 10, 3, 5, 0);
+    traffic_on(&mut f, "http://c", 10, 0, 5, 0);
+    // Weights 100 : 49 : 100.
+    assert_eq!(shares(&mut f, 249, 1), [100, 49, 100]);
+    // Off (the default), the same backend keeps its full share.
+    let mut g = fleet(
+        json!({"passiveHealthChecks": {"circuit_breaker": {"failure_threshold": 1000, "error_rate_threshold": 100, "min_requests": 10}}}),
+    );
+    traffic_on(&mut g, "http://b", 10, 3, 5, 0);
+    assert_eq!(g.health_scores(1)[1], 49, "scored either way");
+    assert_eq!(shares(&mut g, 300, 1), [100, 100, 100]);
+}
+
+#[test]
+fn below_the_floor_a_backend_gets_nothing_while_a_peer_is_above_it() {
+    let mut f = scored(json!({"activeHealthChecks": {"consecutive_down": 1}}));
+    // 70% errors: (0.3)² = 9, below the floor of 10.
+    traffic_on(&mut f, "http://b", 10, 7, 5, 0);
+    assert_eq!(f.health_scores(1)[1], 9);
+    for k in 0..50 {
+        let r = route(&mut f, 1 + k);
+        assert!(
+            r.attempts.iter().all(|a| a.url != "http://b"),
+            "neither first nor as a retry: {r:?}"
+        );
+    }
+    // It is still better than nothing: with its peers down it serves, outside panic mode.
+    f.apply_probe(0, false, 5, None, 100);
+    f.apply_probe(2, false, 5, None, 100);
+    let r = route(&mut f, 200);
+    assert_eq!((r.attempts[0].url.as_str(), r.panic), ("http://b", false));
+}
+
+#[test]
+fn an_open_breaker_scores_zero_and_still_gets_its_trial() {
+    let mut f = scored(json!({
+        "passiveHealthChecks": {"circuit_breaker": {"failure_threshold": 3, "recovery_timeout_ms": 1000}},
+    }));
+    for t in 0..3 {
+        fail(&mut f, "http://b", t);
+    }
+    assert_eq!(f.health_scores(10)[1], 0);
+    assert!(shares(&mut f, 30, 10)[1] == 0);
+    // Once due, the breaker's single trial goes through as without score weighting.
+    let trials: Vec<Route> = (0..6).map(|k| route(&mut f, 1_100 + k)).collect();
+    let trial = trials
+        .iter()
+        .flat_map(|r| &r.attempts)
+        .filter(|a| a.url == "http://b" && a.trial)
+        .count();
+    assert_eq!(trial, 1, "{trials:?}");
+}
+
+#[test]
+fn a_lease_carries_scored_weights_and_the_floor() {
+    let mut f = scored(json!({}));
+    traffic_on(&mut f, "http://a", 10, 7, 5, 0);
+    traffic_on(&mut f, "http://b", 10, 3, 5, 0);
+    let leased = f.lease_backends(1);
+    assert_eq!(
+        leased.iter().map(|l| l.weight).collect::<Vec<_>>(),
+        [0, 49, 100]
+    );
+    assert!(leased.iter().all(|l| l.up), "below the floor is not down");
+    let cfg = f.cfg().clone();
+    let mut local = Fleet::from_lease(cfg, 1, &leased, b"secret", 1).unwrap();
+    // The Worker's own view: b at 49 of 149, a out of rotation while b and c take traffic.
+    assert_eq!(shares(&mut local, 149, 2), [0, 49, 100]);
+}
+
+#[test]
+fn recent_probes_survive_a_config_change() {
+    let mut f = scored(json!({}));
+    f.apply_probe(1, false, 5, None, 0);
+    f.apply_probe(1, true, 5, None, 1);
+    let cfg = parse_service(
+        &json!({"hostname": "svc.test", "backends": ["http://b", "http://d"], "load_balancer": {"score_weighting": true}}),
+        "",
+        &Deployment::default(),
+    )
+    .unwrap();
+    let mut g = Fleet::new(cfg, 2, f.records(), b"secret", 2);
+    g.adopt_load(&f);
+    assert_eq!(g.health_scores(3), [50, 100]);
+}
+
+#[test]
+fn dns_addresses_are_the_enabled_healthy_backends_ip_or_address() {
+    let mut f = fleet(json!({
+        "backends": [
+            "http://192.0.2.1:8080",
+            {"url": "http://api.test", "address": "2001:db8::7"},
+            {"url": "http://192.0.2.3", "state": "draining"},
+            "http://[2001:db8::1]",
+        ],
+        "activeHealthChecks": {"consecutive_down": 1},
+        "dns": {"zone_id": "0123456789abcdef0123456789abcdef", "name": "origin.test"},
+    }));
+    let contents = |f: &Fleet| -> Vec<String> {
+        f.dns_addresses()
+            .into_iter()
+            .map(|a| format!("{} {}", a.kind, a.content))
+            .collect()
+    };
+    assert_eq!(
+        contents(&f),
+        ["A 192.0.2.1", "AAAA 2001:db8::1", "AAAA 2001:db8::7"]
+    );
+    f.apply_probe(0, false, 1, Some("refused".into()), 10);
+    assert_eq!(contents(&f), ["AAAA 2001:db8::1", "AAAA 2001:db8::7"]);
+    for i in [1, 3] {
+        f.apply_probe(i, false, 1, Some("refused".into()), 10);
+    }
+    assert!(
+        f.dns_addresses().is_empty(),
+        "nothing healthy: the plan holds the set"
+    );
+}

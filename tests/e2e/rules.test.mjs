@@ -61,10 +61,11 @@ for (const mode of ["per_request", "lease"]) {
 
     // respond and redirect: answered by FlowBalance, no backend contacted.
     const before = hits();
-    res = await send(lb, host, "/anything", { method: "TRACE", ...from(ip(1)) });
-    assert.equal(res.status, 405);
-    assert.equal(res.text, "not here");
-    assert.match(res.headers.get("content-type") ?? "", /^text\/plain/);
+    // TRACE over a real socket: fetch() refuses to send one.
+    const trace = await lb.raw(host, "/anything", { method: "TRACE", headers: { "cf-connecting-ip": ip(1) } });
+    assert.equal(trace.status, 405);
+    assert.equal(trace.body, "not here");
+    assert.match(trace.headers["content-type"] ?? "", /^text\/plain/);
     res = await lb.fetch(host, "/old-docs/guide/intro?lang=en", { redirect: "manual", ...from(ip(1)) });
     assert.equal(res.status, 308);
     assert.equal(res.headers.get("location"), "https://docs.example.com/old-docs/guide/intro?lang=en");

@@ -122,11 +122,15 @@ fn under_lease(req: &web_sys::Request, incoming: &Incoming, host: &str) -> Optio
         streamed_body: incoming.streams_body(req),
         line: incoming.line.clone(),
     };
-    lease::decide_local(host, &facts).map(|(verdict, why)| Decision {
-        verdict,
-        why,
-        local: true,
-    })
+    // `More` cannot happen here (the lease said what to read), but if it did the object asks
+    // for it properly.
+    lease::decide_local(host, &facts)
+        .filter(|(verdict, _)| !matches!(verdict, Verdict::More(_)))
+        .map(|(verdict, why)| Decision {
+            verdict,
+            why,
+            local: true,
+        })
 }
 
 /// Asks the hostname's Durable Object where this request goes. The message travels in the URL

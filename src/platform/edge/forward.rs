@@ -21,7 +21,7 @@ use crate::policy::traffic::attempts::{Answer, Step};
 use crate::policy::traffic::decision::Route;
 use crate::policy::traffic::failover::{AttemptResult, FailoverPlan};
 use crate::policy::traffic::forwarding::{
-    backend_url, connection_tokens, forwarded_for, path_and_query, HOP_BY_HOP,
+    backend_url, connection_tokens, forwarded_for, path_and_query, HOP_BY_HOP, LOOP_GUARD_HEADER,
 };
 use crate::policy::traffic::retry::REPLAY_BODY_CAP;
 use crate::policy::traffic::rules::{HeaderOps, RuleAnswer, RuleEffects};
@@ -42,7 +42,7 @@ thread_local! {
 
 /// Set on every forwarded request: a request that arrives carrying it has come back through a
 /// backend that points at the balancer itself, and is answered 508 instead of forwarded again.
-pub const HOP_HEADER: &str = "x-flowbalance-hop";
+pub const HOP_HEADER: &str = LOOP_GUARD_HEADER;
 
 /// The request body in a form that can be sent once or, when buffered, many times.
 enum Body {

@@ -39,7 +39,7 @@ pub fn decide_local(host: &str, facts: &RequestFacts) -> Option<(Verdict, Option
                 let why = held.tailing.then(|| match &verdict {
                     Verdict::Route(route) => tail::why(held.cfg(), route, keyed),
                     Verdict::Reject(r) => tail::refused(&r.message),
-                    Verdict::Answer(a) => tail::rule_answered(a),
+                    Verdict::Answer(a) => tail::answered_by_rule(a),
                     Verdict::More(_) => String::new(),
                 });
                 Some((verdict, why))

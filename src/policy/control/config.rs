@@ -3,7 +3,8 @@
 //! Its parts: `model` (the types and what callers read from them), `mode` (the decision mode in
 //! effect, `auto` resolved), `values` (field types that check themselves), `validate`
 //! (cross-field rules), `forms` (a service, DEFAULT_BACKENDS and the REST API body), `typed`
-//! (serde errors at their paths), `names`, `secrets` and `schema`.
+//! (serde errors at their paths), `rules` (traffic rules and their checks), `names`, `secrets`
+//! and `schema`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -69,6 +70,7 @@ mod forms;
 mod mode;
 mod model;
 mod names;
+mod rules;
 #[cfg(not(target_arch = "wasm32"))]
 mod schema;
 mod secrets;
@@ -83,6 +85,11 @@ pub use forms::{
 pub use mode::{EffectiveMode, ObjectNeed};
 pub use model::*;
 pub use names::{validate_backend_url, validate_hostname};
+pub use rules::{
+    ContentType, HeaderActions, Method, PathRegex, Redirect, RedirectLocation, Respond,
+    ResponseBody, Rewrite, Rule, RuleName, RulePath, SplitTo, Then, When, DEFAULT_REDIRECT_STATUS,
+    DEFAULT_RESPOND_CONTENT_TYPE, MAX_REGEX_LEN, MAX_RESPOND_BODY, MAX_RULES, REGEX_SIZE_LIMIT,
+};
 #[cfg(not(target_arch = "wasm32"))]
 pub use schema::schemas;
 pub use secrets::{redact, redacted, restore_secrets, REDACTED_PREFIX};
@@ -93,6 +100,10 @@ pub use values::{
     BackendUrl, ExpectedBody, HeaderValue, HealthPath, Hostname, PoolName, RegionCode, Token,
     ZoneId,
 };
+
+/// The rules example of the issue and the docs, for tests elsewhere.
+#[cfg(test)]
+pub(crate) use rules::tests::example as rules_example;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use crate::policy::control::config::{AffinityKind, EndpointSteering, PoolSteerin
 use crate::policy::health::transitions::HealthEvent;
 use crate::policy::telemetry::record::RequestRecord;
 use crate::policy::traffic::decision::Route;
+use crate::policy::traffic::rules::RuleAnswer;
 
 /// Tails open at once per hostname; one more is refused (429).
 pub const MAX_TAILS: usize = 8;
@@ -57,7 +58,8 @@ pub struct RequestLine {
     #[serde(flatten)]
     pub request: RequestRecord,
     /// Why that backend: `round robin`, `affinity pin`, `affinity hash`, `geo pool NAME`, `panic`,
-    /// and `retry` when an attempt after the first answered; `refused: ...` when none was tried.
+    /// `rule NAME → pool NAME, ...`, and `retry` when an attempt after the first answered;
+    /// `refused: ...` when none was tried, `rule NAME → respond STATUS` when a rule answered.
     pub why: String,
 }
 
@@ -110,10 +112,15 @@ pub fn bounded_path(path: &str) -> String {
 }
 
 /// Why the decision chose `route`'s first backend. `keyed`: the request carried the hash
-/// affinity key (the header value, or the client address for `ip_cookie`).
+/// affinity key (the header value, or the client address for `ip_cookie`). A traffic rule that
+/// decided comes first: `rule api → pool api, round robin`.
 pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
+    let ruled = rule_why(cfg, route);
     if route.panic {
-        return "panic".to_string();
+        return match ruled {
+            Some(rule) => format!("{rule}, panic"),
+            None => "panic".to_string(),
+        };
     }
     let first = route.attempts.first();
     let choice = match cfg.affinity().map(|a| a.kind) {
@@ -137,16 +144,54 @@ pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
         PoolSteering::Geo => None,
         PoolSteering::Dynamic => Some("dynamic pool"),
     };
-    let pool = steering.and_then(|kind| {
+    // A rule that chose the pool bypassed pool steering.
+    let chose_pool = route.rules.as_ref().is_some_and(|r| r.pool.is_some());
+    let pool = steering.filter(|_| !chose_pool).and_then(|kind| {
         let url = first?.url.as_str();
         cfg.pools
             .iter()
             .find(|p| p.backends.iter().any(|b| b.url == url))
             .map(|p| format!("{kind} {}", p.name))
     });
-    match pool {
-        Some(pool) => format!("{pool}, {choice}"),
-        None => choice.to_string(),
+    match (ruled, pool) {
+        (Some(rule), _) => format!("{rule}, {choice}"),
+        (None, Some(pool)) => format!("{pool}, {choice}"),
+        (None, None) => choice.to_string(),
+    }
+}
+
+/// The rule that decided a routed request and what it chose: `rule api → pool api`,
+/// `rule shop-canary → split web 95 / canary 5 → canary`, or `rule strip-api` (no pool).
+fn rule_why(cfg: &ServiceConfig, route: &Route) -> Option<String> {
+    let effects = route.rules.as_ref()?;
+    let name = effects.decided_by.as_deref()?;
+    let rule = cfg.rules.iter().find(|r| r.name.as_str() == name);
+    Some(
+        match (&effects.pool, rule.and_then(|r| r.then.split.as_ref())) {
+            (Some(chosen), Some(split)) => {
+                let shares: Vec<String> = split
+                    .iter()
+                    .map(|s| format!("{} {}", s.pool, s.weight))
+                    .collect();
+                format!("rule {name} → split {} → {chosen}", shares.join(" / "))
+            }
+            (Some(pool), None) => format!("rule {name} → pool {pool}"),
+            (None, _) => format!("rule {name}"),
+        },
+    )
+}
+
+/// The reason for a request a traffic rule answered itself: `rule no-trace → respond 405`,
+/// `rule old-docs → redirect 308 https://docs.example.com/old-docs/`, kept to one short line.
+pub fn answered_by_rule(answer: &RuleAnswer) -> String {
+    let why = match &answer.location {
+        Some(to) => format!("rule {} → redirect {} {to}", answer.rule, answer.status),
+        None => format!("rule {} → respond {}", answer.rule, answer.status),
+    };
+    if why.len() > MAX_PATH {
+        bounded_path(&why)
+    } else {
+        why
     }
 }
 
@@ -154,18 +199,6 @@ pub fn why(cfg: &ServiceConfig, route: &Route, keyed: bool) -> String {
 /// no enabled backend), kept to one short line.
 pub fn refused(message: &str) -> String {
     let mut why = format!("refused: {message}");
-    if why.len() > MAX_PATH {
-        why = bounded_path(&why);
-    }
-    why
-}
-
-/// Why a traffic rule answered a request itself: `rule old-docs → redirect 308 https://…`.
-pub fn rule_answered(a: &crate::policy::traffic::rules::RuleAnswer) -> String {
-    let mut why = match &a.location {
-        Some(location) => format!("rule {} → redirect {} {location}", a.rule, a.status),
-        None => format!("rule {} → respond {}", a.rule, a.status),
-    };
     if why.len() > MAX_PATH {
         why = bounded_path(&why);
     }
@@ -296,6 +329,75 @@ mod tests {
         let cut = bounded_path(&long);
         assert!(cut.len() <= MAX_PATH + "…".len());
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn why_names_the_traffic_rule_that_decided() {
+        use crate::policy::traffic::rules::RuleEffects;
+        let c = cfg(serde_json::json!({"hostname": "a.test",
+        "pools": [{"name": "web", "backends": ["http://127.0.0.1:1"]}, {"name": "canary", "backends": ["http://127.0.0.1:2"]}],
+        "geo_steering": {"regions": {"EU": "web"}, "fallback_pool": "web"},
+        "rules": [
+            {"name": "api", "when": {"path_prefix": "/api/"}, "then": {"pool": "canary"}},
+            {"name": "shop-canary", "then": {"split": [{"pool": "web", "weight": 95}, {"pool": "canary", "weight": 5}]}},
+            {"name": "strip", "then": {"rewrite": {"strip_prefix": "/x"}}}
+        ]}));
+        let ruled = |decided: Option<&str>, pool: Option<&str>, panic: bool| Route {
+            rules: Some(RuleEffects {
+                matched: decided.into_iter().map(str::to_string).collect(),
+                decided_by: decided.map(str::to_string),
+                pool: pool.map(str::to_string),
+                ..RuleEffects::default()
+            }),
+            ..route(&["http://127.0.0.1:2"], false, false, panic)
+        };
+        assert_eq!(
+            why(&c, &ruled(Some("api"), Some("canary"), false), false),
+            "rule api → pool canary, round robin"
+        );
+        assert_eq!(
+            why(
+                &c,
+                &ruled(Some("shop-canary"), Some("canary"), false),
+                false
+            ),
+            "rule shop-canary → split web 95 / canary 5 → canary, round robin"
+        );
+        // A deciding rule without a pool: steering chose the pool, and says so.
+        assert_eq!(
+            why(&c, &ruled(Some("strip"), None, false), false),
+            "rule strip, round robin"
+        );
+        assert_eq!(
+            why(&c, &ruled(None, None, false), false),
+            "geo pool canary, round robin"
+        );
+        assert_eq!(
+            why(&c, &ruled(Some("api"), Some("canary"), true), false),
+            "rule api → pool canary, panic"
+        );
+        let answer = |location: Option<&str>, status: u16| RuleAnswer {
+            rule: "old-docs".into(),
+            matched: vec!["old-docs".into()],
+            status,
+            location: location.map(str::to_string),
+            body: String::new(),
+            content_type: None,
+            response_headers: Default::default(),
+        };
+        assert_eq!(
+            answered_by_rule(&answer(Some("https://docs.example.com/a"), 308)),
+            "rule old-docs → redirect 308 https://docs.example.com/a"
+        );
+        assert_eq!(
+            answered_by_rule(&answer(None, 405)),
+            "rule old-docs → respond 405"
+        );
+        let long = answered_by_rule(&answer(
+            Some(&format!("https://x.test/{}", "a".repeat(1000))),
+            302,
+        ));
+        assert!(long.len() <= MAX_PATH + "…".len());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the decision reads of one client request, and which of it a service's config needs read.
 
 use crate::policy::control::config::{AffinityKind, ServiceConfig};
-use crate::policy::traffic::rules::{RequestLine, RuleNeeds};
+use crate::policy::traffic::rules::{needs_of, RequestLine, RuleNeeds};
 
 /// Facts about one client request that the decision may use.
 #[derive(Clone, Debug, Default)]
@@ -22,8 +22,8 @@ pub struct RequestFacts {
 }
 
 /// The request facts a service's decisions need beyond those always read, because reading
-/// them costs: which header keys header affinity, and whether geo steering needs the client's
-/// geography (`request.cf`). Both the object (it tells the Worker in each route) and a Worker
+/// them costs: which header keys header affinity, whether geo steering or a rule needs the
+/// client's geography (`request.cf`), and what the rules read of the request line. Both the object (it tells the Worker in each route) and a Worker
 /// deciding under a lease read it from here.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Needs {
@@ -36,14 +36,16 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// Walks the config (rules included): the Fleet computes this once per config.
     pub fn of(cfg: &ServiceConfig) -> Self {
+        let (rules, rules_geo) = needs_of(&cfg.rules);
         Needs {
             affinity_header: cfg
                 .affinity()
                 .filter(|a| a.kind == AffinityKind::Header)
                 .and_then(|a| a.header_name.as_ref().map(ToString::to_string)),
-            geo: cfg.geo.is_some(),
-            rules: RuleNeeds::default(),
+            geo: cfg.geo.is_some() || rules_geo,
+            rules,
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::policy::health::checks::{Health, RecentProbes};
 use crate::policy::health::score;
 use crate::policy::rng::SplitMix64;
 use crate::policy::traffic::affinity;
+use crate::policy::traffic::facts::Needs;
 use crate::policy::traffic::retry::RetryBudget;
+use crate::policy::traffic::rules::RuleSet;
 use crate::policy::traffic::select::Selector;
 use crate::policy::traffic::steering::Ewma;
 
@@ -128,6 +130,10 @@ pub struct Fleet {
     probe_due: Vec<Option<u64>>,
     /// Each backend's last probe results, for its health score (in memory only).
     probes_seen: Vec<RecentProbes>,
+    /// The config's traffic rules, compiled once.
+    rules: RuleSet,
+    /// What decisions read of a request under this config, computed once.
+    needs: Needs,
 }
 
 impl Fleet {
@@ -185,6 +191,8 @@ impl Fleet {
             .access
             .as_ref()
             .map(|a| AccessPolicy::new(&a.allow, &a.deny));
+        let rules = RuleSet::new(&cfg);
+        let needs = Needs::of(&cfg);
         Fleet {
             pin_ids: all
                 .iter()
@@ -210,6 +218,8 @@ impl Fleet {
             rng: SplitMix64(now_ms),
             probe_due: vec![None; all.len()],
             probes_seen: vec![RecentProbes::default(); all.len()],
+            rules,
+            needs,
         }
     }
 
@@ -338,6 +348,11 @@ impl Fleet {
 
     pub fn cfg(&self) -> &ServiceConfig {
         &self.cfg
+    }
+
+    /// What a decision reads of a request under this config (the Worker reads it before asking).
+    pub fn needs(&self) -> &Needs {
+        &self.needs
     }
 
     pub fn version(&self) -> u64 {

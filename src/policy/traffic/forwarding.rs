@@ -13,6 +13,10 @@ pub const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// FlowBalance's loop guard: set on every forwarded request, and a balanced request that
+/// already carries it is refused (508), so a backend pointing back at the balancer costs one hop.
+pub const LOOP_GUARD_HEADER: &str = "x-flowbalance-hop";
+
 /// Headers that name further hop-by-hop headers: `Connection: close, x-foo` makes `x-foo` hop-by-hop too.
 pub fn connection_tokens(connection: Option<&str>) -> Vec<String> {
     connection

@@ -287,10 +287,9 @@ pub struct Held {
 }
 
 /// What the Worker does with one request under its lease.
-#[derive(Debug)]
-// `Decided` is the common case: boxing it would cost an allocation per request to save stack
-// space in the rare `AskObject`.
+// Made once per request and matched at once: boxing the verdict would only add an allocation.
 #[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
 pub enum Local {
     /// Decided here.
     Decided(Verdict),
@@ -304,9 +303,10 @@ impl Held {
         self.fleet.cfg()
     }
 
-    /// What the Worker must read of a request to decide it under this lease.
+    /// What the Worker must read of a request to decide it under this lease (computed once,
+    /// when the lease was taken).
     pub fn needs(&self) -> Needs {
-        Needs::of(self.fleet.cfg())
+        self.fleet.needs().clone()
     }
 
     /// Builds the local view from a lease whose request was sent at `sent_ms` (Worker clock).

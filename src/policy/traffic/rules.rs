@@ -4,6 +4,17 @@
 //! the object. The config types live in `control/config/rules.rs`.
 
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+use crate::policy::access::clients::canonical_ip;
+use crate::policy::control::config::{AffinityKind, Method, RegionCode, RulePath, ServiceConfig};
+use crate::policy::rng::SplitMix64;
+
+mod engine;
+
+pub use engine::{
+    location, needs_of, rewrite, split_at_random, split_by_key, Action, Client, RuleSet, Walk,
+};
 
 /// The parts of a client request that rules read. In per-request mode the Worker sends only
 /// what the service's rules name ([`RuleNeeds`]); under a lease it reads the same from the request.
@@ -91,6 +102,9 @@ pub struct RuleEffects {
     /// The rule that ended the walk, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// The pool the deciding rule chose (`pool`, or the split's choice); None: steering chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// The rewritten path (no query), applied before the backend's base path; None: unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -132,9 +146,12 @@ pub struct Sample {
     /// Request headers (names case-insensitive).
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
-    /// ISO country code (two letters); its continent is derived.
+    /// ISO country code (two letters).
     #[serde(default)]
     pub country: Option<String>,
+    /// Continent code (`AF AN AS EU NA OC SA`), as the edge reports it beside the country.
+    #[serde(default)]
+    pub continent: Option<String>,
     #[serde(default)]
     pub client_ip: Option<String>,
 }
@@ -147,7 +164,8 @@ pub struct Explanation {
     /// The rule that ended the walk, if one did.
     pub decided_by: Option<String>,
     pub action: ExplainedAction,
-    /// The path and query the backend would get (before the backend's base path).
+    /// The path and query the backend would get (before the backend's base path); empty when
+    /// a rule answers the request itself.
     pub path: String,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
@@ -184,23 +202,199 @@ pub struct SplitShare {
     pub weight: u32,
 }
 
-/// What `cfg`'s rules would do with `sample`. Err: the sample itself is unusable (the message
-/// names the field).
-// SKELETON: the rules helper replaces this body with the real evaluation.
-pub fn explain(
-    cfg: &crate::policy::control::config::ServiceConfig,
-    sample: &Sample,
-) -> Result<Explanation, String> {
-    let _ = cfg;
-    if !sample.path.starts_with('/') {
-        return Err(format!("path: {:?} must start with /", sample.path));
+impl Walk<'_> {
+    /// The answer when the deciding rule answers itself (`respond`, `redirect`); None otherwise.
+    pub fn answer(&self, line: &RequestLine) -> Option<RuleAnswer> {
+        let (rule, action) = self.decided?;
+        let (status, location, body, content_type) = match action {
+            Action::Redirect {
+                status,
+                location: to,
+                preserve_path,
+            } => (*status, Some(location(to, *preserve_path, line)), "", None),
+            Action::Respond {
+                status,
+                body,
+                content_type,
+            } => (*status, None, body.as_str(), content_type.clone()),
+            _ => return None,
+        };
+        Some(RuleAnswer {
+            rule: rule.to_string(),
+            matched: self.matched.iter().map(ToString::to_string).collect(),
+            status,
+            location,
+            body: body.to_string(),
+            content_type,
+            response_headers: self.response_headers.clone(),
+        })
+    }
+
+    /// What the rules did to a request that goes to a backend, `pool` being the pool the
+    /// deciding rule chose; None when no rule matched.
+    pub fn effects(&self, pool: Option<String>) -> Option<RuleEffects> {
+        if self.matched.is_empty() {
+            return None;
+        }
+        Some(RuleEffects {
+            matched: self.matched.iter().map(ToString::to_string).collect(),
+            decided_by: self.decided.map(|(name, _)| name.to_string()),
+            pool,
+            path: self.path.clone(),
+            request_headers: self.request_headers.clone(),
+            response_headers: self.response_headers.clone(),
+        })
+    }
+}
+
+/// The key that keeps a client in one pool of a split: the affinity header's value under
+/// header affinity, else the client's address (one spelling per address). None: no key, so
+/// the pool is drawn at random.
+pub fn split_key(
+    cfg: &ServiceConfig,
+    client_ip: Option<&str>,
+    affinity_header: Option<&str>,
+) -> Option<String> {
+    let by_header = cfg
+        .affinity()
+        .is_some_and(|a| a.kind == AffinityKind::Header);
+    match affinity_header {
+        Some(value) if by_header && !value.is_empty() => Some(value.to_string()),
+        _ => client_ip.map(canonical_ip).filter(|k| !k.is_empty()),
+    }
+}
+
+/// What `cfg`'s rules would do with `sample`, by the same walk requests take. A split names
+/// the pool this sample's client would get (keyed as in traffic; a sample without a client
+/// address or affinity header gets a seeded weighted draw). Err: the sample itself is unusable
+/// (the message names the field).
+pub fn explain(cfg: &ServiceConfig, sample: &Sample) -> Result<Explanation, String> {
+    // The sample's fields are read with the config's own types, so they are checked alike.
+    let method = Method::try_from(sample.method.clone().unwrap_or_else(|| "GET".into()))
+        .map_err(|e| format!("method: {e}"))?;
+    let no_fragment = sample.path.split('#').next().unwrap_or_default();
+    let (path, query) = no_fragment.split_once('?').unwrap_or((no_fragment, ""));
+    if RulePath::try_from(path.to_string()).is_err() || query.bytes().any(|b| !b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "path: {:?} must start with / and be percent-encoded as a client sends it (no spaces)",
+            sample.path
+        ));
+    }
+    for (field, code) in [
+        ("country", &sample.country),
+        ("continent", &sample.continent),
+    ] {
+        if let Some(c) = code {
+            RegionCode::try_from(c.clone()).map_err(|e| format!("{field}: {e}"))?;
+        }
+    }
+    let ip: Option<IpAddr> = match &sample.client_ip {
+        Some(raw) => Some(
+            canonical_ip(raw)
+                .parse()
+                .map_err(|_| format!("client_ip: {raw:?} is not an IP address"))?,
+        ),
+        None => None,
+    };
+    let line = RequestLine {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: sample
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), Some(v.clone())))
+            .collect(),
+    };
+    let set = RuleSet::new(cfg);
+    let walk = set.evaluate(
+        &line,
+        Client {
+            ip,
+            country: sample.country.as_deref(),
+            continent: sample.continent.as_deref(),
+        },
+    );
+    let pool_name = |p: usize| {
+        cfg.pools
+            .get(p)
+            .map(|p| p.name.to_string())
+            .unwrap_or_default()
+    };
+    let action = match walk.action() {
+        Action::Steering => ExplainedAction::Steering,
+        Action::Pool(p) => ExplainedAction::Pool {
+            pool: pool_name(*p),
+        },
+        Action::Split(split) => {
+            let named: Vec<(String, u32)> = split.iter().map(|&(p, w)| (pool_name(p), w)).collect();
+            let shares: Vec<(&str, u32)> = named.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+            let header = cfg
+                .affinity()
+                .and_then(|a| a.header_name.as_ref())
+                .and_then(|h| line.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(h)))
+                .and_then(|(_, v)| v.as_deref());
+            let chosen = match split_key(cfg, sample.client_ip.as_deref(), header) {
+                Some(key) => split_by_key(&shares, &key),
+                None => split_at_random(&shares, &mut SplitMix64(0)),
+            };
+            ExplainedAction::Split {
+                chosen: chosen
+                    .and_then(|k| named.get(k))
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default(),
+                split: named
+                    .into_iter()
+                    .map(|(pool, weight)| SplitShare { pool, weight })
+                    .collect(),
+            }
+        }
+        Action::Redirect { status, .. } | Action::Respond { status, .. } => {
+            match walk.answer(&line) {
+                Some(RuleAnswer {
+                    location: Some(location),
+                    ..
+                }) => ExplainedAction::Redirect {
+                    status: *status,
+                    location,
+                },
+                Some(a) => ExplainedAction::Respond {
+                    status: a.status,
+                    body: a.body,
+                    content_type: a.content_type,
+                },
+                None => ExplainedAction::Steering,
+            }
+        }
+    };
+    let answered = matches!(
+        action,
+        ExplainedAction::Redirect { .. } | ExplainedAction::Respond { .. }
+    );
+    let mut backend_path = walk.path.clone().unwrap_or_else(|| line.path.clone());
+    if !line.query.is_empty() {
+        backend_path.push('?');
+        backend_path.push_str(&line.query);
     }
     Ok(Explanation {
-        matched: Vec::new(),
-        decided_by: None,
-        action: ExplainedAction::Steering,
-        path: sample.path.clone(),
-        request_headers: HeaderOps::default(),
-        response_headers: HeaderOps::default(),
+        matched: walk.matched.iter().map(ToString::to_string).collect(),
+        decided_by: walk.decided.map(|(n, _)| n.to_string()),
+        action,
+        // An answered request reaches no backend: no path or request headers to show.
+        path: if answered {
+            String::new()
+        } else {
+            backend_path
+        },
+        request_headers: if answered {
+            HeaderOps::default()
+        } else {
+            walk.request_headers.clone()
+        },
+        response_headers: walk.response_headers.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,7 +69,7 @@ impl Balancer {
                 Some(tail::refused(&r.message))
             }
             (Verdict::Answer(a), _) if self.tails.listening(&self.state) => {
-                Some(tail::rule_answered(a))
+                Some(tail::answered_by_rule(a))
             }
             _ => None,
         };

@@ -657,6 +657,10 @@ pub struct ServiceConfig {
     /// What the request log keeps of successful requests.
     #[serde(default)]
     pub logging: Logging,
+    /// Traffic rules, checked in order: match requests and route, split, rewrite, redirect or
+    /// answer them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
     /// A DNS record set kept in step with the healthy backends (Cloudflare DNS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsRecords>,

@@ -669,6 +669,7 @@ prop_compose! {
                 name: named("origin.example.com"),
                 ttl: 60 + retries,
             }),
+            rules: Vec::new(),
         }
     }
 }

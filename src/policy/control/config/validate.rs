@@ -173,6 +173,7 @@ impl ServiceConfig {
             }
         }
         errs.extend(self.health.validate());
+        errs.extend(rules::validate_rules(self));
         if let Some(a) = self.affinity() {
             if a.kind == AffinityKind::Header && a.header_name.is_none() {
                 errs.push((

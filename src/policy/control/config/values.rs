@@ -77,6 +77,8 @@ macro_rules! string_newtype {
         }
     };
 }
+// The rules' own field types (`rules.rs`) are made the same way.
+pub(super) use string_newtype;
 
 string_newtype!(
     Hostname,
@@ -145,7 +147,7 @@ fn check_health_path(s: &str) -> Result<String, String> {
     }
 }
 
-fn check_header_value(s: &str) -> Result<String, String> {
+pub(super) fn check_header_value(s: &str) -> Result<String, String> {
     if s.len() <= 1024 && s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
         Ok(s.to_string())
     } else {
@@ -164,6 +166,11 @@ fn check_expected_body(s: &str) -> Result<String, String> {
 }
 
 fn check_pool_name(s: &str) -> Result<String, String> {
+    check_name(s, "pool")
+}
+
+/// A pool's or a rule's name: 1-64 of `A-Z a-z 0-9 _ . -`.
+pub(super) fn check_name(s: &str, what: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -172,13 +179,13 @@ fn check_pool_name(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "{s:?} is not a valid pool name (1-64 of A-Z a-z 0-9 _ . -)"
+            "{s:?} is not a valid {what} name (1-64 of A-Z a-z 0-9 _ . -)"
         ))
     }
 }
 
 // RFC 7230 tchar; cookie names (RFC 6265) use the same token grammar.
-fn check_token(s: &str) -> Result<String, String> {
+pub(super) fn check_token(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));

@@ -1,4 +1,4 @@
-//! The routing decision: access lists and rate limits, pool choice (failover, geo), affinity pins and hashing, endpoint steering, and the attempts a route lists.
+//! The routing decision: access lists and rate limits, traffic rules, pool choice (a rule's pool or split, failover, geo), affinity pins and hashing, endpoint steering, and the attempts a route lists.
 
 use std::net::IpAddr;
 
@@ -10,8 +10,11 @@ use crate::policy::control::config::{
 use crate::policy::health::breaker::{Admit, BreakerState};
 use crate::policy::traffic::affinity;
 use crate::policy::traffic::decision::{Attempt, CookieSpec, Reject, Route, Verdict};
-use crate::policy::traffic::facts::{Needs, RequestFacts};
+use crate::policy::traffic::facts::RequestFacts;
 use crate::policy::traffic::geo;
+use crate::policy::traffic::rules::{
+    split_at_random, split_by_key, split_key, Action, Client, RequestLine, RuleAnswer, RuleEffects,
+};
 use crate::policy::traffic::select::failover_order;
 use crate::policy::traffic::steering::{self, Load};
 
@@ -35,6 +38,11 @@ impl Fleet {
                 });
             }
         }
+        // Rules read the request line: ask for what is missing before anything is counted, so
+        // the second ask is the one the rate limit sees.
+        if !self.rules.is_empty() && !self.needs.rules.covered_by(facts.line.as_ref()) {
+            return Verdict::More(self.needs.rules.clone());
+        }
         if let Some(limiter) = &mut self.limiter {
             let key = client.as_deref().unwrap_or("unknown");
             if let Err(wait_ms) = limiter.check(key, now_ms) {
@@ -45,9 +53,16 @@ impl Fleet {
                 });
             }
         }
+        let (rule_group, effects) = match self.apply_rules(facts, ip, now_ms) {
+            Ok(routed) => routed,
+            Err(answer) => return Verdict::Answer(*answer),
+        };
         self.budget.record_request(now_ms);
         let params = self.breaker_params();
-        let group = self.choose_group(facts, now_ms, &params);
+        let group = match rule_group {
+            Some(g) => g,
+            None => self.choose_group(facts, now_ms, &params),
+        };
         let members = self.groups[group].clone();
         let weights = self.effective_weights(now_ms);
         // Score weighting: a backend below the floor (weight 0) gets no new requests, not even
@@ -93,13 +108,20 @@ impl Fleet {
                     trials.push(false);
                 }
                 let mut route = self.route(attempts, trials, false, now_ms, pinned);
+                route.rules = effects;
                 route.ticket = self.count_in(first, &route, now_ms);
                 return Verdict::Route(route);
             }
             None => {
                 // Panic mode (as Envoy): nothing looks healthy, so try every enabled backend,
-                // least recently failed first, rather than refusing while one might work.
-                let mut all: Vec<usize> = (0..self.backends.len())
+                // least recently failed first, rather than refusing while one might work. A
+                // rule's pool stays a hard choice: another pool may not serve that path at all.
+                let scope: Vec<usize> = match rule_group {
+                    Some(_) => members.clone(),
+                    None => (0..self.backends.len()).collect(),
+                };
+                let mut all: Vec<usize> = scope
+                    .into_iter()
                     .filter(|&i| self.states[i] != BackendState::Disabled)
                     .collect();
                 all.sort_by_key(|&i| self.backends[i].last_failure_ms);
@@ -116,8 +138,78 @@ impl Fleet {
         let trials = vec![false; attempts.len()];
         let first = attempts[0];
         let mut route = self.route(attempts, trials, true, now_ms, None);
+        route.rules = effects;
         route.ticket = self.count_in(first, &route, now_ms);
         Verdict::Route(route)
+    }
+
+    /// Walks the traffic rules: Err is a rule's own answer; Ok holds the group a rule's pool or
+    /// split chose (None: steering chooses) and what the rules did (None: no rule matched).
+    fn apply_rules(
+        &mut self,
+        facts: &RequestFacts,
+        ip: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Result<(Option<usize>, Option<RuleEffects>), Box<RuleAnswer>> {
+        if self.rules.is_empty() {
+            return Ok((None, None));
+        }
+        let none = RequestLine::default();
+        let line = facts.line.as_ref().unwrap_or(&none);
+        let client = Client {
+            ip,
+            country: facts.country.as_deref(),
+            continent: facts.continent.as_deref(),
+        };
+        let (action, effects) = {
+            let walk = self.rules.evaluate(line, client);
+            if let Some(answer) = walk.answer(line) {
+                return Err(Box::new(answer));
+            }
+            (walk.action().clone(), walk.effects(None))
+        };
+        let pool = match action {
+            Action::Pool(p) => Some(p),
+            Action::Split(split) => self.split_pool(&split, facts, now_ms),
+            _ => None,
+        };
+        let effects = effects.map(|mut e| {
+            e.pool = pool.map(|p| self.cfg.pools[p].name.to_string());
+            e
+        });
+        Ok((pool.map(|p| p + 1), effects))
+    }
+
+    /// The pool of a split for this client: the pool of the backend its valid affinity pin
+    /// names (a pool it is still given clients), else by its key (affinity header value or
+    /// address), else a weighted draw. An index into the config's pools.
+    fn split_pool(
+        &mut self,
+        split: &[(usize, u32)],
+        facts: &RequestFacts,
+        now_ms: u64,
+    ) -> Option<usize> {
+        if let Some(id) = self.pin_id(facts, now_ms) {
+            let kept = split.iter().find(|&&(p, w)| {
+                w > 0 && self.groups[p + 1].iter().any(|&i| self.pin_ids[i] == id)
+            });
+            if let Some(&(p, _)) = kept {
+                return Some(p);
+            }
+        }
+        let shares: Vec<(&str, u32)> = split
+            .iter()
+            .map(|&(p, w)| (self.cfg.pools[p].name.as_str(), w))
+            .collect();
+        let k = match split_key(
+            &self.cfg,
+            facts.client_ip.as_deref(),
+            facts.affinity_header.as_deref(),
+        ) {
+            Some(key) => split_by_key(&shares, &key),
+            None => split_at_random(&shares, &mut self.rng),
+        };
+        k.map(|k| split[k].0)
     }
 
     fn route(
@@ -132,7 +224,7 @@ impl Fleet {
             .cfg
             .affinity()
             .filter(|a| matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie));
-        let needs = Needs::of(&self.cfg);
+        let needs = &self.needs;
         let n = attempts.len() as u32;
         let attempts = attempts
             .into_iter()
@@ -161,12 +253,12 @@ impl Fleet {
             geo: needs.geo,
             log: self.cfg.logging.clone(),
             rules: None,
-            rule_needs: needs.rules,
+            rule_needs: needs.rules.clone(),
             cookie: cookie_affinity.map(|a| CookieSpec {
                 name: a.cookie_name.to_string(),
                 ttl_s: a.ttl_s,
             }),
-            affinity_header: needs.affinity_header,
+            affinity_header: needs.affinity_header.clone(),
         }
     }
 
@@ -233,6 +325,24 @@ impl Fleet {
         self.pool_index(name).map(|p| p + 1).unwrap_or(0)
     }
 
+    /// The backend id a valid affinity cookie of the client names (cookie affinity only).
+    fn pin_id(&self, facts: &RequestFacts, now_ms: u64) -> Option<String> {
+        let a = self.cfg.affinity()?;
+        if !matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie) {
+            return None;
+        }
+        let value = affinity::cookie_value(facts.cookies.as_deref()?, &a.cookie_name)?;
+        match affinity::verify(
+            &self.affinity_secret,
+            &self.cfg.hostname,
+            value,
+            now_ms / 1000,
+        ) {
+            affinity::Pin::Valid { backend_id, .. } => Some(backend_id),
+            _ => None,
+        }
+    }
+
     /// The backend a valid affinity cookie pins the client to, if it may still serve (enabled or draining, healthy).
     fn pinned_backend(
         &self,
@@ -240,19 +350,7 @@ impl Fleet {
         members: &[usize],
         now_ms: u64,
     ) -> Option<usize> {
-        let a = self.cfg.affinity()?;
-        if !matches!(a.kind, AffinityKind::Cookie | AffinityKind::IpCookie) {
-            return None;
-        }
-        let value = affinity::cookie_value(facts.cookies.as_deref()?, &a.cookie_name)?;
-        let affinity::Pin::Valid { backend_id, .. } = affinity::verify(
-            &self.affinity_secret,
-            &self.cfg.hostname,
-            value,
-            now_ms / 1000,
-        ) else {
-            return None;
-        };
+        let backend_id = self.pin_id(facts, now_ms)?;
         // A closed breaker is always available, so no breaker check beyond `Closed` is needed.
         members.iter().copied().find(|&i| {
             self.pin_ids[i] == backend_id

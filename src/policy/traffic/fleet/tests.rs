@@ -1013,3 +1013,231 @@ fn dns_addresses_are_the_enabled_healthy_backends_ip_or_address() {
         "nothing healthy: the plan holds the set"
     );
 }
+
+/// A service with three pools and the rules the Fleet tests use.
+fn ruled(extra: serde_json::Value) -> Fleet {
+    let mut v = json!({
+        "backends": [],
+        "pools": [
+            {"name": "web", "backends": ["http://w1", "http://w2"]},
+            {"name": "api", "backends": ["http://a1", "http://a2"]},
+            {"name": "canary", "backends": ["http://c1"]}
+        ],
+        "geo_steering": {"regions": {"EU": "web"}, "fallback_pool": "web"},
+        "rules": [
+            {"name": "no-trace", "when": {"methods": ["TRACE"]}, "then": {"respond": {"status": 405, "body": "not here"}}},
+            {"name": "debug", "when": {"query": {"debug": "1"}}, "then": {"response_headers": {"set": {"x-debug": "on"}}, "continue": true}},
+            {"name": "api", "when": {"path_prefix": "/api/"}, "then": {"pool": "api", "rewrite": {"strip_prefix": "/api"}}},
+            {"name": "shop-canary", "when": {"path_prefix": "/shop/"}, "then": {"split": [{"pool": "web", "weight": 95}, {"pool": "canary", "weight": 5}]}}
+        ]
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    fleet(v)
+}
+
+fn facts_for(target: &str, client_ip: Option<&str>) -> RequestFacts {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let method = if path == "/trace" { "TRACE" } else { "GET" };
+    RequestFacts {
+        client_ip: client_ip.map(str::to_string),
+        line: Some(crate::policy::traffic::rules::RequestLine {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            headers: vec![],
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn rules_that_read_the_request_line_ask_for_it_first() {
+    let mut f = ruled(json!({"rate_limit": {"requests": 1, "window": 60}}));
+    let bare = RequestFacts {
+        client_ip: Some("192.0.2.1".into()),
+        ..Default::default()
+    };
+    let Verdict::More(needs) = f.decide(&bare, 0) else {
+        panic!("the line is missing")
+    };
+    assert!(needs.method && needs.path && needs.query);
+    // The ask that went without the line was not counted against the client's rate limit.
+    assert!(matches!(
+        f.decide(&facts_for("/", Some("192.0.2.1")), 1),
+        Verdict::Route(_)
+    ));
+    assert!(matches!(
+        f.decide(&facts_for("/", Some("192.0.2.1")), 2),
+        Verdict::Reject(Reject { status: 429, .. })
+    ));
+    // A service without rules never asks.
+    let mut plain = fleet(json!({}));
+    assert!(
+        matches!(plain.decide(&bare, 0), Verdict::Route(r) if r.rule_needs.is_empty() && r.rules.is_none())
+    );
+}
+
+#[test]
+fn a_rules_pool_bypasses_steering_and_keeps_rotation_and_failover_within_it() {
+    let mut f = ruled(json!({}));
+    let mut firsts = Vec::new();
+    for t in 0..4 {
+        let Verdict::Route(r) = f.decide(&facts_for("/api/users?debug=1", None), t) else {
+            panic!()
+        };
+        let urls: Vec<&str> = r.attempts.iter().map(|a| a.url.as_str()).collect();
+        assert!(urls.iter().all(|u| u.starts_with("http://a")), "{urls:?}");
+        assert_eq!(urls.len(), 2, "failover within the pool");
+        firsts.push(urls[0].to_string());
+        let effects = r.rules.expect("rules applied");
+        assert_eq!(effects.matched, ["debug", "api"]);
+        assert_eq!(effects.decided_by.as_deref(), Some("api"));
+        assert_eq!(effects.pool.as_deref(), Some("api"));
+        assert_eq!(effects.path.as_deref(), Some("/users"));
+        assert_eq!(
+            effects.response_headers.set,
+            [("x-debug".to_string(), "on".to_string())]
+        );
+        assert!(r.rule_needs.path);
+    }
+    assert_eq!(firsts, ["http://a1", "http://a2", "http://a1", "http://a2"]);
+    // A backend of the api pool with an open breaker: the pool's other backend takes the request.
+    for t in 0..3 {
+        fail(&mut f, "http://a1", 10 + t);
+    }
+    let Verdict::Route(r) = f.decide(&facts_for("/api/x", None), 20) else {
+        panic!()
+    };
+    assert_eq!(r.attempts[0].url, "http://a2");
+    // The whole pool down: panic mode tries the pool's own backends, never another pool's.
+    for t in 0..3 {
+        fail(&mut f, "http://a2", 21 + t);
+    }
+    let Verdict::Route(r) = f.decide(&facts_for("/api/x", None), 25) else {
+        panic!()
+    };
+    let urls: Vec<&str> = r.attempts.iter().map(|a| a.url.as_str()).collect();
+    assert!(r.panic);
+    assert_eq!(urls.len(), 2);
+    assert!(urls.iter().all(|u| u.starts_with("http://a")), "{urls:?}");
+    assert_eq!(
+        r.rules.as_ref().and_then(|e| e.decided_by.as_deref()),
+        Some("api")
+    );
+    // No rule matched: geo steering as before, and no effects on the route.
+    let Verdict::Route(r) = f.decide(&facts_for("/", None), 30) else {
+        panic!()
+    };
+    assert!(r.attempts[0].url.starts_with("http://w"));
+    assert_eq!(r.rules, None);
+}
+
+#[test]
+fn a_rules_answer_reaches_no_backend() {
+    let mut f = ruled(json!({}));
+    let Verdict::Answer(a) = f.decide(&facts_for("/trace", None), 0) else {
+        panic!("answered by the rule")
+    };
+    assert_eq!(
+        (a.rule.as_str(), a.status, a.body.as_str()),
+        ("no-trace", 405, "not here")
+    );
+    // Nothing was counted in on a backend.
+    assert!(f.load.iter().all(|l| l.outstanding == 0));
+}
+
+#[test]
+fn a_split_keeps_each_client_in_one_pool_and_shares_by_weight() {
+    let mut f = ruled(json!({}));
+    let pool_of = |url: &str| {
+        if url.starts_with("http://c") {
+            "canary"
+        } else {
+            "web"
+        }
+    };
+    let mut canary = 0;
+    let n = 2000;
+    for i in 0..n {
+        let ip = format!("198.51.{}.{}", i / 256, i % 256);
+        let mut seen = Vec::new();
+        for t in 0..3 {
+            let Verdict::Route(r) = f.decide(&facts_for("/shop/cart", Some(&ip)), i * 3 + t) else {
+                panic!()
+            };
+            let effects = r.rules.unwrap();
+            assert_eq!(effects.pool.as_deref(), Some(pool_of(&r.attempts[0].url)));
+            seen.push(effects.pool.unwrap());
+        }
+        assert!(
+            seen.iter().all(|p| *p == seen[0]),
+            "client {ip} flapped: {seen:?}"
+        );
+        canary += usize::from(seen[0] == "canary");
+    }
+    let share = canary as f64 / n as f64;
+    assert!((share - 0.05).abs() <= 0.02, "canary share {share}");
+    // No client key: a weighted draw from the fleet's randomness.
+    let drawn: usize = (0..2000)
+        .filter(|&t| {
+            matches!(f.decide(&facts_for("/shop/", None), 10_000 + t),
+                Verdict::Route(r) if r.rules.as_ref().and_then(|e| e.pool.as_deref()) == Some("canary"))
+        })
+        .count();
+    assert!((drawn as f64 / 2000.0 - 0.05).abs() <= 0.02, "{drawn}");
+}
+
+#[test]
+fn under_cookie_affinity_a_split_keeps_the_pool_of_the_clients_pin() {
+    let mut f = ruled(json!({"load_balancer": {"session_affinity": {"type": "cookie"}}}));
+    // A pin to the canary backend, signed as a route there would sign it (same secret).
+    let canary_pin = {
+        let mut v = f.cfg().to_value();
+        v["rules"] = json!([{"name": "c", "then": {"pool": "canary"}}]);
+        let mut g = Fleet::new(
+            parse_service(&v, "", &Deployment::default()).unwrap(),
+            1,
+            &[],
+            b"secret",
+            0,
+        );
+        let Verdict::Route(r) = g.decide(&facts_for("/", None), 1) else {
+            panic!()
+        };
+        assert_eq!(r.attempts[0].url, "http://c1");
+        r.attempts[0].pin.clone().unwrap()
+    };
+    // Clients whose address alone would mostly land in web keep the canary pool of their pin.
+    for ip in ["192.0.2.9", "203.0.113.1", "2001:db8::5"] {
+        let mut facts = facts_for("/shop/", Some(ip));
+        facts.cookies = Some(format!("lb_session={canary_pin}"));
+        let Verdict::Route(r) = f.decide(&facts, 5) else {
+            panic!()
+        };
+        assert_eq!(
+            r.rules.unwrap().pool.as_deref(),
+            Some("canary"),
+            "{ip} keeps its pin's pool"
+        );
+        assert_eq!(r.attempts[0].url, "http://c1");
+        assert!(r.attempts[0].pin.is_none(), "the pin is honoured");
+    }
+    // A canary turned down to weight 0 keeps no one, pinned or not.
+    let mut v = f.cfg().to_value();
+    v["rules"][3]["then"]["split"][1]["weight"] = json!(0);
+    let mut g = Fleet::new(
+        parse_service(&v, "", &Deployment::default()).unwrap(),
+        2,
+        &[],
+        b"secret",
+        0,
+    );
+    let mut facts = facts_for("/shop/", Some("192.0.2.9"));
+    facts.cookies = Some(format!("lb_session={canary_pin}"));
+    let Verdict::Route(r) = g.decide(&facts, 5) else {
+        panic!()
+    };
+    assert_eq!(r.rules.unwrap().pool.as_deref(), Some("web"));
+}

@@ -447,3 +447,82 @@ fn a_worker_under_a_lease_reads_the_request_facts_the_object_would_ask_for() {
         );
     }
 }
+
+#[test]
+fn rules_decide_the_same_under_a_lease_as_at_the_object() {
+    use crate::policy::traffic::rules::RequestLine;
+    let extra = json!({
+        "backends": [],
+        "pools": [
+            {"name": "web", "backends": ["http://w1", "http://w2"]},
+            {"name": "api", "backends": ["http://a1"]},
+            {"name": "canary", "backends": ["http://c1"]}
+        ],
+        "rules": [
+            {"name": "no-trace", "when": {"methods": ["TRACE"]}, "then": {"respond": {"status": 405}}},
+            {"name": "eu-canary", "when": {"countries": ["EU"], "headers": {"x-canary": "1"}}, "then": {"pool": "canary"}},
+            {"name": "api", "when": {"path_prefix": "/api/"}, "then": {"pool": "api", "rewrite": {"strip_prefix": "/api"}}},
+            {"name": "shop", "when": {"path_prefix": "/shop/"}, "then": {"split": [{"pool": "web", "weight": 50}, {"pool": "canary", "weight": 50}]}}
+        ]
+    });
+    let mut obj = object(extra, 1);
+    let mut book = LeaseBook::new(0, 0);
+    let lease = lease(&obj, &mut book, 0);
+    assert_eq!(
+        lease.config["rules"].as_array().map(Vec::len),
+        Some(4),
+        "the lease carries the rules"
+    );
+    let mut h = Held::new(lease, 0).unwrap();
+    // The Worker reads what the object would ask for: the line and geography.
+    let needs = h.needs();
+    assert_eq!(needs, *obj.needs());
+    assert!(needs.geo && needs.rules.method && needs.rules.path);
+    assert_eq!(needs.rules.headers, ["x-canary"]);
+    // Without the line, both ask for it.
+    match h.decide(&RequestFacts::default(), 1) {
+        Local::Decided(Verdict::More(n)) => assert_eq!(n, needs.rules),
+        other => panic!("{other:?}"),
+    }
+    let facts = |method: &str, path: &str, canary: Option<&str>, ip: &str| RequestFacts {
+        client_ip: Some(ip.into()),
+        country: Some("DE".into()),
+        continent: Some("EU".into()),
+        line: Some(RequestLine {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            headers: vec![("x-canary".into(), canary.map(str::to_string))],
+        }),
+        ..RequestFacts::default()
+    };
+    let cases = [
+        facts("TRACE", "/", None, "192.0.2.1"),
+        facts("GET", "/", Some("1"), "192.0.2.1"),
+        facts("GET", "/api/x", None, "192.0.2.1"),
+        facts("GET", "/shop/a", None, "192.0.2.1"),
+        facts("GET", "/shop/a", None, "198.51.100.7"),
+        facts("GET", "/shop/a", None, "2001:db8::7"),
+    ];
+    for (t, f) in cases.iter().enumerate() {
+        let local = match h.decide(f, 10 + t as u64) {
+            Local::Decided(v) => v,
+            Local::AskObject => panic!("the lease is usable"),
+        };
+        let remote = obj.decide(f, 10 + t as u64);
+        match (&local, &remote) {
+            (Verdict::Answer(a), Verdict::Answer(b)) => assert_eq!(a, b),
+            (Verdict::Route(a), Verdict::Route(b)) => {
+                assert_eq!(a.rules, b.rules, "{f:?}");
+                let pool = |r: &Route| {
+                    r.attempts[0]
+                        .url
+                        .trim_end_matches(char::is_numeric)
+                        .to_string()
+                };
+                assert_eq!(pool(a), pool(b), "{f:?}");
+            }
+            _ => panic!("{local:?} vs {remote:?}"),
+        }
+    }
+}

@@ -79,8 +79,8 @@ pub fn preview(
     let mut refused = 0;
     for row in rows {
         let facts = facts_of(row);
-        let b = replay(&mut before_fleet, &facts, current.now_ms);
-        let a = replay(&mut after_fleet, &facts, current.now_ms);
+        let (b, rule_b) = replay(&mut before_fleet, &facts, current.now_ms);
+        let (a, rule_a) = replay(&mut after_fleet, &facts, current.now_ms);
         if let Outcome::Backend(url) = &b {
             *before.entry(url.clone()).or_default() += 1.0;
         }
@@ -88,7 +88,7 @@ pub fn preview(
             Outcome::Backend(url) => *after.entry(url.clone()).or_default() += 1.0,
             Outcome::Refused => refused += 1,
         }
-        let group = groups.entry(keys.key(row)).or_default();
+        let group = groups.entry(keys.key(row, rule_b, rule_a)).or_default();
         group.entry(b).or_default().0 += 1;
         group.entry(a).or_default().1 += 1;
     }
@@ -145,8 +145,9 @@ fn facts_of(row: &LogRow) -> RequestFacts {
     }
 }
 
-/// One decision, its side effects on load undone (a replayed request never completes).
-fn replay(fleet: &mut Fleet, facts: &RequestFacts, now_ms: u64) -> Outcome {
+/// One decision, its side effects on load undone (a replayed request never completes), and the
+/// traffic rule that decided it, if one did.
+fn replay(fleet: &mut Fleet, facts: &RequestFacts, now_ms: u64) -> (Outcome, Option<String>) {
     let mut verdict = fleet.decide(facts, now_ms);
     if let Verdict::More(needs) = &verdict {
         // Headers are not logged: the rules see them absent.
@@ -161,55 +162,52 @@ fn replay(fleet: &mut Fleet, facts: &RequestFacts, now_ms: u64) -> Outcome {
             if let Some(ticket) = route.ticket {
                 fleet.complete(ticket);
             }
-            route
+            let outcome = route
                 .attempts
                 .first()
-                .map_or(Outcome::Refused, |a| Outcome::Backend(a.url.clone()))
+                .map_or(Outcome::Refused, |a| Outcome::Backend(a.url.clone()));
+            (outcome, route.rules.and_then(|e| e.decided_by))
         }
-        _ => Outcome::Refused,
+        Verdict::Answer(answer) => (Outcome::Refused, Some(answer.rule)),
+        Verdict::Reject(_) | Verdict::More(_) => (Outcome::Refused, None),
     }
 }
 
-/// What of a logged request either config's decision reads, so requests that differ in it are
-/// compared one by one rather than as a share.
+/// What sets requests apart for either config's decision, so only requests alike in it are
+/// compared as a share: the country under geo steering, the client under `ip_cookie` affinity,
+/// and the traffic rule that decided each side (requests a rule treats alike form one group,
+/// whatever their paths).
 struct Keys {
     country: bool,
     client: bool,
-    line: bool,
 }
 
 type Key = (
     Option<String>,
     Option<String>,
-    Option<(String, String, String)>,
+    Option<String>,
+    Option<String>,
 );
 
 impl Keys {
     fn of(a: &ServiceConfig, b: &ServiceConfig) -> Self {
-        let (na, nb) = (Needs::of(a), Needs::of(b));
         // Access lists read the client too, but refuse or not: a share compares them as well.
         let by_client = |c: &ServiceConfig| {
             c.affinity()
                 .is_some_and(|f| f.kind == AffinityKind::IpCookie)
         };
         Keys {
-            country: na.geo || nb.geo,
+            country: Needs::of(a).geo || Needs::of(b).geo,
             client: by_client(a) || by_client(b),
-            line: !na.rules.is_empty() || !nb.rules.is_empty(),
         }
     }
 
-    fn key(&self, row: &LogRow) -> Key {
+    fn key(&self, row: &LogRow, rule_before: Option<String>, rule_after: Option<String>) -> Key {
         (
             self.country.then(|| row.asker.country.clone()).flatten(),
             self.client.then(|| row.asker.client_ip.clone()).flatten(),
-            self.line.then(|| {
-                (
-                    row.request.method.clone(),
-                    row.request.path.clone(),
-                    row.asker.query.clone().unwrap_or_default(),
-                )
-            }),
+            rule_before,
+            rule_after,
         )
     }
 }

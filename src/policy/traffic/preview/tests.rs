@@ -199,3 +199,31 @@ fn warnings_name_what_the_draft_risks() {
     );
     assert!((p.changed - 0.8).abs() < 0.02, "{p:?}");
 }
+
+#[test]
+fn rules_are_replayed_on_the_logged_method_path_and_query() {
+    let current = cfg(json!({}));
+    // Requests to /p0 (1 in 7) would be answered by the rule itself.
+    let p = run(
+        &current,
+        &cfg(
+            json!({"rules": [{"name": "gone", "when": {"path": "/p0"}, "then": {"respond": {"status": 410}}}]}),
+        ),
+        &log(700),
+    );
+    assert_eq!((p.refused, p.changed), (0.1429, 0.1429));
+    // A rule that routes /p1 to a pool: only those requests move, compared as one group.
+    let pools = json!({"backends": [],
+        "pools": [{"name": "main", "backends": ["http://a", "http://b", "http://c"]},
+                  {"name": "side", "backends": ["http://d"]}],
+        "geo_steering": {"regions": {}, "fallback_pool": "main"}});
+    let mut draft = pools.clone();
+    draft["rules"] = json!([{"name": "side", "when": {"path": "/p1", "query": {"q": "*"}}, "then": {"pool": "side"}}]);
+    let mut rows = log(700);
+    for r in rows.iter_mut().filter(|r| r.request.path == "/p1") {
+        r.asker.query = Some("q=1".into());
+    }
+    let p = run(&cfg(pools), &cfg(draft), &rows);
+    assert_eq!(p.after["http://d"], 0.1429);
+    assert!((p.changed - 0.1429).abs() < 0.002, "{p:?}");
+}

@@ -33,7 +33,7 @@ export function renderHealthHistory(body, host) {
         { "data-backend": e.backend, "data-kind": e.kind },
         h("td", {}, dateTime(e.at_ms), h("small", { class: "muted block" }, ago(e.at_ms, now))),
         h("td", {}, h("code", { class: "url" }, e.backend)),
-        h("td", {}, e.kind === "breaker" ? "circuit breaker" : e.kind),
+        h("td", {}, e.kind === "breaker" ? "circuit breaker" : e.kind, e.region ? h("small", { class: "muted block" }, `from ${e.region}`) : null),
         h("td", { class: "change" }, pill(words(e.from), STATE_KIND[e.from] ?? "off"), " → ", pill(words(e.to), STATE_KIND[e.to] ?? "off")),
         h("td", { class: "reason" }, e.reason),
       ),

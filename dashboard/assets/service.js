@@ -38,7 +38,12 @@ export function renderService(main, host, tab) {
 function healthPill(b) {
   if (b.state === "disabled") return pill("disabled", "off");
   if (b.health === "unknown") return pill("unknown", "off");
-  return b.healthy ? pill("healthy", "ok") : pill("unhealthy", "bad");
+  // Probe regions: seen down from fewer than the quorum, it stays in traffic (degraded).
+  const down = Object.keys(b.regions ?? {}).filter((r) => b.regions[r] === "down");
+  const where = down.length ? h("small", { class: "muted block regions-down" }, `down from ${down.join(", ")}`) : null;
+  if (b.healthy && where) return h("span", { title: "seen down from a minority of probe regions; still in traffic" }, pill("degraded", "warn"), where);
+  const p = b.healthy ? pill("healthy", "ok") : pill("unhealthy", "bad");
+  return where ? h("span", {}, p, where) : p;
 }
 
 /** The health score (0–100), green from 80, amber from 50, red below. */
@@ -85,6 +90,12 @@ function dnsCard(d, now) {
 function inFlight(b) {
   const parts = [b.outstanding ? `${b.outstanding} in flight` : null, b.ewma_ms != null ? `avg ${ms(b.ewma_ms)}` : null].filter(Boolean);
   return parts.length ? h("small", { class: "muted block", title: "in flight now · decaying average response time" }, parts.join(" · ")) : null;
+}
+
+/** Probe latency from each region that sees the backend up (activeHealthChecks.regions). */
+function regionLatency(b) {
+  const list = Object.entries(b.region_latency_ms ?? {});
+  return list.length ? h("small", { class: "muted block" }, list.map(([r, l]) => `${r} ${ms(l)}`).join(" · ")) : null;
 }
 
 /** The backend's last error, and the monitor's reason when its last probe failed for another one. */
@@ -156,11 +167,11 @@ function renderBackends(body, host, head) {
         { "data-backend": b.url },
         h("td", {}, h("code", { class: "url" }, b.url), inPools[b.url] ? h("small", { class: "muted block" }, `pool ${inPools[b.url].join(", ")}`) : null),
         h("td", {}, pill(b.state, STATE_KIND[b.state] ?? "off")),
-        h("td", {}, healthPill(b), h("small", { class: "muted block" }, `${b.consecutive_successes} ok · ${b.consecutive_failures} failed in a row`)),
+        h("td", {}, healthPill(b), b.regions ? null : h("small", { class: "muted block" }, `${b.consecutive_successes} ok · ${b.consecutive_failures} failed in a row`)),
         h("td", { class: "num score" }, scorePill(b.health_score)),
         h("td", {}, breakerCell(b, now), b.consecutive_request_failures ? h("small", { class: "muted block" }, `${b.consecutive_request_failures} request failures`) : null),
         h("td", { class: "num" }, String(b.weight), b.effective_weight != null && b.effective_weight !== b.weight ? h("small", { class: "muted block" }, `now ${Math.round(b.effective_weight * 10) / 10}`) : null),
-        h("td", { class: "num" }, ms(b.latency_ms), inFlight(b)),
+        h("td", { class: "num" }, ms(b.latency_ms), inFlight(b), regionLatency(b)),
         h("td", {}, b.last_probe_ms ? ago(b.last_probe_ms, now) : "never", h("small", { class: "muted block" }, b.health_path ?? "")),
         h("td", { class: "err-cell" }, lastError(b), b.error_rate != null ? h("small", { class: "muted block" }, `${pct(b.error_rate)} errors`) : null),
         h("td", {}, actions(b)),
@@ -200,7 +211,11 @@ function renderBackends(body, host, head) {
     probeBtn.disabled = true;
     mount(probeOut, h("p", { class: "muted" }, "Probing every enabled backend…"));
     try {
-      const { results } = await get2(svc(host, "/health-check"));
+      const { results, regions } = await get2(svc(host, "/health-check"));
+      if (regions?.length) {
+        mount(probeOut, h("p", { class: "muted", id: "probe-regions" }, `The probers in ${regions.join(", ")} are probing now; the table follows their reports.`));
+        return await refresh();
+      }
       mount(
         probeOut,
         h(

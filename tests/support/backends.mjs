@@ -7,9 +7,10 @@ import http from "node:http";
  * own response API would not send as final), "truncate" (headers promising 100,000 bytes, then
  * 1,000 bytes and a destroyed socket), "slow:<ms>" (answers after <ms> ms; health probes stay fast).
  * Records every request it receives. `onProbe(req, res)`, when set, answers health probes instead.
- * `host`: the loopback address to listen on (127.0.0.2, ... give backends distinct IPs).
+ * `host` (or `address`): the loopback address to listen on (127.0.0.2, ... give backends distinct IPs).
  */
-export async function startBackend(name, { health = "/health", host = "127.0.0.1" } = {}) {
+export async function startBackend(name, { health = "/health", host, address } = {}) {
+  const bind = address ?? host ?? "127.0.0.1";
   const seen = [];
   const sockets = new Set();
   const state = { mode: "ok", name, seen, health, port: 0, server: null, handler: null };
@@ -64,9 +65,9 @@ export async function startBackend(name, { health = "/health", host = "127.0.0.1
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
   });
-  await new Promise((r) => server.listen(0, host, r));
+  await new Promise((r) => server.listen(0, bind, r));
   state.port = server.address().port;
-  state.url = `http://${host}:${state.port}`;
+  state.url = `http://${bind}:${state.port}`;
   state.server = server;
   state.requests = () => seen.filter((r) => !r.probe);
   state.probes = () => seen.filter((r) => r.probe);
@@ -79,7 +80,7 @@ export async function startBackend(name, { health = "/health", host = "127.0.0.1
   };
   /** Listens again on the same port. */
   state.revive = async () => {
-    await new Promise((r) => server.listen(state.port, host, r));
+    await new Promise((r) => server.listen(state.port, bind, r));
   };
   return state;
 }

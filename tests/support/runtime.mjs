@@ -25,6 +25,7 @@ export async function startBalancer({ defaultBackends, bindings = {}, persistDir
       BALANCER: { className: "Balancer", useSQLite: true },
       THROTTLE: { className: "LoginThrottle", useSQLite: true },
       ACCOUNTS: { className: "Accounts", useSQLite: true },
+      PROBER: { className: "Prober", useSQLite: true },
     },
     d1Databases: ["DB"],
     bindings: {

@@ -2,11 +2,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use worker::*;
 
 use crate::platform::object::probe::ProbeResult;
+use crate::platform::object::prober::REPORT_PATH;
 use crate::platform::object::tail::{self as tail_route, Tails};
 use crate::platform::relay::{ACTOR_HEADER, HOST_HEADER};
 use crate::platform::store::registry::{self, config_error, unknown_host};
@@ -29,6 +31,7 @@ mod decisions;
 mod dns;
 mod outbox;
 mod preview;
+mod regions;
 mod store;
 mod views;
 
@@ -119,6 +122,8 @@ pub struct Balancer {
     dns: RefCell<crate::policy::health::dns::SyncState>,
     /// Leases granted to Workers (lease mode) and the config fence they make; made on load.
     leases: RefCell<Option<LeaseBook>>,
+    /// Counts prober upkeep rounds (`activeHealthChecks.regions`): a newer one supersedes an older one.
+    probers_gen: Rc<Cell<u64>>,
     /// Test-only: every Worker call waits this long first, to simulate an object far away
     /// (`FB_TEST_OBJECT_DELAY_MS`; unset in any real deployment).
     test_delay_ms: u64,
@@ -152,6 +157,7 @@ impl DurableObject for Balancer {
             last_probes: RefCell::new(HashMap::new()),
             leases: RefCell::new(None),
             dns: RefCell::new(Default::default()),
+            probers_gen: Rc::new(Cell::new(0)),
             test_delay_ms: env_string(&env, "FB_TEST_OBJECT_DELAY_MS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -204,9 +210,18 @@ impl DurableObject for Balancer {
             (Method::Get, "/metrics") => self.metrics_view(),
             (Method::Post, "/flush") => self.flush_now().await,
             (Method::Get, "/audit") => self.audit_view().await,
+            (Method::Post, REPORT_PATH) => self.region_report(&mut req).await,
             (Method::Post, "/probe") => {
                 if !self.fleet_ready() {
                     return self.status();
+                }
+                let regions = self.probing_regions();
+                if !regions.is_empty() {
+                    // Each region's prober probes at once and reports; nothing is probed from here.
+                    self.update_probers(&regions).await;
+                    return Response::from_json(
+                        &serde_json::json!({ "results": [], "regions": regions }),
+                    );
                 }
                 let results = self.probe(true).await?;
                 self.dns_soon().await?;
@@ -355,8 +370,9 @@ impl DurableObject for Balancer {
 }
 
 impl Balancer {
+    /// Does this object probe the backends itself (active checks on and no `regions`)?
     fn probing_enabled(&self) -> bool {
-        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.cfg().health.enabled)
+        matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.probes_here())
     }
 
     fn lease_mode(&self) -> bool {
@@ -448,6 +464,7 @@ impl Balancer {
         };
         *self.leases.borrow_mut() = Some(LeaseBook::new(Self::now(), unknown_for));
         *self.service.borrow_mut() = Some(service);
+        self.wake_probers();
         self.save_affinity_key().await
     }
 

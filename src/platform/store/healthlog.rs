@@ -35,9 +35,9 @@ pub async fn store(env: &Env, events: &[HealthEvent]) {
 async fn write(env: &Env, json: &str) -> Result<()> {
     env.d1(DB_BINDING)?
         .prepare(
-            "INSERT INTO health_events (hostname, backend, at_ms, kind, from_state, to_state, reason) \
+            "INSERT INTO health_events (hostname, backend, at_ms, kind, from_state, to_state, reason, region) \
              SELECT j.value ->> 'hostname', j.value ->> 'backend', j.value ->> 'at_ms', j.value ->> 'kind', \
-             j.value ->> 'from', j.value ->> 'to', j.value ->> 'reason' FROM json_each(?1) AS j",
+             j.value ->> 'from', j.value ->> 'to', j.value ->> 'reason', j.value ->> 'region' FROM json_each(?1) AS j",
         )
         .bind(&[JsValue::from_str(json)])?
         .run()
@@ -49,7 +49,7 @@ async fn write(env: &Env, json: &str) -> Result<()> {
 pub async fn recent(env: &Env, host: &str, limit: u32) -> Result<Vec<HealthEvent>> {
     env.d1(DB_BINDING)?
         .prepare(
-            "SELECT hostname, backend, at_ms, kind, from_state AS \"from\", to_state AS \"to\", reason \
+            "SELECT hostname, backend, at_ms, kind, from_state AS \"from\", to_state AS \"to\", reason, region \
              FROM health_events WHERE hostname = ?1 ORDER BY at_ms DESC, id DESC LIMIT ?2",
         )
         .bind(&[host.into(), f64::from(limit).into()])?

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::policy::health::breaker::BreakerState;
+use crate::policy::health::regions::Region;
 use crate::policy::traffic::fleet::BackendRecord;
 
 /// What a transition is judged on: health and the breaker's state, not its counters.
@@ -35,8 +36,37 @@ pub struct HealthEvent {
     pub kind: String,
     pub from: String,
     pub to: String,
-    /// What caused it: `probe` or `requests`, and the last error when it went bad.
+    /// What caused it: `probe`, `requests` or `quorum`, and the last error when it went bad.
     pub reason: String,
+    /// The probe region whose view flipped (`activeHealthChecks.regions`); None: the backend's
+    /// own health or breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+}
+
+/// A backend's state as one region sees it flipped (`up` now, or down with the region's `error`).
+pub fn region_flip(
+    hostname: &str,
+    backend: &str,
+    region: Region,
+    up: bool,
+    error: Option<&str>,
+    now_ms: u64,
+) -> HealthEvent {
+    let (from, to) = if up { ("down", "up") } else { ("up", "down") };
+    HealthEvent {
+        hostname: hostname.to_string(),
+        backend: backend.to_string(),
+        at_ms: now_ms,
+        kind: "health".to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+        reason: match error.filter(|_| !up) {
+            Some(e) => format!("probe: {e}"),
+            None => "probe".to_string(),
+        },
+        region: Some(region),
+    }
 }
 
 /// Marks of every backend, taken before an update.
@@ -71,6 +101,7 @@ pub fn diff(
                 (Some(e), true) => format!("{source}: {e}"),
                 _ => source.to_string(),
             },
+            region: None,
         };
         if was.healthy != now.healthy {
             let (from, to) = if now.healthy {
@@ -115,6 +146,7 @@ mod tests {
             suspect: false,
             ramp_start_ms: None,
             unproven: false,
+            regions: Default::default(),
         }
     }
 
@@ -169,6 +201,35 @@ mod tests {
         assert_eq!(kinds, vec![("health", "down"), ("breaker", "open")]);
         assert!(ev.iter().all(|e| e.backend == "http://b"));
         assert_eq!(ev[1].reason, "requests: status 503");
+    }
+
+    #[test]
+    fn a_region_flip_names_its_region_and_error() {
+        let down = region_flip(
+            "h",
+            "http://a",
+            Region::Apac,
+            false,
+            Some("expected 2xx, got 500"),
+            3,
+        );
+        assert_eq!((down.from.as_str(), down.to.as_str()), ("up", "down"));
+        assert_eq!(down.reason, "probe: expected 2xx, got 500");
+        assert_eq!(down.region, Some(Region::Apac));
+        let json = serde_json::to_value(&down).unwrap();
+        assert_eq!(json["region"], "apac");
+        let up = region_flip("h", "http://a", Region::Apac, true, Some("stale"), 4);
+        assert_eq!((up.to.as_str(), up.reason.as_str()), ("up", "probe"));
+        // The backend's own transitions carry no region, and serialize without one.
+        let rs = vec![record("http://a", true, BreakerState::Closed, None)];
+        let mut after = rs.clone();
+        after[0].health.healthy = false;
+        let ev = diff("h", &marks(&rs), &after, "quorum", 1);
+        assert_eq!(ev[0].region, None);
+        assert!(serde_json::to_value(&ev[0])
+            .unwrap()
+            .get("region")
+            .is_none());
     }
 
     #[test]

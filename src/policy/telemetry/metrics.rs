@@ -168,6 +168,9 @@ pub struct BackendGauges {
     pub health_score: u8,
     /// `closed`, `open` or `half_open`.
     pub breaker: String,
+    /// With `activeHealthChecks.regions`: each region's view (true: up).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub regions: BTreeMap<String, bool>,
 }
 
 /// What one hostname's object answers to a scrape.
@@ -474,6 +477,27 @@ pub fn render(hosts: &[HostMetrics], config_errors: usize, d1_up: bool, format: 
                         ("state", state),
                     ],
                     u8::from(b.breaker == state),
+                );
+            }
+        }
+    }
+
+    w.family(
+        "flowbalance_probe_up",
+        "gauge",
+        "With probe regions: 1 when the region's prober sees the backend up, 0 when down.",
+    );
+    for h in hosts {
+        for b in &h.backends {
+            for (region, up) in &b.regions {
+                w.sample(
+                    "flowbalance_probe_up",
+                    &[
+                        ("hostname", &h.hostname),
+                        ("backend", &b.url),
+                        ("region", region),
+                    ],
+                    u8::from(*up),
                 );
             }
         }

@@ -13,6 +13,7 @@ use crate::policy::access::ratelimit::RateLimiter;
 use crate::policy::control::config::{BackendState, BreakerConfig, ServiceConfig};
 use crate::policy::health::breaker::{Breaker, BreakerState};
 use crate::policy::health::checks::{Health, RecentProbes};
+use crate::policy::health::regions::{Region, RegionStates};
 use crate::policy::health::score;
 use crate::policy::rng::SplitMix64;
 use crate::policy::traffic::affinity;
@@ -30,6 +31,7 @@ mod probes;
 mod status;
 
 pub use leased::LeasedBackend;
+pub use outcomes::RegionChanges;
 pub use probes::{ProbeOutcome, ProbePlan, ProbeTarget};
 pub use status::BackendStatus;
 
@@ -71,6 +73,10 @@ pub struct BackendRecord {
     /// only attempt. A service's first config starts proven.
     #[serde(default)]
     pub unproven: bool,
+    /// With `activeHealthChecks.regions`: what each region's prober last said (true: up).
+    /// Kept across restarts, so the quorum is never judged on a partial view.
+    #[serde(default, skip_serializing_if = "RegionStates::is_empty")]
+    pub regions: RegionStates,
 }
 
 impl BackendRecord {
@@ -87,6 +93,7 @@ impl BackendRecord {
             suspect: false,
             ramp_start_ms,
             unproven,
+            regions: RegionStates::new(),
         }
     }
 }
@@ -134,6 +141,9 @@ pub struct Fleet {
     rules: RuleSet,
     /// What decisions read of a request under this config, computed once.
     needs: Needs,
+    /// With `activeHealthChecks.regions`: each backend's last probe latency (ms) from each region
+    /// that sees it up, in memory only (every region reports at least once an interval).
+    region_latency: Vec<BTreeMap<Region, f64>>,
 }
 
 impl Fleet {
@@ -152,16 +162,20 @@ impl Fleet {
             .collect();
         // A backend the fleet did not have before (not the first config) ramps up gently.
         let ramp_new = !saved.is_empty();
+        let probed_from = cfg.health.probe_regions().to_vec();
         let backends = all
             .iter()
             .map(|(url, _, _)| {
-                saved
+                let mut b = saved
                     .iter()
                     .find(|r| &r.url == url)
                     .cloned()
                     .unwrap_or_else(|| {
                         BackendRecord::new(url, ramp_new.then_some(now_ms), ramp_new)
-                    })
+                    });
+                // A region no longer probing has no say in the quorum.
+                b.regions.retain(|r, _| probed_from.contains(r));
+                b
             })
             .collect();
         let index_of = |url: &str| all.iter().position(|(u, _, _)| u == url);
@@ -220,6 +234,7 @@ impl Fleet {
             probes_seen: vec![RecentProbes::default(); all.len()],
             rules,
             needs,
+            region_latency: vec![BTreeMap::new(); all.len()],
         }
     }
 
@@ -237,6 +252,8 @@ impl Fleet {
                 self.load[i].ewma = old.load[j].ewma;
                 self.probe_due[i] = old.probe_due[j];
                 self.probes_seen[i] = old.probes_seen[j];
+                self.region_latency[i] = old.region_latency[j].clone();
+                self.region_latency[i].retain(|r, _| self.backends[i].regions.contains_key(r));
             }
         }
         for (&id, t) in &old.tickets {

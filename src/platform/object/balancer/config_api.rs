@@ -132,11 +132,13 @@ impl Balancer {
         self.metrics_dirty.set(true);
         *self.outbox.borrow_mut() = outbox;
         self.outbox_dirty.set(false);
+        let probing = self.probing_regions();
         let mut fleet = self.fleet(cfg, next, &records);
         if let Some(Service::Ready(old)) = &*self.service.borrow() {
             fleet.adopt_load(old);
         }
         *self.service.borrow_mut() = Some(Service::Ready(Box::new(fleet)));
+        self.update_probers(&probing).await;
         *self.alarm_at.borrow_mut() = None;
         // The change is stored and live: an alarm that cannot be set now is set by the watchdog
         // on a later request, so this write is not reported as failed.
@@ -363,7 +365,10 @@ impl Balancer {
         if let Err(e) = write.run(self.state.storage()).await {
             return not_stored(&host, &e);
         }
+        let probing = self.probing_regions();
         *self.service.borrow_mut() = Some(Service::Missing(unknown_host(&host)));
+        // Its region probers stop and forget it.
+        self.update_probers(&probing).await;
         *self.alarm_at.borrow_mut() = None;
         if let Err(e) = self.state.storage().delete_alarm().await {
             // Harmless: an alarm of a service without config finds nothing to probe.

@@ -46,6 +46,12 @@ impl Balancer {
                     BreakerState::HalfOpen { .. } => "half_open",
                 }
                 .to_string(),
+                regions: s
+                    .record
+                    .regions
+                    .iter()
+                    .map(|(r, up)| (r.as_str().to_string(), *up))
+                    .collect(),
             })
             .collect();
         Response::from_json(&HostMetrics {

@@ -199,6 +199,7 @@ impl Balancer {
             from: from.to_string(),
             to: to.to_string(),
             reason,
+            region: None,
         };
         let label = if result.is_ok() { "success" } else { "failure" };
         *self

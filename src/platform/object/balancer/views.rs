@@ -10,7 +10,7 @@ use crate::policy::control::config::{self, ActiveHealth};
 use crate::policy::health::breaker::BreakerState;
 use crate::policy::health::monitor::MonitorType;
 use crate::policy::telemetry::metrics::LeaseMetrics;
-use crate::policy::traffic::fleet::Fleet;
+use crate::policy::traffic::fleet::{BackendStatus, Fleet};
 
 impl Balancer {
     pub(super) fn status(&self) -> Result<Response> {
@@ -70,6 +70,13 @@ fn status_view(
                 "health_path": b.health_path,
                 "last_error": b.last_error,
                 "monitor": monitor_view(monitor, probes.get(&b.url)),
+                "regions": regions_view(monitor, s),
+                "region_latency_ms": (!monitor.probe_regions().is_empty()).then(|| {
+                    s.region_latency
+                        .iter()
+                        .map(|(r, l)| (r.as_str().to_string(), serde_json::json!((l * 10.0).round() / 10.0)))
+                        .collect::<serde_json::Map<_, _>>()
+                }),
             })
         })
         .collect();
@@ -109,6 +116,27 @@ fn decisions_view(fleet: &Fleet, leases: &LeaseMetrics) -> serde_json::Value {
         "lease_refreshes": leases.refreshes,
         "lease_early_returns": leases.early_returns,
     })
+}
+
+/// Each probe region's view of a backend (`{"wnam": "up", "apac": "down"}`; `unknown` before its
+/// first report), or null when the backend is probed from the hostname's object.
+fn regions_view(m: &ActiveHealth, s: &BackendStatus<'_>) -> serde_json::Value {
+    let regions = m.probe_regions();
+    if regions.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let view: serde_json::Map<String, serde_json::Value> = regions
+        .iter()
+        .map(|r| {
+            let state = match s.record.regions.get(r) {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "unknown",
+            };
+            (r.as_str().to_string(), state.into())
+        })
+        .collect();
+    view.into()
 }
 
 /// A backend's monitor as the status view shows it: what it checks, and its last result and

@@ -229,6 +229,21 @@ impl ActiveHealth {
         errs
     }
 
+    /// The regions whose probers watch the backends: `regions` while active checks are on.
+    /// Empty: the hostname's own object probes (or nothing does).
+    pub fn probe_regions(&self) -> &[Region] {
+        if self.enabled {
+            &self.regions
+        } else {
+            &[]
+        }
+    }
+
+    /// The quorum in effect over [`Self::probe_regions`].
+    pub fn quorum_in_effect(&self) -> usize {
+        crate::policy::health::regions::quorum(self.quorum, self.probe_regions().len())
+    }
+
     /// What an HTTP probe answer must show.
     pub fn expectation(&self) -> Expect {
         Expect {

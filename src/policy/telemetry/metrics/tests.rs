@@ -33,6 +33,7 @@ fn host(counters: Counters) -> HostMetrics {
             weight: 1.0,
             health_score: 87,
             breaker: "half_open".into(),
+            regions: [("apac".to_string(), false), ("wnam".to_string(), true)].into(),
         }],
         counters,
         leases: LeaseMetrics {
@@ -92,6 +93,18 @@ fn counts_outcomes_retries_and_failovers() {
     assert_eq!(c.retries["status_5xx"], 1);
     assert_eq!(c.failovers, 1);
     assert_eq!((c.rate_limited, c.access_denied), (1, 1));
+}
+
+#[test]
+fn probe_up_has_one_sample_per_region() {
+    let text = render(&[host(Counters::default())], 0, true, Format::Text);
+    assert!(text.contains("# TYPE flowbalance_probe_up gauge\n"));
+    assert!(text.contains(
+        "flowbalance_probe_up{hostname=\"a.test\",backend=\"http://b:1\",region=\"apac\"} 0\n"
+    ));
+    assert!(text.contains(
+        "flowbalance_probe_up{hostname=\"a.test\",backend=\"http://b:1\",region=\"wnam\"} 1\n"
+    ));
 }
 
 #[test]

@@ -2,7 +2,18 @@
 
 use super::{Changes, Fleet};
 use crate::policy::health::breaker::{Admit, BreakerState, Transition};
+use crate::policy::health::prober::Report;
+use crate::policy::health::regions::{self, Region, Verdict};
 use crate::policy::traffic::decision::Outcome;
+
+/// What a region's report changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegionChanges {
+    /// Persisted state changed (a region's view of a backend, or the backend's health).
+    pub persist: bool,
+    /// Backends whose state in the reporting region flipped: (url, up now, the region's last error).
+    pub flips: Vec<(String, bool, Option<String>)>,
+}
 
 impl Fleet {
     /// Applies one reported outcome from the Worker.
@@ -105,5 +116,77 @@ impl Fleet {
             b.suspect = false;
         }
         flipped
+    }
+
+    /// Applies a region prober's report (`activeHealthChecks.regions`): each backend's state in
+    /// that region, its latency from there, and the quorum's verdict over every region. A report
+    /// from a region the config does not probe from, or for a backend it no longer has, changes nothing.
+    pub fn apply_region_report(&mut self, report: &Report, now_ms: u64) -> RegionChanges {
+        let mut changes = RegionChanges::default();
+        let region = report.region;
+        if !self.cfg.health.probe_regions().contains(&region) {
+            return changes;
+        }
+        let quorum = self.cfg.health.quorum_in_effect();
+        for seen in &report.backends {
+            let Some(i) = self.index_of(&seen.url) else {
+                continue;
+            };
+            let b = &mut self.backends[i];
+            b.last_probe_ms = Some(now_ms);
+            let was = b.regions.insert(region, seen.up);
+            // A region's first word counts as a flip only when it is "down" (backends start up).
+            if was.unwrap_or(true) != seen.up {
+                changes
+                    .flips
+                    .push((seen.url.clone(), seen.up, seen.error.clone()));
+            }
+            changes.persist |= was != Some(seen.up);
+            let latency = &mut self.region_latency[i];
+            if seen.up {
+                b.unproven = false;
+                latency.insert(region, seen.latency_ms as f64);
+            } else {
+                b.last_error = seen.error.clone();
+                b.last_failure_ms = now_ms;
+                latency.remove(&region);
+            }
+            // The probe latency that stands in for request samples: the regions' mean.
+            if !latency.is_empty() {
+                b.latency_ms = Some(latency.values().sum::<f64>() / latency.len() as f64);
+            }
+            let verdict = regions::verdict(&self.backends[i].regions, quorum);
+            changes.persist |= self.apply_verdict(i, verdict != Verdict::Down, now_ms);
+        }
+        changes
+    }
+
+    /// Applies a health verdict reached elsewhere (the regions' quorum) to backend `i`, as its
+    /// own probes' hysteresis would: down takes it out of traffic; up brings it back, closes an
+    /// open breaker (recovery follows the probes) and starts its slow-start ramp. True when
+    /// health or breaker state flipped.
+    pub fn apply_verdict(&mut self, i: usize, healthy: bool, now_ms: u64) -> bool {
+        let Some(b) = self.backends.get_mut(i) else {
+            return false;
+        };
+        let flipped = b.health.healthy != healthy;
+        b.health.healthy = healthy;
+        if !healthy {
+            return flipped;
+        }
+        let closed = b.breaker.close_on_probes().is_some();
+        if flipped || closed {
+            b.ramp_start_ms = Some(now_ms);
+        }
+        b.suspect = false;
+        flipped || closed
+    }
+
+    /// Backend `i`'s probe latency (ms) from each region that sees it up, for dynamic steering.
+    pub fn region_latency(&self, i: usize) -> Vec<(Region, f64)> {
+        self.region_latency
+            .get(i)
+            .map(|m| m.iter().map(|(r, l)| (*r, *l)).collect())
+            .unwrap_or_default()
     }
 }

@@ -9,6 +9,12 @@ use crate::policy::rng::Rng;
 const PROBE_SLACK_MS: u64 = 25;
 
 impl Fleet {
+    /// Does this object probe the backends itself (active checks on, no `regions`)? With
+    /// `regions`, each region's prober does, and reports (see `apply_region_report`).
+    pub fn probes_here(&self) -> bool {
+        self.cfg.health.enabled && self.cfg.health.regions.is_empty()
+    }
+
     /// The backends to probe now, each rescheduled one interval (±10%) ahead: those due by
     /// `now_ms`, or with `all` every backend not disabled (a probe asked for by an operator).
     /// Disabled backends are never probed. The path discovery found rides along.
@@ -20,7 +26,7 @@ impl Fleet {
                 continue;
             }
             let due = self.probe_due[i].is_none_or(|at| at <= now_ms + PROBE_SLACK_MS);
-            if !(all || (due && self.cfg.health.enabled)) {
+            if !(all || (due && self.probes_here())) {
                 continue;
             }
             self.probe_due[i] = Some(now_ms + checks::jitter_ms(interval, rng));
@@ -59,11 +65,10 @@ impl Fleet {
     /// Moves backend `i`'s next probe to within [`checks::suspect_reprobe_ms`] of `now_ms`;
     /// true when that is earlier than it was due (the platform then re-arms its alarm).
     pub(super) fn probe_sooner(&mut self, i: usize, now_ms: u64) -> bool {
-        let h = &self.cfg.health;
-        if !h.enabled || self.states[i] == BackendState::Disabled {
+        if !self.probes_here() || self.states[i] == BackendState::Disabled {
             return false;
         }
-        let soon = now_ms + checks::suspect_reprobe_ms(h.interval_ms);
+        let soon = now_ms + checks::suspect_reprobe_ms(self.cfg.health.interval_ms);
         match self.probe_due[i] {
             Some(at) if at <= soon => false,
             _ => {
@@ -73,15 +78,14 @@ impl Fleet {
         }
     }
 
-    /// When the earliest probe is due (ms), or None when active checks are off. A backend not
+    /// When the earliest probe is due (ms), or None when this object does not probe. A backend not
     /// scheduled yet is due an interval (±10%) from now, or at once when it was never probed
     /// (new, or just added by a config change), so its health is not unknown for long.
     pub fn next_probe_at(&mut self, now_ms: u64, rng: &mut impl Rng) -> Option<u64> {
-        let h = &self.cfg.health;
-        if !h.enabled {
+        if !self.probes_here() {
             return None;
         }
-        let interval = h.interval_ms;
+        let interval = self.cfg.health.interval_ms;
         (0..self.backends.len())
             .filter(|&i| self.states[i] != BackendState::Disabled)
             .map(|i| {

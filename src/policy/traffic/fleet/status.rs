@@ -5,6 +5,7 @@ use crate::policy::control::config::BackendState;
 use crate::policy::health::breaker::BreakerState;
 use crate::policy::health::checks::{BackendHealth, ServiceHealth};
 use crate::policy::health::dns::{self, Address};
+use crate::policy::health::regions::Region;
 use crate::policy::traffic::steering::{self, PoolHealth};
 
 impl Fleet {
@@ -92,6 +93,7 @@ impl Fleet {
                 error_rate: b.breaker.error_rate(now_ms, &params),
                 outstanding: self.load[i].outstanding,
                 ewma_ms: self.load[i].ewma.value(),
+                region_latency: self.region_latency(i),
             })
             .collect()
     }
@@ -113,4 +115,6 @@ pub struct BackendStatus<'a> {
     pub outstanding: u32,
     /// Peak-EWMA of real response times (ms), if any sample arrived.
     pub ewma_ms: Option<f64>,
+    /// Probe latency (ms) from each region that sees it up (`activeHealthChecks.regions`).
+    pub region_latency: Vec<(Region, f64)>,
 }

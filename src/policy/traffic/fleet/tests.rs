@@ -1241,3 +1241,131 @@ fn under_cookie_affinity_a_split_keeps_the_pool_of_the_clients_pin() {
     };
     assert_eq!(r.rules.unwrap().pool.as_deref(), Some("web"));
 }
+
+mod regions {
+    use super::*;
+    use crate::policy::health::prober::{Report, Seen};
+    use crate::policy::health::regions::Region::{self, *};
+
+    fn report(region: Region, url: &str, up: bool, latency_ms: u64) -> Report {
+        Report {
+            region,
+            backends: vec![Seen {
+                url: url.into(),
+                up,
+                latency_ms,
+                error: (!up).then(|| "expected 2xx, got 500".to_string()),
+            }],
+        }
+    }
+
+    fn three_regions() -> Fleet {
+        fleet(json!({"activeHealthChecks": {"regions": ["wnam", "weur", "apac"]}}))
+    }
+
+    #[test]
+    fn the_object_does_not_probe_itself_when_regions_do() {
+        let mut f = three_regions();
+        let mut rng = SplitMix64(1);
+        assert!(!f.probes_here());
+        assert_eq!(f.next_probe_at(0, &mut rng), None);
+        assert!(f.take_probe_plan(0, false, &mut rng).targets.is_empty());
+        // A failed request does not bring a local probe forward either.
+        assert!(!fail(&mut f, "http://a", 1).reprobe_soon);
+    }
+
+    #[test]
+    fn a_minority_stays_in_traffic_a_quorum_takes_out_and_recovery_brings_back() {
+        let mut f = three_regions();
+        for r in [Wnam, Weur, Apac] {
+            let c = f.apply_region_report(&report(r, "http://a", true, 10), 1);
+            assert!(c.flips.is_empty(), "a region's first 'up' is no flip");
+            assert!(c.persist);
+        }
+        // apac alone sees it down: degraded, still in traffic.
+        let c = f.apply_region_report(&report(Apac, "http://a", false, 3), 2);
+        assert_eq!(
+            c.flips,
+            vec![(
+                "http://a".to_string(),
+                false,
+                Some("expected 2xx, got 500".to_string())
+            )]
+        );
+        assert!(f.records()[0].health.healthy);
+        assert!((0..3).any(|i| first(&mut f, 10 + i) == "http://a"));
+        // weur too: two of three is the default quorum: out of traffic.
+        f.apply_region_report(&report(Weur, "http://a", false, 3), 20);
+        assert!(!f.records()[0].health.healthy);
+        assert!((0..6).all(|i| first(&mut f, 30 + i) != "http://a"));
+        assert_eq!(
+            f.records()[0].last_error.as_deref(),
+            Some("expected 2xx, got 500")
+        );
+        // weur sees it up again: back in traffic, ramping from now.
+        let c = f.apply_region_report(&report(Weur, "http://a", true, 12), 40);
+        assert!(c.persist);
+        assert!(f.records()[0].health.healthy);
+        assert_eq!(f.records()[0].ramp_start_ms, Some(40));
+        // Latency is kept per region while the region sees it up.
+        assert_eq!(f.region_latency(0), vec![(Wnam, 10.0), (Weur, 12.0)]);
+        assert_eq!(f.records()[0].latency_ms, Some(11.0));
+        assert_eq!(f.region_latency(9), vec![]);
+    }
+
+    #[test]
+    fn reports_from_other_regions_or_for_unknown_backends_change_nothing() {
+        let mut f = three_regions();
+        let c = f.apply_region_report(&report(Oc, "http://a", false, 1), 1);
+        assert_eq!(c, RegionChanges::default());
+        let c = f.apply_region_report(&report(Wnam, "http://gone", false, 1), 1);
+        assert_eq!(c, RegionChanges::default());
+        // A service probed from its object ignores region reports.
+        let mut local = fleet(json!({}));
+        assert_eq!(
+            local.apply_region_report(&report(Wnam, "http://a", false, 1), 1),
+            RegionChanges::default()
+        );
+    }
+
+    #[test]
+    fn a_removed_region_loses_its_say_and_a_configured_quorum_counts() {
+        let mut f =
+            fleet(json!({"activeHealthChecks": {"regions": ["wnam", "apac"], "quorum": 1}}));
+        f.apply_region_report(&report(Apac, "http://a", false, 1), 1);
+        assert!(
+            !f.records()[0].health.healthy,
+            "quorum 1: one region is enough"
+        );
+        let saved = f.records().to_vec();
+        let cfg = parse_service(
+            &json!({"hostname": "svc.test", "backends": ["http://a", "http://b", "http://c"],
+                    "activeHealthChecks": {"regions": ["wnam"], "quorum": 1}}),
+            "",
+            &Deployment::default(),
+        )
+        .unwrap();
+        let mut g = Fleet::new(cfg, 2, &saved, b"secret", 5);
+        assert!(g.records()[0].regions.is_empty(), "apac no longer probes");
+        // The next report re-judges the backend on the regions left.
+        g.apply_region_report(&report(Wnam, "http://a", true, 1), 6);
+        assert!(g.records()[0].health.healthy);
+    }
+
+    #[test]
+    fn an_external_verdict_closes_an_open_breaker_on_recovery() {
+        let mut f = three_regions();
+        for t in 0..3 {
+            fail(&mut f, "http://b", t);
+        }
+        assert!(matches!(
+            f.records()[1].breaker.state,
+            BreakerState::Open { .. }
+        ));
+        assert!(f.apply_verdict(1, true, 10));
+        assert_eq!(f.records()[1].breaker.state, BreakerState::Closed);
+        assert!(!f.apply_verdict(1, true, 11));
+        assert!(f.apply_verdict(1, false, 12));
+        assert!(!f.records()[1].health.healthy);
+    }
+}

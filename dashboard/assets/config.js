@@ -1,5 +1,6 @@
 // Configuration: a readable summary of every block, the JSON editor (server validation at field
-// paths, a diff before saving, If-Match, the 412 story), version history with rollback, and delete.
+// paths, a diff and a preview against recent traffic before saving, If-Match, the 412 story), version
+// history with rollback, and delete.
 import { api, get, svc } from "./api.js";
 import { confirmDialog, dateTime, h, mount, ms, pill, table, toast } from "./dom.js";
 import { diffView, pretty } from "./diff.js";
@@ -161,6 +162,20 @@ function errorList(errors, editor, title) {
   );
 }
 
+/** What saving would do to recent traffic (`config/preview`): requests replayed, shares per backend, warnings. */
+function previewView(p) {
+  const pct = (x) => (x == null ? "–" : `${Math.round(x * 1000) / 10}%`);
+  const urls = [...new Set([...Object.keys(p.before), ...Object.keys(p.after)])];
+  return h(
+    "div",
+    { id: "config-preview" },
+    h("h4", {}, "Against recent traffic"),
+    h("p", {}, `${p.requests} recent requests replayed: ${pct(p.changed)} would change backend, ${pct(p.refused)} would be refused.`),
+    table(["Backend", "Now", "After saving"], urls.map((u) => h("tr", {}, h("td", {}, u), h("td", {}, pct(p.before[u])), h("td", {}, pct(p.after[u]))))),
+    p.warnings.map((w) => h("p", { class: "notice warning" }, w)),
+  );
+}
+
 export function renderConfig(body, host) {
   const out = h("div", {}, h("p", { class: "muted" }, "Loading the configuration…"));
   mount(body, out);
@@ -189,6 +204,8 @@ export function renderConfig(body, host) {
       const { body: v } = await api(svc(host, "/config/validate"), { method: "POST", body: parsed });
       const next = pretty(v.config);
       const same = next === pretty(stored.config);
+      // The preview informs the save; when it cannot be had, saving still can.
+      const preview = same ? null : await api(svc(host, "/config/preview"), { method: "POST", body: parsed }).then(({ body: p }) => previewView(p), (e) => h("p", { class: "error", id: "config-preview" }, `No preview: ${e.message}`));
       mount(
         result,
         h(
@@ -196,6 +213,7 @@ export function renderConfig(body, host) {
           { class: "card", id: "config-review" },
           h("h3", {}, same ? "No changes" : `Changes against version ${stored.version}`),
           diffView(pretty(stored.config), next, [`v${stored.version} (stored)`, "yours"]),
+          preview,
           same ? null : h("div", { class: "actions" }, h("button", { type: "button", class: "primary", id: "config-save", onclick: () => save(parsed) }, `Save as version ${stored.version + 1}`)),
         ),
       );

@@ -93,6 +93,11 @@ test("console: an operator runs the balancer from the browser", async (t) => {
     await review.waitFor();
     assert.match(await review.locator(".diff-body .del").innerText(), /"retries": 1/);
     assert.match(await review.locator(".diff-body .add").innerText(), /"retries": 3/);
+    // The review replays recent traffic under the draft: retries move no request.
+    const preview = review.locator("#config-preview");
+    await preview.waitFor();
+    assert.match(await preview.innerText(), /[1-9]\d* recent requests replayed: 0% would change backend, 0% would be refused/);
+    assert.equal(await preview.locator("tbody tr").count(), 3);
     await shot(page, "config-diff");
     await page.getByRole("button", { name: `Save as version ${version + 1}` }).click();
     await page.locator("#config-saved").waitFor();

@@ -151,6 +151,10 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response> {
         (Method::Post, ["admin", "services", host, "rules", "test"]) => {
             relay(req, env, host, "/rules/test", false, None).await
         }
+        // The object holds the fleet the draft is compared with, and reads the log itself.
+        (Method::Post, ["admin", "services", host, "config", "preview"]) => {
+            relay(req, env, host, "/config/preview", false, None).await
+        }
         (
             Method::Get | Method::Post | Method::Put | Method::Delete,
             ["admin", "services", host, "config"],

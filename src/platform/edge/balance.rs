@@ -24,7 +24,10 @@ pub async fn balance(
     let mut incoming = source.read(&req);
     if incoming.hop {
         let path = host_and_path(&incoming.url).1.to_string();
-        report.refused(incoming.method, &path, 508, None).await;
+        let asker = incoming.asker();
+        report
+            .refused(incoming.method, &path, asker, 508, None)
+            .await;
         return error_response(
             508,
             &format!(
@@ -43,11 +46,14 @@ pub async fn balance(
         local,
     } = source.decide(env, &req, &mut incoming, host).await?;
     report.lease_upkeep();
+    let asker = incoming.asker();
     let route = match verdict {
         Verdict::Route(route) => route,
         Verdict::Reject(r) => {
             let path = host_and_path(&incoming.url).1;
-            report.refused(incoming.method, path, r.status, why).await;
+            report
+                .refused(incoming.method, path, asker, r.status, why)
+                .await;
             return error_response(r.status, &r.message, r.retry_after_s).map(Into::into);
         }
         Verdict::Answer(answer) => {
@@ -62,7 +68,7 @@ pub async fn balance(
             };
             let counted: &[String] = if local { &answer.matched } else { &[] };
             report
-                .rule_answered(request, why, &answer.rule, counted)
+                .rule_answered(request, asker, why, &answer.rule, counted)
                 .await;
             return forward::rule_response(&answer);
         }
@@ -110,7 +116,7 @@ pub async fn balance(
         counted_here: &matched_here,
     };
     report
-        .answered(request, source, failed, why, &log, rules)
+        .answered(request, asker, source, failed, why, &log, rules)
         .await;
     Ok(resp)
 }

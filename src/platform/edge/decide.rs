@@ -148,7 +148,8 @@ async fn ask_object(
     let mut msg = DecideRequest {
         host: host.to_string(),
         client_ip: incoming.client_ip.clone(),
-        country: incoming.country.take(),
+        // Kept on the incoming request too: the request log records it.
+        country: incoming.country.clone(),
         continent: incoming.continent.take(),
         cookies: incoming.cookies.take(),
         affinity_key: incoming.affinity_key.take(),
@@ -203,7 +204,8 @@ async fn ask_object(
             msg.answered.clear();
             msg.done = ticket.iter().copied().collect();
             msg.affinity_key = more.affinity_key;
-            msg.country = more.country;
+            msg.country = more.country.clone();
+            incoming.country = more.country;
             msg.continent = more.continent;
             decision = ask(env, &msg).await?;
         }

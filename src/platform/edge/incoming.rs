@@ -2,6 +2,7 @@
 
 use worker::{wasm_bindgen, web_sys};
 
+use crate::policy::telemetry::record::Asker;
 use crate::policy::traffic::forwarding::UrlParts;
 use crate::policy::traffic::retry::REPLAY_BODY_CAP;
 use crate::policy::traffic::rules::{RequestLine, RuleNeeds};
@@ -96,6 +97,21 @@ impl Incoming {
             continent,
             geo,
             line,
+        }
+    }
+
+    /// What the request log keeps of this request besides its method and path, so a config
+    /// preview can replay it.
+    pub fn asker(&self) -> Asker {
+        let query = UrlParts::of(&self.url)
+            .path_and_query
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+            .filter(|q| !q.is_empty());
+        Asker {
+            query,
+            client_ip: self.client_ip.clone(),
+            country: self.country.clone(),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::platform::{now_ms, object_stub};
 use crate::policy::control::config::Logging;
 use crate::policy::telemetry::answers::{Answered, Source};
 use crate::policy::telemetry::metrics;
-use crate::policy::telemetry::record::{self, FailedAttempt, Kept, LogRow, RequestRecord};
+use crate::policy::telemetry::record::{self, Asker, FailedAttempt, Kept, LogRow, RequestRecord};
 use crate::policy::telemetry::tail::{self, RequestLine};
 use crate::policy::traffic::decision::{Outcome, ReportRequest};
 
@@ -387,7 +387,14 @@ impl Reporter<'_> {
 
     /// A request FlowBalance refused itself (a rule's 403/429, 421, a loop's 508): counted, shown
     /// to a listening tail (`why`), and kept in the request log before the client is answered.
-    pub async fn refused(&self, method: String, path: &str, status: u16, why: Option<String>) {
+    pub async fn refused(
+        &self,
+        method: String,
+        path: &str,
+        asker: Asker,
+        status: u16,
+        why: Option<String>,
+    ) {
         let request = RequestRecord {
             ts_ms: now_ms(),
             method,
@@ -405,15 +412,18 @@ impl Reporter<'_> {
             tail_route::report_line(self.env, self.ctx, self.host, line);
         }
         self.count_answer(status, Source::Flowbalance);
-        self.keep(request, Vec::new(), Kept::Refused, None).await;
+        self.keep(request, asker, Vec::new(), Kept::Refused, None)
+            .await;
     }
 
     /// A forwarded request answered: counted, shown to a listening tail (`why`), and logged when
     /// `log` says so: a failure, retry or slow request before the client is answered (so a
     /// runtime stop right after loses none), a sampled success with the next report.
+    #[allow(clippy::too_many_arguments)]
     pub async fn answered(
         &self,
         request: RequestRecord,
+        asker: Asker,
         source: Source,
         failed: Vec<FailedAttempt>,
         why: Option<String>,
@@ -438,8 +448,8 @@ impl Reporter<'_> {
         // Refusals come through `refused`: whatever FlowBalance answers here (502/503 when no
         // backend could) is an error.
         match record::keep(&request, !failed.is_empty(), false, log.slow_ms) {
-            Some(kept) => self.keep(request, failed, kept, rule).await,
-            None => self.sample(request, log, rule),
+            Some(kept) => self.keep(request, asker, failed, kept, rule).await,
+            None => self.sample(request, asker, log, rule),
         }
     }
 
@@ -449,6 +459,7 @@ impl Reporter<'_> {
     pub async fn rule_answered(
         &self,
         request: RequestRecord,
+        asker: Asker,
         why: Option<String>,
         rule: &str,
         counted_here: &[String],
@@ -466,9 +477,10 @@ impl Reporter<'_> {
         }
         let rule = Some(rule.to_string());
         if request.status >= 400 {
-            self.keep(request, Vec::new(), Kept::Refused, rule).await;
+            self.keep(request, asker, Vec::new(), Kept::Refused, rule)
+                .await;
         } else {
-            self.sample(request, &Logging::default(), rule);
+            self.sample(request, asker, &Logging::default(), rule);
         }
     }
 
@@ -477,6 +489,7 @@ impl Reporter<'_> {
     async fn keep(
         &self,
         mut request: RequestRecord,
+        asker: Asker,
         failed: Vec<FailedAttempt>,
         kept: Kept,
         rule: Option<String>,
@@ -484,6 +497,7 @@ impl Reporter<'_> {
         request.path = tail::bounded_path(&request.path);
         let row = LogRow {
             rule,
+            asker: bounded(asker),
             hostname: self.host.to_string(),
             request,
             failed,
@@ -496,7 +510,7 @@ impl Reporter<'_> {
 
     /// Picks a success for the log at `log.success_sample_rate`, at most
     /// `log.max_success_rows_per_minute` a minute from this isolate; it rides on the next report.
-    fn sample(&self, request: RequestRecord, log: &Logging, rule: Option<String>) {
+    fn sample(&self, request: RequestRecord, asker: Asker, log: &Logging, rule: Option<String>) {
         if log.success_sample_rate <= 0.0 || js_sys::Math::random() >= log.success_sample_rate {
             return;
         }
@@ -521,6 +535,7 @@ impl Reporter<'_> {
                 failed: Vec::new(),
                 kept: Some(Kept::Sampled),
                 rule,
+                asker: bounded(asker),
             });
             !std::mem::replace(&mut p.timer, true)
         });
@@ -617,4 +632,12 @@ async fn post(env: &Env, host: &str, path: &str, msg: &impl serde::Serialize) ->
     let req = Request::new_with_init(&format!("https://balancer/{path}"), &init)?;
     object_stub(env, host)?.fetch_with_request(req).await?;
     Ok(())
+}
+
+/// The query kept no longer than a path is (a client chooses its length).
+fn bounded(asker: Asker) -> Asker {
+    Asker {
+        query: asker.query.as_deref().map(tail::bounded_path),
+        ..asker
+    }
 }

@@ -30,6 +30,7 @@ mod d1;
 mod decisions;
 mod dns;
 mod outbox;
+mod preview;
 mod regions;
 mod rules_api;
 mod store;
@@ -234,6 +235,10 @@ impl DurableObject for Balancer {
             },
             (Method::Post, "/rules/test") => match read_json(&mut req).await? {
                 Ok(body) => self.test_rules(body).await,
+                Err(resp) => Ok(resp),
+            },
+            (Method::Post, "/config/preview") => match read_json(&mut req).await? {
+                Ok(body) => self.preview_config(body).await,
                 Err(resp) => Ok(resp),
             },
             (Method::Post, "/config/reset") => match if_match(&req)? {
@@ -487,13 +492,17 @@ impl Balancer {
     }
 
     fn fleet(&self, cfg: ServiceConfig, version: u64, saved: &[BackendRecord]) -> Fleet {
-        let secret = match env_string(&self.env, "AFFINITY_SECRET") {
-            Some(s) => s.into_bytes(),
-            None => self.affinity_key(),
-        };
-        let mut fleet = Fleet::new(cfg, version, saved, &secret, Self::now());
+        let mut fleet = Fleet::new(cfg, version, saved, &self.secret(), Self::now());
         fleet.reseed(self.rng.borrow_mut().next_u64());
         fleet
+    }
+
+    /// The key affinity cookies and hashes use: the deployment's, else this hostname's own.
+    fn secret(&self) -> Vec<u8> {
+        match env_string(&self.env, "AFFINITY_SECRET") {
+            Some(s) => s.into_bytes(),
+            None => self.affinity_key(),
+        }
     }
 
     /// This hostname's own cookie key: the stored one (see `load`), else a new random one that

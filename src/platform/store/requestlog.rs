@@ -5,7 +5,7 @@ use wasm_bindgen::JsValue;
 use worker::*;
 
 use crate::policy::telemetry::logquery::{Cursor, LogQuery, SqlValue};
-use crate::policy::telemetry::record::{Kept, LogRow, RequestRecord};
+use crate::policy::telemetry::record::{Asker, Kept, LogRow, RequestRecord};
 
 const DB_BINDING: &str = "DB";
 
@@ -28,6 +28,8 @@ struct StoredRow {
     kept: Option<Kept>,
     failed: Option<String>,
     rule: Option<String>,
+    #[serde(flatten)]
+    asker: Asker,
 }
 
 impl StoredRow {
@@ -46,6 +48,7 @@ impl StoredRow {
                 failed,
                 kept: self.kept,
                 rule: self.rule,
+                asker: self.asker,
             },
         })
     }
@@ -58,11 +61,12 @@ impl StoredRow {
 /// so it never meets a kept row's id and (ts_ms, id) orders and pages the union as it does the table.
 fn log_rows(upto: usize) -> String {
     format!(
-        "SELECT id, ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed, rule \
-         FROM request_logs WHERE hostname = ?1 UNION ALL \
+        "SELECT id, ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed, rule, \
+         query, client_ip, country FROM request_logs WHERE hostname = ?1 UNION ALL \
          SELECT -(m.t_ms + s.key + 1), s.value ->> 'ts_ms', m.hostname, s.value ->> 'method', s.value ->> 'path', \
          s.value ->> 'status', s.value ->> 'backend', s.value ->> 'attempts', s.value ->> 'latency_ms', \
-         COALESCE(s.value ->> 'kept', 'sampled'), s.value -> 'failed', s.value ->> 'rule' \
+         COALESCE(s.value ->> 'kept', 'sampled'), s.value -> 'failed', s.value ->> 'rule', \
+         s.value ->> 'query', s.value ->> 'client_ip', s.value ->> 'country' \
          FROM rollup_minutes AS m, json_each(m.samples) AS s \
          WHERE m.hostname = ?1 AND m.backend = '' AND m.t_ms <= ?{upto} AND m.samples IS NOT NULL"
     )
@@ -108,6 +112,28 @@ pub async fn page(
         None
     };
     Ok((rows, next))
+}
+
+/// The hostname's newest logged requests (kept rows and sampled successes) since `since_ms`,
+/// at most `limit`, oldest first: what a config preview replays.
+pub async fn recent(env: &Env, host: &str, since_ms: u64, limit: u32) -> Result<Vec<LogRow>> {
+    let db = env.d1(DB_BINDING)?;
+    let sql = format!(
+        "SELECT * FROM ({}) WHERE ts_ms >= ?3 ORDER BY ts_ms DESC, id DESC LIMIT {limit}",
+        log_rows(2)
+    );
+    let binds = [
+        JsValue::from_str(host),
+        JsValue::from_f64(f64::MAX),
+        JsValue::from_f64(since_ms as f64),
+    ];
+    let stored: Vec<StoredRow> = db.prepare(&sql).bind(&binds)?.all().await?.results()?;
+    let mut rows = stored
+        .into_iter()
+        .map(|r| r.logged().map(|l| l.row))
+        .collect::<Result<Vec<_>>>()?;
+    rows.reverse();
+    Ok(rows)
 }
 
 fn js_value(v: &SqlValue) -> JsValue {

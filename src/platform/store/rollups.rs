@@ -114,10 +114,12 @@ pub async fn write(env: &Env, w: &Write<'_>) -> Result<Vec<(&'static str, u64)>>
         let json = serde_json::to_string(&w.logs)?;
         statements.push(
             db.prepare(
-                "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed, rule) \
+                "INSERT INTO request_logs (ts_ms, hostname, method, path, status, backend, attempts, latency_ms, kept, failed, rule, \
+                 query, client_ip, country) \
                  SELECT j.value ->> 'ts_ms', j.value ->> 'hostname', j.value ->> 'method', j.value ->> 'path', \
                  j.value ->> 'status', j.value ->> 'backend', j.value ->> 'attempts', j.value ->> 'latency_ms', \
-                 j.value ->> 'kept', j.value -> 'failed', j.value ->> 'rule' FROM json_each(?1) AS j",
+                 j.value ->> 'kept', j.value -> 'failed', j.value ->> 'rule', j.value ->> 'query', \
+                 j.value ->> 'client_ip', j.value ->> 'country' FROM json_each(?1) AS j",
             )
             .bind(&[json.into()])?,
         );

@@ -48,6 +48,22 @@ pub struct LogRow {
     /// The traffic rule that decided the request (it ended the rules' walk), if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    #[serde(flatten)]
+    pub asker: Asker,
+}
+
+/// What a decision read of the request besides its method and path: what a config preview
+/// replays. Each is None when the request had none (or, for the country, when the service does
+/// not read geography).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Asker {
+    /// The raw query without `?`, bounded like the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 /// Why a finished request must be kept (None: a success, left to sampling). `refused`: FlowBalance
@@ -83,7 +99,7 @@ mod tests {
         RequestRecord {
             ts_ms: 5,
             method: "GET".into(),
-            path: "/a?b=1".into(),
+            path: "/a".into(),
             status: 200,
             backend: Some("http://b:1".into()),
             attempts: 2,
@@ -120,17 +136,24 @@ mod tests {
                 latency_ms: 1,
             }],
             kept: Some(Kept::Error),
+            asker: Asker {
+                query: Some("b=1".into()),
+                client_ip: Some("192.0.2.1".into()),
+                country: None,
+            },
         };
         let v = serde_json::to_value(&row).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"hostname": "a.test", "ts_ms": 5, "method": "GET", "path": "/a?b=1",
+            serde_json::json!({"hostname": "a.test", "ts_ms": 5, "method": "GET", "path": "/a",
                 "status": 200, "backend": "http://b:1", "attempts": 2, "latency_ms": 3,
-                "failed": [{"backend": "http://c:1", "status": null, "latency_ms": 1}], "kept": "error"})
+                "failed": [{"backend": "http://c:1", "status": null, "latency_ms": 1}], "kept": "error",
+                "query": "b=1", "client_ip": "192.0.2.1"})
         );
+        assert_eq!(serde_json::from_value::<LogRow>(v).unwrap(), row);
         // Read back as stored: D1 has no `failed` column, and no failures are written as none.
         let stored = serde_json::json!({"hostname": "a.test", "ts_ms": 5, "method": "GET",
-            "path": "/a?b=1", "status": 200, "backend": null, "attempts": 1, "latency_ms": 3});
+            "path": "/a", "status": 200, "backend": null, "attempts": 1, "latency_ms": 3});
         let back: LogRow = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(back.request.backend, None);
         assert!(back.failed.is_empty());

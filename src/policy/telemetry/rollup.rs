@@ -322,6 +322,7 @@ mod tests {
             },
             failed: vec![],
             kept: Some(Kept::Sampled),
+            asker: Default::default(),
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Owns backend selection (smooth weighted round robin, least outstanding, latency, client hash),
 //! pools and geo/failover steering, session affinity, the request facts a decision reads (and
-//! which of them a config needs), a hostname's live fleet and its decisions,
-//! leases, the failover and retry plans, WebSocket upgrades, and how a request is forwarded.
+//! which of them a config needs), a hostname's live fleet and its decisions, config previews
+//! (recent requests replayed under a draft), leases, the failover and retry plans, WebSocket
+//! upgrades, and how a request is forwarded.
 //! Uses `health` for backend state and breakers, `control` for the config, `access` for access
 //! lists and rate limits, `telemetry` for the counters a decision updates, and `rng`.
 
@@ -17,6 +18,7 @@ pub mod fleet;
 pub mod forwarding;
 pub mod geo;
 pub mod lease;
+pub mod preview;
 pub mod retry;
 pub mod rules;
 pub mod select;

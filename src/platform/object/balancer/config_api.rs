@@ -228,18 +228,30 @@ impl Balancer {
 
     /// `POST /config/validate`: what a write of `body` would store (secrets redacted), or every
     /// error at its path; nothing is stored.
-    pub(super) async fn validate_config(&self, mut body: serde_json::Value) -> Result<Response> {
+    pub(super) async fn validate_config(&self, body: serde_json::Value) -> Result<Response> {
+        match self.draft(body).await? {
+            Ok(cfg) => Response::from_json(
+                &serde_json::json!({ "valid": true, "config": config::redacted(&cfg.to_value()) }),
+            ),
+            Err(refused) => Ok(refused),
+        }
+    }
+
+    /// `body` as a write would store it (a redacted secret stands for the stored one), or the
+    /// answer refusing it: 400 with every error at its path, 413 when too large.
+    pub(super) async fn draft(
+        &self,
+        mut body: serde_json::Value,
+    ) -> Result<std::result::Result<ServiceConfig, Response>> {
         let host = self.host.borrow().clone().unwrap_or_default();
         let stored = self.current().map(|(_, c, _)| c);
         config::restore_secrets(&mut body, stored.as_ref());
         match config::parse_service_for_host(&body, &host, &self.deployment(&host).await) {
             Ok(cfg) => match cfg.check_size() {
-                Ok(_) => Response::from_json(
-                    &serde_json::json!({ "valid": true, "config": config::redacted(&cfg.to_value()) }),
-                ),
-                Err(message) => too_large(&message),
+                Ok(_) => Ok(Ok(cfg)),
+                Err(message) => too_large(&message).map(Err),
             },
-            Err(errs) => invalid(errs),
+            Err(errs) => invalid(errs).map(Err),
         }
     }
 

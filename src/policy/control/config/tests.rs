@@ -658,6 +658,7 @@ prop_compose! {
                 lease_ms: decisions.1,
             },
             logging: Logging::default(),
+            change_safety: ChangeSafety { auto_rollback: retries % 2 == 0, watch_s: 5 + u64::from(retries), max_error_rate_increase: 12.5, min_requests: 1 + u64::from(retries) },
         }
     }
 }

@@ -267,8 +267,16 @@ mod tests {
         let w = s.end().unwrap();
         assert_eq!(w.after, t(30, 30));
         assert_eq!(w.increase(), 95.0);
-        assert!(w.summary().contains("100.0% over 30 requests"), "{}", w.summary());
-        assert!(w.summary().contains("5.0% over 100 requests"), "{}", w.summary());
+        assert!(
+            w.summary().contains("100.0% over 30 requests"),
+            "{}",
+            w.summary()
+        );
+        assert!(
+            w.summary().contains("5.0% over 100 requests"),
+            "{}",
+            w.summary()
+        );
         assert_eq!(s.verdict(T0 + 31_000), Verdict::Idle);
     }
 

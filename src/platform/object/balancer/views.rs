@@ -20,6 +20,7 @@ impl Balancer {
                 let mut view = status_view(fleet, now, &self.last_probes.borrow());
                 view["decisions"] = decisions_view(fleet, &self.lease_metrics(now));
                 view["d1"] = self.d1_view();
+                view["change_watch"] = self.watch_view(now);
                 Response::from_json(&view)
             }
             Some(Service::Missing(r)) => Response::error(

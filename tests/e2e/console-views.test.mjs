@@ -330,6 +330,9 @@ test("console: a watched change shows a banner on the service page; its automati
   assert.match(await banner.innerText(), /Watching config v1 · \d+ s left · errors [\d.]+% of \d+ requests? since the change, 0% of \d+ requests in the 5 minutes before\. It is rolled back to v0 automatically if errors rise by more than 20 points over at least 10 requests\./);
   await shot(page, "change-watch");
 
+  // Answers reported in the first seconds still count as before the change.
+  const { judged_from_ms } = (await api(lb, "/admin/services/watch.test")).change_watch;
+  await waitFor(() => Date.now() > judged_from_ms + 100, { what: "the change to settle" });
   for (const s of await traffic(lb, "watch.test", 10)) assert.equal(s, 500);
   await waitFor(async () => (await api(lb, "/admin/services/watch.test/config")).version === 2, { timeoutMs: 15000, what: "the automatic rollback" });
   // The backends tab polls: the banner goes once nothing is watched.

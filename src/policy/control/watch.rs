@@ -10,6 +10,9 @@ use super::config::ChangeSafety;
 pub const SLICE_MS: u64 = 10_000;
 /// The baseline of a change: the error share in this long before it.
 pub const BASELINE_MS: u64 = 5 * 60_000;
+/// Workers carry what clients got to the object within about a second: answers reported this
+/// soon after a change may belong to requests decided before it, so they count as before.
+pub const SETTLE_MS: u64 = 1_500;
 
 /// Requests answered, and how many of them count as errors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +53,8 @@ pub struct Watch {
     /// What an automatic rollback restores (0: the deployed config).
     pub previous: u64,
     pub started_ms: u64,
+    /// Answers reported before this count as before the change (see `SETTLE_MS`).
+    pub judged_from_ms: u64,
     pub until_ms: u64,
     /// The 5 minutes before the change.
     pub baseline: Tally,
@@ -131,7 +136,9 @@ impl Safety {
         }
         self.prune(now_ms);
         if let Some(w) = &mut self.watch {
-            if now_ms <= w.until_ms {
+            if now_ms < w.judged_from_ms {
+                w.baseline.add(t);
+            } else if now_ms <= w.until_ms {
                 w.after.add(t);
             }
         }
@@ -157,12 +164,15 @@ impl Safety {
 
     /// A config change: it ends the watch of the change before it, and is watched itself unless
     /// it is an automatic rollback, auto rollback is off, or there is no version to go back to.
-    pub fn changed(&mut self, change: Change, safety: &ChangeSafety, now_ms: u64) {
+    /// `settle_ms`: how long answers may still belong to the config before it (`SETTLE_MS`, plus
+    /// the lease length when Workers decided under leases of it).
+    pub fn changed(&mut self, change: Change, safety: &ChangeSafety, now_ms: u64, settle_ms: u64) {
         self.watch = match change.previous {
             Some(previous) if safety.auto_rollback && !change.automatic => Some(Watch {
                 version: change.version,
                 previous,
                 started_ms: now_ms,
+                judged_from_ms: now_ms + settle_ms,
                 until_ms: now_ms + safety.watch_s * 1000,
                 baseline: self.baseline(now_ms),
                 after: Tally::default(),
@@ -244,7 +254,7 @@ mod tests {
         traffic(&mut s, T0 - 600_000, 50, 50);
         // The 5 minutes before: 100 requests, 10 errors.
         traffic(&mut s, T0 - 290_000, 100, 10);
-        s.changed(change(2), &safety(), T0);
+        s.changed(change(2), &safety(), T0, 0);
         let w = s.watch.clone().unwrap();
         assert_eq!(w.baseline, t(100, 10));
         assert_eq!(w.after, t(0, 0));
@@ -258,7 +268,7 @@ mod tests {
     fn a_rise_past_the_threshold_over_min_requests_rolls_back() {
         let mut s = Safety::default();
         traffic(&mut s, T0 - 100_000, 100, 5); // 5 %
-        s.changed(change(2), &safety(), T0);
+        s.changed(change(2), &safety(), T0, 0);
         // 29 requests, all failing: not yet enough to judge.
         traffic(&mut s, T0 + 1, 29, 29);
         assert_eq!(s.verdict(T0 + 30_000), Verdict::Watching);
@@ -284,7 +294,7 @@ mod tests {
     fn a_rise_within_the_threshold_is_kept_when_the_window_ends() {
         let mut s = Safety::default();
         traffic(&mut s, T0 - 100_000, 100, 10); // 10 %
-        s.changed(change(2), &safety(), T0);
+        s.changed(change(2), &safety(), T0, 0);
         traffic(&mut s, T0 + 1, 50, 15); // 30 %: +20 points, not more
         assert_eq!(s.verdict(T0 + 59_000), Verdict::Watching);
         assert_eq!(s.verdict(T0 + 60_000), Verdict::Kept);
@@ -298,20 +308,34 @@ mod tests {
             ..safety()
         };
         let mut s = Safety::default();
-        s.changed(change(2), &strict, T0);
+        s.changed(change(2), &strict, T0, 0);
         traffic(&mut s, T0, 10, 1); // 10 % against a quiet baseline of 0 %
         assert_eq!(s.verdict(T0 + 10_000), Verdict::RollBack);
     }
 
     #[test]
+    fn answers_reported_while_the_change_settles_count_as_before_it() {
+        let mut s = Safety::default();
+        traffic(&mut s, T0 - 30_000, 20, 0);
+        s.changed(change(2), &safety(), T0, SETTLE_MS + 1000);
+        // Late reports of requests decided under the old config (or its leases).
+        s.record(T0 + 2000, t(10, 0));
+        assert_eq!(s.watch.as_ref().unwrap().baseline, t(30, 0));
+        traffic(&mut s, T0 + SETTLE_MS + 1000, 30, 30);
+        let w = s.watch.as_ref().unwrap();
+        assert_eq!((w.baseline, w.after), (t(30, 0), t(30, 30)));
+        assert_eq!(s.verdict(T0 + 40_000), Verdict::RollBack);
+    }
+
+    #[test]
     fn no_traffic_after_the_change_never_rolls_back() {
         let mut s = Safety::default();
-        s.changed(change(2), &safety(), T0);
+        s.changed(change(2), &safety(), T0, 0);
         assert_eq!(s.verdict(T0 + 30_000), Verdict::Watching);
         assert_eq!(s.verdict(T0 + 60_000), Verdict::Kept);
         // Nor does traffic that arrives after the window closed.
         let mut s = Safety::default();
-        s.changed(change(2), &safety(), T0);
+        s.changed(change(2), &safety(), T0, 0);
         traffic(&mut s, T0 + 61_000, 100, 100);
         assert_eq!(s.verdict(T0 + 200_000), Verdict::Kept);
     }
@@ -319,7 +343,7 @@ mod tests {
     #[test]
     fn an_automatic_rollback_is_not_watched_so_nothing_loops() {
         let mut s = Safety::default();
-        s.changed(change(2), &safety(), T0);
+        s.changed(change(2), &safety(), T0, 0);
         traffic(&mut s, T0, 40, 40);
         assert_eq!(s.verdict(T0 + 40_000), Verdict::RollBack);
         s.end();
@@ -329,7 +353,7 @@ mod tests {
             previous: Some(2),
             automatic: true,
         };
-        s.changed(rollback, &safety(), T0 + 40_000);
+        s.changed(rollback, &safety(), T0 + 40_000, 0);
         traffic(&mut s, T0 + 40_000, 100, 100);
         assert_eq!(s.verdict(T0 + 50_000), Verdict::Idle);
         assert_eq!(s.due_at(), None);
@@ -339,9 +363,9 @@ mod tests {
     fn a_write_in_the_window_ends_the_watch_before_it_and_starts_its_own() {
         let mut s = Safety::default();
         traffic(&mut s, T0 - 60_000, 60, 0);
-        s.changed(change(2), &safety(), T0);
+        s.changed(change(2), &safety(), T0, 0);
         traffic(&mut s, T0, 20, 20);
-        s.changed(change(3), &safety(), T0 + 20_000);
+        s.changed(change(3), &safety(), T0 + 20_000, 0);
         let w = s.watch.clone().unwrap();
         assert_eq!((w.version, w.previous), (3, 2));
         // Its baseline holds the 5 minutes before it, the errors of version 2 included.
@@ -357,18 +381,18 @@ mod tests {
             auto_rollback: false,
             ..safety()
         };
-        s.changed(change(2), &off, T0);
+        s.changed(change(2), &off, T0, 0);
         assert_eq!(s.verdict(T0), Verdict::Idle);
         let created = Change {
             version: 1,
             previous: None,
             automatic: false,
         };
-        s.changed(created, &safety(), T0);
+        s.changed(created, &safety(), T0, 0);
         assert_eq!(s.verdict(T0), Verdict::Idle);
         // A change with auto rollback off also ends the watch of the change before it.
-        s.changed(change(2), &safety(), T0);
-        s.changed(change(3), &off, T0 + 1000);
+        s.changed(change(2), &safety(), T0, 0);
+        s.changed(change(3), &off, T0 + 1000, 0);
         assert_eq!(s.watch, None);
     }
 
@@ -376,7 +400,7 @@ mod tests {
     fn it_survives_storage_as_json() {
         let mut s = Safety::default();
         traffic(&mut s, T0 - 10_000, 5, 1);
-        s.changed(change(7), &safety(), T0);
+        s.changed(change(7), &safety(), T0, 0);
         traffic(&mut s, T0, 3, 3);
         let text = serde_json::to_string(&s).unwrap();
         let back: Safety = serde_json::from_str(&text).unwrap();

@@ -104,7 +104,12 @@ impl Balancer {
             previous: had_config.then_some(version),
             automatic: undone.is_some(),
         };
-        safety.changed(watched, &cfg.change_safety, now);
+        // Answers still arriving for the old config (late tallies, its leases) count as before.
+        let leased = match &*self.service.borrow() {
+            Some(Service::Ready(f)) if self.lease_mode() => f.cfg().decisions.lease_ms,
+            _ => 0,
+        };
+        safety.changed(watched, &cfg.change_safety, now, watch::SETTLE_MS + leased);
         if env_string(&self.env, "AFFINITY_SECRET").is_none() {
             self.affinity_key();
         }

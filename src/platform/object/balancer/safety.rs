@@ -118,6 +118,7 @@ impl Balancer {
             "version": w.version,
             "previous_version": w.previous,
             "started_ms": w.started_ms,
+            "judged_from_ms": w.judged_from_ms,
             "until_ms": w.until_ms,
             "seconds_left": w.until_ms.saturating_sub(now).div_ceil(1000),
             "before": rates(w.baseline),

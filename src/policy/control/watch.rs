@@ -11,7 +11,8 @@ pub const SLICE_MS: u64 = 10_000;
 /// The baseline of a change: the error share in this long before it.
 pub const BASELINE_MS: u64 = 5 * 60_000;
 /// Workers carry what clients got to the object within about a second: answers reported this
-/// soon after a change may belong to requests decided before it, so they count as before.
+/// soon after a change may belong to requests decided before it or after it, so they are judged
+/// on neither side (the baseline of a busy service hardly misses them).
 pub const SETTLE_MS: u64 = 1_500;
 
 /// Requests answered, and how many of them count as errors.
@@ -53,7 +54,7 @@ pub struct Watch {
     /// What an automatic rollback restores (0: the deployed config).
     pub previous: u64,
     pub started_ms: u64,
-    /// Answers reported before this count as before the change (see `SETTLE_MS`).
+    /// Answers reported before this are not judged (see `SETTLE_MS`).
     pub judged_from_ms: u64,
     pub until_ms: u64,
     /// The 5 minutes before the change.
@@ -136,9 +137,7 @@ impl Safety {
         }
         self.prune(now_ms);
         if let Some(w) = &mut self.watch {
-            if now_ms < w.judged_from_ms {
-                w.baseline.add(t);
-            } else if now_ms <= w.until_ms {
+            if (w.judged_from_ms..=w.until_ms).contains(&now_ms) {
                 w.after.add(t);
             }
         }
@@ -314,16 +313,17 @@ mod tests {
     }
 
     #[test]
-    fn answers_reported_while_the_change_settles_count_as_before_it() {
+    fn answers_reported_while_the_change_settles_are_not_judged() {
         let mut s = Safety::default();
         traffic(&mut s, T0 - 30_000, 20, 0);
         s.changed(change(2), &safety(), T0, SETTLE_MS + 1000);
-        // Late reports of requests decided under the old config (or its leases).
-        s.record(T0 + 2000, t(10, 0));
-        assert_eq!(s.watch.as_ref().unwrap().baseline, t(30, 0));
+        // Reports of requests decided under the old config (or its leases), or the new one.
+        s.record(T0 + 2000, t(10, 5));
+        let w = s.watch.as_ref().unwrap();
+        assert_eq!((w.baseline, w.after), (t(20, 0), t(0, 0)));
         traffic(&mut s, T0 + SETTLE_MS + 1000, 30, 30);
         let w = s.watch.as_ref().unwrap();
-        assert_eq!((w.baseline, w.after), (t(30, 0), t(30, 30)));
+        assert_eq!((w.baseline, w.after), (t(20, 0), t(30, 30)));
         assert_eq!(s.verdict(T0 + 40_000), Verdict::RollBack);
     }
 

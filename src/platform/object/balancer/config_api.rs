@@ -104,7 +104,7 @@ impl Balancer {
             previous: had_config.then_some(version),
             automatic: undone.is_some(),
         };
-        // Answers still arriving for the old config (late tallies, its leases) count as before.
+        // Answers still arriving for the old config (late tallies, its leases) are not judged.
         let leased = match &*self.service.borrow() {
             Some(Service::Ready(f)) if self.lease_mode() => f.cfg().decisions.lease_ms,
             _ => 0,

@@ -31,6 +31,12 @@ function traffic(lb, max = 20000) {
   };
 }
 
+/** Responses to app.test clients the object has counted (`flowbalance_responses_total`). */
+async function answered(lb) {
+  const text = await (await lb.admin("/admin/metrics")).text();
+  return [...text.matchAll(/^flowbalance_responses_total\{hostname="app\.test",[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
 for (const mode of ["lease", "per_request"]) {
   test(`${mode}: a change to a backend answering 500 is rolled back automatically; a good change is kept`, async (t) => {
     const [good1, good2, bad, spare] = await backendsFor(t, ["good1", "good2", "bad", "spare"]);
@@ -50,8 +56,9 @@ for (const mode of ["lease", "per_request"]) {
     });
     const load = traffic(lb);
     t.after(() => load.stop());
-    // A baseline: the service answers well before the change.
-    await waitFor(() => load.got.length >= 40, { timeoutMs: 20000, what: "baseline traffic" });
+    // A baseline: the service answers well before the change, and the object has heard of it
+    // (Workers carry what clients got within about a second).
+    await waitFor(async () => (await answered(lb)) >= 40, { timeoutMs: 20000, what: "baseline traffic reported" });
     assert.ok(load.got.every((g) => g.status === 200), "the baseline is clean");
 
     const cfg = await (await lb.admin("/admin/services/app.test/config")).json();

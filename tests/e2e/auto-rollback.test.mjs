@@ -1,6 +1,10 @@
-// End to end: a config change that makes clients get 500s is rolled back by FlowBalance within watch_s while traffic flows (signed webhook, history, audit); a good change is kept. Both decision modes.
+// End to end: a config change that makes clients get 500s is rolled back by FlowBalance within watch_s while traffic flows (signed webhook, history, audit); a good change is kept. Both decision modes; the watch survives a restart.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { startBalancer } from "../support/runtime.mjs";
 import { startReceiver } from "../support/receiver.mjs";
 import { backendsFor, balancerFor } from "../support/scoped.mjs";
 import { waitFor } from "../support/backends.mjs";
@@ -176,4 +180,26 @@ test("a change with auto_rollback off is not watched, and a service without traf
   // Off: no watch at all.
   assert.equal((await put({ backends: [bad.url], change_safety: { auto_rollback: false } })).status, 200);
   assert.equal((await (await lb.admin("/admin/services/app.test")).json()).change_watch, null);
+});
+
+test("the watch of a change survives a restart of the runtime (same storage)", async (t) => {
+  const [good, bad] = await backendsFor(t, ["good", "bad"]);
+  const dir = mkdtempSync(path.join(os.tmpdir(), "fb-auto-rollback-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const config = { hostname: "app.test", backends: [good.url], activeHealthChecks: { interval: 600, timeout: 2 }, change_safety: { watch_s: 600 } };
+  let lb = await startBalancer({ defaultBackends: config, persistDir: dir });
+  try {
+    assert.equal((await lb.fetch("app.test", "/")).status, 200);
+    const put = await lb.admin("/admin/services/app.test/config", { method: "PUT", body: JSON.stringify({ ...config, backends: [bad.url] }) });
+    assert.equal(put.status, 200);
+    const before = (await (await lb.admin("/admin/services/app.test")).json()).change_watch;
+    assert.equal(before.version, 1);
+    await lb.stop();
+    lb = await startBalancer({ defaultBackends: config, persistDir: dir });
+    const after = (await (await lb.admin("/admin/services/app.test")).json()).change_watch;
+    assert.deepEqual([after.version, after.previous_version, after.until_ms], [1, 0, before.until_ms]);
+    assert.ok(after.seconds_left > 500, JSON.stringify(after));
+  } finally {
+    await lb.stop();
+  }
 });

@@ -11,7 +11,7 @@ use crate::platform::store::registry::{self, unknown_host};
 use crate::platform::{env_string, error_response};
 use crate::policy::control::audit::{self, Actor};
 use crate::policy::control::changes;
-use crate::policy::control::config::{self, Deployment, ServiceConfig};
+use crate::policy::control::config::{self, Deployment, EffectiveMode, ServiceConfig};
 use crate::policy::control::precondition::IfMatch;
 use crate::policy::control::watch::{self, Watch};
 use crate::policy::telemetry::tail::Line;
@@ -106,7 +106,9 @@ impl Balancer {
         };
         // Answers still arriving for the old config (late tallies, its leases) are not judged.
         let leased = match &*self.service.borrow() {
-            Some(Service::Ready(f)) if self.lease_mode() => f.cfg().decisions.lease_ms,
+            Some(Service::Ready(f)) if f.cfg().effective_mode() == EffectiveMode::Lease => {
+                f.cfg().decisions.lease_ms
+            }
             _ => 0,
         };
         safety.changed(watched, &cfg.change_safety, now, watch::SETTLE_MS + leased);

@@ -181,7 +181,12 @@ impl Balancer {
         if let Err(e) = armed {
             console_error!("{host}: alarm after config version {next} not set: {e}");
         }
-        self.config_event(next, "changed");
+        let action = if undone.is_some() {
+            "auto_rolled_back"
+        } else {
+            "changed"
+        };
+        self.config_event(next, action);
         self.fence().await;
         let mut resp = Response::from_json(&serde_json::json!({
             "version": next,

@@ -316,8 +316,8 @@ export function renderVersions(body, host) {
       h(
         "tr",
         { "data-version": v.version },
-        h("td", { class: "num" }, `v${v.version}`, v.current ? [" ", pill("live", "ok")] : null),
-        h("td", {}, dateTime(v.ts_ms)),
+        h("td", { class: "num" }, `v${v.version}`, v.current ? [" ", pill("live", "ok")] : null, v.action === "config.auto_rolled_back" ? [" ", pill("automatic rollback", "warn")] : null),
+        h("td", {}, dateTime(v.ts_ms), v.actor ? h("small", { class: "muted block" }, `by ${v.actor}`) : null, v.action === "config.auto_rolled_back" ? h("small", { class: "block auto-rollback" }, v.summary) : null),
         h("td", {}, v.config?.backends?.length != null ? `${v.config.backends.length + (v.config.pools ?? []).reduce((n, p) => n + p.backends.length, 0)} backends` : ""),
         h(
           "td",

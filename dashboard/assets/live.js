@@ -34,7 +34,7 @@ function lineView(l) {
     case "health":
       return h("li", { class: "live-health", "data-seq": l.seq }, at, pill(l.kind ?? "health", "info"), h("code", {}, l.backend ?? ""), h("span", {}, `${l.from} → ${l.to}`), h("span", { class: "muted" }, l.reason ?? ""));
     case "config":
-      return h("li", { class: "live-config", "data-seq": l.seq }, at, pill("config", "info"), h("span", {}, l.action === "deleted" ? "service deleted" : `config ${l.action ?? "changed"}: now v${l.version}`));
+      return h("li", { class: "live-config", "data-seq": l.seq }, at, pill("config", "info"), h("span", {}, l.action === "deleted" ? "service deleted" : `config ${(l.action ?? "changed").replaceAll("_", " ")}: now v${l.version}`));
     case "error":
       return h("li", { class: "live-error error", "data-seq": l.seq }, at, h("span", {}, l.message ?? "error"));
     default:

@@ -88,6 +88,19 @@ function dnsCard(d, now) {
   );
 }
 
+/** The config change FlowBalance is watching (change_safety), with both error rates so far; null when none is. */
+function watchBanner(w) {
+  if (!w) return null;
+  const rate = (t) => `${t.error_rate}% of ${t.requests} request${t.requests === 1 ? "" : "s"}`;
+  return h(
+    "p",
+    { class: "notice", id: "change-watch", role: "status" },
+    h("strong", {}, `Watching config v${w.version}`),
+    ` · ${w.seconds_left} s left · errors ${rate(w.after)} since the change, ${rate(w.before)} in the 5 minutes before. `,
+    `It is rolled back to v${w.previous_version} automatically if errors rise by more than ${w.max_error_rate_increase} points over at least ${w.min_requests} requests.`,
+  );
+}
+
 /** Requests in flight and the decaying response-time average, when the steering mode tracks them. */
 function inFlight(b) {
   const parts = [b.outstanding ? `${b.outstanding} in flight` : null, b.ewma_ms != null ? `avg ${ms(b.ewma_ms)}` : null].filter(Boolean);
@@ -199,7 +212,7 @@ function renderBackends(body, host, head) {
       : effective === "lease"
         ? `Decisions: lease mode (${d.lease_ms} ms), ${d.leases_outstanding} lease${d.leases_outstanding === 1 ? "" : "s"} outstanding${chosen}`
         : `Decisions: per request${chosen}`;
-    mount(list, status.pools?.length ? poolsCard(status.pools) : null, status.dns ? dnsCard(status.dns, now) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Score", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
+    mount(list, watchBanner(status.change_watch), status.pools?.length ? poolsCard(status.pools) : null, status.dns ? dnsCard(status.dns, now) : null, h("section", { class: "card flush" }, table(["Backend", "State", "Health", "Score", "Breaker", "Weight", "Latency", "Last probe", "Last error", "Actions"], rows, { id: "backends" })));
   };
   const refresh = async () => {
     try {

@@ -307,3 +307,46 @@ test("console: add a backend, read health history, webhook deliveries and servic
     w.check("deleting back to the deployed config");
   });
 });
+
+test("console: a watched change shows a banner on the service page; its automatic rollback is marked in the versions", async (t) => {
+  const [good, bad] = await backendsFor(t, ["good", "bad"]);
+  bad.handler = (req, res) => res.writeHead(500, { "content-type": "text/plain" }).end("broken");
+  const { lb, base, page, w } = await consoleFor(t, {
+    hostname: "watch.test",
+    backends: [good.url],
+    activeHealthChecks: { interval: 600, timeout: 2 },
+    // Long enough to look at the banner; a few requests decide.
+    change_safety: { watch_s: 120, min_requests: 10 },
+  });
+  await signIn(page, base);
+  for (const s of await traffic(lb, "watch.test", 20)) assert.equal(s, 200);
+  const cfg = await api(lb, "/admin/services/watch.test/config");
+  const put = await lb.admin("/admin/services/watch.test/config", { method: "PUT", body: JSON.stringify({ ...cfg.config, backends: [bad.url] }) });
+  assert.equal(put.status, 200);
+
+  await page.goto(`${base}#/services/watch.test`);
+  const banner = page.locator("#change-watch");
+  await banner.waitFor();
+  assert.match(await banner.innerText(), /Watching config v1 · \d+ s left · errors [\d.]+% of \d+ requests? since the change, 0% of \d+ requests in the 5 minutes before\. It is rolled back to v0 automatically if errors rise by more than 20 points over at least 10 requests\./);
+  await shot(page, "change-watch");
+
+  // Answers reported in the first seconds still count as before the change.
+  const { judged_from_ms } = (await api(lb, "/admin/services/watch.test")).change_watch;
+  await waitFor(() => Date.now() > judged_from_ms + 100, { what: "the change to settle" });
+  for (const s of await traffic(lb, "watch.test", 10)) assert.equal(s, 500);
+  await waitFor(async () => (await api(lb, "/admin/services/watch.test/config")).version === 2, { timeoutMs: 15000, what: "the automatic rollback" });
+  // The backends tab polls: the banner goes once nothing is watched.
+  await banner.waitFor({ state: "detached", timeout: 15000 });
+
+  await page.getByRole("link", { name: "Versions" }).click();
+  const row = page.locator('#versions tr[data-version="2"]');
+  await row.waitFor();
+  const text = await row.innerText();
+  assert.match(text, /automatic rollback/);
+  assert.match(text, /by flowbalance/);
+  assert.match(text, /automatic rollback of version 1 to version 0: error rate \d+\.\d% over \d+ requests after the change, 0\.0% over \d+ requests/);
+  assert.match(await page.locator('#versions tr[data-version="1"]').innerText(), /by token/);
+  assert.doesNotMatch(await page.locator('#versions tr[data-version="1"]').innerText(), /automatic rollback/);
+  await shot(page, "versions-auto-rollback");
+  w.check("the change watch banner and the automatic rollback in the versions");
+});

@@ -15,6 +15,7 @@ use crate::platform::store::registry::{self, config_error, unknown_host};
 use crate::platform::{env_string, error_response, random_bytes};
 use crate::policy::control::audit::{Actor, ActorKind};
 use crate::policy::control::config::{self, Deployment, EffectiveMode, ServiceConfig};
+use crate::policy::control::watch::Safety;
 use crate::policy::rng::{Rng, SplitMix64};
 use crate::policy::telemetry::metrics::Counters;
 use crate::policy::telemetry::notify::Outbox;
@@ -33,6 +34,7 @@ mod outbox;
 mod preview;
 mod regions;
 mod rules_api;
+mod safety;
 mod store;
 mod views;
 
@@ -57,6 +59,8 @@ const HISTORY_LEN: usize = 20;
 /// The audit trail of admin changes (JSON text), and how many entries it keeps.
 const KEY_AUDIT: &str = "audit";
 const AUDIT_LEN: usize = 100;
+/// Recent client outcomes and the config change being watched (JSON text, small).
+const KEY_WATCH: &str = "change_watch";
 
 /// One admin change for the audit trail: who, and what (the version is added on commit).
 struct Change {
@@ -71,6 +75,14 @@ pub struct HistoryEntry {
     pub version: u64,
     pub ts_ms: u64,
     pub config: serde_json::Value,
+    /// Who made it (an actor label; `flowbalance` for an automatic rollback), what and why.
+    /// Absent on versions stored before these were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// A stored config: the canonical JSON plus its version.
@@ -112,8 +124,6 @@ pub struct Balancer {
     /// Webhook deliveries not yet finished (and recent finished ones), mirrored in storage.
     outbox: RefCell<Outbox>,
     outbox_dirty: Cell<bool>,
-    /// Who made the config change being handled (`x-fb-actor` from the admin relay).
-    actor: RefCell<String>,
     /// Live tails (hibernatable WebSockets) of this hostname.
     tails: Tails,
     /// Each backend's last monitor result (when, what), for the status view; kept in memory only:
@@ -121,6 +131,9 @@ pub struct Balancer {
     last_probes: RefCell<HashMap<String, (u64, ProbeResult)>>,
     /// The `dns` record syncs: what was written, when, and the backoff (stored under `dns`).
     dns: RefCell<crate::policy::health::dns::SyncState>,
+    /// What clients got lately and the config change being watched (`change_safety`); stored
+    /// with the counters and with each config change.
+    safety: RefCell<Safety>,
     /// Leases granted to Workers (lease mode) and the config fence they make; made on load.
     leases: RefCell<Option<LeaseBook>>,
     /// Counts prober upkeep rounds (`activeHealthChecks.regions`): a newer one supersedes an older one.
@@ -153,12 +166,12 @@ impl DurableObject for Balancer {
             d1: RefCell::new(d1::D1State::default()),
             outbox: RefCell::new(Outbox::default()),
             outbox_dirty: Cell::new(false),
-            actor: RefCell::new("api".to_string()),
             tails: Tails::default(),
             last_probes: RefCell::new(HashMap::new()),
             leases: RefCell::new(None),
             dns: RefCell::new(Default::default()),
             probers_gen: Rc::new(Cell::new(0)),
+            safety: RefCell::new(Safety::default()),
             test_delay_ms: env_string(&env, "FB_TEST_OBJECT_DELAY_MS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -203,7 +216,6 @@ impl DurableObject for Balancer {
             .get(ACTOR_HEADER)?
             .and_then(|a| serde_json::from_str::<Actor>(&a).ok())
             .unwrap_or(Actor::new(ActorKind::ApiSecret, Some("unknown")));
-        *self.actor.borrow_mut() = actor.label();
         match (req.method(), path.as_str()) {
             (Method::Get, "/status") => self.status(),
             (Method::Get, "/events") => self.events_view(),
@@ -333,6 +345,10 @@ impl DurableObject for Balancer {
         if let Err(e) = self.sync_dns().await {
             console_error!("dns record sync failed: {e}");
         }
+        // Before deliveries: an automatic rollback's event goes out in this round.
+        if let Err(e) = self.watch_round().await {
+            console_error!("change watch round failed: {e}");
+        }
         if let Err(e) = self.deliver_due().await {
             console_error!("webhook delivery round failed: {e}");
         }
@@ -446,6 +462,10 @@ impl Balancer {
         let outbox: Option<String> = self.state.storage().get(KEY_OUTBOX).await?;
         if let Some(o) = outbox.and_then(|t| serde_json::from_str(&t).ok()) {
             *self.outbox.borrow_mut() = o;
+        }
+        let watch: Option<String> = self.state.storage().get(KEY_WATCH).await?;
+        if let Some(s) = watch.and_then(|t| serde_json::from_str(&t).ok()) {
+            *self.safety.borrow_mut() = s;
         }
         if key.as_ref().is_some_and(|k| !k.is_empty()) {
             *self.affinity_key.borrow_mut() = key;

@@ -11,6 +11,8 @@ pub enum ActorKind {
     Key,
     Basic,
     Session,
+    /// FlowBalance itself: an automatic rollback.
+    Flowbalance,
 }
 
 /// Who made a change: the kind of credential, and its key name, Basic user or signed-in email.
@@ -29,11 +31,17 @@ impl Actor {
         }
     }
 
-    /// A short text for webhook payloads: `token` (API_SECRET), `key:<name>`, `basic:<user>` or
-    /// `session:<email>`.
+    /// FlowBalance itself, for the changes it makes on its own.
+    pub fn flowbalance() -> Actor {
+        Actor::new(ActorKind::Flowbalance, None)
+    }
+
+    /// A short text for webhook payloads: `token` (API_SECRET), `key:<name>`, `basic:<user>`,
+    /// `session:<email>` or `flowbalance`.
     pub fn label(&self) -> String {
         let kind = match self.kind {
             ActorKind::ApiSecret => return "token".to_string(),
+            ActorKind::Flowbalance => return "flowbalance".to_string(),
             ActorKind::Key => "key",
             ActorKind::Basic => "basic",
             ActorKind::Session => "session",
@@ -124,6 +132,11 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&a).unwrap(),
             json!({"kind": "api_secret", "name": null})
+        );
+        assert_eq!(Actor::flowbalance().label(), "flowbalance");
+        assert_eq!(
+            serde_json::to_value(Actor::flowbalance()).unwrap()["kind"],
+            "flowbalance"
         );
         let k = Actor::new(ActorKind::Key, Some("deploy-bot"));
         assert_eq!(serde_json::to_value(&k).unwrap()["name"], "deploy-bot");

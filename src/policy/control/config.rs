@@ -27,6 +27,10 @@ pub const DEFAULT_RETRIES: u32 = 1;
 pub const DEFAULT_COOKIE_NAME: &str = "lb_session";
 pub const DEFAULT_AFFINITY_TTL_S: u64 = 3600;
 pub const DEFAULT_MINIMUM_HEALTHY: u32 = 1;
+/// `change_safety`: watch a change this long, roll it back past this rise over this many requests.
+pub const DEFAULT_WATCH_S: u64 = 60;
+pub const DEFAULT_MAX_ERROR_RATE_INCREASE: f64 = 20.0;
+pub const DEFAULT_WATCH_MIN_REQUESTS: u64 = 30;
 /// Backends per service (top level and pools together): keeps decisions and status bounded.
 pub const MAX_BACKENDS: usize = 1000;
 /// The largest config stored, in bytes of canonical JSON (`ServiceConfig::to_value`). A SQLite-backed

@@ -416,6 +416,13 @@ pub fn slack_text(e: &Event) -> String {
             s("actor")
         ),
         "dns.sync_failed" => format!("DNS records of {} not synced{err}", s("name")),
+        "config.auto_rolled_back" => format!(
+            "version {} made the error rate rise to {}% (from {}%): rolled back automatically to version {}",
+            d["rolled_back_version"],
+            d["error_rate"],
+            d["baseline_error_rate"],
+            d["restored_version"]
+        ),
         _ => "test event".to_string(),
     };
     format!("[FlowBalance] {}: {what}", e.hostname)
@@ -732,6 +739,22 @@ mod tests {
         assert_eq!(
             text["text"],
             "[FlowBalance] app.test: backend http://b is DOWN (probe: refused)"
+        );
+    }
+
+    #[test]
+    fn an_automatic_rollback_reads_as_one_line_in_chat() {
+        let e = Event {
+            id: "e".into(),
+            event: "config.auto_rolled_back".into(),
+            ts_ms: 0,
+            hostname: "app.test".into(),
+            details: json!({"rolled_back_version": 7, "restored_version": 6, "error_rate": 92.5, "baseline_error_rate": 1.0}),
+            deliveries: vec![],
+        };
+        assert_eq!(
+            slack_text(&e),
+            "[FlowBalance] app.test: version 7 made the error rate rise to 92.5% (from 1.0%): rolled back automatically to version 6"
         );
     }
 

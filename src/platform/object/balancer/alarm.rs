@@ -34,10 +34,12 @@ impl Balancer {
         // Without active checks no alarm is kept, so there is nothing to look up in storage
         // (otherwise every decision would read the alarm).
         let d1_due = self.d1_due_at(now);
+        let watch_due = self.safety.borrow().due_at();
         if !self.probing_enabled()
             && self.outbox.borrow().next_due().is_none()
             && d1_due.is_none()
             && !self.keeps_dns()
+            && watch_due.is_none()
         {
             return Ok(());
         }
@@ -45,13 +47,14 @@ impl Balancer {
         match known {
             Some(at) if at + 30_000 > now => Ok(()),
             _ => match self.state.storage().get_alarm().await? {
-                // Kept unless a probe or a D1 write is due before it (a config change just added
-                // a backend; traffic opened a minute).
+                // Kept unless a probe, a D1 write or the end of a change's watch is due before it
+                // (a config change just added a backend; traffic opened a minute).
                 Some(at)
                     if at as u64 + 30_000 > now
                         && self.next_probe_at(now).is_none_or(|p| at as u64 <= p)
                         && d1_due.is_none_or(|d| at as u64 <= d)
-                        && self.dns_due_at().is_none_or(|d| at as u64 <= d.max(now)) =>
+                        && self.dns_due_at().is_none_or(|d| at as u64 <= d.max(now))
+                        && watch_due.is_none_or(|w| at as u64 <= w) =>
                 {
                     *self.alarm_at.borrow_mut() = Some(at as u64);
                     Ok(())
@@ -69,16 +72,19 @@ impl Balancer {
         }
     }
 
-    /// Sets the alarm for the earliest of the next due probe, webhook delivery and D1 write.
+    /// Sets the alarm for the earliest of the next due probe, webhook delivery, D1 write and end
+    /// of a change's watch.
     pub(super) async fn arm_next(&self) -> Result<()> {
         let now = Self::now();
         let probe = self.next_probe_at(now);
         let dns = self.dns_due_at().map(|d| d.max(now));
+        let watch = self.safety.borrow().due_at();
         let next = [
             probe,
             self.outbox.borrow().next_due(),
             self.d1_due_at(now),
             dns,
+            watch,
         ]
         .into_iter()
         .flatten()

@@ -5,14 +5,15 @@ use worker::*;
 use super::store::{history_key, ConfigWrite};
 use super::{
     Balancer, Change, HistoryEntry, Service, StoredConfig, AUDIT_LEN, HISTORY_LEN, KEY_AUDIT,
-    KEY_BACKENDS, KEY_CONFIG,
+    KEY_BACKENDS, KEY_CONFIG, KEY_WATCH,
 };
 use crate::platform::store::registry::{self, unknown_host};
 use crate::platform::{env_string, error_response};
 use crate::policy::control::audit::{self, Actor};
 use crate::policy::control::changes;
-use crate::policy::control::config::{self, Deployment, ServiceConfig};
+use crate::policy::control::config::{self, Deployment, EffectiveMode, ServiceConfig};
 use crate::policy::control::precondition::IfMatch;
+use crate::policy::control::watch::{self, Watch};
 use crate::policy::telemetry::tail::Line;
 use crate::policy::traffic::fleet::BackendRecord;
 
@@ -57,32 +58,60 @@ impl Balancer {
     }
 
     /// Stores a new config version, then answers. Storage comes first, in one transaction (config,
-    /// history entry, audit entry, the webhook event in the outbox): only once it is stored does
-    /// the in-memory fleet change, so a failed write leaves memory, version and storage as they
-    /// were. The output gate still holds the answer until the write is durable.
-    async fn commit(
+    /// history entry, audit entry, the webhook event in the outbox, the change watch): only once
+    /// it is stored does the in-memory fleet change, so a failed write leaves memory, version and
+    /// storage as they were. The output gate still holds the answer until the write is durable.
+    /// `undone`: this is FlowBalance's automatic rollback of that watched change.
+    pub(super) async fn commit(
         &self,
         cfg: ServiceConfig,
         status: u16,
         change: Change,
         restored: Option<u64>,
+        undone: Option<&Watch>,
     ) -> Result<Response> {
         if let Err(message) = cfg.check_size() {
             return too_large(&message);
         }
-        let (version, records) = match self.current() {
-            Some((v, _, r)) => (v, r),
-            None => (self.stored_version().await?, vec![]),
+        let (version, records, had_config) = match self.current() {
+            Some((v, _, r)) => (v, r, true),
+            None => (self.stored_version().await?, vec![], false),
         };
         let next = version + 1;
         let now = Self::now();
         let value = cfg.to_value();
         let source = self.source_of(&cfg);
         let host = cfg.hostname.to_string();
+        let actor = change.actor.label();
+        let (action, summary) = (change.action.to_string(), change.summary.clone());
         let trail = self.audit_with(change, Some(next)).await?;
         // The change's event goes into a copy of the outbox, stored with the config.
         let mut outbox = self.outbox.borrow().clone();
-        let dropped = self.queue_config_change(&mut outbox, &cfg, version, next, restored, now);
+        let dropped = self.queue_config_change(
+            &mut outbox,
+            &cfg,
+            version,
+            next,
+            restored,
+            undone,
+            actor.clone(),
+            now,
+        );
+        // This change ends the watch of the one before it and is watched itself (see watch.rs).
+        let mut safety = self.safety.borrow().clone();
+        let watched = watch::Change {
+            version: next,
+            previous: had_config.then_some(version),
+            automatic: undone.is_some(),
+        };
+        // Answers still arriving for the old config (late tallies, its leases) are not judged.
+        let leased = match &*self.service.borrow() {
+            Some(Service::Ready(f)) if f.cfg().effective_mode() == EffectiveMode::Lease => {
+                f.cfg().decisions.lease_ms
+            }
+            _ => 0,
+        };
+        safety.changed(watched, &cfg.change_safety, now, watch::SETTLE_MS + leased);
         if env_string(&self.env, "AFFINITY_SECRET").is_none() {
             self.affinity_key();
         }
@@ -100,7 +129,11 @@ impl Balancer {
                 version: next,
                 ts_ms: now,
                 config: value.clone(),
+                actor: Some(actor),
+                action: Some(action),
+                summary: Some(summary),
             }),
+            watch: Some(serde_json::to_string(&safety)?),
             host: Some(host.clone()),
             outbox: Some(serde_json::to_string(&outbox)?),
             audit: Some(trail),
@@ -133,6 +166,7 @@ impl Balancer {
         *self.outbox.borrow_mut() = outbox;
         self.outbox_dirty.set(false);
         let probing = self.probing_regions();
+        *self.safety.borrow_mut() = safety;
         let mut fleet = self.fleet(cfg, next, &records);
         if let Some(Service::Ready(old)) = &*self.service.borrow() {
             fleet.adopt_load(old);
@@ -152,7 +186,12 @@ impl Balancer {
         if let Err(e) = armed {
             console_error!("{host}: alarm after config version {next} not set: {e}");
         }
-        self.config_event(next, "changed");
+        let action = if undone.is_some() {
+            "auto_rolled_back"
+        } else {
+            "changed"
+        };
+        self.config_event(next, action);
         self.fence().await;
         let mut resp = Response::from_json(&serde_json::json!({
             "version": next,
@@ -165,7 +204,7 @@ impl Balancer {
     }
 
     /// This hostname's config in DEFAULT_BACKENDS (the deployed config), if it has one.
-    fn deployed(&self, host: &str) -> Option<ServiceConfig> {
+    pub(super) fn deployed(&self, host: &str) -> Option<ServiceConfig> {
         registry::defaults(&self.env)
             .services
             .iter()
@@ -220,7 +259,7 @@ impl Balancer {
                     action: "config.reset",
                     summary,
                 };
-                self.commit(cfg, status, change, Some(0)).await
+                self.commit(cfg, status, change, Some(0), None).await
             }
             Err(errs) => invalid(errs),
         }
@@ -292,7 +331,7 @@ impl Balancer {
                     summary: audit::config_summary(old.as_ref(), &cfg.to_value()),
                 };
                 let status = if old.is_none() { 201 } else { 200 };
-                self.commit(cfg, status, change, None).await
+                self.commit(cfg, status, change, None, None).await
             }
             Err(errs) => invalid(errs),
         }
@@ -324,7 +363,7 @@ impl Balancer {
             summary,
         };
         match next {
-            Ok(cfg) => self.commit(cfg, 200, change, None).await,
+            Ok(cfg) => self.commit(cfg, 200, change, None, None).await,
             Err(errs) => invalid(errs),
         }
     }
@@ -358,7 +397,12 @@ impl Balancer {
         let write = ConfigWrite {
             audit: Some(self.audit_with(change, Some(version)).await?),
             deleted: Some(true),
-            delete: vec![KEY_CONFIG.to_string(), KEY_BACKENDS.to_string()],
+            // Nothing is left to watch or roll back.
+            delete: vec![
+                KEY_CONFIG.to_string(),
+                KEY_BACKENDS.to_string(),
+                KEY_WATCH.to_string(),
+            ],
             oversize: self.test_oversize,
             ..ConfigWrite::default()
         };
@@ -369,6 +413,7 @@ impl Balancer {
         *self.service.borrow_mut() = Some(Service::Missing(unknown_host(&host)));
         // Its region probers stop and forget it.
         self.update_probers(&probing).await;
+        self.safety.borrow_mut().forget();
         *self.alarm_at.borrow_mut() = None;
         if let Err(e) = self.state.storage().delete_alarm().await {
             // Harmless: an alarm of a service without config finds nothing to probe.
@@ -400,7 +445,7 @@ impl Balancer {
         let mut versions: Vec<serde_json::Value> = history
             .iter()
             .rev()
-            .map(|h| serde_json::json!({ "version": h.version, "ts_ms": h.ts_ms, "current": Some(h.version) == current, "source": source(&h.config), "config": config::redacted(&h.config) }))
+            .map(|h| serde_json::json!({ "version": h.version, "ts_ms": h.ts_ms, "current": Some(h.version) == current, "source": source(&h.config), "actor": h.actor, "action": h.action, "summary": h.summary, "config": config::redacted(&h.config) }))
             .collect();
         if let Some(d) = &deployed {
             versions.push(serde_json::json!({ "version": 0, "ts_ms": null, "current": current == Some(0), "source": "DEFAULT_BACKENDS", "config": config::redacted(&d.to_value()) }));
@@ -453,7 +498,7 @@ impl Balancer {
                     action: "config.rolled_back",
                     summary: format!("restored the config of version {version}"),
                 };
-                self.commit(cfg, 200, change, Some(version)).await
+                self.commit(cfg, 200, change, Some(version), None).await
             }
             Err(errs) => invalid(errs),
         }

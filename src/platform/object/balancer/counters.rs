@@ -3,7 +3,7 @@
 use worker::*;
 
 use super::d1::KEY_ROLLUP;
-use super::{Balancer, Service, KEY_METRICS, METRICS_SAVE_MS};
+use super::{Balancer, Service, KEY_METRICS, KEY_WATCH, METRICS_SAVE_MS};
 use crate::policy::health::breaker::BreakerState;
 use crate::policy::telemetry::metrics::{BackendGauges, HostMetrics, LeaseMetrics};
 
@@ -20,6 +20,9 @@ impl Balancer {
         let text = serde_json::to_string(&*self.metrics.borrow())?;
         js_sys::Reflect::set(&entries, &KEY_METRICS.into(), &text.into())?;
         js_sys::Reflect::set(&entries, &KEY_ROLLUP.into(), &self.rollup_text()?)?;
+        // The change watch counts the same outcomes: it is kept as well as they are.
+        let watch = serde_json::to_string(&*self.safety.borrow())?;
+        js_sys::Reflect::set(&entries, &KEY_WATCH.into(), &watch.into())?;
         self.metrics_dirty.set(false);
         self.metrics_saved_ms.set(now);
         self.state.storage().put_multiple_raw(entries).await

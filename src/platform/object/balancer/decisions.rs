@@ -28,7 +28,7 @@ impl Balancer {
         let now = Self::now();
         // Completions, successes and client responses the Worker batched ride along.
         self.complete(&msg.done);
-        self.record_answered(&msg.answered);
+        self.record_answered(&msg.answered).await?;
         if !msg.successes.is_empty() {
             self.apply_outcomes(&msg.successes).await?;
         }
@@ -156,7 +156,7 @@ impl Balancer {
         };
         self.ensure_loaded(&msg.host).await?;
         self.complete(&msg.done);
-        self.record_answered(&msg.answered);
+        self.record_answered(&msg.answered).await?;
         if !msg.rule_hits.is_empty() {
             self.metrics
                 .borrow_mut()
@@ -171,12 +171,15 @@ impl Balancer {
     }
 
     /// Counts responses a Worker gave clients; stored with the other counters, not per message.
-    fn record_answered(&self, answered: &[Answered]) {
-        if !answered.is_empty() {
-            self.metrics.borrow_mut().record_answered(answered);
-            self.roll_answered(Self::now(), answered);
-            self.metrics_dirty.set(true);
+    /// The change watch sees them too.
+    async fn record_answered(&self, answered: &[Answered]) -> Result<()> {
+        if answered.is_empty() {
+            return Ok(());
         }
+        self.metrics.borrow_mut().record_answered(answered);
+        self.roll_answered(Self::now(), answered);
+        self.metrics_dirty.set(true);
+        self.watch_answered(answered).await
     }
 
     /// Requests that finished no longer count as outstanding.

@@ -5,6 +5,7 @@ use worker::*;
 use super::{err, invalid, random_bytes, Balancer, Service, KEY_OUTBOX};
 use crate::platform::object::webhook;
 use crate::policy::control::config::{BackendState, EventKind, ServiceConfig};
+use crate::policy::control::watch::{Tally, Watch};
 use crate::policy::health::breaker::BreakerState;
 use crate::policy::telemetry::notify::{self, BackendView, Cause, Outbox};
 
@@ -75,8 +76,10 @@ impl Balancer {
     }
 
     /// Queues `config.changed` (or `config.rolled_back` when `restored` names the version
-    /// brought back; 0 is the deployed config) in `outbox` for the config `cfg` about to be
-    /// stored: the caller stores this outbox with the config. Returns how many events it dropped.
+    /// brought back, 0 being the deployed config; `config.auto_rolled_back` when FlowBalance undoes
+    /// the watched change `undone`) in `outbox` for the config `cfg` about to be stored: the
+    /// caller stores this outbox with the config. Returns how many events it dropped.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn queue_config_change(
         &self,
         outbox: &mut Outbox,
@@ -84,15 +87,33 @@ impl Balancer {
         previous: u64,
         version: u64,
         restored: Option<u64>,
+        undone: Option<&Watch>,
+        actor: String,
         now_ms: u64,
     ) -> u64 {
-        let actor = self.actor.borrow().clone();
-        let (kind, details) = match restored {
-            Some(v) => (
+        let pct = |t: Tally| (t.error_pct() * 10.0).round() / 10.0;
+        let (kind, details) = match (restored, undone) {
+            (_, Some(w)) => (
+                EventKind::ConfigAutoRolledBack,
+                serde_json::json!({
+                    "version": version,
+                    "restored_version": w.previous,
+                    "rolled_back_version": w.version,
+                    "previous_version": previous,
+                    "actor": actor,
+                    "error_rate": pct(w.after),
+                    "requests": w.after.requests,
+                    "baseline_error_rate": pct(w.baseline),
+                    "baseline_requests": w.baseline.requests,
+                    "max_error_rate_increase": w.max_increase,
+                    "summary": w.summary(),
+                }),
+            ),
+            (Some(v), None) => (
                 EventKind::ConfigRolledBack,
                 serde_json::json!({"version": version, "restored_version": v, "previous_version": previous, "actor": actor}),
             ),
-            None => (
+            (None, None) => (
                 EventKind::ConfigChanged,
                 serde_json::json!({"version": version, "previous_version": previous, "actor": actor}),
             ),

@@ -4,7 +4,7 @@ use worker::*;
 
 use super::{
     Balancer, HistoryEntry, StoredConfig, HISTORY_LEN, KEY_AFFINITY, KEY_AUDIT, KEY_CONFIG,
-    KEY_DELETED, KEY_HOST, KEY_OUTBOX,
+    KEY_DELETED, KEY_HOST, KEY_OUTBOX, KEY_WATCH,
 };
 
 /// Before per-version keys the whole history was one value, which outgrew a storage value.
@@ -26,6 +26,8 @@ pub(super) struct ConfigWrite {
     pub outbox: Option<String>,
     pub audit: Option<String>,
     pub affinity_key: Option<Vec<u8>>,
+    /// The change watch as it stands after this change (JSON text).
+    pub watch: Option<String>,
     /// Some(true) marks the service deleted (DEFAULT_BACKENDS does not bring it back); Some(false) clears that.
     pub deleted: Option<bool>,
     pub delete: Vec<String>,
@@ -52,6 +54,9 @@ impl ConfigWrite {
                 }
                 if let Some(a) = &self.audit {
                     t.put(KEY_AUDIT, a).await?;
+                }
+                if let Some(w) = &self.watch {
+                    t.put(KEY_WATCH, w).await?;
                 }
                 if let Some(k) = &self.affinity_key {
                     t.put(KEY_AFFINITY, k).await?;

@@ -21,6 +21,7 @@ impl Balancer {
                 view["decisions"] = decisions_view(fleet, &self.lease_metrics(now));
                 view["d1"] = self.d1_view();
                 view["dns"] = self.dns_view();
+                view["change_watch"] = self.watch_view(now);
                 Response::from_json(&view)
             }
             Some(Service::Missing(r)) => Response::error(

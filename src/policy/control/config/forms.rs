@@ -19,6 +19,7 @@ const DEFAULT_BLOCKS: &[&str] = &[
     "access_control",
     "notifications",
     "decisions",
+    "change_safety",
 ];
 
 // ---- Parsing with every error reported at its path ----
@@ -224,6 +225,7 @@ fn check_block(name: &str, v: &Value) -> Vec<ConfigError> {
         "rate_limit" => at::<RateLimit>(name, v),
         "notifications" => at::<Notifications>(name, v),
         "decisions" => at::<Decisions>(name, v),
+        "change_safety" => at::<ChangeSafety>(name, v),
         _ => at::<AccessLists>(name, v),
     }
 }

@@ -594,10 +594,13 @@ pub enum EventKind {
     ConfigRolledBack,
     #[serde(rename = "dns.sync_failed")]
     DnsSyncFailed,
+    /// FlowBalance undid a change that raised the error rate (`change_safety`).
+    #[serde(rename = "config.auto_rolled_back")]
+    ConfigAutoRolledBack,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::BackendDown,
         EventKind::BackendUp,
         EventKind::BreakerOpen,
@@ -607,6 +610,7 @@ impl EventKind {
         EventKind::ConfigChanged,
         EventKind::ConfigRolledBack,
         EventKind::DnsSyncFailed,
+        EventKind::ConfigAutoRolledBack,
     ];
 }
 
@@ -679,6 +683,9 @@ pub struct ServiceConfig {
     /// A DNS record set kept in step with the healthy backends (Cloudflare DNS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsRecords>,
+    /// Watching each config change, and undoing one that plainly raised the error rate.
+    #[serde(default)]
+    pub change_safety: ChangeSafety,
 }
 
 /// `dns`: the A/AAAA records of `name` in the Cloudflare zone `zone_id` list the healthy
@@ -702,6 +709,42 @@ pub struct DnsRecords {
 
 fn default_dns_ttl() -> u32 {
     60
+}
+
+/// `change_safety`: after a config change the object compares the share of requests answered
+/// 5xx (or failed) with the 5 minutes before it, and rolls the change back when it rose too much.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct ChangeSafety {
+    /// Roll a change back on its own when its error rate rose too much.
+    pub auto_rollback: bool,
+    /// Seconds a change is watched after it is made.
+    #[serde(deserialize_with = "int::<5, 3600, _, _>")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 5, max = 3600)))]
+    pub watch_s: u64,
+    /// Percentage points the error share may rise over the 5 minutes before the change (> 0, <= 100).
+    #[serde(deserialize_with = "percent")]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        schemars(range(min = 0, max = 100), extend("exclusiveMinimum" = 0))
+    )]
+    pub max_error_rate_increase: f64,
+    /// Requests after the change needed before it can be rolled back.
+    #[serde(deserialize_with = "int::<1, 1_000_000, _, _>")]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 1_000_000)))]
+    pub min_requests: u64,
+}
+
+impl Default for ChangeSafety {
+    fn default() -> Self {
+        ChangeSafety {
+            auto_rollback: true,
+            watch_s: DEFAULT_WATCH_S,
+            max_error_rate_increase: DEFAULT_MAX_ERROR_RATE_INCREASE,
+            min_requests: DEFAULT_WATCH_MIN_REQUESTS,
+        }
+    }
 }
 
 /// What the request log keeps (`logging`). Failed, retried, refused and slow requests are always

@@ -51,6 +51,10 @@ pub fn schemas() -> Map<String, Value> {
         g.subschema_for::<Decisions>().to_value(),
     );
     blocks.insert(
+        "change_safety".into(),
+        g.subschema_for::<ChangeSafety>().to_value(),
+    );
+    blocks.insert(
         "services".into(),
         serde_json::json!({"type": "array", "minItems": 1, "items": service}),
     );

@@ -670,6 +670,7 @@ prop_compose! {
                 ttl: 60 + retries,
             }),
             rules: Vec::new(),
+            change_safety: ChangeSafety { auto_rollback: retries.is_multiple_of(2), watch_s: 5 + u64::from(retries), max_error_rate_increase: 12.5, min_requests: 1 + u64::from(retries) },
         }
     }
 }

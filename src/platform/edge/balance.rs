@@ -68,7 +68,7 @@ pub async fn balance(
             };
             let counted: &[String] = if local { &answer.matched } else { &[] };
             report
-                .rule_answered(request, asker, why, &answer.rule, counted)
+                .rule_answered(request, asker, why, &answer.rule, counted, &answer.log)
                 .await;
             return forward::rule_response(&answer);
         }

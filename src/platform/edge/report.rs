@@ -463,6 +463,7 @@ impl Reporter<'_> {
         why: Option<String>,
         rule: &str,
         counted_here: &[String],
+        log: &Logging,
     ) {
         self.count(request.status, Source::Flowbalance, counted_here);
         if let Some(why) = why {
@@ -480,7 +481,7 @@ impl Reporter<'_> {
             self.keep(request, asker, Vec::new(), Kept::Refused, rule)
                 .await;
         } else {
-            self.sample(request, asker, &Logging::default(), rule);
+            self.sample(request, asker, log, rule);
         }
     }
 

@@ -381,6 +381,7 @@ mod tests {
             "rule api → pool canary, panic"
         );
         let answer = |location: Option<&str>, status: u16| RuleAnswer {
+            log: Default::default(),
             rule: "old-docs".into(),
             matched: vec!["old-docs".into()],
             status,

@@ -4,6 +4,12 @@
 //! the object. The config types live in `control/config/rules.rs`.
 
 use serde::{Deserialize, Serialize};
+
+use crate::policy::control::config::Logging;
+
+fn is_default_logging(l: &Logging) -> bool {
+    *l == Logging::default()
+}
 use std::net::IpAddr;
 
 use crate::policy::access::clients::canonical_ip;
@@ -132,6 +138,9 @@ pub struct RuleAnswer {
     /// Response header actions of the rules that applied.
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
+    /// What the request log keeps of the service's answers (its `logging`; absent: the defaults).
+    #[serde(default, skip_serializing_if = "is_default_logging")]
+    pub log: Logging,
 }
 
 /// A sample request for `POST /admin/services/{h}/rules/test`.
@@ -220,6 +229,7 @@ impl Walk<'_> {
             _ => return None,
         };
         Some(RuleAnswer {
+            log: Default::default(),
             rule: rule.to_string(),
             matched: self.matched.iter().map(ToString::to_string).collect(),
             status,

@@ -58,7 +58,10 @@ impl Fleet {
         }
         let (rule_group, effects) = match self.apply_rules(facts, ip, now_ms) {
             Ok(routed) => routed,
-            Err(answer) => return Verdict::Answer(*answer),
+            Err(mut answer) => {
+                answer.log = self.cfg.logging.clone();
+                return Verdict::Answer(*answer);
+            }
         };
         self.budget.record_request(now_ms);
         let params = self.breaker_params();

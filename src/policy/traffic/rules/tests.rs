@@ -321,6 +321,7 @@ fn answers_carry_the_status_body_and_location() {
     assert_eq!(
         a,
         RuleAnswer {
+            log: Default::default(),
             rule: "no-trace".into(),
             matched: vec!["no-trace".into()],
             status: 405,

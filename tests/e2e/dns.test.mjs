@@ -174,3 +174,42 @@ test("console: the service page shows the record set, the last sync, and a held 
   await shot(page, "dns-held");
   w.check("the DNS records card");
 });
+
+test("with probe regions, one region failing keeps the record; a quorum failing removes it; recovery restores it", async (t) => {
+  const REGIONS = ["wnam", "weur", "apac"];
+  const cf = await fakeFor(t, TOKEN);
+  const [a, b] = await twoBackends(t);
+  // Each backend fails the probes of the regions in its `failing` set.
+  for (const x of [a, b]) {
+    x.failing = new Set();
+    x.onProbe = (req, res) => res.writeHead(x.failing.has(req.headers["x-flowbalance-probe-region"]) ? 500 : 200).end();
+  }
+  const lb = await balancerFor(t, {
+    defaultBackends: { services: [service([a, b], { activeHealthChecks: { ...fast, interval: 0.5, regions: REGIONS } })] },
+    bindings: { CLOUDFLARE_API_TOKEN: TOKEN, CLOUDFLARE_API_BASE: cf.base },
+  });
+  await (await lb.fetch("app.test", "/")).arrayBuffer();
+  const both = ["127.0.0.2", "127.0.0.3"];
+  await waitFor(() => same(managed(cf), both), { timeoutMs: 20000, what: "both backends' records" });
+  const viewOf = async (x) => (await serviceStatus(lb)).backends.find((s) => s.url === x.url);
+
+  // One region of three sees b down: b is degraded, not out, and its record stays.
+  b.failing.add("apac");
+  await waitFor(async () => (await viewOf(b)).regions?.apac === "down", { timeoutMs: 15000, what: "apac to see b down" });
+  assert.equal((await viewOf(b)).healthy, true);
+  const syncsBefore = cf.calls.length;
+  // Two more probe rounds from every region, and any sync they caused, leave the set alone.
+  await waitFor(() => b.probes().filter((p) => p.headers["x-flowbalance-probe-region"] === "wnam").length >= 4, { timeoutMs: 15000, what: "more wnam probes" });
+  assert.deepEqual(managed(cf), both, "a minority of regions does not remove the record");
+  assert.ok(!cf.calls.slice(syncsBefore).some((c) => c.method === "DELETE"), "no record was deleted");
+
+  // A quorum (two of three) sees b down: b leaves traffic and the set.
+  b.failing.add("weur");
+  await waitFor(async () => !(await viewOf(b)).healthy, { timeoutMs: 15000, what: "the quorum to take b out" });
+  await waitFor(() => same(managed(cf), ["127.0.0.2"]), { timeoutMs: 20000, what: "b's record removed" });
+
+  // Recovery in every region brings it back.
+  b.failing.clear();
+  await waitFor(async () => (await viewOf(b)).healthy, { timeoutMs: 15000, what: "b healthy again" });
+  await waitFor(() => same(managed(cf), both), { timeoutMs: 20000, what: "b's record back" });
+});

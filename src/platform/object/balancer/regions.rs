@@ -128,6 +128,8 @@ impl Balancer {
             self.notice(before, Cause::Probe);
             self.persist_backends().await?;
             self.wake_for_deliveries().await?;
+            // A quorum's verdict changes who is healthy: the DNS records follow at once.
+            self.dns_soon().await?;
         }
         Response::empty().map(|r| r.with_status(204))
     }

@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use js_sys::futures::JsFuture;
 use wasm_bindgen::JsValue;
@@ -41,17 +42,17 @@ thread_local! {
     /// What a hostname's traffic rules read of a request, as the object last said (unknown:
     /// method, path and query, which cost nothing to send; a rule on a header is learnt from
     /// the object's `More` answer).
-    static RULES: RefCell<HashMap<String, RuleNeeds>> = RefCell::new(HashMap::new());
+    static RULES: RefCell<HashMap<String, Rc<RuleNeeds>>> = RefCell::new(HashMap::new());
 }
 
 /// What to send of a request to a hostname the object has not described yet.
-fn unknown_rule_needs() -> RuleNeeds {
-    RuleNeeds {
+fn unknown_rule_needs() -> Rc<RuleNeeds> {
+    Rc::new(RuleNeeds {
         method: true,
         path: true,
         query: true,
         headers: Vec::new(),
-    }
+    })
 }
 
 /// Where one request's decision comes from, and what it needs read of the request.
@@ -63,7 +64,7 @@ pub struct Source {
     /// Whether the decision uses the client's geography.
     geo: bool,
     /// What the service's traffic rules read of the request.
-    rules: RuleNeeds,
+    rules: Rc<RuleNeeds>,
 }
 
 impl Source {
@@ -112,7 +113,7 @@ impl Source {
 
 /// Decides locally under the lease this isolate holds for `host`. None: the lease cannot
 /// decide this one (expired, or the config wants the object): ask the object.
-fn under_lease(req: &web_sys::Request, incoming: &Incoming, host: &str) -> Option<Decision> {
+fn under_lease(req: &web_sys::Request, incoming: &mut Incoming, host: &str) -> Option<Decision> {
     let facts = RequestFacts {
         client_ip: incoming.client_ip.clone(),
         country: incoming.country.clone(),
@@ -120,17 +121,21 @@ fn under_lease(req: &web_sys::Request, incoming: &Incoming, host: &str) -> Optio
         cookies: incoming.cookies.clone(),
         affinity_header: incoming.affinity_key.clone(),
         streamed_body: incoming.streams_body(req),
-        line: incoming.line.clone(),
+        // Moved, not copied (this is per request); it goes back if the object must decide.
+        line: incoming.line.take(),
     };
     // `More` cannot happen here (the lease said what to read), but if it did the object asks
     // for it properly.
-    lease::decide_local(host, &facts)
-        .filter(|(verdict, _)| !matches!(verdict, Verdict::More(_)))
-        .map(|(verdict, why)| Decision {
-            verdict,
-            why,
-            local: true,
-        })
+    let decided = lease::decide_local(host, &facts)
+        .filter(|(verdict, _)| !matches!(verdict, Verdict::More(_)));
+    if decided.is_none() {
+        incoming.line = facts.line;
+    }
+    decided.map(|(verdict, why)| Decision {
+        verdict,
+        why,
+        local: true,
+    })
 }
 
 /// Asks the hostname's Durable Object where this request goes. The message travels in the URL
@@ -142,7 +147,7 @@ async fn ask_object(
     req: &web_sys::Request,
     incoming: &mut Incoming,
     key_header: Option<String>,
-    rules: RuleNeeds,
+    rules: Rc<RuleNeeds>,
     host: &str,
 ) -> Result<Decision> {
     let mut msg = DecideRequest {
@@ -157,7 +162,7 @@ async fn ask_object(
         successes: take_successes(host, false),
         done: take_done(host),
         answered: take_answered(host),
-        line: incoming.line.clone(),
+        line: incoming.line.take(),
     };
     let mut decision = ask(env, &msg).await?;
     // The service's rules read more of the request than was sent (a header they name, or this
@@ -167,13 +172,15 @@ async fn ask_object(
             headers: merged(&more.headers, &rules.headers),
             ..more.clone()
         };
-        RULES.with(|r| r.borrow_mut().insert(host.to_string(), more.clone()));
+        RULES.with(|r| {
+            r.borrow_mut()
+                .insert(host.to_string(), Rc::new(more.clone()))
+        });
         let again = Incoming::read(req, key_header.as_deref(), incoming.geo, &wanted);
         msg.successes.clear();
         msg.answered.clear();
         msg.done.clear();
-        msg.line = again.line.clone();
-        incoming.line = again.line;
+        msg.line = again.line;
         decision = ask(env, &msg).await?;
         if let Verdict::More(_) = decision.verdict {
             return Err(Error::RustError(format!(
@@ -224,13 +231,13 @@ async fn ask_object(
                 _ => {}
             }
         });
-        // Traffic rules: read of the request only what they name.
-        RULES.with(|r| {
-            if r.borrow().get(host) != Some(&route.rule_needs) {
-                r.borrow_mut()
-                    .insert(host.to_string(), route.rule_needs.clone());
-            }
-        });
+        // Traffic rules: read of the request only what they name (the reply says so only when
+        // this request was read otherwise).
+        if let Some(needs) = &route.rule_needs {
+            RULES.with(|r| {
+                r.borrow_mut().insert(host.to_string(), needs.clone());
+            });
+        }
         // Geo steering: read the client's geography only for hostnames that use it.
         GEO.with(|g| {
             if g.borrow().get(host) != Some(&route.geo) {

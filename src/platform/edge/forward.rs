@@ -242,8 +242,13 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
                 .as_ref()
                 .map(|r| header_edits(&r.response_headers))
                 .unwrap_or_default();
-            let mut parts =
-                fb_respond(&resp, cookie, success.is_some(), RESPONSE_BUFFER_CAP, edits);
+            let mut parts = fb_respond(
+                &resp,
+                cookie,
+                success.is_some(),
+                RESPONSE_BUFFER_CAP,
+                &edits,
+            );
             if let Some(read) = parts.dyn_ref::<js_sys::Promise>() {
                 parts = JsFuture::from(read.clone()).await?;
             }
@@ -355,7 +360,8 @@ export function fb_watch_upload(body, length) {
 // Promise of [Response or null, "" or why the backend broke it off]. Otherwise
 // [Response, undefined | Promise<"" or the backend's error>] with the body pumped through a
 // native stream. With nothing to change, the backend's own Response goes back as it is.
-export function fb_respond(resp, cookie, watch, bufferCap, edits) {
+export function fb_respond(resp, cookie, watch, bufferCap, edited) {
+  const edits = edited === "" ? [] : edited.split("\n");
   const status = resp.status;
   let body = resp.body;
   let done;
@@ -384,7 +390,8 @@ async function buffered(resp, cookie, edits) {
   }
 }
 
-// `edits`: traffic rules' response header changes as [op, name, value, ...] ("s" set, "r" remove).
+// `edits`: traffic rules' response header changes as [op, name, value, ...] ("s" set, "r" remove;
+// `fb_respond` gets them joined by newlines).
 function rebuilt(resp, body, cookie, edits) {
   const out = new Response(body, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
   for (let i = 0; i + 2 < edits.length; i += 3) {
@@ -442,7 +449,7 @@ extern "C" {
         cookie: Option<String>,
         watch: bool,
         buffer_cap: f64,
-        edits: Vec<String>,
+        edits: &str,
     ) -> JsValue;
 }
 
@@ -489,16 +496,17 @@ fn outbound_headers(
     ALWAYS_DROPPED.with(|always| fb_forward_headers(&req.headers(), always, drop, set))
 }
 
-/// Response header changes as `fb_respond` takes them: `[op, name, value, ...]`.
-fn header_edits(ops: &HeaderOps) -> Vec<String> {
-    let mut edits = Vec::with_capacity(3 * (ops.set.len() + ops.remove.len()));
+/// Response header changes as `fb_respond` takes them: `op, name, value, ...` joined by
+/// newlines (one string to cross into the runtime; names and values hold no newline).
+fn header_edits(ops: &HeaderOps) -> String {
+    let mut parts: Vec<&str> = Vec::with_capacity(3 * (ops.set.len() + ops.remove.len()));
     for name in &ops.remove {
-        edits.extend(["r".to_string(), name.clone(), String::new()]);
+        parts.extend(["r", name.as_str(), ""]);
     }
     for (name, value) in &ops.set {
-        edits.extend(["s".to_string(), name.clone(), value.clone()]);
+        parts.extend(["s", name.as_str(), value.as_str()]);
     }
-    edits
+    parts.join("\n")
 }
 
 /// The answer of a traffic rule's `respond` or `redirect`: no backend is asked.

@@ -37,7 +37,7 @@ impl Incoming {
         geo: bool,
         rules: &RuleNeeds,
     ) -> Self {
-        let text = fb_incoming(req, key_header, geo, rules.headers.clone());
+        let text = fb_incoming(req, key_header, geo, &rules.headers.join("\n"));
         let mut lines = text.split('\n');
         let method = lines.next().unwrap_or("GET").to_string();
         let url = lines.next().unwrap_or_default().to_string();
@@ -135,7 +135,8 @@ impl Incoming {
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
 // The request facts the balanced path needs, as lines: method, URL, then per header "" when
-// absent or "=value" (a header value holds no newline), then cf's country and continent.
+// absent or "=value" (a header value holds no newline), then cf's country and continent, then
+// the headers the rules name (`ruleHeaders`: names joined by newlines, one string to cross).
 export function fb_incoming(req, keyHeader, geo, ruleHeaders) {
   const h = req.headers;
   const v = (x) => (x === null || x === undefined ? "" : "=" + x);
@@ -144,7 +145,7 @@ export function fb_incoming(req, keyHeader, geo, ruleHeaders) {
     const cf = req.cf;
     out += `\n${v(cf && cf.country)}\n${v(cf && cf.continent)}`;
   }
-  for (const name of ruleHeaders) out += `\n${v(h.get(name))}`;
+  if (ruleHeaders !== "") for (const name of ruleHeaders.split("\n")) out += `\n${v(h.get(name))}`;
   return out;
 }
 "#)]
@@ -154,6 +155,6 @@ extern "C" {
         req: &web_sys::Request,
         key_header: Option<&str>,
         geo: bool,
-        rule_headers: Vec<String>,
+        rule_headers: &str,
     ) -> String;
 }

@@ -254,10 +254,21 @@ impl Reporter<'_> {
     pub fn count(&self, code: u16, source: Source, rules_matched: &[String]) {
         let arm = ANSWERED.with(|a| {
             let mut a = a.borrow_mut();
-            let p = a.entry(self.host.to_string()).or_default();
+            // Keys are allocated only the first time they are seen (this runs per request).
+            if !a.contains_key(self.host) {
+                a.insert(self.host.to_string(), Default::default());
+            }
+            let Some(p) = a.get_mut(self.host) else {
+                return false;
+            };
             *p.tally.entry((code, source)).or_default() += 1;
             for rule in rules_matched {
-                *p.rules.entry(rule.clone()).or_default() += 1;
+                match p.rules.get_mut(rule) {
+                    Some(n) => *n += 1,
+                    None => {
+                        p.rules.insert(rule.clone(), 1);
+                    }
+                }
             }
             !std::mem::replace(&mut p.timer, true)
         });

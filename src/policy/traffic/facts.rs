@@ -1,6 +1,8 @@
 //! What the decision reads of one client request, and which of it a service's config needs read.
 
 use crate::policy::control::config::{AffinityKind, PoolSteering, ServiceConfig};
+use std::rc::Rc;
+
 use crate::policy::traffic::rules::{needs_of, RequestLine, RuleNeeds};
 
 /// Facts about one client request that the decision may use.
@@ -31,8 +33,9 @@ pub struct Needs {
     pub affinity_header: Option<String>,
     /// The service steers (or its rules match) by the client's country or continent.
     pub geo: bool,
-    /// What the service's rules read of the request line and headers.
-    pub rules: RuleNeeds,
+    /// What the service's rules read of the request line and headers (shared: every request
+    /// and route carries it, and a copy per request would cost allocations).
+    pub rules: Rc<RuleNeeds>,
 }
 
 impl Needs {
@@ -48,7 +51,7 @@ impl Needs {
             geo: cfg.geo.is_some()
                 || rules_geo
                 || cfg.load_balancer.steering == PoolSteering::Dynamic,
-            rules,
+            rules: Rc::new(rules),
         }
     }
 }

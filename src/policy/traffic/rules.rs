@@ -63,6 +63,22 @@ impl RuleNeeds {
         !self.method && !self.path && !self.query && self.headers.is_empty()
     }
 
+    /// Whether `line` is exactly what a Worker reading by these needs sends: a line only when
+    /// they are not empty, the method only when named, a query only when named (an empty one
+    /// cannot tell, so it does not count) and the named headers in order. The path is always
+    /// sent with a line.
+    pub fn read_as(&self, line: Option<&RequestLine>) -> bool {
+        match line {
+            None => self.is_empty(),
+            Some(line) => {
+                !self.is_empty()
+                    && self.method != line.method.is_empty()
+                    && self.query != line.query.is_empty()
+                    && line.headers.iter().map(|(n, _)| n).eq(self.headers.iter())
+            }
+        }
+    }
+
     /// Whether `line` carries everything these needs name (a header counts as read when it is
     /// listed, with or without a value). The object asks the Worker again when it does not.
     pub fn covered_by(&self, line: Option<&RequestLine>) -> bool {

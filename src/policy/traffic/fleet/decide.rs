@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use super::Fleet;
 use crate::policy::access::clients::canonical_ip;
@@ -17,6 +18,7 @@ use crate::policy::traffic::facts::RequestFacts;
 use crate::policy::traffic::geo;
 use crate::policy::traffic::rules::{
     split_at_random, split_by_key, split_key, Action, Client, RequestLine, RuleAnswer, RuleEffects,
+    RuleNeeds,
 };
 use crate::policy::traffic::select::failover_order;
 use crate::policy::traffic::steering::{self, Load};
@@ -44,7 +46,7 @@ impl Fleet {
         // Rules read the request line: ask for what is missing before anything is counted, so
         // the second ask is the one the rate limit sees.
         if !self.rules.is_empty() && !self.needs.rules.covered_by(facts.line.as_ref()) {
-            return Verdict::More(self.needs.rules.clone());
+            return Verdict::More((*self.needs.rules).clone());
         }
         if let Some(limiter) = &mut self.limiter {
             let key = client.as_deref().unwrap_or("unknown");
@@ -114,6 +116,7 @@ impl Fleet {
                     trials.push(false);
                 }
                 let mut route = self.route(attempts, trials, false, now_ms, pinned);
+                route.rule_needs = self.rule_needs_for(facts);
                 route.rules = effects;
                 route.pool_why = pool_why;
                 route.ticket = self.count_in(first, &route, now_ms);
@@ -145,9 +148,16 @@ impl Fleet {
         let trials = vec![false; attempts.len()];
         let first = attempts[0];
         let mut route = self.route(attempts, trials, true, now_ms, None);
+        route.rule_needs = self.rule_needs_for(facts);
         route.rules = effects;
         route.ticket = self.count_in(first, &route, now_ms);
         Verdict::Route(route)
+    }
+
+    /// What the route tells the Worker to read of its next requests: nothing when this request
+    /// was read exactly so already (the reply stays small on every ask).
+    fn rule_needs_for(&self, facts: &RequestFacts) -> Option<Rc<RuleNeeds>> {
+        (!self.needs.rules.read_as(facts.line.as_ref())).then(|| self.needs.rules.clone())
     }
 
     /// Walks the traffic rules: Err is a rule's own answer; Ok holds the group a rule's pool or
@@ -260,7 +270,7 @@ impl Fleet {
             geo: needs.geo,
             log: self.cfg.logging.clone(),
             rules: None,
-            rule_needs: needs.rules.clone(),
+            rule_needs: None,
             pool_why: None,
             cookie: cookie_affinity.map(|a| CookieSpec {
                 name: a.cookie_name.to_string(),

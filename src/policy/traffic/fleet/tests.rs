@@ -1072,10 +1072,20 @@ fn rules_that_read_the_request_line_ask_for_it_first() {
         f.decide(&facts_for("/", Some("192.0.2.1")), 2),
         Verdict::Reject(Reject { status: 429, .. })
     ));
+    // A request read otherwise than the rules need (a header they no longer name): the reply
+    // says what to read from now on.
+    let mut extra = facts_for("/x?debug=1", Some("192.0.2.9"));
+    if let Some(line) = extra.line.as_mut() {
+        line.headers.push(("x-old".into(), None));
+    }
+    let Verdict::Route(r) = f.decide(&extra, 100_000) else {
+        panic!("routed")
+    };
+    assert_eq!(r.rule_needs.as_deref(), Some(&needs));
     // A service without rules never asks.
     let mut plain = fleet(json!({}));
     assert!(
-        matches!(plain.decide(&bare, 0), Verdict::Route(r) if r.rule_needs.is_empty() && r.rules.is_none())
+        matches!(plain.decide(&bare, 0), Verdict::Route(r) if r.rule_needs.is_none() && r.rules.is_none())
     );
 }
 
@@ -1100,7 +1110,8 @@ fn a_rules_pool_bypasses_steering_and_keeps_rotation_and_failover_within_it() {
             effects.response_headers.set,
             [("x-debug".to_string(), "on".to_string())]
         );
-        assert!(r.rule_needs.path);
+        // The request was read exactly as the rules need: the reply does not repeat it.
+        assert!(r.rule_needs.is_none());
     }
     assert_eq!(firsts, ["http://a1", "http://a2", "http://a1", "http://a2"]);
     // A backend of the api pool with an open breaker: the pool's other backend takes the request.

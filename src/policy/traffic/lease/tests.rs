@@ -481,7 +481,7 @@ fn rules_decide_the_same_under_a_lease_as_at_the_object() {
     assert_eq!(needs.rules.headers, ["x-canary"]);
     // Without the line, both ask for it.
     match h.decide(&RequestFacts::default(), 1) {
-        Local::Decided(Verdict::More(n)) => assert_eq!(n, needs.rules),
+        Local::Decided(Verdict::More(n)) => assert_eq!(n, *needs.rules),
         other => panic!("{other:?}"),
     }
     let facts = |method: &str, path: &str, canary: Option<&str>, ip: &str| RequestFacts {

@@ -360,11 +360,43 @@ fn answers_carry_the_status_body_and_location() {
 }
 
 #[test]
+fn a_line_is_read_as_the_needs_say_only_when_it_holds_exactly_what_they_name() {
+    let needs = RuleNeeds {
+        method: true,
+        path: true,
+        query: true,
+        headers: vec!["x-a".into(), "x-b".into()],
+    };
+    let line = |method: &str, query: &str, headers: &[&str]| RequestLine {
+        method: method.into(),
+        path: "/p".into(),
+        query: query.into(),
+        headers: headers.iter().map(|h| (h.to_string(), None)).collect(),
+    };
+    assert!(needs.read_as(Some(&line("GET", "a=1", &["x-a", "x-b"]))));
+    // The method or a header missing, a header too many, or a query that may not have been read.
+    assert!(!needs.read_as(Some(&line("", "a=1", &["x-a", "x-b"]))));
+    assert!(!needs.read_as(Some(&line("GET", "a=1", &["x-a"]))));
+    assert!(!needs.read_as(Some(&line("GET", "a=1", &["x-a", "x-b", "x-c"]))));
+    assert!(!needs.read_as(Some(&line("GET", "", &["x-a", "x-b"]))));
+    assert!(!needs.read_as(None));
+    // No needs: only no line at all.
+    assert!(RuleNeeds::default().read_as(None));
+    assert!(!RuleNeeds::default().read_as(Some(&line("", "", &[]))));
+    let path_only = RuleNeeds {
+        path: true,
+        ..RuleNeeds::default()
+    };
+    assert!(path_only.read_as(Some(&line("", "", &[]))));
+    assert!(!path_only.read_as(Some(&line("", "q=1", &[]))));
+}
+
+#[test]
 fn needs_name_only_what_the_rules_read() {
     let c = example();
     let needs = Needs::of(&c);
     assert_eq!(
-        needs.rules,
+        *needs.rules,
         RuleNeeds {
             method: true,
             path: true,
@@ -373,7 +405,7 @@ fn needs_name_only_what_the_rules_read() {
         }
     );
     assert!(!needs.geo);
-    assert_eq!(RuleSet::new(&c).needs(), &needs.rules);
+    assert_eq!(RuleSet::new(&c).needs(), &*needs.rules);
     // Headers are lower-cased and listed once; a nested not counts; countries read geography.
     let c = cfg(json!([
         {"name": "a", "when": {"headers": {"X-B": "*"}, "not": {"headers": {"x-a": "1"}, "countries": ["EU"]}}, "then": {}},
@@ -381,7 +413,7 @@ fn needs_name_only_what_the_rules_read() {
     ]));
     let needs = Needs::of(&c);
     assert_eq!(
-        needs.rules,
+        *needs.rules,
         RuleNeeds {
             headers: vec!["x-a".into(), "x-b".into()],
             ..RuleNeeds::default()

@@ -6,6 +6,7 @@ bash scripts/build.sh
 node tests/bench/bench.mjs "$@"
 node tests/bench/lease.mjs
 node tests/bench/rules.mjs
+node tests/bench/tail.mjs
 node tests/bench/steering.mjs
 node tests/bench/recovery.mjs
 node tests/bench/scrape.mjs

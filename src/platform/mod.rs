@@ -152,26 +152,48 @@ impl std::fmt::Display for FetchFailure {
     }
 }
 
-/// Fetches with a deadline for the response headers; the body then streams unbounded.
+/// How far a fetch's deadline reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// The response headers; the body then streams unbounded (a client's download takes as
+    /// long as it takes). The timer is cleared when the headers arrive: a timer left pending
+    /// would keep the request's objects alive for the whole timeout, and at traffic those
+    /// pile up in the old generation until a major GC pauses the isolate.
+    Headers,
+    /// The whole exchange, body included: FlowBalance's own calls (probes, webhooks, DNS,
+    /// sign-in), whose bodies it reads itself and must not wait on forever.
+    Whole,
+}
+
+/// Fetches with a deadline for the whole exchange (see [`Deadline::Whole`]).
 /// Calls the runtime's `fetch` directly and checks the status before anything else: workers-rs
 /// panics (taking the whole instance down) on a Response whose status is outside 200..=599.
-/// `AbortSignal.timeout` keeps the timer inside the runtime: no Rust closure per request.
+/// The timer lives inside the runtime: no Rust closure per request.
 pub async fn fetch_raw(
     req: &web_sys::Request,
     timeout_ms: u64,
 ) -> std::result::Result<web_sys::Response, FetchFailure> {
-    settle(fb_fetch(req.as_ref(), None, None, None, timeout_ms as f64)).await
+    settle(fb_fetch(
+        req.as_ref(),
+        None,
+        None,
+        None,
+        timeout_ms as f64,
+        true,
+    ))
+    .await
 }
 
-/// [`fetch_raw`] of `url` with `method`, `headers` and `body`, redirects not followed: one call
-/// into the runtime builds the request, arms the timeout and fetches (no Request object made
-/// in between, no RequestInit built field by field).
+/// [`fetch_raw`] of `url` with `method`, `headers` and `body`, redirects not followed, with
+/// `deadline`: one call into the runtime builds the request, arms the timeout and fetches (no
+/// Request object made in between, no RequestInit built field by field).
 pub async fn fetch_url(
     url: &str,
     method: &str,
     headers: &web_sys::Headers,
     body: Option<wasm_bindgen::JsValue>,
     timeout_ms: u64,
+    deadline: Deadline,
 ) -> std::result::Result<web_sys::Response, FetchFailure> {
     settle(fb_fetch(
         &wasm_bindgen::JsValue::from_str(url),
@@ -179,6 +201,7 @@ pub async fn fetch_url(
         Some(headers),
         body,
         timeout_ms as f64,
+        deadline == Deadline::Whole,
     ))
     .await
 }
@@ -203,12 +226,29 @@ async fn settle(fetched: js_sys::Promise) -> std::result::Result<web_sys::Respon
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
-export function fb_fetch(input, method, headers, body, ms) {
-  const signal = AbortSignal.timeout(ms);
+// `whole`: the deadline covers the body too (AbortSignal.timeout); otherwise only the response
+// headers, and the timer is cleared as soon as they are in.
+export function fb_fetch(input, method, headers, body, ms, whole) {
+  let signal;
+  let timer;
+  if (whole) {
+    signal = AbortSignal.timeout(ms);
+  } else {
+    const controller = new AbortController();
+    signal = controller.signal;
+    timer = setTimeout(() => controller.abort(), ms);
+  }
   const init = method === undefined ? { signal } : { method, headers, body, redirect: "manual", signal };
-  return fetch(input, init).catch((e) => {
-    throw signal.aborted ? null : e;
-  });
+  return fetch(input, init).then(
+    (resp) => {
+      clearTimeout(timer);
+      return resp;
+    },
+    (e) => {
+      clearTimeout(timer);
+      throw signal.aborted ? null : e;
+    },
+  );
 }
 "#)]
 extern "C" {
@@ -219,6 +259,7 @@ extern "C" {
         headers: Option<&web_sys::Headers>,
         body: Option<wasm_bindgen::JsValue>,
         ms: f64,
+        whole: bool,
     ) -> js_sys::Promise;
 }
 

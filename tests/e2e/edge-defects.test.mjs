@@ -213,6 +213,49 @@ test("a small response body broken off is a 502 naming it, and a failure of its 
   }
 });
 
+test("connection_timeout_ms bounds the wait for response headers only: a body that takes longer still arrives whole", async () => {
+  const [stream, late] = await startBackends(2);
+  const pace = (res, parts, ms) => {
+    let i = 0;
+    const next = () => (i < parts.length ? res.write(parts[i++], () => setTimeout(next, ms)) : res.end());
+    next();
+  };
+  // Headers at once, then the body over ~1.5 s against a 400 ms timeout: unsized (streamed
+  // through) and sized and small (read whole before answering).
+  stream.handler = (req, res) => {
+    const parts = Array.from({ length: 6 }, (_, i) => `part${i};`);
+    if (req.url.startsWith("/sized")) res.writeHead(200, { "content-type": "text/plain", "content-length": String(parts.join("").length) });
+    else res.writeHead(200, { "content-type": "text/plain" });
+    pace(res, parts, 250);
+  };
+  // No headers within the timeout: that is the timeout.
+  late.handler = (req, res) => void setTimeout(() => res.writeHead(200).end("late"), 1500);
+  const lb = await start([
+    { hostname: "slowbody.test", backends: [stream.url], ...quiet, ...perRequest, connection_error_handling: { connection_timeout_ms: 400 } },
+    { hostname: "slowbody-lease.test", backends: [stream.url], ...quiet, decisions: { mode: "lease" }, connection_error_handling: { connection_timeout_ms: 400 } },
+    { hostname: "lateheaders.test", backends: [late.url], ...quiet, ...perRequest, connection_error_handling: { connection_timeout_ms: 400 } },
+  ]);
+  try {
+    const whole = "part0;part1;part2;part3;part4;part5;";
+    for (const host of ["slowbody.test", "slowbody-lease.test"]) {
+      for (const path of ["/streamed", "/sized"]) {
+        const started = Date.now();
+        const res = await rawRequest(lb, host, path);
+        assert.equal(res.status, 200, `${host}${path}: ${res.body}`);
+        assert.equal(res.body, whole, `${host}${path}`);
+        assert.ok(Date.now() - started >= 1000, `${host}${path} took the body's whole time`);
+      }
+    }
+    const st = (await backendsOf(lb, "slowbody.test")).find((b) => b.url === stream.url);
+    assert.equal(st.last_error, null, "a slow body is not a failure");
+    const res = await rawRequest(lb, "lateheaders.test", "/late");
+    assert.ok(res.status >= 500, `headers after the timeout: ${res.status}`);
+    assert.match(JSON.parse(res.body).error, /timed out|no answer|timeout/i);
+  } finally {
+    await stopAll([stream, late]);
+  }
+});
+
 test("a client that hangs up mid-download is not blamed on the backend", async () => {
   const big = await startBackend("big");
   big.handler = (req, res) => {

@@ -11,7 +11,7 @@ use worker::*;
 use crate::platform::edge::incoming::Incoming;
 use crate::platform::edge::report::Reporter;
 use crate::platform::{
-    cancel_body, error_response, fetch_url, now_ms, refuses_connections, FetchFailure,
+    cancel_body, error_response, fetch_url, now_ms, refuses_connections, Deadline, FetchFailure,
 };
 use crate::policy::rng::SplitMix64;
 use crate::policy::telemetry::answers::Source;
@@ -176,6 +176,7 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
                     &out.headers,
                     out.body.take(),
                     route.timeout_ms,
+                    Deadline::Headers,
                 )
                 .await;
                 let latency_ms = now_ms().saturating_sub(started);

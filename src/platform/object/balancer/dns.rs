@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use worker::*;
 
 use super::{Balancer, Service};
-use crate::platform::{env_string, fetch_url, js_message};
+use crate::platform::{env_string, fetch_url, js_message, Deadline};
 use crate::policy::access::oauth;
 use crate::policy::control::config::{DnsRecords, EventKind};
 use crate::policy::health::dns::{self, Address, SyncState, ZoneRecord};
@@ -67,9 +67,16 @@ impl Api {
             let _ = headers.set("content-type", "application/json");
         }
         let url = format!("{}{path}", self.base);
-        let resp = fetch_url(&url, method, &headers, body, CALL_TIMEOUT_MS)
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = fetch_url(
+            &url,
+            method,
+            &headers,
+            body,
+            CALL_TIMEOUT_MS,
+            Deadline::Whole,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let text = resp.text().map_err(|e| js_message(&e))?;
         let text = js_sys::futures::JsFuture::from(text)
             .await

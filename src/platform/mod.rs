@@ -153,13 +153,15 @@ impl std::fmt::Display for FetchFailure {
 }
 
 /// How far a fetch's deadline reaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deadline {
-    /// The response headers; the body then streams unbounded (a client's download takes as
-    /// long as it takes). The timer is cleared when the headers arrive: a timer left pending
-    /// would keep the request's objects alive for the whole timeout, and at traffic those
-    /// pile up in the old generation until a major GC pauses the isolate.
-    Headers,
+#[derive(Clone, Copy, Debug)]
+pub enum Deadline<'a> {
+    /// The response headers; the response body then streams unbounded (a client's download
+    /// takes as long as it takes), and the timer is cleared when the headers arrive. With a
+    /// streamed upload's progress (`fb_watch_upload`), the wait counts from the upload's last
+    /// movement instead: an upload that keeps moving, or waits on the client, never times
+    /// out; one the backend stops taking does, as does a backend that sends no headers within
+    /// the timeout of the upload's end.
+    Headers(Option<&'a wasm_bindgen::JsValue>),
     /// The whole exchange, body included: FlowBalance's own calls (probes, webhooks, DNS,
     /// sign-in), whose bodies it reads itself and must not wait on forever.
     Whole,
@@ -180,6 +182,7 @@ pub async fn fetch_raw(
         None,
         timeout_ms as f64,
         true,
+        None,
     ))
     .await
 }
@@ -193,15 +196,20 @@ pub async fn fetch_url(
     headers: &web_sys::Headers,
     body: Option<wasm_bindgen::JsValue>,
     timeout_ms: u64,
-    deadline: Deadline,
+    deadline: Deadline<'_>,
 ) -> std::result::Result<web_sys::Response, FetchFailure> {
+    let (whole, progress) = match deadline {
+        Deadline::Headers(progress) => (false, progress),
+        Deadline::Whole => (true, None),
+    };
     settle(fb_fetch(
         &wasm_bindgen::JsValue::from_str(url),
         Some(method.to_string()),
         Some(headers),
         body,
         timeout_ms as f64,
-        deadline == Deadline::Whole,
+        whole,
+        progress,
     ))
     .await
 }
@@ -227,8 +235,10 @@ async fn settle(fetched: js_sys::Promise) -> std::result::Result<web_sys::Respon
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
 // `whole`: the deadline covers the body too (AbortSignal.timeout); otherwise only the response
-// headers, and the timer is cleared as soon as they are in.
-export function fb_fetch(input, method, headers, body, ms, whole) {
+// headers, and the timer is cleared as soon as they are in. `upload`: a streamed upload's
+// progress; the deadline then counts from its last movement, and not while it waits on the
+// client.
+export function fb_fetch(input, method, headers, body, ms, whole, upload) {
   let signal;
   let timer;
   if (whole) {
@@ -236,7 +246,12 @@ export function fb_fetch(input, method, headers, body, ms, whole) {
   } else {
     const controller = new AbortController();
     signal = controller.signal;
-    timer = setTimeout(() => controller.abort(), ms);
+    const check = () => {
+      const left = upload === undefined ? 0 : upload.client && !upload.done ? ms : upload.at + ms - Date.now();
+      if (left > 0) timer = setTimeout(check, left);
+      else controller.abort();
+    };
+    timer = setTimeout(check, ms);
   }
   const init = method === undefined ? { signal } : { method, headers, body, redirect: "manual", signal };
   return fetch(input, init).then(
@@ -260,6 +275,7 @@ extern "C" {
         body: Option<wasm_bindgen::JsValue>,
         ms: f64,
         whole: bool,
+        upload: Option<&wasm_bindgen::JsValue>,
     ) -> js_sys::Promise;
 }
 

@@ -256,6 +256,43 @@ test("connection_timeout_ms bounds the wait for response headers only: a body th
   }
 });
 
+test("a streamed upload that keeps moving may outlast connection_timeout_ms; the wait for headers counts from its end", async () => {
+  const [sink, slowAnswer] = await startBackends(2);
+  sink.handler = (req, res, body) => res.writeHead(200, { "content-type": "text/plain" }).end(`got ${body.length}`);
+  // Takes the whole upload, then keeps the headers back past the timeout.
+  slowAnswer.handler = (req, res, body) => void setTimeout(() => res.writeHead(200).end(`late ${body.length}`), 1200);
+  const lb = await start([
+    { hostname: "upload.test", backends: [sink.url], ...quiet, ...perRequest, connection_error_handling: { connection_timeout_ms: 400 } },
+    { hostname: "upload-late.test", backends: [slowAnswer.url], ...quiet, ...perRequest, connection_error_handling: { connection_timeout_ms: 400 } },
+  ]);
+  /** POSTs 6 chunks of 1 KiB, 250 ms apart, with no Content-Length (so the Worker streams it). */
+  const trickle = (host) =>
+    new Promise((resolve, reject) => {
+      const u = new URL(lb.url);
+      const req = http.request({ host: u.hostname, port: u.port, path: "/up", method: "POST", headers: { host, "content-type": "application/octet-stream" } }, (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+      });
+      req.on("error", reject);
+      let i = 0;
+      const next = () => (i++ < 6 ? req.write(Buffer.alloc(1024, 97), () => setTimeout(next, 250)) : req.end());
+      next();
+    });
+  try {
+    const started = Date.now();
+    const ok = await trickle("upload.test");
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(ok.body, "got 6144");
+    assert.ok(Date.now() - started >= 1200, "the upload took longer than the timeout");
+    const late = await trickle("upload-late.test");
+    assert.ok(late.status >= 500, `no headers within the timeout of the upload's end: ${late.status} ${late.body}`);
+    assert.match(JSON.parse(late.body).error, /timed out|no answer|timeout/i);
+  } finally {
+    await stopAll([sink, slowAnswer]);
+  }
+});
+
 test("a client that hangs up mid-download is not blamed on the backend", async () => {
   const big = await startBackend("big");
   big.handler = (req, res) => {

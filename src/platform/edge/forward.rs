@@ -54,6 +54,8 @@ enum Body {
     Stream {
         readable: Option<web_sys::ReadableStream>,
         client_failed: js_sys::Promise,
+        /// The upload's progress, for the fetch's deadline (see `fb_watch_upload`).
+        progress: JsValue,
     },
 }
 
@@ -68,6 +70,14 @@ impl Body {
             Body::None => None,
             Body::Buffered(bytes) => Some(js_sys::Uint8Array::from(bytes.as_slice()).into()),
             Body::Stream { readable, .. } => readable.take().map(Into::into),
+        }
+    }
+
+    /// How a streamed upload is moving, for the fetch's deadline (None: nothing streams).
+    fn progress(&self) -> Option<&JsValue> {
+        match self {
+            Body::Stream { progress, .. } => Some(progress),
+            _ => None,
         }
     }
 
@@ -176,7 +186,7 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
                     &out.headers,
                     out.body.take(),
                     route.timeout_ms,
-                    Deadline::Headers,
+                    Deadline::Headers(out.body.progress()),
                 )
                 .await;
                 let latency_ms = now_ms().saturating_sub(started);
@@ -333,6 +343,7 @@ async fn read_body(
                 Ok(Body::Stream {
                     readable: Some(parts.get(0).unchecked_into()),
                     client_failed: parts.get(1).unchecked_into(),
+                    progress: parts.get(2),
                 })
             }
         },
@@ -349,10 +360,12 @@ export function fb_forward_headers(incoming, always, drop, set) {
 }
 
 // Pipes the client's upload through a native stream (keeping its length); the promise says
-// whether the client's side failed.
+// whether the client's side failed. The third element is the upload's progress, which the
+// fetch's deadline reads: when it last moved (`at`), whether it waits on the client, and done.
 export function fb_watch_upload(body, length) {
   const t = length === undefined ? new IdentityTransformStream() : new FixedLengthStream(length);
-  return [t.readable, pump(body, t.writable).then((m) => m !== "")];
+  const progress = { at: Date.now(), client: false, done: false };
+  return [t.readable, pump(body, t.writable, progress).then((m) => m !== ""), progress];
 }
 
 // The response the client gets: a null body where HTTP wants none, the affinity cookie if any,
@@ -406,27 +419,41 @@ function rebuilt(resp, body, cookie, edits) {
 // Copies `src` into `dst`; settles to "" when done or when the reading side went away, and to
 // the error message when `src` itself failed. (pipeTo cannot tell the two apart: it rejects
 // either way and keeps the source locked.)
-async function pump(src, dst) {
+// `progress` (optional): updated as the copy moves (see `fb_watch_upload`).
+async function pump(src, dst, progress) {
   const reader = src.getReader();
   const writer = dst.getWriter();
-  for (;;) {
-    let chunk;
-    try {
-      chunk = await reader.read();
-    } catch (e) {
-      writer.abort(e).catch(() => {});
-      return String((e && e.message) || e || "stream error");
+  const moved = (client) => {
+    if (progress !== undefined) {
+      progress.at = Date.now();
+      progress.client = client;
     }
-    if (chunk.done) {
-      await writer.close().catch(() => {});
-      return "";
+  };
+  try {
+    for (;;) {
+      let chunk;
+      moved(true);
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        writer.abort(e).catch(() => {});
+        return String((e && e.message) || e || "stream error");
+      }
+      moved(false);
+      if (chunk.done) {
+        await writer.close().catch(() => {});
+        return "";
+      }
+      try {
+        await writer.write(chunk.value);
+      } catch {
+        reader.cancel().catch(() => {});
+        return "";
+      }
     }
-    try {
-      await writer.write(chunk.value);
-    } catch {
-      reader.cancel().catch(() => {});
-      return "";
-    }
+  } finally {
+    moved(false);
+    if (progress !== undefined) progress.done = true;
   }
 }
 "#)]

@@ -5,35 +5,13 @@
 // variant with one piece disabled) and the bare hop, in alternating rounds of one run.
 import autocannon from "autocannon";
 import { startBareHop } from "./subjects.mjs";
-import WebSocket from "ws";
+import { inspector } from "./inspector.mjs";
 import { startBalancer } from "../support/runtime.mjs";
 import { compare, startBackendProcess } from "./bench.mjs";
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 5);
 const TOP = Number(process.env.PROFILE_TOP ?? 40);
-
-/** Connects to the first target of a Miniflare inspector and returns a `send(method, params)`. */
-async function inspector(port) {
-  const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
-  const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-  await new Promise((r, j) => (ws.once("open", r), ws.once("error", j)));
-  let id = 0;
-  const waiting = new Map();
-  ws.on("message", (m) => {
-    const msg = JSON.parse(m);
-    if (msg.id && waiting.has(msg.id)) {
-      waiting.get(msg.id)(msg);
-      waiting.delete(msg.id);
-    }
-  });
-  const send = (method, params = {}) =>
-    new Promise((resolve) => {
-      waiting.set(++id, resolve);
-      ws.send(JSON.stringify({ id, method, params }));
-    });
-  return { send, close: () => ws.close() };
-}
 
 /** Load for SECONDS while the profiler samples; returns self µs per request by function. */
 async function profile(port, url, headers) {

@@ -5,7 +5,7 @@
 // alternating rounds of one run. Then V8's sampling heap profiler gives the JS heap bytes per request that
 // reach the old generation, whose growth sets how often a major GC pauses the isolate, by allocation site.
 import http from "node:http";
-import WebSocket from "ws";
+import { inspector } from "./inspector.mjs";
 import { startBackendProcess } from "./bench.mjs";
 import { startBalancer } from "../support/runtime.mjs";
 import { startBareHop, startPassThrough } from "./subjects.mjs";
@@ -47,28 +47,6 @@ async function openLoop(url, host, secs) {
   await Promise.all(pending);
   agent.destroy();
   return { lat, errors };
-}
-
-/** A DevTools protocol session with the first target of a Miniflare inspector. */
-async function inspector(port) {
-  const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
-  const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-  await new Promise((r, j) => (ws.once("open", r), ws.once("error", j)));
-  let id = 0;
-  const waiting = new Map();
-  ws.on("message", (m) => {
-    const msg = JSON.parse(m);
-    if (msg.id && waiting.has(msg.id)) {
-      waiting.get(msg.id)(msg);
-      waiting.delete(msg.id);
-    }
-  });
-  const send = (method, params = {}) =>
-    new Promise((resolve) => {
-      waiting.set(++id, resolve);
-      ws.send(JSON.stringify({ id, method, params }));
-    });
-  return { send, close: () => ws.close() };
 }
 
 /** Old-generation JS heap bytes per request under the same open-loop load, total and by allocation site. */

@@ -25,3 +25,4 @@ if ! with_heartbeat "compiling the Worker (worker-build --release)" compile; the
   exit 1
 fi
 grep -E 'Done in|index.js ' "$log" || true
+node scripts/post-build.mjs build/index.js

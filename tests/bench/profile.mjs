@@ -12,6 +12,8 @@ import { compare, startBackendProcess } from "./bench.mjs";
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 5);
 const TOP = Number(process.env.PROFILE_TOP ?? 40);
+// PROFILE_MODE=lease: FlowBalance in lease mode (decided in the Worker) instead of per request.
+const MODE = process.env.PROFILE_MODE ?? "per_request";
 
 /** Load for SECONDS while the profiler samples; returns self µs per request by function. */
 async function profile(port, url, headers) {
@@ -83,7 +85,7 @@ async function main() {
   const { child, urls } = await startBackendProcess(3);
   const { mf: hop, url: hopUrl } = await startBareHop(urls, 0, { inspectorPort: 9301 });
   const lb = await startBalancer({
-    defaultBackends: { activeHealthChecks: { interval: 60 }, decisions: { mode: "per_request" }, services: [{ hostname: "bench.test", backends: urls }] },
+    defaultBackends: { activeHealthChecks: { interval: 60 }, decisions: { mode: MODE }, services: [{ hostname: "bench.test", backends: urls }] },
     miniflare: { inspectorPort: 9302 },
   });
   if (process.env.PROFILE_BUILDS) {
@@ -108,7 +110,7 @@ async function main() {
     const which = (process.env.PROFILE ?? "hop,fb").split(",");
     if (which.includes("hop")) report("bare JS Worker -> DO -> backend hop", await profile(9301, `${hopUrl}/`, {}));
     if (which.includes("fb"))
-      report("FlowBalance round robin", await profile(9302, `http://${new URL(lb.url).host}/`, { host: "bench.test" }));
+      report(`FlowBalance round robin, ${MODE}`, await profile(9302, `http://${new URL(lb.url).host}/`, { host: "bench.test" }));
   } finally {
     await hop.dispose();
     await lb.stop();

@@ -26,18 +26,20 @@ export async function startBareHop(urls, delayMs = 0, extra = {}) {
   const mf = new Miniflare({
     ...common,
     ...extra,
-    script: `export class Picker {
-      constructor() { this.i = 0; }
-      async fetch() {
+    // The object is asked by RPC, as FlowBalance asks its own.
+    script: `import { DurableObject } from "cloudflare:workers";
+    export class Picker extends DurableObject {
+      i = 0;
+      async pick() {
         const urls = ${JSON.stringify(urls)};
         if (${delayMs} > 0) await new Promise((r) => setTimeout(r, ${delayMs}));
-        return new Response(urls[this.i++ % urls.length]);
+        return urls[this.i++ % urls.length];
       }
     }
     export default { async fetch(req, env) {
       const u = new URL(req.url);
       const stub = env.PICKER.get(env.PICKER.idFromName(u.hostname));
-      const target = await (await stub.fetch("https://picker/decide")).text();
+      const target = await stub.pick();
       return fetch(target + u.pathname + u.search, req);
     } }`,
     durableObjects: { PICKER: { className: "Picker", useSQLite: true } },

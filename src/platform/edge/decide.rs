@@ -273,14 +273,13 @@ async fn ask(env: &Env, msg: &DecideRequest) -> Result<Decision> {
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
-// GET /decide?query to the hostname's object (created near `hint` if it does not exist yet);
-// resolves to the reply's text.
+// The decide message to the hostname's object (created near `hint` if it does not exist yet)
+// by RPC; resolves to the reply's text.
 export function fb_ask(env, host, query, hint) {
   const ns = env.BALANCER;
   return ns
     .get(ns.idFromName(host), hint === undefined ? undefined : { locationHint: hint })
-    .fetch(`https://balancer/decide?${query}`)
-    .then((r) => r.text());
+    .decide(query);
 }
 "#)]
 extern "C" {

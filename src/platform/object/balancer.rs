@@ -185,14 +185,11 @@ impl DurableObject for Balancer {
         self.metrics.borrow_mut().object_requests += 1;
         self.metrics_dirty.set(true);
         let path = req.path();
-        if self.test_delay_ms > 0 && matches!(path.as_str(), "/decide" | "/report" | "/lease") {
+        if self.test_delay_ms > 0 && matches!(path.as_str(), "/report" | "/lease") {
             Delay::from(std::time::Duration::from_millis(self.test_delay_ms)).await;
         }
         if path == "/lease" {
             return self.lease(&mut req).await;
-        }
-        if path == "/decide" {
-            return self.decide(&req).await;
         }
         if path == "/report" {
             return self.report(&mut req).await;

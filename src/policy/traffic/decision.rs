@@ -9,9 +9,9 @@ use crate::policy::telemetry::answers::Answered;
 use crate::policy::telemetry::record::LogRow;
 use crate::policy::traffic::rules::{RequestLine, RuleAnswer, RuleEffects, RuleNeeds};
 
-/// Worker -> Durable Object, `GET /decide?<this as query pairs>`: the request facts a decision
-/// needs, plus the successes the Worker batched since its last decision. A URL query is the
-/// cheapest form to write and read on every request (no Headers object, no body to await).
+/// Worker -> Durable Object, the `decide` RPC method's one string (this as URL query pairs): the
+/// request facts a decision needs, plus the successes the Worker batched since its last decision.
+/// Query pairs are the cheapest form to write and read on every request.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {

@@ -1,6 +1,7 @@
 // The built Worker (build/index.js): it bundles without esbuild warnings (`wrangler deploy` bundles it again and would print each one on every deploy), and carries the edits of scripts/post-build.mjs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -22,7 +23,6 @@ test("build: build/index.js bundles with no esbuild warning (no duplicate import
 });
 
 test("build: the post-build step ran (Balancer extends DurableObject for RPC; wasm-bindgen's queue does not see queueMicrotask)", async () => {
-  const { readFile } = await import("node:fs/promises");
   const text = await readFile(path.join(root, "build/index.js"), "utf8");
   assert.ok(text.startsWith("/* flowbalance post-build */"), "build/index.js lacks the post-build mark");
   const local = text.match(/export\s*\{[^}]*\b(\w+) as Balancer\b/)?.[1];

@@ -185,8 +185,8 @@ impl DurableObject for Balancer {
         self.metrics.borrow_mut().object_requests += 1;
         self.metrics_dirty.set(true);
         let path = req.path();
-        if self.test_delay_ms > 0 && matches!(path.as_str(), "/report" | "/lease") {
-            Delay::from(std::time::Duration::from_millis(self.test_delay_ms)).await;
+        if matches!(path.as_str(), "/report" | "/lease") {
+            self.test_delay().await;
         }
         if path == "/lease" {
             return self.lease(&mut req).await;
@@ -388,6 +388,13 @@ impl DurableObject for Balancer {
 }
 
 impl Balancer {
+    /// Test-only (`FB_TEST_OBJECT_DELAY_MS`): a Worker's call waits as if the object were far away.
+    async fn test_delay(&self) {
+        if self.test_delay_ms > 0 {
+            Delay::from(std::time::Duration::from_millis(self.test_delay_ms)).await;
+        }
+    }
+
     /// Does this object probe the backends itself (active checks on and no `regions`)?
     fn probing_enabled(&self) -> bool {
         matches!(&*self.service.borrow(), Some(Service::Ready(f)) if f.probes_here())

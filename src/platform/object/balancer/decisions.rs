@@ -250,7 +250,7 @@ impl Balancer {
 #[wasm_bindgen::prelude::wasm_bindgen]
 impl Balancer {
     /// `stub.decide(message)`: the decision for one request. RPC rather than `fetch`: no
-    /// `Request`, `Response` or URL built and parsed on either side (8 % more throughput in
+    /// `Request`, `Response` or URL built and parsed on either side (5–8 % more throughput in
     /// per-request mode, docs/benchmarks.md). A malformed message rejects with why.
     #[wasm_bindgen(js_name = decide)]
     pub async fn rpc_decide(
@@ -259,9 +259,7 @@ impl Balancer {
     ) -> std::result::Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
         self.metrics.borrow_mut().object_requests += 1;
         self.metrics_dirty.set(true);
-        if self.test_delay_ms > 0 {
-            Delay::from(std::time::Duration::from_millis(self.test_delay_ms)).await;
-        }
+        self.test_delay().await;
         let reply = match self.decide(&message).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(malformed)) => return Err(js_sys::Error::new(&malformed).into()),

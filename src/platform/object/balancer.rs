@@ -181,9 +181,7 @@ impl DurableObject for Balancer {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        // Counted in memory and saved with the other counters, never written per request.
-        self.metrics.borrow_mut().object_requests += 1;
-        self.metrics_dirty.set(true);
+        self.count_request();
         let path = req.path();
         if matches!(path.as_str(), "/report" | "/lease") {
             self.test_delay().await;
@@ -332,8 +330,7 @@ impl DurableObject for Balancer {
         *self.alarm_at.borrow_mut() = None;
         self.ensure_loaded_from_storage().await?;
         // An alarm invocation is billed as a Durable Object request too.
-        self.metrics.borrow_mut().object_requests += 1;
-        self.metrics_dirty.set(true);
+        self.count_request();
         if self.fleet_ready() && self.probing_enabled() {
             if let Err(e) = self.probe(false).await {
                 console_error!("probe round failed: {e}");
@@ -388,6 +385,13 @@ impl DurableObject for Balancer {
 }
 
 impl Balancer {
+    /// One request Cloudflare bills this object for (a fetch, an RPC call or an alarm): counted in
+    /// memory and saved with the other counters, never written per request.
+    fn count_request(&self) {
+        self.metrics.borrow_mut().object_requests += 1;
+        self.metrics_dirty.set(true);
+    }
+
     /// Test-only (`FB_TEST_OBJECT_DELAY_MS`): a Worker's call waits as if the object were far away.
     async fn test_delay(&self) {
         if self.test_delay_ms > 0 {

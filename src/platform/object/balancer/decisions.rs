@@ -257,8 +257,7 @@ impl Balancer {
         &self,
         message: String,
     ) -> std::result::Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
-        self.metrics.borrow_mut().object_requests += 1;
-        self.metrics_dirty.set(true);
+        self.count_request();
         self.test_delay().await;
         let reply = match self.decide(&message).await {
             Ok(Ok(reply)) => reply,

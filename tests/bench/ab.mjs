@@ -1,4 +1,4 @@
-// Throughput, p99 and workerd CPU of two builds of FlowBalance side by side (alternating rounds), per-request and lease mode: `node tests/bench/ab.mjs <build dir A> [<build dir B>]` (B defaults to ./build; AB_WEBHOOK=1 adds B with a webhook configured).
+// Throughput, p99 and workerd CPU of two builds of FlowBalance side by side (alternating rounds, in two sessions started in opposite orders), per-request and lease mode: `node tests/bench/ab.mjs <build dir A> [<build dir B>]` (B defaults to ./build; AB_WEBHOOK=1 adds B with a webhook configured).
 import autocannon from "autocannon";
 import { fork } from "node:child_process";
 import path from "node:path";
@@ -23,42 +23,73 @@ const services = [
   // cost of watching for transitions on every batch of outcomes.
   { hostname: "hooked.test", backends: urls, decisions: { mode: "per_request" }, notifications: { webhooks: [{ url: "http://127.0.0.1:9/hook", secret: "0123456789abcdef" }] } },
 ];
-const a = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services: services.slice(0, 2) }, buildDir: path.resolve(dirA) });
-const b = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services }, buildDir: path.resolve(dirB) });
-const subjects = [
-  { name: `A per-request ${dirA}`, url: `http://${new URL(a.url).host}/`, host: "bench.test" },
-  { name: `B per-request ${dirB}`, url: `http://${new URL(b.url).host}/`, host: "bench.test" },
-  { name: `A lease`, url: `http://${new URL(a.url).host}/`, host: "lease.test" },
-  { name: `B lease`, url: `http://${new URL(b.url).host}/`, host: "lease.test" },
-  ...(process.env.AB_WEBHOOK ? [{ name: `B with a webhook configured`, url: `http://${new URL(b.url).host}/`, host: "hooked.test" }] : []),
-];
-const acc = subjects.map(() => ({ total: 0, secs: 0, errors: 0, cpu: 0, p50: [], p99: [] }));
-try {
-  for (const s of subjects) await autocannon({ url: s.url, connections: CONNECTIONS, duration: 1, headers: { host: s.host } });
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const [i, s] of subjects.entries()) {
-      const cpu0 = workerdCpuSeconds();
-      const r = await autocannon({ url: s.url, connections: CONNECTIONS, duration: SECONDS, headers: { host: s.host } });
-      acc[i].cpu += workerdCpuSeconds() - cpu0;
-      acc[i].total += r.requests.total;
-      acc[i].secs += r.duration;
-      acc[i].errors += r.errors + r.non2xx;
-      acc[i].p50.push(r.latency.p50);
-      acc[i].p99.push(r.latency.p99);
+// Two sessions, fresh runtimes each, the second started in the opposite order: on this machine
+// a runtime process can run a few percent faster than its twin for its whole life (an A/A run
+// showed 1.09x), which alternating rounds alone do not cancel.
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+
+/** One session: both builds running, subjects in alternating rounds. Per subject: totals and per-round req/s. */
+async function session(order) {
+  const started = {};
+  for (const which of order) {
+    const dir = which === "A" ? dirA : dirB;
+    const list = which === "A" ? services.slice(0, 2) : services;
+    started[which] = await startBalancer({ defaultBackends: { activeHealthChecks: { interval: 60 }, services: list }, buildDir: path.resolve(dir) });
+  }
+  const { A: a, B: b } = started;
+  const subjects = [
+    { name: `A per-request ${dirA}`, url: `http://${new URL(a.url).host}/`, host: "bench.test" },
+    { name: `B per-request ${dirB}`, url: `http://${new URL(b.url).host}/`, host: "bench.test" },
+    { name: `A lease`, url: `http://${new URL(a.url).host}/`, host: "lease.test" },
+    { name: `B lease`, url: `http://${new URL(b.url).host}/`, host: "lease.test" },
+    ...(process.env.AB_WEBHOOK ? [{ name: `B with a webhook configured`, url: `http://${new URL(b.url).host}/`, host: "hooked.test" }] : []),
+  ];
+  const acc = subjects.map((s) => ({ name: s.name, total: 0, secs: 0, errors: 0, cpu: 0, p50: [], p99: [], rounds: [] }));
+  try {
+    for (const s of subjects) await autocannon({ url: s.url, connections: CONNECTIONS, duration: 1, headers: { host: s.host } });
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [i, s] of subjects.entries()) {
+        const cpu0 = workerdCpuSeconds();
+        const r = await autocannon({ url: s.url, connections: CONNECTIONS, duration: SECONDS, headers: { host: s.host } });
+        acc[i].cpu += workerdCpuSeconds() - cpu0;
+        acc[i].total += r.requests.total;
+        acc[i].secs += r.duration;
+        acc[i].errors += r.errors + r.non2xx;
+        acc[i].p50.push(r.latency.p50);
+        acc[i].p99.push(r.latency.p99);
+        acc[i].rounds.push(r.requests.total / r.duration);
+      }
     }
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+  return acc;
+}
+
+const sessions = [];
+try {
+  for (const order of [["A", "B"], ["B", "A"]]) {
+    const acc = await session(order);
+    sessions.push(acc);
+    console.log(`\nsession ${sessions.length} (started ${order.join(" then ")}): ${CONNECTIONS} connections, ${ROUNDS} alternating rounds of ${SECONDS} s\n`);
+    console.log("| subject | req/s | p50 ms (median) | p99 ms (median) | workerd CPU µs/req | errors |\n|---|---:|---:|---:|---:|---:|");
+    for (const x of acc) {
+      const cpu = (x.cpu * 1e6) / x.total;
+      console.log(`| ${x.name} | ${(x.total / x.secs).toFixed(0)} | ${median(x.p50)} | ${median(x.p99)} | ${cpu.toFixed(0)} | ${x.errors} |`);
+    }
+    // Per round, B against the A measured just before it: how far one round strays.
+    const spread = (ia, ib) => {
+      const r = acc[ib].rounds.map((v, k) => v / acc[ia].rounds[k]).sort((x, y) => x - y);
+      return `${(acc[ib].total / acc[ib].secs / (acc[ia].total / acc[ia].secs)).toFixed(3)}x (rounds ${r[0].toFixed(2)}-${r[r.length - 1].toFixed(2)})`;
+    };
+    console.log(`\nB / A throughput: per-request ${spread(0, 1)}, lease ${spread(2, 3)}`);
+    if (process.env.AB_WEBHOOK) console.log(`B with a webhook / A per-request: ${spread(0, 4)}`);
   }
 } finally {
-  await a.stop();
-  await b.stop();
   child.kill();
 }
-console.log(`\n${CONNECTIONS} connections, ${ROUNDS} alternating rounds of ${SECONDS} s\n`);
-console.log("| subject | req/s | p50 ms (median) | p99 ms (median) | workerd CPU µs/req | errors |\n|---|---:|---:|---:|---:|---:|");
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-const rps = acc.map((x) => x.total / x.secs);
-for (const [i, s] of subjects.entries()) {
-  const cpu = (acc[i].cpu * 1e6) / acc[i].total;
-  console.log(`| ${s.name} | ${rps[i].toFixed(0)} | ${median(acc[i].p50)} | ${median(acc[i].p99)} | ${cpu.toFixed(0)} | ${acc[i].errors} |`);
-}
-console.log(`\nB / A throughput: per-request ${(rps[1] / rps[0]).toFixed(3)}x, lease ${(rps[3] / rps[2]).toFixed(3)}x`);
-if (process.env.AB_WEBHOOK) console.log(`B with a webhook / A per-request: ${(rps[4] / rps[0]).toFixed(3)}x`);
+const rate = (x) => x.total / x.secs;
+const cpuOf = (x) => (x.cpu * 1e6) / x.total;
+const geo = (ia, ib, f) => Math.sqrt(sessions.map((acc) => f(acc[ib]) / f(acc[ia])).reduce((p, v) => p * v, 1));
+console.log(`\nboth sessions (geometric mean): B / A throughput per-request ${geo(0, 1, rate).toFixed(3)}x, lease ${geo(2, 3, rate).toFixed(3)}x; CPU per request per-request ${geo(0, 1, cpuOf).toFixed(3)}x, lease ${geo(2, 3, cpuOf).toFixed(3)}x`);

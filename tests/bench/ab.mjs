@@ -27,6 +27,9 @@ const services = [
 // a runtime process can run a few percent faster than its twin for its whole life (an A/A run
 // showed 1.09x), which alternating rounds alone do not cancel.
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+/** A subject's throughput (req/s) and workerd CPU per request (µs) over all its rounds. */
+const rate = (x) => x.total / x.secs;
+const cpuOf = (x) => (x.cpu * 1e6) / x.total;
 
 /** One session: both builds running, subjects in alternating rounds. Per subject: totals and per-round req/s. */
 async function session(order) {
@@ -74,14 +77,11 @@ try {
     sessions.push(acc);
     console.log(`\nsession ${sessions.length} (started ${order.join(" then ")}): ${CONNECTIONS} connections, ${ROUNDS} alternating rounds of ${SECONDS} s\n`);
     console.log("| subject | req/s | p50 ms (median) | p99 ms (median) | workerd CPU µs/req | errors |\n|---|---:|---:|---:|---:|---:|");
-    for (const x of acc) {
-      const cpu = (x.cpu * 1e6) / x.total;
-      console.log(`| ${x.name} | ${(x.total / x.secs).toFixed(0)} | ${median(x.p50)} | ${median(x.p99)} | ${cpu.toFixed(0)} | ${x.errors} |`);
-    }
+    for (const x of acc) console.log(`| ${x.name} | ${rate(x).toFixed(0)} | ${median(x.p50)} | ${median(x.p99)} | ${cpuOf(x).toFixed(0)} | ${x.errors} |`);
     // Per round, B against the A measured just before it: how far one round strays.
     const spread = (ia, ib) => {
       const r = acc[ib].rounds.map((v, k) => v / acc[ia].rounds[k]).sort((x, y) => x - y);
-      return `${(acc[ib].total / acc[ib].secs / (acc[ia].total / acc[ia].secs)).toFixed(3)}x (rounds ${r[0].toFixed(2)}-${r[r.length - 1].toFixed(2)})`;
+      return `${(rate(acc[ib]) / rate(acc[ia])).toFixed(3)}x (rounds ${r[0].toFixed(2)}-${r[r.length - 1].toFixed(2)})`;
     };
     console.log(`\nB / A throughput: per-request ${spread(0, 1)}, lease ${spread(2, 3)}`);
     if (process.env.AB_WEBHOOK) console.log(`B with a webhook / A per-request: ${spread(0, 4)}`);
@@ -89,7 +89,5 @@ try {
 } finally {
   child.kill();
 }
-const rate = (x) => x.total / x.secs;
-const cpuOf = (x) => (x.cpu * 1e6) / x.total;
 const geo = (ia, ib, f) => Math.sqrt(sessions.map((acc) => f(acc[ib]) / f(acc[ia])).reduce((p, v) => p * v, 1));
 console.log(`\nboth sessions (geometric mean): B / A throughput per-request ${geo(0, 1, rate).toFixed(3)}x, lease ${geo(2, 3, rate).toFixed(3)}x; CPU per request per-request ${geo(0, 1, cpuOf).toFixed(3)}x, lease ${geo(2, 3, cpuOf).toFixed(3)}x`);

@@ -11,7 +11,7 @@ export WASM_BINDGEN_BIN
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # Skip when the build is newer than every input (wrangler dev runs this again on start and on change).
-if [ -f build/index.js ] && [ -z "$(find src dashboard Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; then
+if [ -f build/index.js ] && [ -z "$(find src dashboard Cargo.toml Cargo.lock scripts/post-build.mjs scripts/entry.mjs -newer build/index.js -print -quit)" ]; then
   say "build is up to date"
   exit 0
 fi

@@ -182,7 +182,8 @@ test("a backend that breaks every large response off mid-body has its breaker op
 
 test("a small response body broken off is a 502 naming it, and a failure of its backend", async () => {
   const [cut, fine] = await startBackends(2);
-  // Small and of known length, so the Worker reads it in whole before answering.
+  // Small and of known length, so a watched answer is read in whole before answering: the first
+  // answer of each backend is watched, and every one after a body broke off.
   cut.handler = (req, res) => {
     res.writeHead(200, { "content-type": "text/plain", "content-length": "2000" });
     res.write("x".repeat(500), () => req.socket.destroy());
@@ -210,6 +211,43 @@ test("a small response body broken off is a 502 naming it, and a failure of its 
     assert.equal(ok.last_error, null);
   } finally {
     await stopAll([cut, fine]);
+  }
+});
+
+test("successful answers are watched one in eight per backend: a backend that starts breaking bodies is caught at its next sample, then watched on every answer until its breaker opens", async () => {
+  const flaky = await startBackend("flaky");
+  let served = 0;
+  const GOOD = 10;
+  flaky.handler = (req, res) => {
+    served++;
+    res.writeHead(200, { "content-type": "text/plain", "content-length": "2000" });
+    if (served <= GOOD) res.end("x".repeat(2000));
+    else res.write("x".repeat(500), () => req.socket.destroy());
+  };
+  const lb = await start([{ hostname: "flaky.test", backends: [flaky.url], ...quiet, ...perRequest }]);
+  try {
+    const seen = [];
+    for (let i = 0; i < 40 && (!seen.includes(502) || seen.length - seen.indexOf(502) < 6); i++) {
+      const res = await rawRequest(lb, "flaky.test", `/f${i}`).catch(() => null);
+      if (res === null || (res.status === 200 && res.body.length < 2000)) seen.push("cut");
+      else seen.push(res.status);
+    }
+    const first502 = seen.indexOf(502);
+    assert.deepEqual(seen.slice(0, GOOD), Array(GOOD).fill(200), seen.join(" "));
+    // Answers 1, 9, 17, ... are sampled: 11 to 16 pass straight through, cut short at the client.
+    const cut = seen.slice(GOOD, first502);
+    assert.ok(cut.length >= 1 && cut.length < 8 && cut.every((x) => x === "cut"), `unwatched answers before the first sample: ${seen.join(" ")}`);
+    // From the first broken sample on, every answer is watched: a 502 naming the break (or a
+    // 503 once the breaker, threshold 3, has opened), never a body cut short.
+    assert.ok(first502 > GOOD, seen.join(" "));
+    assert.ok(seen.slice(first502).every((x) => x === 502 || x === 503), seen.join(" "));
+    const st = await waitFor(async () => {
+      const b = (await backendsOf(lb, "flaky.test"))[0];
+      return b.breaker === "open" ? b : null;
+    }, { what: "the flaky backend's breaker to open" });
+    assert.match(st.last_error, /broken off/);
+  } finally {
+    await stopAll([flaky]);
   }
 });
 

@@ -18,6 +18,7 @@ use crate::policy::telemetry::answers::Source;
 use crate::policy::telemetry::record::FailedAttempt;
 use crate::policy::traffic::affinity;
 use crate::policy::traffic::attempts::{Answer, Step};
+use crate::policy::traffic::body_watch::BodyWatch;
 use crate::policy::traffic::decision::Route;
 use crate::policy::traffic::failover::{AttemptResult, FailoverPlan};
 use crate::policy::traffic::forwarding::{
@@ -26,12 +27,14 @@ use crate::policy::traffic::forwarding::{
 use crate::policy::traffic::retry::REPLAY_BODY_CAP;
 use crate::policy::traffic::rules::{HeaderOps, RuleAnswer, RuleEffects};
 
-/// A successful response body of known length up to this size is read in whole before it is
-/// answered: its outcome is then known at once (no stream to watch, nothing to settle later).
+/// A watched response body of known length up to this size is read in whole before it is
+/// answered: its outcome is then known at once (no stream to pump, nothing to settle later).
 const RESPONSE_BUFFER_CAP: f64 = 64.0 * 1024.0;
 
 thread_local! {
     static RNG: RefCell<SplitMix64> = RefCell::new(SplitMix64(now_ms()));
+    /// Which answers' bodies are watched (sampled per backend; see [`BodyWatch`]).
+    static WATCH: RefCell<BodyWatch> = RefCell::new(BodyWatch::default());
     /// Request headers never forwarded, made into a JS array once rather than per request.
     static ALWAYS_DROPPED: js_sys::Array = HOP_BY_HOP
         .iter()
@@ -43,6 +46,11 @@ thread_local! {
 /// Set on every forwarded request: a request that arrives carrying it has come back through a
 /// backend that points at the balancer itself, and is answered 508 instead of forwarded again.
 pub const HOP_HEADER: &str = LOOP_GUARD_HEADER;
+
+/// A watched body of `backend` broke off: watch its next answers (see [`BodyWatch::broke`]).
+pub fn body_broke(backend: &str) {
+    WATCH.with(|w| w.borrow_mut().broke(backend));
+}
 
 /// The request body in a form that can be sent once or, when buffered, many times.
 enum Body {
@@ -241,6 +249,12 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
                 Some(o) if o.failure.is_none() => outcomes.pop(),
                 _ => None,
             };
+            // An unwatched body goes straight through; its success counts at its headers.
+            let watch = success.is_some()
+                && WATCH.with(|w| {
+                    let counted = route.ticket.is_some();
+                    w.borrow_mut().watch(&attempt.url, attempt.trial, counted)
+                });
             report.flush(outcomes);
             let cookie = match (&route.cookie, attempt.pin.as_deref()) {
                 (Some(spec), Some(value)) => Some(affinity::set_cookie(
@@ -253,13 +267,7 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
                 .as_ref()
                 .map(|r| header_edits(&r.response_headers))
                 .unwrap_or_default();
-            let mut parts = fb_respond(
-                &resp,
-                cookie,
-                success.is_some(),
-                RESPONSE_BUFFER_CAP,
-                &edits,
-            );
+            let mut parts = fb_respond(&resp, cookie, watch, RESPONSE_BUFFER_CAP, &edits);
             if let Some(read) = parts.dyn_ref::<js_sys::Promise>() {
                 parts = JsFuture::from(read.clone()).await?;
             }
@@ -369,11 +377,12 @@ export function fb_watch_upload(body, length) {
 }
 
 // The response the client gets: a null body where HTTP wants none, the affinity cookie if any,
-// and, when `watch`, a way to know the body arrived whole. A small body of known length is read
-// in whole (one native read, no stream to pump, the outcome known before answering): then a
-// Promise of [Response or null, "" or why the backend broke it off]. Otherwise
-// [Response, undefined | Promise<"" or the backend's error>] with the body pumped through a
-// native stream. With nothing to change, the backend's own Response goes back as it is.
+// and, when `watch` (a sampled success, see `BodyWatch`), a way to know the body arrived whole.
+// A small body of known length is read in whole (one native read, no stream to pump, the
+// outcome known before answering): then a Promise of [Response or null, "" or why the backend
+// broke it off]. Otherwise [Response, undefined | Promise<"" or the backend's error>] with the
+// body pumped through a native stream. With nothing to change, the backend's own Response goes
+// back as it is.
 export function fb_respond(resp, cookie, watch, bufferCap, edited) {
   const edits = edited === "" ? [] : edited.split("\n");
   const status = resp.status;

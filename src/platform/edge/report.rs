@@ -8,7 +8,7 @@ use js_sys::futures::JsFuture;
 use wasm_bindgen::JsValue;
 use worker::*;
 
-use crate::platform::edge::lease;
+use crate::platform::edge::{forward, lease};
 use crate::platform::object::tail as tail_route;
 use crate::platform::{now_ms, object_stub};
 use crate::policy::control::config::Logging;
@@ -605,6 +605,7 @@ fn body_reports(host: &str, mut outcome: Outcome, broken: &str) -> Vec<Outcome> 
     if broken.is_empty() {
         return batch_success(host, outcome).into_iter().collect();
     }
+    forward::body_broke(&outcome.url);
     outcome.failure = Some(format!("response body broken off: {broken}"));
     let mut reports = take_successes(host, true);
     reports.push(outcome);

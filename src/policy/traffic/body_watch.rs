@@ -34,10 +34,7 @@ impl BodyWatch {
     /// half-open breaker's `trial` (its outcome decides the breaker), and a request `counted` in
     /// flight (least outstanding steering: it stays outstanding until its body is through).
     pub fn watch(&mut self, backend: &str, trial: bool, counted: bool) -> bool {
-        if self.backends.len() >= MAX_BACKENDS && !self.backends.contains_key(backend) {
-            self.backends.clear();
-        }
-        let b = self.backends.entry(backend.to_string()).or_default();
+        let b = self.backend(backend);
         let sampled = b.seen == 0;
         b.seen = (b.seen + 1) % WATCH_EVERY;
         if b.suspect > 0 {
@@ -49,13 +46,14 @@ impl BodyWatch {
 
     /// A watched body of `backend` broke off: watch its next answers.
     pub fn broke(&mut self, backend: &str) {
-        if self.backends.len() >= MAX_BACKENDS && !self.backends.contains_key(backend) {
+        self.backend(backend).suspect = WATCH_AFTER_BREAK;
+    }
+
+    fn backend(&mut self, url: &str) -> &mut Backend {
+        if self.backends.len() >= MAX_BACKENDS && !self.backends.contains_key(url) {
             self.backends.clear();
         }
-        self.backends
-            .entry(backend.to_string())
-            .or_default()
-            .suspect = WATCH_AFTER_BREAK;
+        self.backends.entry(url.to_string()).or_default()
     }
 }
 

@@ -235,18 +235,21 @@ async fn settle(fetched: js_sys::Promise) -> std::result::Result<web_sys::Respon
 
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
 // `whole`: the deadline covers the body too (AbortSignal.timeout); otherwise only the response
-// headers, and the timer is cleared as soon as they are in. `upload`: a streamed upload's
+// headers: once they are in, the timer is left to fire as a no-op rather than cleared
+// (`clearTimeout` cost about 15 µs a request; the runtime drops a request's timers with it). `upload`: a streamed upload's
 // progress; the deadline then counts from its last movement, and not while it waits on the
 // client.
 export function fb_fetch(input, method, headers, body, ms, whole, upload) {
   let signal;
   let timer;
+  let settled = false;
   if (whole) {
     signal = AbortSignal.timeout(ms);
   } else {
     const controller = new AbortController();
     signal = controller.signal;
     const check = () => {
+      if (settled) return;
       const left = upload === undefined ? 0 : upload.client && !upload.done ? ms : upload.at + ms - Date.now();
       if (left > 0) timer = setTimeout(check, left);
       else controller.abort();
@@ -256,11 +259,11 @@ export function fb_fetch(input, method, headers, body, ms, whole, upload) {
   const init = method === undefined ? { signal } : { method, headers, body, redirect: "manual", signal };
   return fetch(input, init).then(
     (resp) => {
-      clearTimeout(timer);
+      settled = true;
       return resp;
     },
     (e) => {
-      clearTimeout(timer);
+      settled = true;
       throw signal.aborted ? null : e;
     },
   );

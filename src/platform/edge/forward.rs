@@ -362,8 +362,9 @@ async fn read_body(
 export function fb_forward_headers(incoming, always, drop, set) {
   const out = new Headers(incoming);
   for (const name of always) out.delete(name);
-  for (const name of drop) out.delete(name);
-  for (let i = 0; i + 1 < set.length; i += 2) out.set(set[i], set[i + 1]);
+  if (drop !== "") for (const name of drop.split("\n")) out.delete(name);
+  const pairs = set.split("\n");
+  for (let i = 0; i + 1 < pairs.length; i += 2) out.set(pairs[i], pairs[i + 1]);
   return out;
 }
 
@@ -467,13 +468,14 @@ async function pump(src, dst, progress) {
 }
 "#)]
 extern "C" {
-    /// Copies headers, deletes `drop`, sets the `[name, value, ...]` pairs: one call into the
-    /// runtime instead of one per header operation (measured: ~10% of throughput).
+    /// Copies headers, deletes `drop`, sets the `name, value, ...` pairs: one call into the
+    /// runtime instead of one per header operation (measured: ~10% of throughput). `drop` and
+    /// `set` are joined by newlines (one string each to cross; names and values hold none).
     fn fb_forward_headers(
         incoming: &web_sys::Headers,
         always: &js_sys::Array,
-        drop: Vec<String>,
-        set: Vec<String>,
+        drop: &str,
+        set: &str,
     ) -> web_sys::Headers;
 
     /// `[readable, Promise<bool: the client's stream failed>]`.
@@ -530,7 +532,8 @@ fn outbound_headers(
             set.push(value.clone());
         }
     }
-    ALWAYS_DROPPED.with(|always| fb_forward_headers(&req.headers(), always, drop, set))
+    let (drop, set) = (drop.join("\n"), set.join("\n"));
+    ALWAYS_DROPPED.with(|always| fb_forward_headers(&req.headers(), always, &drop, &set))
 }
 
 /// Response header changes as `fb_respond` takes them: `op, name, value, ...` joined by

@@ -156,7 +156,7 @@ impl std::fmt::Display for FetchFailure {
 #[derive(Clone, Copy, Debug)]
 pub enum Deadline<'a> {
     /// The response headers; the response body then streams unbounded (a client's download
-    /// takes as long as it takes), and the timer is cleared when the headers arrive. With a
+    /// takes as long as it takes), and the timer does nothing once the headers are in. With a
     /// streamed upload's progress (`fb_watch_upload`), the wait counts from the upload's last
     /// movement instead: an upload that keeps moving, or waits on the client, never times
     /// out; one the backend stops taking does, as does a backend that sends no headers within
@@ -236,12 +236,11 @@ async fn settle(fetched: js_sys::Promise) -> std::result::Result<web_sys::Respon
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
 // `whole`: the deadline covers the body too (AbortSignal.timeout); otherwise only the response
 // headers: once they are in, the timer is left to fire as a no-op rather than cleared
-// (`clearTimeout` cost about 15 µs a request; the runtime drops a request's timers with it). `upload`: a streamed upload's
-// progress; the deadline then counts from its last movement, and not while it waits on the
-// client.
+// (`clearTimeout` cost about 15 µs a request; the runtime drops a request's timers with it).
+// `upload`: a streamed upload's progress; the deadline then counts from its last movement, and
+// not while it waits on the client.
 export function fb_fetch(input, method, headers, body, ms, whole, upload) {
   let signal;
-  let timer;
   let settled = false;
   if (whole) {
     signal = AbortSignal.timeout(ms);
@@ -251,10 +250,10 @@ export function fb_fetch(input, method, headers, body, ms, whole, upload) {
     const check = () => {
       if (settled) return;
       const left = upload === undefined ? 0 : upload.client && !upload.done ? ms : upload.at + ms - Date.now();
-      if (left > 0) timer = setTimeout(check, left);
+      if (left > 0) setTimeout(check, left);
       else controller.abort();
     };
-    timer = setTimeout(check, ms);
+    setTimeout(check, ms);
   }
   const init = method === undefined ? { signal } : { method, headers, body, redirect: "manual", signal };
   return fetch(input, init).then(

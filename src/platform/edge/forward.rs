@@ -252,8 +252,8 @@ pub async fn forward(report: &Reporter<'_>, mut out: Outbound, route: Route) -> 
             // An unwatched body goes straight through; its success counts at its headers.
             let watch = success.is_some()
                 && WATCH.with(|w| {
-                    let counted = route.ticket.is_some();
-                    w.borrow_mut().watch(&attempt.url, attempt.trial, counted)
+                    w.borrow_mut()
+                        .watch(&attempt.url, attempt.trial, route.ticket.is_some())
                 });
             report.flush(outcomes);
             let cookie = match (&route.cookie, attempt.pin.as_deref()) {

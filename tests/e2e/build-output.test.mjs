@@ -36,11 +36,13 @@ test("build: the default export is worker-build's entrypoint through __fbEntry, 
   const text = await readFile(path.join(root, "build/index.js"), "utf8");
   const entry = text.match(/export\s*\{[^}]*?([\w$]+) as default\b/)?.[1];
   assert.ok(entry, "a default export");
-  const call = text.match(new RegExp(`(?<![\\w$])${entry.replace(/\$/g, "\\$")}=__fbEntry\\(([\\w$]+),([\\w$]+),([\\w$]+),([\\w$]+)\\)`));
+  // Minified names may hold `$`, which a pattern must escape.
+  const esc = (name) => name.replace(/\$/g, "\\$");
+  const call = text.match(new RegExp(`(?<![\\w$])${esc(entry)}=__fbEntry\\(([\\w$]+),([\\w$]+),([\\w$]+),([\\w$]+)\\)`));
   assert.ok(call, `${entry} is built by __fbEntry`);
   const [, , reinit, critical, state] = call;
-  assert.match(text, new RegExp(`function ${reinit.replace(/\$/g, "\\$")}\\(\\)\\{${state.replace(/\$/g, "\\$")}\\.criticalError&&\\(console\\.log\\("Reinitializing Wasm application"\\)`));
-  assert.match(text, new RegExp(`function ${critical.replace(/\$/g, "\\$")}\\(\\w+\\)\\{\\w+ instanceof WebAssembly\\.RuntimeError`));
+  assert.match(text, new RegExp(`function ${esc(reinit)}\\(\\)\\{${esc(state)}\\.criticalError&&\\(console\\.log\\("Reinitializing Wasm application"\\)`));
+  assert.match(text, new RegExp(`function ${esc(critical)}\\(\\w+\\)\\{\\w+ instanceof WebAssembly\\.RuntimeError`));
   assert.ok(text.includes(String(__fbEntry)), "build/index.js carries scripts/entry.mjs's function as it is");
 });
 

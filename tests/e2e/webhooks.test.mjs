@@ -194,6 +194,11 @@ test("real traffic opens a breaker: breaker.open, a passive backend.down and ser
     assert.equal(down.body.details.reason, "passive");
     b1.mode = "ok";
     await waitFor(async () => (await hit(), rx.ofKind("service.recovered")[0]), { timeoutMs: 20000, what: "service.recovered" });
+    // Sent by the alarm the transition brought forward, not by whichever alarm came next
+    // (a D1 write up to a minute later, when no error row was waiting).
+    const recovered = rx.ofKind("service.recovered")[0];
+    const lag = recovered.receivedMs - Date.parse(recovered.body.timestamp);
+    assert.ok(lag < 5000, `service.recovered arrived ${lag} ms after it was raised`);
     assert.equal(rx.ofKind("breaker.closed")[0].body.details.backend, b1.url);
     assert.equal(rx.ofKind("backend.up")[0].body.details.reason, "passive");
     // One event per transition, however many requests saw the breaker open.

@@ -15,7 +15,7 @@ export async function startReceiver(name, { secret } = {}) {
   const r = await startBackend(name);
   r.posts = 0;
   r.badSignatures = 0;
-  /** id -> { event, body (parsed), headers, count } */
+  /** id -> { event, body (parsed), headers, count, receivedMs (first arrival) } */
   r.events = new Map();
   r.handler = (req, res, body) => {
     r.posts++;
@@ -27,7 +27,7 @@ export async function startReceiver(name, { secret } = {}) {
     const id = req.headers["x-flowbalance-event-id"];
     const seen = r.events.get(id);
     if (seen) seen.count++;
-    else r.events.set(id, { event: req.headers["x-flowbalance-event"], body: JSON.parse(text), headers: req.headers, count: 1 });
+    else r.events.set(id, { event: req.headers["x-flowbalance-event"], body: JSON.parse(text), headers: req.headers, count: 1, receivedMs: Date.now() });
     res.writeHead(204).end();
   };
   r.ofKind = (kind) => [...r.events.values()].filter((e) => e.event === kind);

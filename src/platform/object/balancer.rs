@@ -54,6 +54,8 @@ const KEY_METRICS: &str = "metrics";
 const METRICS_SAVE_MS: u64 = 10_000;
 /// The webhook outbox (a JSON text): events are stored here before anything is sent.
 const KEY_OUTBOX: &str = "outbox";
+/// The alarm is never set sooner than this from now (a burst of wakes sets it once).
+const MIN_ALARM_DELAY_MS: u64 = 50;
 /// Config versions kept for `config/history` and rollback.
 const HISTORY_LEN: usize = 20;
 /// The audit trail of admin changes (JSON text), and how many entries it keeps.

@@ -2,7 +2,7 @@
 
 use worker::*;
 
-use super::{Balancer, Service, KEY_BACKENDS, KEY_OUTBOX};
+use super::{Balancer, Service, KEY_BACKENDS, KEY_OUTBOX, MIN_ALARM_DELAY_MS};
 use crate::platform::object::probe::{probe_backend, ProbeResult};
 use crate::platform::store::healthlog;
 use crate::policy::health::transitions::{self, HealthEvent};
@@ -96,7 +96,7 @@ impl Balancer {
     }
 
     pub(super) async fn set_alarm_in(&self, delay_ms: u64) -> Result<()> {
-        let delay_ms = delay_ms.max(50);
+        let delay_ms = delay_ms.max(MIN_ALARM_DELAY_MS);
         let at = Self::now() + delay_ms;
         self.state.storage().set_alarm(delay_ms as i64).await?;
         *self.alarm_at.borrow_mut() = Some(at);

@@ -2,7 +2,7 @@
 
 use worker::*;
 
-use super::{err, invalid, random_bytes, Balancer, Service, KEY_OUTBOX};
+use super::{err, invalid, random_bytes, Balancer, Service, KEY_OUTBOX, MIN_ALARM_DELAY_MS};
 use crate::platform::object::webhook;
 use crate::policy::control::config::{BackendState, EventKind, ServiceConfig};
 use crate::policy::control::watch::{Tally, Watch};
@@ -130,21 +130,22 @@ impl Balancer {
     }
 
     /// Stores the outbox if it changed and wakes the alarm for deliveries that are due.
+    /// The wake does not hang on the outbox being unsaved: `persist_backends` stores events with
+    /// the transition that raised them, and their alarm must still come forward (before, it
+    /// waited for whatever alarm came next, a minute later when nothing else was due).
     pub(super) async fn send_soon(&self) -> Result<()> {
-        if !self.outbox_dirty.get() {
-            return Ok(());
-        }
         self.save_outbox().await?;
         self.wake_for_deliveries().await
     }
 
-    /// Brings the alarm forward to the next due delivery, if it is later.
+    /// Brings the alarm forward to the next due delivery, if it is later. A delivery already
+    /// overdue counts as due now, so an alarm set for it a moment ago is not set again.
     pub(super) async fn wake_for_deliveries(&self) -> Result<()> {
         let due = self.outbox.borrow().next_due();
         let known = *self.alarm_at.borrow();
         match (due, known) {
             (None, _) => Ok(()),
-            (Some(d), Some(at)) if at <= d => Ok(()),
+            (Some(d), Some(at)) if at <= d.max(Self::now() + MIN_ALARM_DELAY_MS) => Ok(()),
             (Some(d), _) => self.set_alarm_in(d.saturating_sub(Self::now())).await,
         }
     }

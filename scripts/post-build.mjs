@@ -6,10 +6,12 @@
 // 2. wasm-bindgen's futures wake their tasks with `promise.then` instead of `queueMicrotask`: it uses
 //    `queueMicrotask` when the global has it, and workerd's wraps every callback in a new function
 //    (about 2 KB and tens of µs per request, several wakes each). Both run the task as a microtask.
-// 3. The Worker's entrypoint class is exported without worker-build's `Proxy`, which made a new
-//    `Proxy` (and a copy of its hooks) for every request and another for every method call. The
-//    same checks stay (scripts/entry.mjs): the wasm instance is reinitialised before a request
-//    after a critical error (a panic), and an error thrown by a handler is looked at for one.
+// 3. The Worker's entrypoint is exported as a plain object of worker-build's handlers, without the
+//    `Proxy` its shim puts around the entrypoint class (a new `Proxy` and a copy of its hooks for
+//    every request and another for every method call) and without the class workerd would
+//    construct for every request. The same checks stay (scripts/entry.mjs): the wasm instance is
+//    reinitialised before a request after a critical error (a panic), and an error thrown by a
+//    handler is looked at for one.
 import fs from "node:fs";
 import { __fbEntry } from "./entry.mjs";
 
@@ -41,15 +43,15 @@ const probes = text.match(probe)?.length ?? 0;
 if (probes !== 1) fail(`expected one queueMicrotask check in the wasm-bindgen glue, found ${probes}`);
 text = text.replace(probe, "$1return undefined}");
 
-// The shim's checkReinitialize and initState, from its construct hook, and handleMaybeCritical.
+// The shim's checkReinitialize, from its construct hook, and handleMaybeCritical.
 const N = "[\\w$]+";
-const hook = new RegExp(`construct\\(${N},${N},${N}\\)\\{try\\{(${N})\\(\\);let ${N}=\\{instance:Reflect\\.construct\\(${N},${N},${N}\\),instanceId:(${N})\\.instanceId`).exec(text);
+const hook = new RegExp(`construct\\(${N},${N},${N}\\)\\{try\\{(${N})\\(\\);let ${N}=\\{instance:Reflect\\.construct\\(${N},${N},${N}\\),instanceId:${N}\\.instanceId`).exec(text);
 if (!hook) fail("worker-build's construct hook is not as expected");
 const critical = new RegExp(`addEventListener\\("error",(${N})=>\\{(${N})\\(\\1\\.error\\)\\}\\)`).exec(text);
 if (!critical) fail("worker-build's error listener is not as expected");
 const entry = local.get("default") ?? fail("no default export");
 const proxied = new RegExp(`(?<![\\w$])${entry.replace(/\$/g, "\\$")}=new Proxy\\((${N}),${N}\\)`);
 if ((text.match(new RegExp(proxied.source, "g")) ?? []).length !== 1) fail(`expected one ${entry}=new Proxy(...) for the default export`);
-text = text.replace(proxied, (_, base) => `${entry}=__fbEntry(${base},${hook[1]},${critical[2]},${hook[2]})`);
+text = text.replace(proxied, (_, base) => `${entry}=__fbEntry(${base},${hook[1]},${critical[2]})`);
 
 fs.writeFileSync(file, `${MARK}\nimport{DurableObject as __fbDurableObject}from"cloudflare:workers";\n${__fbEntry}\n${text}`);

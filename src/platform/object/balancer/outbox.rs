@@ -143,10 +143,11 @@ impl Balancer {
     pub(super) async fn wake_for_deliveries(&self) -> Result<()> {
         let due = self.outbox.borrow().next_due();
         let known = *self.alarm_at.borrow();
+        let now = Self::now();
         match (due, known) {
             (None, _) => Ok(()),
-            (Some(d), Some(at)) if at <= d.max(Self::now() + MIN_ALARM_DELAY_MS) => Ok(()),
-            (Some(d), _) => self.set_alarm_in(d.saturating_sub(Self::now())).await,
+            (Some(d), Some(at)) if at <= d.max(now + MIN_ALARM_DELAY_MS) => Ok(()),
+            (Some(d), _) => self.set_alarm_in(d.saturating_sub(now)).await,
         }
     }
 
